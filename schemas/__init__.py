@@ -1,0 +1,12 @@
+"""Touchflow wire contract v1: pydantic models, the fast event decoder and the orjson codec."""
+
+from schemas.event import CHANNELS, IDENTIFIER_FIELDS, Event, EventError, decode_event, parse_event
+
+__all__ = [
+    "CHANNELS",
+    "IDENTIFIER_FIELDS",
+    "Event",
+    "EventError",
+    "decode_event",
+    "parse_event",
+]

@@ -1,0 +1,206 @@
+"""The touchpoint event as the decision core sees it, and its fast, strict decoder.
+
+`decode_event(raw)` is the hot path of the worker and of replay: one `orjson.loads`, then a
+hand-written validation that accepts exactly what the pydantic model `TouchpointEvent`
+(schemas/models.py) accepts (a property test holds the two together). A rejected event raises
+`EventError` whose `reason` is a short machine-readable code and whose message names the field,
+never the offending value, so it can go to the dead-letter topic and the logs safely.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "CHANNELS",
+    "IDENTIFIER_FIELDS",
+    "MAX_EVENT_BYTES",
+    "Event",
+    "EventError",
+    "decode_event",
+    "parse_event",
+]
+
+CHANNELS: frozenset[str] = frozenset(
+    {"web", "mobile", "store", "call_center", "email", "sms", "social"}
+)
+#: Identifier fields in priority order: the first present one keys the profile.
+IDENTIFIER_FIELDS: tuple[str, ...] = (
+    "customer_id",
+    "loyalty_id",
+    "email_sha256",
+    "phone_sha256",
+    "anonymous_id",
+)
+MAX_EVENT_BYTES = 1024 * 1024
+MAX_ID_LEN = 200
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_PHONE = re.compile(r"\+?[0-9][0-9 ()\-.]{6,}[0-9]")
+_TOP_FIELDS = frozenset(
+    {"event_id", "occurred_at", "channel", "type", "identity", "properties", "context",
+     "schema_version"}
+)
+_MIN_YEAR = 2000
+_MAX_YEAR = 2100
+
+
+class EventError(ValueError):
+    """A touchpoint event that cannot be accepted; `reason` is a short code for metrics."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(slots=True, frozen=True)
+class Event:
+    """A validated touchpoint event. `ts_ms` is UTC epoch milliseconds of `occurred_at`."""
+
+    event_id: str
+    occurred_at: str
+    ts_ms: int
+    utc_offset_min: int
+    channel: str
+    type: str
+    identity: Mapping[str, str]
+    properties: Mapping[str, Any] = field(default_factory=dict)
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+    def key(self) -> str:
+        """The identifier that keys this event's profile: `<field>:<value>` of the first present."""
+        for name in IDENTIFIER_FIELDS:
+            value = self.identity.get(name)
+            if value:
+                return f"{name}:{value}"
+        raise EventError("missing_identity", "identity carries no identifier")  # unreachable
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form of this event (what `decode_event` accepts)."""
+        return {
+            "event_id": self.event_id,
+            "occurred_at": self.occurred_at,
+            "channel": self.channel,
+            "type": self.type,
+            "identity": dict(self.identity),
+            "properties": dict(self.properties),
+            "context": dict(self.context),
+        }
+
+
+def _parse_time(value: object) -> tuple[int, int]:
+    if not isinstance(value, str):
+        raise EventError("bad_timestamp", "occurred_at must be an ISO-8601 string")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise EventError("bad_timestamp", "occurred_at is not an ISO-8601 timestamp") from None
+    offset = moment.utcoffset()
+    if offset is None:
+        raise EventError("bad_timestamp", "occurred_at must carry a UTC offset (e.g. Z or +09:00)")
+    if not _MIN_YEAR <= moment.year <= _MAX_YEAR:
+        raise EventError("bad_timestamp", f"occurred_at must lie in {_MIN_YEAR}..{_MAX_YEAR}")
+    ts_ms = int(moment.timestamp() * 1000)
+    return ts_ms, int(offset // timedelta(minutes=1))
+
+
+def _check_identity(identity: object) -> dict[str, str]:
+    if not isinstance(identity, dict):
+        raise EventError("missing_identity", "identity must be an object")
+    out: dict[str, str] = {}
+    for name, value in identity.items():
+        if name not in IDENTIFIER_FIELDS:
+            raise EventError("bad_identity", f"identity.{name} is not a known identifier")
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value or len(value) > MAX_ID_LEN:
+            raise EventError("bad_identity", f"identity.{name} must be a non-empty string")
+        if name in ("email_sha256", "phone_sha256") and not _SHA256.fullmatch(value):
+            raise EventError(
+                "personal_data", f"identity.{name} must be a lowercase hex SHA-256 digest"
+            )
+        if "@" in value and _EMAIL.fullmatch(value):
+            raise EventError("personal_data", f"identity.{name} holds a raw e-mail address")
+        out[name] = value
+    if not out:
+        raise EventError("missing_identity", "identity carries none of " + ", ".join(IDENTIFIER_FIELDS))
+    return out
+
+
+def _check_pii(properties: Mapping[str, Any], where: str) -> None:
+    for name, value in properties.items():
+        if isinstance(value, str):
+            if "@" in value and _EMAIL.fullmatch(value):
+                raise EventError("personal_data", f"{where}.{name} holds a raw e-mail address")
+            if name in ("phone", "phone_number", "msisdn", "mobile") and _PHONE.fullmatch(value):
+                raise EventError("personal_data", f"{where}.{name} holds a raw phone number")
+        elif name in ("email", "phone", "phone_number", "msisdn") and value is not None:
+            raise EventError("personal_data", f"{where}.{name} is personal data")
+
+
+def parse_event(data: object) -> Event:
+    """Validate an already-decoded JSON value into an `Event`, or raise `EventError`."""
+    if not isinstance(data, dict):
+        raise EventError("not_an_object", "event must be a JSON object")
+    unknown = data.keys() - _TOP_FIELDS
+    if unknown:
+        raise EventError("unknown_field", f"unknown field {sorted(unknown)[0]!r}")
+    event_id = data.get("event_id")
+    if not isinstance(event_id, str) or not event_id or len(event_id) > MAX_ID_LEN:
+        raise EventError("bad_event_id", "event_id must be a non-empty string of <= 200 chars")
+    channel = data.get("channel")
+    if not isinstance(channel, str):
+        raise EventError("bad_channel", "channel must be a string")
+    if channel not in CHANNELS:
+        raise EventError("unknown_channel", "channel must be one of " + ", ".join(sorted(CHANNELS)))
+    etype = data.get("type")
+    if not isinstance(etype, str) or not etype or len(etype) > MAX_ID_LEN:
+        raise EventError("bad_type", "type must be a non-empty string")
+    ts_ms, offset = _parse_time(data.get("occurred_at"))
+    identity = _check_identity(data.get("identity"))
+    properties = data.get("properties", {})
+    if properties is None:
+        properties = {}
+    if not isinstance(properties, dict):
+        raise EventError("bad_properties", "properties must be an object")
+    context = data.get("context", {})
+    if context is None:
+        context = {}
+    if not isinstance(context, dict):
+        raise EventError("bad_context", "context must be an object")
+    _check_pii(properties, "properties")
+    _check_pii(context, "context")
+    return Event(
+        event_id=event_id,
+        occurred_at=data["occurred_at"],
+        ts_ms=ts_ms,
+        utc_offset_min=offset,
+        channel=channel,
+        type=etype,
+        identity=identity,
+        properties=properties,
+        context=context,
+    )
+
+
+def decode_event(raw: bytes | bytearray | memoryview | str | None) -> Event:
+    """Decode and validate one message value; raise `EventError` with a reason otherwise."""
+    if raw is None:
+        raise EventError("empty", "message has no value")
+    if len(raw) > MAX_EVENT_BYTES:
+        raise EventError("oversized", f"message is larger than {MAX_EVENT_BYTES} bytes")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        # orjson's message names a position, never echoes the payload.
+        text = str(exc)
+        reason = "invalid_utf8" if "utf-8" in text.lower() else "invalid_json"
+        raise EventError(reason, f"not valid JSON: {text}") from None
+    return parse_event(data)
