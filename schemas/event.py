@@ -166,13 +166,9 @@ def parse_event(data: object) -> Event:
     ts_ms, offset = _parse_time(data.get("occurred_at"))
     identity = _check_identity(data.get("identity"))
     properties = data.get("properties", {})
-    if properties is None:
-        properties = {}
     if not isinstance(properties, dict):
         raise EventError("bad_properties", "properties must be an object")
     context = data.get("context", {})
-    if context is None:
-        context = {}
     if not isinstance(context, dict):
         raise EventError("bad_context", "context must be an object")
     _check_pii(properties, "properties")

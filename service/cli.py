@@ -1,0 +1,119 @@
+"""The `touchflow` command line: dev, worker, simulate, replay, rules check, schemas export.
+
+Every expected failure (bad setting, bad rulebook, unreachable broker, unwritable data
+directory) ends with one readable sentence on stderr and a non-zero exit code, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+Handler = Callable[[argparse.Namespace], int]
+# Subcommands contributed by their own modules: each has register(subparsers).
+_PLUGINS = ("service.simulator", "service.replay.command", "service.report")
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from service.logs import configure_logging
+    from service.settings import load_settings
+    from service.worker import run_worker
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return run_worker(settings)
+
+
+def _cmd_dev(args: argparse.Namespace) -> int:
+    from service.dev import run_dev
+
+    return run_dev(rate=args.rate, customers=args.customers, seed=args.seed,
+                   metrics_port=args.metrics_port)
+
+
+def _cmd_rules_check(args: argparse.Namespace) -> int:
+    from service.domain.rules import RulebookError, load_rulebook
+
+    failed = 0
+    for path in args.files:
+        try:
+            rulebook = load_rulebook(path)
+        except RulebookError as error:
+            print(str(error), file=sys.stderr)
+            failed += 1
+        else:
+            print(f"{path}: ok, version {rulebook.version}")
+    return 1 if failed else 0
+
+
+def _cmd_schemas_export(args: argparse.Namespace) -> int:
+    from schemas.export import export_schemas
+
+    written = export_schemas(Path(args.out))
+    for path in written:
+        print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, with every available subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="touchflow", description="Streaming next-best-action engine for touchpoints."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    dev = sub.add_parser("dev", help="embedded broker + worker + simulator + metrics, one box")
+    dev.add_argument("--rate", type=float, default=50.0, help="simulated events per second")
+    dev.add_argument("--customers", type=int, default=2000)
+    dev.add_argument("--seed", type=int, default=7)
+    dev.add_argument("--metrics-port", type=int, default=9108)
+    dev.set_defaults(handler=_cmd_dev)
+    worker = sub.add_parser("worker", help="run a worker (settings from TOUCHFLOW_* variables)")
+    worker.set_defaults(handler=_cmd_worker)
+    rules = sub.add_parser("rules", help="rulebook tools")
+    rules_sub = rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND")
+    rules_sub.required = True
+    check = rules_sub.add_parser("check", help="validate rulebooks; errors name file:line:field")
+    check.add_argument("files", nargs="+")
+    check.set_defaults(handler=_cmd_rules_check)
+    schemas = sub.add_parser("schemas", help="wire contract tools")
+    schemas_sub = schemas.add_subparsers(dest="schemas_command", metavar="SUBCOMMAND")
+    schemas_sub.required = True
+    export = schemas_sub.add_parser("export", help="write the JSON Schema files")
+    export.add_argument("--out", default="schemas/jsonschema")
+    export.set_defaults(handler=_cmd_schemas_export)
+    for name in _PLUGINS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and name.startswith(exc.name):
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `touchflow`; returns the exit code."""
+    from service.domain.rules import RulebookError
+    from service.settings import SettingsError
+    from service.store import StoreError
+    from service.worker import StartupError
+
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except (SettingsError, StartupError, StoreError) as error:
+        print(f"touchflow: {error}", file=sys.stderr)
+        return 2
+    except RulebookError as error:
+        print(f"touchflow: the rulebook is invalid:\n{error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

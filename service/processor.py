@@ -1,0 +1,370 @@
+"""The batch processor: raw Kafka messages in, actions, audit records and state out.
+
+It is the whole streaming shell's logic, free of Faust so that the agents, the component tests
+and the benchmarks drive the same code. For one batch it:
+
+1. decodes each message once (orjson) and validates it; a bad one becomes a dead-letter record;
+2. routes each event to the partition that owns its profile key: processed in place when the
+   message already sits in that partition, otherwise forwarded to the repartition topic;
+3. runs the pure `decide()` for local events, in order, reading each profile once per batch;
+4. sends actions, per-channel copies, audit records, dead letters and forwards, and flushes;
+5. only then sends one changelog record per touched profile (header: the source offset) and
+   flushes, so a changelog record on the broker implies its actions are there too;
+6. writes the profiles and the changelog checkpoint to the local store in one atomic batch.
+
+The caller acknowledges the source offsets after `process()` returns (Faust commits them later,
+after flushing its producer again): at-least-once delivery with idempotent effects, because a
+replayed event is recognised by its `event_id` in the recovered profile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiokafka.partitioner import murmur2
+
+from schemas.codec import dumps
+from schemas.event import Event, EventError, decode_event
+from service.domain.decide import decide
+from service.domain.profile import Profile
+from service.domain.rules import Rulebook
+from service.recovery import recover_partition
+from service.settings import Settings
+from service.sink import Sink
+from service.store import PartitionStore, open_store
+from service.topics import TopicNames
+
+if TYPE_CHECKING:
+    from service.health import Readiness
+    from service.metrics import Metrics
+
+__all__ = ["BatchStats", "Message", "Processor"]
+
+log = logging.getLogger(__name__)
+_DLQ_VALUE_LIMIT = 256 * 1024
+_CORE_TYPES = frozenset(
+    {"identified", "consent_changed", "erasure_requested", "action_response"}
+)
+_CACHE_LIMIT = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One consumed Kafka record, independent of the client library."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None = None
+
+
+@dataclass(slots=True)
+class BatchStats:
+    """What one `process()` call did."""
+
+    received: int = 0
+    processed: int = 0
+    duplicates: int = 0
+    forwarded: int = 0
+    deadlettered: int = 0
+    actions: int = 0
+    decisions: int = 0
+    profiles_written: int = 0
+    seconds: float = 0.0
+    sent_actions: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Processor:
+    """Owns the per-partition stores and turns batches of messages into output records."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topics: TopicNames,
+        rulebook: Rulebook,
+        sink: Sink,
+        *,
+        context: Mapping[str, Any] | None = None,
+        metrics: Metrics | None = None,
+        readiness: Readiness | None = None,
+        in_place: bool = True,
+        recover: Callable[[int, PartitionStore], Awaitable[Any]] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.rulebook = rulebook
+        self.sink = sink
+        self.context: Mapping[str, Any] = context if context is not None else {}
+        self.metrics = metrics
+        self.readiness = readiness
+        self.in_place = in_place
+        self._recover = recover or self._recover_from_changelog
+        self._clock = clock
+        self._stores: dict[int, PartitionStore] = {}
+        self._cache: dict[int, dict[bytes, Profile]] = {}
+        self._recovered: set[int] = set()
+        self._partition_of: dict[bytes, int] = {}
+        self._lock = asyncio.Lock()
+        self._type_labels = rulebook.event_types | _CORE_TYPES
+
+    # -- partitions -------------------------------------------------------------------------
+
+    def partition_for(self, key: bytes) -> int:
+        """Kafka's default partitioner (murmur2), as every standard producer uses it."""
+        partition = self._partition_of.get(key)
+        if partition is None:
+            if len(self._partition_of) > _CACHE_LIMIT:
+                self._partition_of.clear()
+            partition = (murmur2(key) & 0x7FFFFFFF) % self.settings.partitions
+            self._partition_of[key] = partition
+        return partition
+
+    async def assign(self, partitions: set[int]) -> None:
+        """Recover the stores of newly assigned partitions (before their events are applied)."""
+        async with self._lock:
+            for partition in sorted(partitions - self._recovered):
+                await self._ensure_recovered(partition)
+
+    async def revoke(self, partitions: set[int]) -> None:
+        """Forget revoked partitions: close their stores, drop their caches."""
+        async with self._lock:
+            for partition in partitions:
+                self._recovered.discard(partition)
+                self._cache.pop(partition, None)
+                store = self._stores.pop(partition, None)
+                if store is not None:
+                    store.close()
+
+    async def close(self) -> None:
+        """Close every store (worker shutdown)."""
+        await self.revoke(set(self._stores))
+
+    async def _recover_from_changelog(self, partition: int, store: PartitionStore) -> Any:
+        def progress(remaining: int) -> None:
+            if self.metrics is not None:
+                self.metrics.recovery_remaining.labels(str(partition)).set(remaining)
+
+        result = await recover_partition(
+            self.settings, self.topics.changelog, partition, store, on_progress=progress
+        )
+        if self.metrics is not None:
+            self.metrics.recovery_seconds.observe(result.seconds)
+        return result
+
+    async def _ensure_recovered(self, partition: int) -> PartitionStore:
+        store = self._stores.get(partition)
+        if store is None:
+            store = open_store(
+                self.settings.store, self.settings.data_dir, self.settings.app_id, partition
+            )
+            self._stores[partition] = store
+        if partition not in self._recovered:
+            if self.readiness is not None:
+                self.readiness.mark_recovering(partition)
+            await self._recover(partition, store)
+            self._recovered.add(partition)
+            self._cache[partition] = {}
+            if self.readiness is not None:
+                self.readiness.mark_recovered(partition)
+            if self.metrics is not None:
+                self.metrics.profiles.labels(str(partition)).set(store.count())
+        return store
+
+    def store(self, partition: int) -> PartitionStore | None:
+        """The store of a partition this worker holds (tests, diagnostics)."""
+        return self._stores.get(partition)
+
+    # -- the batch --------------------------------------------------------------------------
+
+    async def process(self, messages: Sequence[Message]) -> BatchStats:
+        """Process one batch; when it returns, every effect is durable on the broker."""
+        async with self._lock:
+            return await self._process(messages)
+
+    async def _process(self, messages: Sequence[Message]) -> BatchStats:
+        started = time.perf_counter()
+        stats = BatchStats(received=len(messages))
+        sink = self.sink
+        topics = self.topics
+        local: dict[int, list[tuple[Message, Event, bytes]]] = {}
+        event_counts: Counter[tuple[str, str, str]] = Counter()
+        dead_reasons: Counter[str] = Counter()
+        for message in messages:
+            try:
+                event = decode_event(message.value)
+            except EventError as error:
+                await self._dead_letter(message, error.reason, error.message)
+                dead_reasons[error.reason] += 1
+                stats.deadlettered += 1
+                continue
+            key = event.key().encode()
+            owner = self.partition_for(key)
+            if message.topic == topics.repartition or (
+                self.in_place and owner == message.partition
+            ):
+                local.setdefault(owner, []).append((message, event, key))
+            else:
+                await sink.send(topics.repartition, key, message.value, partition=owner)
+                stats.forwarded += 1
+
+        changed: dict[int, dict[bytes, Profile | None]] = {}
+        source_offsets: dict[int, str] = {}
+        actions: list[dict[str, Any]] = []
+        clocks: list[tuple[int, int | None]] = []
+        for partition, items in local.items():
+            store = await self._ensure_recovered(partition)
+            cache = self._cache.setdefault(partition, {})
+            touched = changed.setdefault(partition, {})
+            for message, event, key in items:
+                if key in touched:
+                    profile = touched[key]
+                elif key in cache:
+                    profile = cache[key]
+                else:
+                    raw = store.get(key)
+                    profile = Profile.from_bytes(raw) if raw is not None else None
+                try:
+                    outcome = decide(profile, event, self.context, self.rulebook)
+                except Exception as exc:  # a bug must not stop the partition: dead-letter it
+                    log.error("decide() failed", extra={"error": type(exc).__name__,
+                                                        "offset": message.offset})
+                    await self._dead_letter(
+                        message, "decision_error", f"decide() raised {type(exc).__name__}"
+                    )
+                    dead_reasons["decision_error"] += 1
+                    stats.deadlettered += 1
+                    continue
+                etype = event.type if event.type in self._type_labels else "other"
+                if outcome.duplicate:
+                    stats.duplicates += 1
+                    event_counts[(event.channel, etype, "duplicate")] += 1
+                    continue
+                stats.processed += 1
+                event_counts[(event.channel, etype, "processed")] += 1
+                touched[key] = outcome.profile
+                for action in outcome.actions:
+                    value = dumps(action)
+                    customer = str(action["customer_id"]).encode()
+                    await sink.send(topics.actions, customer, value)
+                    if self.settings.channel_topics:
+                        await sink.send(topics.channel_actions(action["channel"]), customer, value)
+                    actions.append(action)
+                    clocks.append((event.ts_ms, message.timestamp_ms))
+                for record in outcome.decisions:
+                    await sink.send(topics.decisions, key, dumps(record))
+                stats.decisions += len(outcome.decisions)
+                if outcome.actions or outcome.decisions:
+                    self._count_decisions(outcome.decisions)
+            if items:
+                last = items[-1][0]
+                source_offsets[partition] = f"{last.topic}:{last.partition}:{last.offset}"
+        await sink.flush()
+        now = self._clock()
+        stats.actions = len(actions)
+        stats.sent_actions = actions
+
+        # Changelog after the actions are acknowledged: see the module docstring.
+        pending: list[tuple[int, Awaitable[int]]] = []
+        for partition, touched in changed.items():
+            header = [("src", source_offsets.get(partition, "").encode())]
+            for key, profile in touched.items():
+                value = profile.to_bytes() if profile is not None else None
+                fut = await sink.send(
+                    topics.changelog, key, value, partition=partition, headers=header
+                )
+                pending.append((partition, fut))
+        if pending:
+            await sink.flush()
+        checkpoints: dict[int, int] = {}
+        for partition, fut in pending:
+            offset = await fut
+            if offset > checkpoints.get(partition, -1):
+                checkpoints[partition] = offset
+        for partition, touched in changed.items():
+            if not touched:
+                continue
+            cache = self._cache.setdefault(partition, {})
+            if len(cache) > _CACHE_LIMIT:
+                cache.clear()
+            encoded: dict[bytes, bytes | None] = {}
+            for key, profile in touched.items():
+                if profile is None:
+                    cache.pop(key, None)
+                    encoded[key] = None
+                else:
+                    cache[key] = profile
+                    encoded[key] = profile.to_bytes()
+            self._stores[partition].write(encoded, checkpoints.get(partition, -1))
+            stats.profiles_written += len(touched)
+        stats.seconds = time.perf_counter() - started
+        self._observe(stats, event_counts, dead_reasons, actions, clocks, now)
+        return stats
+
+    async def _dead_letter(self, message: Message, reason: str, error: str) -> None:
+        value = message.value or b""
+        record = {
+            "reason": reason,
+            "error": error,
+            "topic": message.topic,
+            "partition": message.partition,
+            "offset": message.offset,
+            "timestamp_ms": message.timestamp_ms,
+            "key_b64": base64.b64encode(message.key).decode() if message.key else None,
+            "value_b64": base64.b64encode(value[:_DLQ_VALUE_LIMIT]).decode(),
+            "value_truncated": len(value) > _DLQ_VALUE_LIMIT,
+            "value_bytes": len(value),
+            "worker": self.settings.app_id,
+        }
+        await self.sink.send(self.topics.deadletter, message.key, dumps(record))
+        log.warning(
+            "dead-lettered a message",
+            extra={"reason": reason, "error": error, "topic": message.topic,
+                   "partition": message.partition, "offset": message.offset},
+        )
+
+    def _count_decisions(self, decisions: list[dict[str, Any]]) -> None:
+        if self.metrics is None:
+            return
+        for record in decisions:
+            if record.get("outcome") == "suppressed":
+                self.metrics.suppressed.labels(
+                    str(record.get("action")), str(record.get("suppressed_by"))
+                ).inc()
+
+    def _observe(
+        self,
+        stats: BatchStats,
+        event_counts: Counter[tuple[str, str, str]],
+        dead_reasons: Counter[str],
+        actions: list[dict[str, Any]],
+        clocks: list[tuple[int, int | None]],
+        now: float,
+    ) -> None:
+        metrics = self.metrics
+        if metrics is None:
+            return
+        for (channel, etype, outcome), count in event_counts.items():
+            metrics.events.labels(channel, etype, outcome).inc(count)
+        for reason, count in dead_reasons.items():
+            metrics.deadletters.labels(reason).inc(count)
+            metrics.events.labels("unknown", "unknown", "deadletter").inc(count)
+        for action in actions:
+            metrics.actions.labels(action["action"], action["channel"]).inc()
+        histogram = metrics.event_to_action
+        for event_ms, ingest_ms in clocks:
+            histogram.labels("event_time").observe(max(0.0, now - event_ms / 1000))
+            if ingest_ms:
+                histogram.labels("ingest").observe(max(0.0, now - ingest_ms / 1000))
+        metrics.batch_size.observe(stats.received)
+        metrics.batch_seconds.observe(stats.seconds)
+        metrics.last_batch.set(now)

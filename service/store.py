@@ -1,0 +1,149 @@
+"""Per-partition profile stores: RocksDB (rocksdict) on disk, or a plain dict in memory.
+
+Each store holds, for one partition of the profile changelog, the serialised profile of every
+customer key, plus the changelog offset up to which it is complete (the *checkpoint*). A batch
+is written atomically (profiles and checkpoint in one RocksDB WriteBatch), and only after its
+changelog records were acknowledged by the broker, so a restarted worker replays the changelog
+from ``checkpoint + 1`` and can never be ahead of it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Protocol
+
+__all__ = ["MemoryStore", "PartitionStore", "RocksStore", "StoreError", "open_store"]
+
+_CHECKPOINT_KEY = b"\x00touchflow:changelog-offset"
+_NO_CHECKPOINT = -1
+
+
+class StoreError(RuntimeError):
+    """The local state directory cannot be used; the message says what to fix."""
+
+
+class PartitionStore(Protocol):
+    """Key -> serialised profile, for one partition, with the changelog checkpoint."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def write(self, items: Mapping[bytes, bytes | None], checkpoint: int) -> None: ...
+
+    def checkpoint(self) -> int: ...
+
+    def count(self) -> int: ...
+
+    def keys(self) -> Iterable[bytes]: ...
+
+    def close(self) -> None: ...
+
+    def wipe(self) -> None: ...
+
+
+class MemoryStore:
+    """A dict; the changelog is its only durable copy (full replay on every start)."""
+
+    def __init__(self) -> None:
+        self._data: dict[bytes, bytes] = {}
+        self._checkpoint = _NO_CHECKPOINT
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._data.get(key)
+
+    def write(self, items: Mapping[bytes, bytes | None], checkpoint: int) -> None:
+        data = self._data
+        for key, value in items.items():
+            if value is None:
+                data.pop(key, None)
+            else:
+                data[key] = value
+        self._checkpoint = max(self._checkpoint, checkpoint)
+
+    def checkpoint(self) -> int:
+        return self._checkpoint
+
+    def count(self) -> int:
+        return len(self._data)
+
+    def keys(self) -> Iterable[bytes]:
+        return list(self._data)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def wipe(self) -> None:
+        self._data.clear()
+        self._checkpoint = _NO_CHECKPOINT
+
+
+class RocksStore:
+    """One RocksDB database per partition under the data directory."""
+
+    def __init__(self, path: Path) -> None:
+        from rocksdict import Options, Rdict
+
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            options = Options(raw_mode=True)
+            options.create_if_missing(True)
+            self._db = Rdict(str(path), options)
+        except Exception as exc:
+            raise StoreError(
+                f"cannot open the profile store at {path} ({exc}); "
+                "check that TOUCHFLOW_DATA_DIR is writable and not used by another worker"
+            ) from None
+        self._count = self._count_keys()
+
+    def _count_keys(self) -> int:
+        return sum(1 for key in self._db.keys() if key != _CHECKPOINT_KEY)
+
+    def get(self, key: bytes) -> bytes | None:
+        value = self._db.get(key)
+        return value if value is None else bytes(value)
+
+    def write(self, items: Mapping[bytes, bytes | None], checkpoint: int) -> None:
+        from rocksdict import WriteBatch
+
+        batch = WriteBatch(raw_mode=True)
+        db = self._db
+        for key, value in items.items():
+            existed = key in db
+            if value is None:
+                if existed:
+                    batch.delete(key)
+                    self._count -= 1
+            else:
+                batch.put(key, value)
+                if not existed:
+                    self._count += 1
+        if checkpoint > self.checkpoint():
+            batch.put(_CHECKPOINT_KEY, str(checkpoint).encode())
+        db.write(batch)
+
+    def checkpoint(self) -> int:
+        raw = self._db.get(_CHECKPOINT_KEY)
+        return int(raw) if raw is not None else _NO_CHECKPOINT
+
+    def count(self) -> int:
+        return self._count
+
+    def keys(self) -> Iterable[bytes]:
+        return [bytes(k) for k in self._db.keys() if k != _CHECKPOINT_KEY]
+
+    def close(self) -> None:
+        self._db.close()
+
+    def wipe(self) -> None:
+        self._db.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.__init__(self.path)  # type: ignore[misc]
+
+
+def open_store(kind: str, data_dir: Path, app_id: str, partition: int) -> PartitionStore:
+    """Open the store of one partition: `rocksdb://` (default) or `memory://`."""
+    if kind == "memory://":
+        return MemoryStore()
+    return RocksStore(data_dir / app_id / "profiles" / f"p{partition:04d}")

@@ -1,0 +1,129 @@
+"""`touchflow worker`: start-up checks, the metrics/health server, and the Faust worker.
+
+Start-up order: settings (already loaded by the CLI) -> rulebook -> data directory ->
+metrics and health server (so /healthz answers and /readyz says "not ready" while we wait) ->
+broker reachable and topics present, retried with backoff and one log line per attempt ->
+the Faust worker, until SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+from service.settings import Settings
+from service.topics import TopicNames, ensure_topics
+
+__all__ = ["StartupError", "check_data_dir", "run_worker", "wait_for_broker"]
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(RuntimeError):
+    """The worker cannot start; the message is one sentence saying what to fix."""
+
+
+def check_data_dir(settings: Settings) -> None:
+    """Fail early, readably, if the RocksDB data directory cannot be written."""
+    if settings.store != "rocksdb://":
+        return
+    path = Path(settings.data_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".touchflow-write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise StartupError(
+            f"TOUCHFLOW_DATA_DIR={str(path)!r} is not writable ({exc.strerror}); "
+            "point it at a writable directory or use TOUCHFLOW_STORE=memory://."
+        ) from None
+
+
+async def wait_for_broker(
+    settings: Settings, topics: TopicNames, *, attempts: int | None = None,
+    max_delay_s: float = 30.0,
+) -> dict[str, int]:
+    """Create/verify the topics, retrying with exponential backoff while the broker is down."""
+    delay = 1.0
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await ensure_topics(settings, topics)
+        except (OSError, asyncio.TimeoutError) as exc:
+            reason = type(exc).__name__
+        except Exception as exc:
+            if "KafkaConnectionError" not in type(exc).__name__ and "Unable" not in str(exc):
+                raise
+            reason = str(exc) or type(exc).__name__
+        if attempts is not None and attempt >= attempts:
+            raise StartupError(
+                f"cannot reach the Kafka broker at {settings.broker} after {attempt} attempts "
+                f"({reason}); check TOUCHFLOW_BROKER and that the broker is running."
+            )
+        log.warning(
+            f"broker {settings.broker} unreachable (attempt {attempt}), retrying in {delay:.0f}s",
+            extra={"attempt": attempt, "error": reason},
+        )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_delay_s)
+
+
+def run_worker(settings: Settings, *, tasks: Sequence[Callable[[], Awaitable[None]]] = (),
+               broker_attempts: int | None = None) -> int:
+    """Run one worker until stopped; return the process exit code."""
+    import faust
+
+    from service.app import create_app
+    from service.domain.rules import load_rulebook
+    from service.health import Readiness, start_http
+    from service.metrics import Metrics
+
+    rulebook = load_rulebook(settings.rules)
+    check_data_dir(settings)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    metrics = Metrics()
+    readiness = Readiness()
+    http = loop.run_until_complete(
+        start_http(settings.metrics_host, settings.metrics_port, metrics, readiness)
+    )
+    log.info(f"metrics and health on http://{settings.metrics_host}:{http.port}/metrics")
+    topics = TopicNames.from_settings(settings)
+    try:
+        counts = loop.run_until_complete(
+            wait_for_broker(settings, topics, attempts=broker_attempts)
+        )
+    except BaseException:
+        loop.run_until_complete(http.runner.cleanup())
+        raise
+    in_place = counts.get(topics.events) == settings.partitions == counts.get(topics.responses)
+    if not in_place:
+        log.warning("events topic partitions differ from TOUCHFLOW_PARTITIONS: "
+                    "every event is repartitioned (slower)")
+    touchflow = create_app(
+        settings, rulebook=rulebook, metrics=metrics, readiness=readiness, in_place=in_place
+    )
+    for task in tasks:
+        touchflow.app.task(task)
+    worker = faust.Worker(
+        touchflow.app, loop=loop, loglevel=settings.log_level.upper(),
+        override_logging=False, redirect_stdouts=False, quiet=True,
+    )
+    readiness.mark_started()
+    code = 0
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    finally:
+        with contextlib.suppress(Exception):
+            if loop.is_closed():
+                loop = asyncio.new_event_loop()
+            loop.run_until_complete(touchflow.processor.close())
+            loop.run_until_complete(http.runner.cleanup())
+    return code

@@ -1,0 +1,116 @@
+"""The fast event decoder (schemas/event.py) against the contract model (schemas/models.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from schemas.event import EventError, decode_event
+from schemas.models import TouchpointEvent
+
+GOOD: dict[str, Any] = {
+    "event_id": "e-1001",
+    "occurred_at": "2026-03-02T09:30:00+09:00",
+    "channel": "web",
+    "type": "content_downloaded",
+    "identity": {"customer_id": "c-42", "anonymous_id": "a-9f3"},
+    "properties": {"content_id": "wp-cloud", "content_kind": "whitepaper"},
+    "context": {"session_id": "s-1", "campaign_id": "q1-cloud"},
+}
+
+
+def test_design_example_decodes() -> None:
+    """The example event of DESIGN.md is accepted, with event time in UTC ms and its offset."""
+    event = decode_event(orjson.dumps(GOOD))
+    assert event.event_id == "e-1001"
+    assert event.ts_ms == 1772411400000
+    assert event.utc_offset_min == 540
+    assert event.key() == "customer_id:c-42"
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"channel": "fax"}, "unknown_channel"),
+        ({"identity": {}}, "missing_identity"),
+        ({"identity": {"customer_id": "a@b.com"}}, "personal_data"),
+        ({"identity": {"email_sha256": "not-a-digest"}}, "personal_data"),
+        ({"occurred_at": "2026-03-02T09:30:00"}, "bad_timestamp"),
+        ({"occurred_at": "1970-01-01T00:00:00Z"}, "bad_timestamp"),
+        ({"occurred_at": 12}, "bad_timestamp"),
+        ({"event_id": ""}, "bad_event_id"),
+        ({"properties": []}, "bad_properties"),
+        ({"properties": {"email": "x@y.org"}}, "personal_data"),
+        ({"extra": 1}, "unknown_field"),
+    ],
+)
+def test_bad_events_are_rejected_with_a_reason(change: dict[str, Any], reason: str) -> None:
+    """Each kind of bad event raises EventError with a reason code, never echoing values."""
+    with pytest.raises(EventError) as info:
+        decode_event(orjson.dumps({**GOOD, **change}))
+    assert info.value.reason == reason
+    assert "a@b.com" not in str(info.value) and "x@y.org" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{not json", "invalid_json"),
+        (b"\xff\xfe{}", "invalid_utf8"),
+        (b"[1,2]", "not_an_object"),
+        (None, "empty"),
+        (b"[" * 5000 + b"]" * 5000, "invalid_json"),
+        (b'{"a":"' + b"x" * (1024 * 1024) + b'"}', "oversized"),
+    ],
+)
+def test_undecodable_bytes_are_rejected(raw: bytes | None, reason: str) -> None:
+    """Invalid JSON, invalid UTF-8, deep nesting, oversized and empty messages get a reason."""
+    with pytest.raises(EventError) as info:
+        decode_event(raw)
+    assert info.value.reason == reason
+
+
+_ids = st.one_of(st.none(), st.text(min_size=0, max_size=8))
+_values = st.one_of(st.none(), st.integers(-(2**60), 2**60), st.text(max_size=6), st.booleans())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    event_id=_ids,
+    channel=st.sampled_from(["web", "sms", "fax", "", "store"]),
+    occurred_at=st.sampled_from(
+        ["2026-03-02T09:30:00+09:00", "2026-03-02T09:30:00Z", "2026-03-02", "x",
+         "2026-03-02T09:30:00"]
+    ),
+    identity=st.dictionaries(
+        st.sampled_from(["customer_id", "anonymous_id", "loyalty_id", "nickname"]), _ids,
+        max_size=3,
+    ),
+    properties=st.one_of(st.dictionaries(st.text(max_size=5), _values, max_size=3), _values),
+)
+def test_fast_decoder_agrees_with_the_contract_model(
+    event_id: str | None, channel: str, occurred_at: str, identity: dict[str, Any],
+    properties: Any,
+) -> None:
+    """Whatever the fast decoder accepts, the pydantic contract model accepts too."""
+    data = {"event_id": event_id, "channel": channel, "occurred_at": occurred_at,
+            "type": "t", "identity": identity, "properties": properties}
+    try:
+        decode_event(orjson.dumps(data))
+    except EventError:
+        return
+    TouchpointEvent.model_validate(data)  # must not raise
+
+
+def test_model_rejects_what_decoder_rejects_for_identity() -> None:
+    """An identity with no identifier is refused by both the model and the decoder."""
+    data = {**GOOD, "identity": {"customer_id": None}}
+    with pytest.raises(ValidationError):
+        TouchpointEvent.model_validate(data)
+    with pytest.raises(EventError):
+        decode_event(orjson.dumps(data))
