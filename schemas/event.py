@@ -130,7 +130,9 @@ def _check_identity(identity: object) -> dict[str, str]:
             raise EventError("personal_data", f"identity.{name} holds a raw e-mail address")
         out[name] = value
     if not out:
-        raise EventError("missing_identity", "identity carries none of " + ", ".join(IDENTIFIER_FIELDS))
+        raise EventError(
+            "missing_identity", "identity carries none of " + ", ".join(IDENTIFIER_FIELDS)
+        )
     return out
 
 

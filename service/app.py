@@ -118,6 +118,7 @@ def create_app(
     responses = _raw_topic(app, topics.responses)
     repartition = _raw_topic(app, topics.repartition, settings.partitions, internal=True)
     owned = {topics.events, topics.responses, topics.repartition}
+    pending: set[asyncio.Future[None]] = set()
 
     async def run_batches(stream: Any, agent: str) -> None:
         async for events in stream.take_events(
@@ -154,7 +155,8 @@ def create_app(
         partitions = partitions_of(assigned)
         readiness.mark_assigned(partitions)
         metrics.partitions_assigned.set(len(partitions))
-        asyncio.ensure_future(processor.assign(partitions))
+        pending.add(asyncio.ensure_future(processor.assign(partitions)))
+        pending.difference_update({t for t in pending if t.done()})
 
     async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
         partitions = partitions_of(revoked)

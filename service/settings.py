@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     session_timeout_ms: int = Field(
         10_000, ge=1_000, le=300_000, description="Consumer group session timeout"
     )
+    runtime: Literal["kafka", "faust"] = Field(
+        "kafka", description="kafka: lean aiokafka loop (default); faust: Faust agents"
+    )
     channel_topics: bool = Field(True, description="Also send each action to actions.<channel>")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
     log_format: Literal["json", "console"] = Field("json")

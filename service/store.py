@@ -98,7 +98,7 @@ class RocksStore:
         self._count = self._count_keys()
 
     def _count_keys(self) -> int:
-        return sum(1 for key in self._db.keys() if key != _CHECKPOINT_KEY)
+        return sum(1 for key in self._db.keys() if key != _CHECKPOINT_KEY)  # noqa: SIM118
 
     def get(self, key: bytes) -> bytes | None:
         value = self._db.get(key)
@@ -131,7 +131,7 @@ class RocksStore:
         return self._count
 
     def keys(self) -> Iterable[bytes]:
-        return [bytes(k) for k in self._db.keys() if k != _CHECKPOINT_KEY]
+        return [bytes(k) for k in self._db.keys() if k != _CHECKPOINT_KEY]  # noqa: SIM118
 
     def close(self) -> None:
         self._db.close()

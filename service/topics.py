@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -96,10 +97,8 @@ async def ensure_topics(settings: Settings, topics: TopicNames) -> dict[str, int
                 )
                 for name in missing
             ]
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await asyncio.wait_for(admin.create_topics(new), 30)
-            except TopicAlreadyExistsError:
-                pass
         finally:
             await admin.close()
         log.info("created topics", extra={"topics": missing})

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from service.settings import Settings
 from service.topics import TopicNames, ensure_topics
@@ -54,7 +56,7 @@ async def wait_for_broker(
         attempt += 1
         try:
             return await ensure_topics(settings, topics)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             reason = type(exc).__name__
         except Exception as exc:
             if "KafkaConnectionError" not in type(exc).__name__ and "Unable" not in str(exc):
@@ -76,15 +78,88 @@ async def wait_for_broker(
 def run_worker(settings: Settings, *, tasks: Sequence[Callable[[], Awaitable[None]]] = (),
                broker_attempts: int | None = None) -> int:
     """Run one worker until stopped; return the process exit code."""
-    import faust
-
-    from service.app import create_app
     from service.domain.rules import load_rulebook
-    from service.health import Readiness, start_http
-    from service.metrics import Metrics
 
     rulebook = load_rulebook(settings.rules)
     check_data_dir(settings)
+    if settings.runtime == "faust":
+        return _run_faust(settings, rulebook, tasks, broker_attempts)
+    return asyncio.run(_run_kafka(settings, rulebook, tasks, broker_attempts))
+
+
+async def _run_kafka(settings: Settings, rulebook: Any,
+                     tasks: Sequence[Callable[[], Awaitable[None]]],
+                     broker_attempts: int | None) -> int:
+    from service.context import ContextReader
+    from service.health import Readiness, start_http
+    from service.metrics import Metrics
+    from service.processor import Processor
+    from service.runtime import KafkaRuntime
+    from service.sink import KafkaSink
+
+    metrics = Metrics()
+    readiness = Readiness()
+    metrics.rulebook.info({"version": rulebook.version})
+    topics = TopicNames.from_settings(settings)
+    main = asyncio.current_task()
+    runtime: KafkaRuntime | None = None
+
+    def on_signal() -> None:
+        if runtime is not None:
+            runtime.stop()
+        elif main is not None:
+            main.cancel()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    http = await start_http(settings.metrics_host, settings.metrics_port, metrics, readiness)
+    log.info(f"metrics and health on http://{settings.metrics_host}:{http.port}/metrics")
+    context = ContextReader(settings, topics.context)
+    extra: list[asyncio.Task[None]] = []
+    try:
+        counts = await wait_for_broker(settings, topics, attempts=broker_attempts)
+        in_place = counts.get(topics.events) == settings.partitions == counts.get(
+            topics.responses)
+        if not in_place:
+            log.warning("events topic partitions differ from TOUCHFLOW_PARTITIONS: "
+                        "every event is repartitioned (slower)")
+        await context.start()
+
+        def make_processor(sink: KafkaSink) -> Processor:
+            return Processor(settings, topics, rulebook, sink, context=context.table,
+                             metrics=metrics, readiness=readiness, in_place=in_place)
+
+        runtime = KafkaRuntime(settings, topics, make_processor, metrics=metrics,
+                               readiness=readiness)
+        readiness.mark_started()
+        log.info("worker started", extra={"rulebook": rulebook.version,
+                                          "group": settings.app_id})
+        extra = [asyncio.create_task(task()) for task in tasks]
+        await runtime.run()
+        return 0
+    except asyncio.CancelledError:
+        log.info("stopped before the worker started")
+        return 0
+    finally:
+        for task in extra:
+            task.cancel()
+        for task in extra:
+            with contextlib.suppress(BaseException):
+                await task
+        await context.stop()
+        await http.runner.cleanup()
+
+
+def _run_faust(settings: Settings, rulebook: Any,
+               tasks: Sequence[Callable[[], Awaitable[None]]],
+               broker_attempts: int | None) -> int:
+    import faust
+
+    from service.app import create_app
+    from service.health import Readiness, start_http
+    from service.metrics import Metrics
+
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     metrics = Metrics()
@@ -92,7 +167,6 @@ def run_worker(settings: Settings, *, tasks: Sequence[Callable[[], Awaitable[Non
     http = loop.run_until_complete(
         start_http(settings.metrics_host, settings.metrics_port, metrics, readiness)
     )
-    log.info(f"metrics and health on http://{settings.metrics_host}:{http.port}/metrics")
     topics = TopicNames.from_settings(settings)
     try:
         counts = loop.run_until_complete(
@@ -102,9 +176,6 @@ def run_worker(settings: Settings, *, tasks: Sequence[Callable[[], Awaitable[Non
         loop.run_until_complete(http.runner.cleanup())
         raise
     in_place = counts.get(topics.events) == settings.partitions == counts.get(topics.responses)
-    if not in_place:
-        log.warning("events topic partitions differ from TOUCHFLOW_PARTITIONS: "
-                    "every event is repartitioned (slower)")
     touchflow = create_app(
         settings, rulebook=rulebook, metrics=metrics, readiness=readiness, in_place=in_place
     )

@@ -1,0 +1,161 @@
+"""Fixtures for integration tests: one embedded Tansu broker per session, workers as processes.
+
+Every test uses its own uuid topic prefix and app id, so tests never share state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from service.embedded import EmbeddedBroker
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    """One embedded broker on a free loopback port for the whole session."""
+    log = tmp_path_factory.mktemp("broker") / "tansu.log"
+    with EmbeddedBroker(log_path=log) as running:
+        yield running
+
+
+@dataclass
+class WorkerEnv:
+    """Settings of one test's worker(s): unique prefix and app id, temp data dir."""
+
+    broker: EmbeddedBroker
+    tmp: Path
+    rules: Path
+    prefix: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:10]}")
+    app_id: str = field(default_factory=lambda: f"app{uuid.uuid4().hex[:8]}")
+    partitions: int = 2
+    store: str = "memory://"
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            TOUCHFLOW_BROKER=self.broker.url,
+            TOUCHFLOW_TOPIC_PREFIX=self.prefix,
+            TOUCHFLOW_APP_ID=self.app_id,
+            TOUCHFLOW_RULES=str(self.rules),
+            TOUCHFLOW_STORE=self.store,
+            TOUCHFLOW_DATA_DIR=str(self.tmp / "data"),
+            TOUCHFLOW_METRICS_PORT="0",
+            TOUCHFLOW_METRICS_HOST="127.0.0.1",
+            TOUCHFLOW_PARTITIONS=str(self.partitions),
+            TOUCHFLOW_SESSION_TIMEOUT_MS="6000",
+            TOUCHFLOW_LOG_LEVEL="info",
+            PYTHONPATH=str(ROOT),
+        )
+        env.update(extra)
+        return env
+
+    def topic(self, name: str) -> str:
+        return f"{self.prefix}.{name}"
+
+    def start_worker(self, name: str = "w", **extra: str) -> subprocess.Popen[bytes]:
+        log = open(self.tmp / f"worker-{name}-{len(self.processes)}.log", "ab")  # noqa: SIM115
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service", "worker"], cwd=ROOT, env=self.env(**extra),
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        log.close()
+        self.processes.append(process)
+        return process
+
+    def stop(self, process: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
+             timeout: float = 20.0) -> int:
+        if process.poll() is None:
+            process.send_signal(sig)
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+            raise AssertionError(f"worker did not stop within {timeout}s after {sig}") from None
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.tmp.glob("*.log")))
+
+    def close(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(5)
+
+
+@pytest.fixture
+def worker_env(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[WorkerEnv]:
+    """A fresh namespace on the shared broker; kills any worker the test left running."""
+    env = WorkerEnv(broker, tmp_path, ROOT / "tests" / "data" / "rulebook.yaml")
+    yield env
+    env.close()
+
+
+async def produce(bootstrap: str, topic: str, values: list[bytes],
+                  keys: list[bytes | None] | None = None) -> None:
+    """Send raw values to a topic and wait until all are acknowledged."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await asyncio.wait_for(producer.start(), 20)
+    try:
+        for index, value in enumerate(values):
+            key = keys[index] if keys else None
+            await producer.send(topic, value, key=key)
+        await asyncio.wait_for(producer.flush(), 20)
+    finally:
+        await producer.stop()
+
+
+async def consume(bootstrap: str, topic: str, *, count: int, timeout: float = 60.0,
+                  settle: float = 0.0) -> list[Any]:
+    """Read `topic` from the beginning until `count` records arrived (then `settle` more
+    seconds, to catch extras) or `timeout`; return the decoded JSON values in order."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+        enable_auto_commit=False, group_id=None,
+    )
+    await asyncio.wait_for(consumer.start(), 20)
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout
+    reached: float | None = None
+    try:
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=300)
+            for records in batch.values():
+                out.extend(orjson.loads(r.value) if r.value is not None else None
+                           for r in records)
+            if len(out) >= count:
+                reached = reached or time.monotonic()
+                if time.monotonic() - reached >= settle:
+                    break
+    finally:
+        await consumer.stop()
+    return out
+
+
+def event(event_id: str, customer: str, etype: str, *, channel: str = "web",
+          at: str = "2026-03-02T09:30:00+09:00", **properties: Any) -> bytes:
+    """One wire-format touchpoint event."""
+    return orjson.dumps({
+        "event_id": event_id, "occurred_at": at, "channel": channel, "type": etype,
+        "identity": {"customer_id": customer}, "properties": properties,
+    })
