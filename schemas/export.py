@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+from pydantic import BaseModel
 
 from schemas.models import Action, DeadLetter, DecisionRecord, TouchpointEvent
 
 __all__ = ["MODELS", "export_schemas", "render_schemas"]
 
-MODELS = {
+MODELS: dict[str, type[BaseModel]] = {
     "touchpoint_event.v1.json": TouchpointEvent,
     "action.v1.json": Action,
     "decision_record.v1.json": DecisionRecord,

@@ -275,10 +275,13 @@ class Processor:
 
         # Changelog after the actions are acknowledged: see the module docstring.
         pending: list[tuple[int, Awaitable[int]]] = []
+        encoded: dict[int, dict[bytes, bytes | None]] = {}
         for partition, touched in changed.items():
             header = [("src", source_offsets.get(partition, "").encode())]
+            values = encoded.setdefault(partition, {})
             for key, profile in touched.items():
                 value = profile.to_bytes() if profile is not None else None
+                values[key] = value
                 fut = await sink.send(
                     topics.changelog, key, value, partition=partition, headers=header
                 )
@@ -296,15 +299,12 @@ class Processor:
             cache = self._cache.setdefault(partition, {})
             if len(cache) > _CACHE_LIMIT:
                 cache.clear()
-            encoded: dict[bytes, bytes | None] = {}
             for key, profile in touched.items():
                 if profile is None:
                     cache.pop(key, None)
-                    encoded[key] = None
                 else:
                     cache[key] = profile
-                    encoded[key] = profile.to_bytes()
-            self._stores[partition].write(encoded, checkpoints.get(partition, -1))
+            self._stores[partition].write(encoded[partition], checkpoints.get(partition, -1))
             stats.profiles_written += len(touched)
         stats.seconds = time.perf_counter() - started
         self._observe(stats, event_counts, dead_reasons, actions, clocks, now)

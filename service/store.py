@@ -131,7 +131,7 @@ class RocksStore:
         return self._count
 
     def keys(self) -> Iterable[bytes]:
-        return [bytes(k) for k in self._db.keys() if k != _CHECKPOINT_KEY]  # noqa: SIM118
+        return [k for k in self._db.keys() if isinstance(k, bytes) and k != _CHECKPOINT_KEY]  # noqa: SIM118
 
     def close(self) -> None:
         self._db.close()

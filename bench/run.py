@@ -1,0 +1,256 @@
+"""`python -m bench [--events N] [--quick]`: naive Faust vs touchflow vs raw aiokafka.
+
+One embedded broker; one seeded workload (service.workload.event_log: ~300-byte events from
+100k customers, keyed by customer); each pipeline gets its own copy of it on its own topic,
+produced before its clock starts, and runs as its own process in its own consumer group.
+Throughput = events committed per second, from the first committed-offset movement until all
+are committed (bench/harness.py). Then the pure core (bench/bench_decide.py) in-process, if
+present. Prints one table and writes bench/results/latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import inspect
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.harness import Measurement, create_topic, measure_subprocess, produce_log
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "latest.json"
+RULES = ROOT / "examples" / "default" / "rulebook.yaml"
+START = datetime(2026, 3, 2, tzinfo=UTC)
+
+Pipeline = Callable[[str, Path], list[str]]
+
+
+def _workload(events: int, customers: int, seed: int) -> tuple[list[bytes], list[bytes | None]]:
+    from service.simulator import customer_key
+    from service.workload import event_log
+
+    log = event_log(seed, events, customers, START)
+    return log, [customer_key(orjson.loads(raw)) for raw in log]
+
+
+async def _run_pipeline(name: str, command: list[str], env: dict[str, str], *, bootstrap: str,
+                        topic: str, group: str, log: list[bytes], keys: list[bytes | None],
+                        partitions: int, tmp: Path, create: bool = True) -> Measurement:
+    poll_s = float(os.environ.get("BENCH_POLL_S", "0.5"))
+    if create:
+        await create_topic(bootstrap, topic, partitions)
+    produce_s = await produce_log(bootstrap, topic, log, keys)
+    print(f"  {name}: {len(log)} events produced to {topic} in {produce_s:.1f}s; running...",
+          file=sys.stderr, flush=True)
+    timeout = 90.0 + len(log) / 400
+    result = await measure_subprocess(
+        command, env, bootstrap=bootstrap, group=group, topic=topic, partitions=partitions,
+        total=len(log), log_path=tmp / f"{name.replace(' ', '_')}.log", timeout_s=timeout,
+        cwd=ROOT, poll_s=poll_s,
+    )
+    status = f"{result.rate:,.0f} events/s" if result.ok else f"FAILED: {result.note}"
+    print(f"  {name}: {status}", file=sys.stderr, flush=True)
+    for line in result.log_tail:
+        print(f"    | {line}", file=sys.stderr)
+    return result
+
+
+def _base_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+async def _naive(bootstrap: str, log: list[bytes], keys: list[bytes | None], partitions: int,
+                 tmp: Path) -> Measurement:
+    tag = uuid.uuid4().hex[:8]
+    topic, group = f"bench-naive-{tag}.events", f"bench-naive-{tag}"
+    env = _base_env() | {"BENCH_BROKER": bootstrap, "BENCH_TOPIC": topic, "BENCH_GROUP": group,
+                         "BENCH_PARTITIONS": str(partitions)}
+    return await _run_pipeline(
+        "naive faust", [sys.executable, "-m", "bench.naive_faust"], env, bootstrap=bootstrap,
+        topic=topic, group=group, log=log, keys=keys, partitions=partitions, tmp=tmp)
+
+
+async def _touchflow(bootstrap: str, log: list[bytes], keys: list[bytes | None],
+                     partitions: int, tmp: Path) -> Measurement:
+    """`python -m service worker`; while that cannot start, bench/touchflow_runtime.py (the
+    same runtime and processor without metrics/health), with a note saying so."""
+    if importlib.util.find_spec("service.worker") is None:
+        return Measurement(note="skipped: service/worker.py is not there yet")
+    launchers = (("", [sys.executable, "-m", "service", "worker"]),
+                 ("runtime only", [sys.executable, "-m", "bench.touchflow_runtime"]))
+    failed = ""
+    for label, command in launchers:
+        tag = uuid.uuid4().hex[:8]
+        prefix, group = f"bench-tf-{tag}", f"bench-tf-{tag}"
+        env = _base_env() | {
+            "TOUCHFLOW_BROKER": f"kafka://{bootstrap}", "TOUCHFLOW_TOPIC_PREFIX": prefix,
+            "TOUCHFLOW_APP_ID": group, "TOUCHFLOW_RULES": str(RULES),
+            "TOUCHFLOW_DATA_DIR": str(tmp / f"touchflow-data-{tag}"),
+            "TOUCHFLOW_PARTITIONS": str(partitions), "TOUCHFLOW_SESSION_TIMEOUT_MS": "6000",
+            "TOUCHFLOW_METRICS_PORT": "0", "TOUCHFLOW_METRICS_HOST": "127.0.0.1",
+            "TOUCHFLOW_LOG_LEVEL": "info",
+        }
+        name = "touchflow worker" + (f" ({label})" if label else "")
+        result = await _run_pipeline(
+            name, command, env, bootstrap=bootstrap, topic=f"{prefix}.events", group=group,
+            log=log, keys=keys, partitions=partitions, tmp=tmp)
+        if not result.exited_early:
+            if label:
+                result.note = f"{label}: worker CLI not runnable ({failed})"
+            return result
+        last = next((line.strip() for line in reversed(result.log_tail) if line.strip()), "")
+        failed = failed or last[:100]
+    return Measurement(note=f"skipped: the worker exited at start-up ({failed})")
+
+
+async def _ceiling(bootstrap: str, log: list[bytes], keys: list[bytes | None], partitions: int,
+                   tmp: Path) -> Measurement:
+    tag = uuid.uuid4().hex[:8]
+    topic, group = f"bench-raw-{tag}.events", f"bench-raw-{tag}"
+    await create_topic(bootstrap, f"bench-raw-{tag}.out", partitions)
+    env = _base_env() | {"BENCH_BROKER": bootstrap, "BENCH_TOPIC": topic, "BENCH_GROUP": group,
+                         "BENCH_OUT_TOPIC": f"bench-raw-{tag}.out"}
+    return await _run_pipeline(
+        "raw aiokafka", [sys.executable, "-m", "bench.raw_ceiling"], env, bootstrap=bootstrap,
+        topic=topic, group=group, log=log, keys=keys, partitions=partitions, tmp=tmp)
+
+
+def _pure_core(log: list[bytes]) -> Measurement:
+    """decide() over the same events, in-process, via bench/bench_decide.py's run()."""
+    path = ROOT / "bench" / "bench_decide.py"
+    if not path.exists():
+        return Measurement(note="skipped: bench/bench_decide.py is not there")
+    try:
+        spec = importlib.util.spec_from_file_location("bench.bench_decide", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        run = module.run
+        if len(inspect.signature(run).parameters) == 1:
+            out = run(log)
+        else:  # run(events: list[Event], rulebook, context)
+            from schemas.event import decode_event
+            from service.domain import load_rulebook
+
+            out = run([decode_event(raw) for raw in log], load_rulebook(RULES), {})
+        seconds = float(out["seconds"])
+        return Measurement(events=int(out.get("events", len(log))), seconds=seconds,
+                           cpu_seconds=seconds, ok=True, note="in-process, no Kafka")
+    except Exception as exc:
+        return Measurement(note=f"failed: {type(exc).__name__}: {exc}")
+
+
+def _table(rows: list[tuple[str, Measurement]]) -> tuple[str, list[dict[str, Any]]]:
+    naive = dict(rows).get("naive faust", Measurement()).rate
+    ceiling = dict(rows).get("raw aiokafka", Measurement()).rate
+    header = ("pipeline", "events", "seconds", "events/s", "vs naive", "vs ceiling", "cpu/s",
+              "note")
+    lines: list[tuple[str, ...]] = [header]
+    records: list[dict[str, Any]] = []
+    for name, m in rows:
+        cpu_share = m.cpu_seconds / m.seconds if m.ok and m.cpu_seconds and m.seconds else None
+        vs_naive = m.rate / naive if m.ok and naive else None
+        vs_ceiling = m.rate / ceiling if m.ok and ceiling else None
+        lines.append((
+            name,
+            f"{m.events:,}" if m.ok else "-",
+            f"{m.seconds:.2f}" if m.ok else "-",
+            f"{m.rate:,.0f}" if m.ok else "-",
+            f"{vs_naive:.2f}x" if vs_naive is not None else "-",
+            f"{vs_ceiling:.2f}x" if vs_ceiling is not None else "-",
+            f"{cpu_share:.2f}" if cpu_share is not None else "-",
+            m.note,
+        ))
+        records.append({
+            "pipeline": name, "ok": m.ok, "events": m.events, "seconds": round(m.seconds, 3),
+            "events_per_s": round(m.rate, 1),
+            "ratio_to_naive": None if vs_naive is None else round(vs_naive, 3),
+            "ratio_to_ceiling": None if vs_ceiling is None else round(vs_ceiling, 3),
+            "cpu_seconds": None if m.cpu_seconds is None else round(m.cpu_seconds, 3),
+            "note": m.note,
+        })
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = "\n".join(
+        "  ".join(cell.rjust(w) if 0 < i < 7 else cell.ljust(w)
+                  for i, (cell, w) in enumerate(zip(line, widths, strict=True))).rstrip()
+        for line in lines)
+    return text, records
+
+
+async def _main(args: argparse.Namespace) -> int:
+    from service.embedded import EmbeddedBroker
+
+    began = time.perf_counter()
+    log, keys = _workload(args.events, args.customers, args.seed)
+    size = sum(map(len, log)) / len(log)
+    print(f"workload: {len(log):,} events, {args.customers:,} customers, seed {args.seed}, "
+          f"mean {size:.0f} bytes (generated in {time.perf_counter() - began:.1f}s)",
+          file=sys.stderr, flush=True)
+    wanted = set(args.only or ["ceiling", "naive", "touchflow", "core"])
+    rows: list[tuple[str, Measurement]] = []
+    with tempfile.TemporaryDirectory(prefix="touchflow-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        with EmbeddedBroker(log_path=tmp / "tansu.log") as broker:
+            print(f"broker: embedded Tansu at {broker.bootstrap}", file=sys.stderr, flush=True)
+            steps = (("ceiling", "raw aiokafka", _ceiling), ("naive", "naive faust", _naive),
+                     ("touchflow", "touchflow worker", _touchflow))
+            for key, name, step in steps:
+                if key in wanted:
+                    rows.append((name, await step(broker.bootstrap, log, keys, args.partitions,
+                                                  tmp)))
+    if "core" in wanted:
+        rows.append(("pure core (decide)", _pure_core(log)))
+    text, records = _table(rows)
+    print(f"\n{len(log):,} events, {args.customers:,} customers, {args.partitions} partitions, "
+          f"one process per pipeline, broker on the same machine ({os.cpu_count()} CPUs)")
+    print(text)
+    result = {
+        "run_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "python -m bench " + " ".join(sys.argv[1:]),
+        "events": len(log), "customers": args.customers, "seed": args.seed,
+        "partitions": args.partitions, "mean_event_bytes": round(size, 1),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform()},
+        "method": f"committed offsets polled every {os.environ.get('BENCH_POLL_S', '0.5')} s, "
+                  "from their first movement until all events are committed",
+        "rows": records,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwritten to {out}")
+    return 0 if all(m.ok or m.note.startswith("skipped") for _, m in rows) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the options and run the benchmarks."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=200_000, help="events (default 200000)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 20000 events")
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--only", action="append",
+                        choices=("ceiling", "naive", "touchflow", "core"),
+                        help="run only these pipelines (repeatable)")
+    parser.add_argument("--out", default=str(RESULTS), help="JSON results file")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.events = min(args.events, 20_000)
+        os.environ.setdefault("BENCH_POLL_S", "0.1")  # short runs need a finer stopwatch
+    return asyncio.run(_main(args))

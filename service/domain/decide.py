@@ -1,0 +1,155 @@
+"""`decide(profile, event, context, rulebook)`: the one pure decision function.
+
+Ownership: the caller hands the profile over; the returned `Outcome.profile` may be the same
+object, updated in place (the worker and replay store what comes back). A duplicate (or too
+late, see `Profile`) event leaves the profile untouched and returns it with `duplicate=True`.
+`decide` has no clock, no I/O and no randomness: the same profile, event, context and rulebook
+always give the same outcome, byte for byte once encoded with orjson.
+
+Per event, in order: idempotence check; core types (`erasure_requested` erases the profile;
+`consent_changed` records consent, last writer by event time wins; `action_response` counts the
+response per action); then points, traits and window patterns of the rulebook (only those
+indexed under the event's type); then the actions whose conditions hold are arbitrated under
+the contact policy (policy.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from hashlib import blake2b
+from typing import Any
+
+from schemas.event import Event
+from service.domain.conditions import Env
+from service.domain.policy import arbitrate, digest32
+from service.domain.profile import Profile
+from service.domain.rules import Rulebook
+from service.domain.scoring import apply_points
+
+__all__ = ["RESPONSES", "Outcome", "decide"]
+
+RESPONSES = frozenset({"shown", "accepted", "declined", "converted"})
+_NO_FIRED: frozenset[str] = frozenset()
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one event did: the new profile (None: erased), actions to send, audit records."""
+
+    profile: Profile | None
+    actions: list[dict[str, Any]]
+    decisions: list[dict[str, Any]]
+    duplicate: bool
+
+
+def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
+           rulebook: Rulebook) -> Outcome:
+    """Apply `event` to `profile` (None: a new profile keyed by `event.key()`) and decide."""
+    etype = event.type
+    if etype == "erasure_requested":
+        return _erase(profile, event, rulebook)
+    if profile is None:
+        profile = Profile(event.key())
+    digest = blake2b(event.event_id.encode(), digest_size=8).digest()
+    ts = event.ts_ms
+    if digest in profile.seen:
+        return Outcome(profile, [], [], True)
+    horizon = profile.newest_ms - rulebook.max_lateness
+    if profile.floor_ms > horizon:
+        horizon = profile.floor_ms
+    if ts < horizon:  # too late to be sure it is new (or to count in its windows)
+        if etype == "consent_changed":  # last writer by event time: safe to apply late
+            profile.remember(digest, ts, rulebook.remember_events)
+            _consent(profile, event)
+            return Outcome(profile, [], [], False)
+        return Outcome(profile, [], [], True)
+    profile.remember(digest, ts, rulebook.remember_events)
+    if ts >= profile.newest_ms:
+        profile.newest_ms = ts
+        profile.tz_min = event.utc_offset_min
+    if etype == "consent_changed":
+        _consent(profile, event)
+    elif etype == "action_response":
+        _response(profile, event, rulebook)
+
+    points = rulebook.points
+    for rule in points.by_type.get(etype, points.any):
+        apply_points(profile, event, rule)
+    traits = rulebook.traits
+    for trait in traits.by_type.get(etype, traits.any):
+        trait.update(profile, event)
+    fired: frozenset[str] | set[str] = _NO_FIRED
+    patterns = rulebook.patterns
+    candidates = patterns.by_type.get(etype, patterns.any)
+    if candidates:
+        floor = profile.newest_ms - rulebook.max_lateness
+        if profile.floor_ms > floor:
+            floor = profile.floor_ms
+        fired = {p.name for p in candidates if p.update(profile, event, floor)}
+
+    actions = rulebook.actions
+    catalog = actions.by_type.get(etype, actions.any)
+    if not catalog:
+        return Outcome(profile, [], [], False)
+    env = Env(event, profile, context, fired)
+    eligible = [action for action in catalog if action.when.test(env)]
+    if not eligible:
+        return Outcome(profile, [], [], False)
+    sent, records = arbitrate(env, eligible, rulebook.policy, rulebook.version)
+    return Outcome(profile, sent, records, False)
+
+
+def _erase(profile: Profile | None, event: Event, rulebook: Rulebook) -> Outcome:
+    subject = profile if profile is not None else Profile(event.key())
+    record = {
+        "decision_id": digest32(subject.key, "erasure", event.event_id, rulebook.version),
+        "kind": "erasure",
+        "customer_id": subject.customer_id,
+        "trigger_event_id": event.event_id,
+        "rulebook_version": rulebook.version,
+        "decided_at": event.occurred_at,
+        "outcome": "erased",
+        "action": None,
+        "channel": None,
+        "action_id": None,
+        "suppressed_by": None,
+        "score": None,
+        "reasons": [f"erasure requested by event {event.event_id}"],
+    }
+    return Outcome(None, [], [record], False)
+
+
+def _consent(profile: Profile, event: Event) -> None:
+    props = event.properties
+    granted = props.get("granted")
+    if not isinstance(granted, bool):
+        return
+    for kind in ("channel", "purpose"):
+        name = props.get(kind)
+        if isinstance(name, str) and name:
+            key = f"{kind}:{name}"
+            current = profile.consent.get(key)
+            if current is None or event.ts_ms >= current[1]:
+                profile.consent[key] = [granted, event.ts_ms]
+
+
+def _response(profile: Profile, event: Event, rulebook: Rulebook) -> None:
+    props = event.properties
+    response = props.get("response")
+    if response not in RESPONSES:
+        return
+    name = None
+    action_id = props.get("action_id")
+    if isinstance(action_id, str):
+        for entry in profile.recent:
+            if entry[2] == action_id:
+                name = entry[1]
+                break
+    if name is None:
+        named = props.get("action")
+        name = named if isinstance(named, str) and named in rulebook.action_names else None
+    if name is None:
+        return
+    counts = profile.responses.setdefault(name, {})
+    counts[response] = counts.get(response, 0) + 1

@@ -1,0 +1,194 @@
+"""The rulebook's structure as pydantic models: what keys exist, their types and ranges.
+
+Only the shape is checked here. Conditions, event matchers and templates are free-form values
+(`Any`) that `rules.py` compiles and checks with the same file:line:field reporting, because
+their grammar is recursive and the messages pydantic gives for unions are hard to read.
+Durations are strings such as `90s`, `30m`, `24h`, `30d`, `2w` (or `500ms`), turned into
+milliseconds.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+__all__ = [
+    "ActionSpec",
+    "Arbitration",
+    "ContactCap",
+    "ContactPolicy",
+    "ExperimentSpec",
+    "Idempotence",
+    "PatternSpec",
+    "PointRule",
+    "QuietHours",
+    "RulebookModel",
+    "ScoreSpec",
+    "TraitSpec",
+    "parse_duration",
+]
+
+ChannelName = Literal["web", "mobile", "store", "call_center", "email", "sms", "social"]
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+_CLOCK = r"^([01]\d|2[0-3]):[0-5]\d$"
+
+
+def parse_duration(value: object) -> int:
+    """`"30m"` -> 1_800_000 (milliseconds). Raises ValueError with a readable message."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            millis = int(float(match.group(1)) * _UNIT_MS[match.group(2)])
+            if millis > 0:
+                return millis
+    raise ValueError("must be a positive duration such as 90s, 30m, 24h, 30d or 2w")
+
+
+Duration = Annotated[int, BeforeValidator(parse_duration)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PointRule(_Strict):
+    """Points for a score: `add` points (times the numeric field `per`, if given) per match."""
+
+    name: Name | None = None
+    when: Any
+    add: float
+    per: str | None = None
+    max_times: int | None = Field(default=None, ge=1)
+    nth: int | None = Field(default=None, ge=1)
+
+
+class ScoreSpec(_Strict):
+    """A named score: points from events, optional cap/floor, optional half-life decay."""
+
+    description: str | None = None
+    points: list[PointRule] = Field(min_length=1)
+    cap: float | None = None
+    floor: float | None = None
+    half_life: Duration | None = None
+
+
+class TraitSpec(_Strict):
+    """A value derived from the customer's own events."""
+
+    description: str | None = None
+    kind: Literal["last", "count", "sum", "max", "min", "mean", "distinct"]
+    field: str | None = None
+    when: Any = None
+    clear_when: Any = None
+    max_items: int = Field(default=20, ge=1, le=200)
+    bands: dict[str, float] | None = None
+    default: Any = None
+
+
+class PatternSpec(_Strict):
+    """A window pattern in event time: `count` (at_least matches within) or `sequence`."""
+
+    description: str | None = None
+    kind: Literal["count", "sequence"]
+    within: Duration
+    when: Any = None
+    at_least: int = Field(default=2, ge=1, le=1000)
+    first: Any = None
+    then: Any = None
+    by: str | None = None
+    keep: int = Field(default=32, ge=2, le=500)
+
+
+class ActionSpec(_Strict):
+    """One entry of the actions catalog."""
+
+    description: str | None = None
+    channel: ChannelName
+    when: Any
+    suppress_unless: Any = None
+    payload: dict[str, Any] = Field(default_factory=dict)
+    value: float = Field(default=1.0, ge=0)
+    priority: float = Field(default=1.0, ge=0)
+    expires: Duration = 86_400_000
+    cooldown: Duration | None = None
+    once: bool = False
+    group: Name | None = None
+    consent: Literal["required", "exempt"] = "required"
+    purpose: Name | None = None
+
+
+class QuietHours(_Strict):
+    """Local clock times `start` (inclusive) to `end` (exclusive); may wrap past midnight."""
+
+    start: Annotated[str, Field(pattern=_CLOCK)]
+    end: Annotated[str, Field(pattern=_CLOCK)]
+
+
+class ContactCap(_Strict):
+    """At most `max` actions per customer within the rolling window `within`, all channels."""
+
+    max: int = Field(ge=1)
+    within: Duration
+
+
+class ContactPolicy(_Strict):
+    """Contact fatigue cap, quiet hours per channel, consent defaults."""
+
+    cap: ContactCap | None = None
+    quiet_hours: dict[ChannelName, QuietHours] = Field(default_factory=dict)
+    consent_default: Literal["opt_in", "opt_out"] = "opt_out"
+    consent_by_channel: dict[ChannelName, Literal["opt_in", "opt_out"]] = Field(
+        default_factory=dict
+    )
+
+
+class Arbitration(_Strict):
+    """How many actions one event may send (actions sharing a `group` send at most one)."""
+
+    max_per_event: int = Field(default=1, ge=1, le=100)
+
+
+class ExperimentSpec(_Strict):
+    """Hash-based assignment of customers to arms; `holdout` arms are audited, not sent."""
+
+    description: str | None = None
+    salt: str | None = None
+    arms: dict[Name, float] = Field(min_length=1)
+    holdout: list[Name] = Field(default_factory=list)
+    actions: list[Name] | Literal["*"] = "*"
+    payload: dict[Name, dict[str, Any]] = Field(default_factory=dict)
+
+
+class Idempotence(_Strict):
+    """How many applied event ids a profile remembers, and how late an event may arrive."""
+
+    remember_events: int = Field(default=64, ge=8, le=4096)
+    max_lateness: Duration = 7 * 86_400_000
+
+
+def _version_text(value: object) -> object:
+    """YAML reads `version: 2026-03-01` as a date and `version: 3` as a number: keep the text."""
+    if isinstance(value, int | float | date) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+class RulebookModel(_Strict):
+    """The whole rulebook file."""
+
+    version: Annotated[str, BeforeValidator(_version_text), Field(min_length=1, max_length=100)]
+    description: str | None = None
+    scores: dict[Name, ScoreSpec] = Field(default_factory=dict)
+    traits: dict[Name, TraitSpec] = Field(default_factory=dict)
+    segments: dict[Name, Any] = Field(default_factory=dict)
+    patterns: dict[Name, PatternSpec] = Field(default_factory=dict)
+    actions: dict[Name, ActionSpec] = Field(min_length=1)
+    contact_policy: ContactPolicy = ContactPolicy()
+    arbitration: Arbitration = Arbitration()
+    experiments: dict[Name, ExperimentSpec] = Field(default_factory=dict)
+    idempotence: Idempotence = Idempotence()

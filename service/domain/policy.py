@@ -1,0 +1,284 @@
+"""Arbitration and contact policy: which eligible actions are sent, and why the others are not.
+
+Eligible actions are ranked by priority x propensity x value (propensity is 1.0 until the
+learning issue supplies one), ties broken by action name. Each candidate, in rank order, meets
+the first check that stops it, recorded as `suppressed_by`:
+
+1. `context`     - a `suppress_unless` condition fails (e.g. the product is out of stock);
+2. `once_only`   - a once-only action was already sent to this customer;
+3. `cooldown`    - the action was sent less than its cool-down ago;
+4. `no_consent`  - no consent for the channel (or the action's purpose);
+5. `quiet_hours` - the channel's quiet hours, in the customer's local time;
+6. `arbitration` - its group already has an action on this event, or `max_per_event` is reached;
+7. `contact_cap` - the customer had `cap.max` actions within `cap.within` (all channels);
+8. experiment holdout - outcome `held_out`: audited, not sent.
+
+A held-out decision is booked in the profile as if it had been sent (cool-down, once-only,
+cap), so the control group's audit trail mirrors what the treated group receives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+from typing import Any
+
+from service.domain.conditions import Cond, Env
+
+__all__ = ["Action", "Experiment", "Policy", "arbitrate", "digest32", "format_ms"]
+
+_RECENT_KEEP = 64
+
+
+def digest32(*parts: str) -> str:
+    """32 hex chars of sha256 over the parts joined by a unit separator."""
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+def format_ms(millis: int) -> str:
+    """1_800_000 -> '30m' (largest exact unit)."""
+    for unit, size in (("w", 604_800_000), ("d", 86_400_000), ("h", 3_600_000),
+                       ("m", 60_000), ("s", 1000)):
+        if millis % size == 0:
+            return f"{millis // size}{unit}"
+    return f"{millis}ms"
+
+
+class Experiment:
+    """Deterministic hash assignment of customers to arms."""
+
+    __slots__ = ("actions", "arms", "holdout", "name", "payload", "salt")
+
+    def __init__(self, name: str, salt: str, arms: list[tuple[str, float]],
+                 holdout: frozenset[str], actions: frozenset[str] | None,
+                 payload: dict[str, Any]) -> None:
+        self.name = name
+        self.salt = salt
+        total = sum(weight for _, weight in arms)
+        bounds: list[tuple[str, float]] = []
+        running = 0.0
+        for arm, weight in arms:
+            running += weight / total
+            bounds.append((arm, running))
+        self.arms = bounds
+        self.holdout = holdout
+        self.actions = actions  # None: every action
+        self.payload = payload  # arm -> template getter
+
+    def assign(self, customer_key: str) -> str:
+        """The arm of `customer_key`: sha256 of (experiment, salt, key) as a number in [0, 1)."""
+        raw = hashlib.sha256(f"{self.name}\x1f{self.salt}\x1f{customer_key}".encode()).digest()
+        point = int.from_bytes(raw[:8], "big") / 2**64
+        for arm, upper in self.arms:
+            if point < upper:
+                return arm
+        return self.arms[-1][0]
+
+
+class Action:
+    """A compiled catalog entry."""
+
+    __slots__ = (
+        "channel",
+        "consent_keys",
+        "cooldown",
+        "experiments",
+        "expires",
+        "group",
+        "name",
+        "once",
+        "payload",
+        "rank",
+        "types",
+        "unless",
+        "when",
+    )
+
+    def __init__(self, name: str, channel: str, when: Cond, unless: Cond | None,
+                 payload: Any, value: float, priority: float, expires: int,
+                 cooldown: int | None, once: bool, group: str | None,
+                 consent_keys: tuple[str, ...], experiments: tuple[Experiment, ...],
+                 types: frozenset[str] | None) -> None:
+        self.name = name
+        self.channel = channel
+        self.when = when
+        self.unless = unless
+        self.payload = payload
+        self.rank = priority * value  # x propensity (1.0 for now)
+        self.expires = expires
+        self.cooldown = cooldown
+        self.once = once
+        self.group = group
+        self.consent_keys = consent_keys
+        self.experiments = experiments
+        self.types = types
+
+
+class Policy:
+    """Contact policy settings, compiled."""
+
+    __slots__ = ("cap_max", "cap_within", "consent_defaults", "max_per_event", "quiet")
+
+    def __init__(self, cap_max: int | None, cap_within: int, quiet: dict[str, tuple[int, int]],
+                 consent_defaults: dict[str, bool], max_per_event: int) -> None:
+        self.cap_max = cap_max
+        self.cap_within = cap_within
+        self.quiet = quiet  # channel -> (start minute, end minute), local time
+        self.consent_defaults = consent_defaults  # consent key -> granted when never stated
+        self.max_per_event = max_per_event
+
+
+def _span(millis: int) -> str:
+    """93_600_000 -> '1d 2h' (two largest units, rounded down)."""
+    parts = []
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if millis >= size:
+            parts.append(f"{millis // size}{unit}")
+            millis %= size
+    return " ".join(parts[:2]) or "0s"
+
+
+def _clock(minute: int) -> str:
+    return f"{minute // 60:02d}:{minute % 60:02d}"
+
+
+def _check(action: Action, env: Env, policy: Policy, taken: dict[str, str], sent_now: int,
+           in_cap: int) -> tuple[str, str] | None:
+    profile = env.profile
+    ts = env.event.ts_ms
+    if action.unless is not None and not action.unless.test(env):
+        return "context", "; ".join(action.unless.explain(env))
+    history = profile.sent.get(action.name)
+    if history is not None:
+        if action.once:
+            return "once_only", f"once-only action already sent ({history[1]}x)"
+        if action.cooldown is not None and abs(ts - history[0]) < action.cooldown:
+            return "cooldown", (f"cool-down {format_ms(action.cooldown)}: last sent "
+                                f"{_span(abs(ts - history[0]))} apart")
+    for key in action.consent_keys:
+        state = profile.consent.get(key)
+        granted = policy.consent_defaults.get(key, True) if state is None else bool(state[0])
+        if not granted:
+            how = "withdrawn" if state is not None else "never given (opt-in)"
+            return "no_consent", f"no consent for {key.replace(':', ' ')}: {how}"
+    window = policy.quiet.get(action.channel)
+    if window is not None:
+        local = (ts // 60_000 + profile.tz_min) % 1440
+        start, end = window
+        quiet = start <= local < end if start < end else (local >= start or local < end)
+        if quiet:
+            return "quiet_hours", (f"quiet hours {_clock(start)}-{_clock(end)} on "
+                                   f"{action.channel}; customer's local time {_clock(local)}")
+    if action.group is not None and action.group in taken:
+        return "arbitration", f"group {action.group} already filled by {taken[action.group]}"
+    if sent_now >= policy.max_per_event:
+        return "arbitration", f"at most {policy.max_per_event} action(s) per event"
+    if policy.cap_max is not None and in_cap >= policy.cap_max:
+        return "contact_cap", (f"contact cap {policy.cap_max} per "
+                               f"{format_ms(policy.cap_within)} reached ({in_cap} already)")
+    return None
+
+
+def arbitrate(env: Env, eligible: list[Action], policy: Policy, version: str
+              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rank `eligible`, apply the contact policy, book sends in the profile; wire dicts out."""
+    event = env.event
+    profile = env.profile
+    ts = event.ts_ms
+    key = profile.key
+    customer = profile.customer_id
+    if len(eligible) > 1:
+        eligible = sorted(eligible, key=lambda a: (-a.rank, a.name))
+    in_cap = 0
+    if policy.cap_max is not None:
+        within = policy.cap_within
+        in_cap = sum(1 for entry in profile.recent if abs(ts - entry[0]) < within)
+    actions: list[dict[str, Any]] = []
+    decisions: list[dict[str, Any]] = []
+    taken: dict[str, str] = {}
+    sent_now = 0
+    for action in eligible:
+        name = action.name
+        action_id = digest32(key, name, event.event_id, version)
+        reasons = action.when.explain(env)
+        arms = {exp.name: exp.assign(key) for exp in action.experiments}
+        stopped = _check(action, env, policy, taken, sent_now, in_cap)
+        outcome = "sent"
+        suppressed_by: str | None = None
+        if stopped is not None:
+            outcome = "suppressed"
+            suppressed_by, why = stopped
+            reasons = [why, *reasons]
+        else:
+            for exp in action.experiments:
+                if arms[exp.name] in exp.holdout:
+                    outcome, suppressed_by = "held_out", "experiment_holdout"
+                    reasons = [f"experiment {exp.name}: arm {arms[exp.name]} is held out",
+                               *reasons]
+                    break
+            sent_now += 1
+            in_cap += 1
+            if action.group is not None:
+                taken[action.group] = name
+            _book(profile, name, action_id, ts, policy)
+        if outcome == "sent":
+            actions.append(_action_dict(action, env, action_id, customer, reasons, arms, version))
+        decisions.append({
+            "decision_id": digest32(key, name, event.event_id, version, "decision"),
+            "kind": "action",
+            "customer_id": customer,
+            "trigger_event_id": event.event_id,
+            "rulebook_version": version,
+            "decided_at": event.occurred_at,
+            "outcome": outcome,
+            "action": name,
+            "channel": action.channel,
+            "action_id": action_id,
+            "suppressed_by": suppressed_by,
+            "score": action.rank,
+            "reasons": reasons,
+            **({"experiment": arms} if arms else {}),
+        })
+    return actions, decisions
+
+
+def _book(profile: Any, name: str, action_id: str, ts: int, policy: Policy) -> None:
+    history = profile.sent.get(name)
+    if history is None:
+        profile.sent[name] = [ts, 1]
+    else:
+        history[0] = max(history[0], ts)
+        history[1] += 1
+    recent = profile.recent
+    recent.append([ts, name, action_id])
+    horizon = profile.newest_ms - max(policy.cap_within, 86_400_000)
+    while recent and (recent[0][0] < horizon or len(recent) > _RECENT_KEEP):
+        del recent[0]
+
+
+def _action_dict(action: Action, env: Env, action_id: str, customer: str, reasons: list[str],
+                 arms: dict[str, str], version: str) -> dict[str, Any]:
+    payload = action.payload(env)
+    for exp in action.experiments:
+        extra = exp.payload.get(arms[exp.name])
+        if extra is not None:
+            payload = {**payload, **extra(env)}
+    event = env.event
+    expires = datetime.fromisoformat(event.occurred_at) + timedelta(milliseconds=action.expires)
+    out: dict[str, Any] = {
+        "action_id": action_id,
+        "customer_id": customer,
+        "action": action.name,
+        "channel": action.channel,
+        "score": action.rank,
+        "reasons": reasons,
+        "trigger_event_id": event.event_id,
+        "rulebook_version": version,
+        "decided_at": event.occurred_at,
+        "expires_at": expires.isoformat(),
+        "payload": payload,
+    }
+    if arms:
+        out["experiment"] = arms
+    return out
+

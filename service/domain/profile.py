@@ -1,0 +1,181 @@
+"""The per-customer state record: small, versioned, and everything `decide()` needs.
+
+Idempotence. A profile remembers the ids of the last `remember_events` events applied to it
+(an 8-byte BLAKE2b digest of each id, with the event's time), so a redelivered event is
+recognised and changes nothing. When an id is forgotten (pushed out by newer arrivals), its
+event time raises `floor_ms`, the newest event time ever forgotten. An event that is not
+remembered but whose time lies *before* `floor_ms` cannot be told apart from a forgotten
+redelivery, so it is treated as a duplicate too ("too late to be sure"): an event is applied
+at most once, always. Any event newer than `floor_ms` (in practice: later than about the last
+`remember_events` events of this customer) is applied, also when it is older than the newest
+one seen, and counts in the windows it belongs to. Exactness caveat: a forgotten event whose
+time equals `floor_ms` to the millisecond would be applied again.
+
+Serialised form (`to_bytes`): orjson of a dict with `"v": 1` and short keys; unknown versions
+are refused by `from_bytes` with a `ProfileFormatError`.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import orjson
+
+__all__ = ["PROFILE_VERSION", "Profile", "ProfileFormatError"]
+
+PROFILE_VERSION = 1
+_ENTRY = 14  # 8-byte digest + 6-byte big-endian event time in ms
+
+
+class ProfileFormatError(ValueError):
+    """Stored bytes that are not a profile this code can read."""
+
+
+class Profile:
+    """Mutable state of one customer. `decide()` takes ownership and returns it updated."""
+
+    __slots__ = (
+        "cid",
+        "consent",
+        "floor_ms",
+        "hits",
+        "key",
+        "newest_ms",
+        "recent",
+        "responses",
+        "scores",
+        "seen",
+        "sent",
+        "sref_ms",
+        "traits",
+        "tz_min",
+        "windows",
+    )
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.cid: str | None = key[12:] if key.startswith("customer_id:") else None
+        self.newest_ms = -1  # newest event time applied
+        self.tz_min = 0  # UTC offset of the newest event: the customer's time zone
+        self.seen: dict[bytes, int] = {}  # event-id digest -> event time, arrival order
+        self.floor_ms = -1  # newest event time among forgotten ids
+        self.scores: dict[str, float] = {}
+        self.sref_ms = -1  # the time decayed scores are expressed at
+        self.hits: dict[str, int] = {}  # "score/rule" -> matches so far
+        self.traits: dict[str, Any] = {}
+        self.windows: dict[str, list[list[Any]]] = {}  # pattern -> [[ts, group(, step)]...]
+        self.sent: dict[str, list[int]] = {}  # action -> [last sent ts, times sent]
+        self.recent: list[list[Any]] = []  # [[ts, action, action_id]] for cap and responses
+        self.consent: dict[str, list[Any]] = {}  # "channel:sms"/"purpose:x" -> [granted, ts]
+        self.responses: dict[str, dict[str, int]] = {}  # action -> response -> count
+
+    @classmethod
+    def new(cls, key: str) -> Profile:
+        """An empty profile for the profile key `key` (e.g. `customer_id:c-42`)."""
+        return cls(key)
+
+    @property
+    def customer_id(self) -> str:
+        """The customer id if known, else the profile key."""
+        return self.cid if self.cid is not None else self.key
+
+    # -- idempotence ------------------------------------------------------------------------
+
+    def has_applied(self, digest: bytes, ts_ms: int) -> bool:
+        """True if this event (by id digest) was applied, or is too old to be sure it was not."""
+        return digest in self.seen or ts_ms < self.floor_ms
+
+    def remember(self, digest: bytes, ts_ms: int, limit: int) -> None:
+        """Record an applied event id, forgetting the oldest arrivals beyond `limit`."""
+        seen = self.seen
+        seen[digest] = ts_ms
+        while len(seen) > limit:
+            oldest = next(iter(seen))
+            forgotten = seen.pop(oldest)
+            if forgotten > self.floor_ms:
+                self.floor_ms = forgotten
+
+    # -- serialisation ----------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The versioned, JSON-ready form (empty parts left out)."""
+        out: dict[str, Any] = {"v": PROFILE_VERSION, "k": self.key}
+        if self.cid is not None and not self.key.startswith("customer_id:"):
+            out["c"] = self.cid
+        out["n"] = self.newest_ms
+        if self.tz_min:
+            out["z"] = self.tz_min
+        if self.seen:
+            out["r"] = base64.b64encode(
+                b"".join(d + t.to_bytes(6, "big") for d, t in self.seen.items())
+            ).decode("ascii")
+        if self.floor_ms >= 0:
+            out["f"] = self.floor_ms
+        optional = (
+            ("s", self.scores), ("h", self.hits), ("t", self.traits), ("w", self.windows),
+            ("a", self.sent), ("q", self.recent), ("o", self.consent), ("x", self.responses),
+        )
+        for name, part in optional:
+            if part:
+                out[name] = part
+        if self.scores and self.sref_ms >= 0:
+            out["sr"] = self.sref_ms
+        return out
+
+    def to_bytes(self) -> bytes:
+        """Compact JSON bytes; `from_bytes(p.to_bytes())` gives an equal profile."""
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Profile:
+        """Read stored bytes; raise `ProfileFormatError` for anything but a version-1 profile."""
+        try:
+            raw = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise ProfileFormatError(f"stored profile is not JSON: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ProfileFormatError("stored profile is not a JSON object")
+        version = raw.get("v")
+        if version != PROFILE_VERSION:
+            raise ProfileFormatError(
+                f"stored profile has format version {version!r}; this code reads only "
+                f"version {PROFILE_VERSION} (upgrade the worker, or rebuild state by replay)"
+            )
+        try:
+            return cls._from_dict(raw)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProfileFormatError(f"stored profile is malformed: {exc!r}") from None
+
+    @classmethod
+    def _from_dict(cls, raw: dict[str, Any]) -> Profile:
+        profile = cls(str(raw["k"]))
+        if "c" in raw:
+            profile.cid = str(raw["c"])
+        profile.newest_ms = int(raw["n"])
+        profile.tz_min = int(raw.get("z", 0))
+        ring = base64.b64decode(raw.get("r", ""))
+        if len(ring) % _ENTRY:
+            raise ValueError("id ring has a partial entry")
+        seen = profile.seen
+        for start in range(0, len(ring), _ENTRY):
+            seen[ring[start:start + 8]] = int.from_bytes(ring[start + 8:start + _ENTRY], "big")
+        profile.floor_ms = int(raw.get("f", -1))
+        profile.scores = dict(raw.get("s", {}))
+        profile.sref_ms = int(raw.get("sr", -1))
+        profile.hits = dict(raw.get("h", {}))
+        profile.traits = dict(raw.get("t", {}))
+        profile.windows = dict(raw.get("w", {}))
+        profile.sent = dict(raw.get("a", {}))
+        profile.recent = list(raw.get("q", []))
+        profile.consent = dict(raw.get("o", {}))
+        profile.responses = dict(raw.get("x", {}))
+        return profile
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Profile) and self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Profile({self.key!r}, events={len(self.seen)}, newest_ms={self.newest_ms})"

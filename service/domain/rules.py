@@ -1,0 +1,338 @@
+"""The rulebook: a YAML file, validated (pydantic + our own checks) and compiled once.
+
+`load_rulebook(path)` / `parse_rulebook(text, source)` return a `Rulebook` or raise a
+`RulebookError` listing *every* problem found as `file:line: field: message`. The compiled
+rulebook indexes scores' points rules, traits, patterns and actions by event type, so
+`decide()` only looks at what can apply to the event at hand. The language is documented in
+examples/README.md and by the commented example examples/default/rulebook.yaml.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from pydantic import ValidationError
+
+from service.domain.conditions import ConditionCompiler, ScoreInfo
+from service.domain.fields import EventMatch, SpecError, compile_event_getter, compile_match
+from service.domain.model import RulebookModel
+from service.domain.patterns import Pattern
+from service.domain.policy import Action, Experiment, Policy, format_ms
+from service.domain.scoring import PointRule, Trait
+from service.domain.yamlsrc import Locator, Problem, read_yaml
+
+__all__ = ["Problem", "Rulebook", "RulebookError", "load_rulebook", "parse_rulebook"]
+
+T = TypeVar("T")
+_Path = tuple[str | int, ...]
+
+
+class RulebookError(Exception):
+    """A rulebook that cannot be used; `problems` lists each one with file, line and field."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class TypeIndex(Generic[T]):
+    """Items by the event type they react to; items for any type are in every list."""
+
+    def __init__(self, items: Iterable[tuple[T, frozenset[str] | None]]) -> None:
+        pairs = list(items)
+        wildcard = tuple(item for item, types in pairs if types is None)
+        names = sorted({name for _, types in pairs if types for name in types})
+        self.by_type: dict[str, tuple[T, ...]] = {
+            name: tuple(item for item, types in pairs if types is None or name in types)
+            for name in names
+        }
+        self.any = wildcard
+
+    def types(self) -> set[str]:
+        """Every event type named."""
+        return set(self.by_type)
+
+
+class Rulebook:
+    """A compiled rulebook. `version` = declared version + '+' + 8 hex of the content's sha256."""
+
+    def __init__(self, model: RulebookModel, text: str, source: str, points: TypeIndex[PointRule],
+                 traits: TypeIndex[Trait], patterns: TypeIndex[Pattern],
+                 actions: TypeIndex[Action], policy: Policy, scores: dict[str, ScoreInfo],
+                 extra_types: set[str]) -> None:
+        self.model = model
+        self.source = source
+        self.declared_version = model.version
+        self.digest = hashlib.sha256(text.encode()).hexdigest()
+        self.version = f"{model.version}+{self.digest[:8]}"
+        self.points = points
+        self.traits = traits
+        self.patterns = patterns
+        self.actions = actions
+        self.policy = policy
+        self.scores = scores
+        self.remember_events = model.idempotence.remember_events
+        self.max_lateness = model.idempotence.max_lateness
+        self.action_names = frozenset(model.actions)
+        self.event_types: frozenset[str] = frozenset(
+            points.types() | traits.types() | patterns.types() | actions.types() | extra_types
+        )
+
+    def __repr__(self) -> str:
+        return f"Rulebook({self.version!r}, actions={sorted(self.action_names)})"
+
+
+def load_rulebook(path: str | os.PathLike[str]) -> Rulebook:
+    """Read and compile a rulebook file; raise `RulebookError` (also for an unreadable file)."""
+    source = os.fspath(path)
+    try:
+        text = Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise RulebookError([Problem(source, 0, "", f"cannot read the rulebook: {reason}")]
+                            ) from None
+    return parse_rulebook(text, source)
+
+
+def parse_rulebook(text: str, source: str = "<string>") -> Rulebook:
+    """Compile rulebook text; raise `RulebookError` listing every problem found."""
+    data, locator, problems = read_yaml(text, source)
+    if data is None:
+        raise RulebookError(problems)
+    if not isinstance(data, dict):
+        raise RulebookError([*problems, Problem(source, 1, "", "the rulebook must be a mapping")])
+    try:
+        model = RulebookModel.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            path = tuple(p for p in error["loc"] if isinstance(p, int) or "[" not in p)
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(locator.problem(path, message))
+        raise RulebookError(problems) from None
+    compiler = _Compiler(model, locator)
+    rulebook = compiler.build(text, source)
+    problems.extend(compiler.problems)
+    if problems:
+        raise RulebookError(sorted(problems, key=lambda p: (p.line, p.field)))
+    assert rulebook is not None
+    return rulebook
+
+
+class _Compiler:
+    def __init__(self, model: RulebookModel, locator: Locator) -> None:
+        self.model = model
+        self.locator = locator
+        self.problems: list[Problem] = []
+
+    def attempt(self, path: _Path, make: Callable[[Any], T], arg: Any) -> T | None:
+        try:
+            return make(arg)
+        except SpecError as exc:
+            self.problems.append(self.locator.problem((*path, *exc.path), exc.message))
+            return None
+
+    def match(self, path: _Path, spec: Any) -> EventMatch | None:
+        if spec is None:
+            return None
+        return self.attempt(path, compile_match, spec)
+
+    def build(self, text: str, source: str) -> Rulebook | None:
+        model = self.model
+        decayed = tuple((name, s.half_life) for name, s in model.scores.items() if s.half_life)
+        rules: list[tuple[PointRule, frozenset[str] | None]] = []
+        infos: dict[str, ScoreInfo] = {}
+        for name, score in model.scores.items():
+            labels: list[tuple[str, str, float, int | None, int | None]] = []
+            for index, rule in enumerate(score.points):
+                path: _Path = ("scores", name, "points", index)
+                label = rule.name or f"rule{index + 1}"
+                if any(label == known[1] for known in labels):
+                    self.problems.append(self.locator.problem((*path, "name"), "duplicate name"))
+                labels.append((f"{name}/{label}", label, rule.add, rule.max_times, rule.nth))
+                per_ok = rule.per is None or self.attempt(
+                    (*path, "per"), compile_event_getter, rule.per) is not None
+                if rule.nth is not None and rule.max_times is not None:
+                    self.problems.append(self.locator.problem(
+                        (*path, "nth"), "use either nth or max_times, not both"))
+                match = self.match((*path, "when"), rule.when)
+                if match is None or not per_ok:
+                    continue
+                compiled = PointRule(name, label, match, rule.add, rule.per, rule.max_times,
+                                     rule.nth, score.cap, score.floor, score.half_life, decayed)
+                rules.append((compiled, match.types))
+            infos[name] = ScoreInfo(name, score.half_life, labels)
+        traits = self._traits()
+        patterns = self._patterns()
+        conditions = ConditionCompiler(
+            infos, {t.name: t.read for t, _ in traits}, dict(model.segments),
+            {p.name: p.text for p, _ in patterns},
+        )
+        for name in model.segments:
+            self.attempt(("segments", name), conditions.segment, name)
+        experiments = self._experiments(conditions)
+        pattern_types = {p.name: types for p, types in patterns}
+        actions = self._actions(conditions, experiments, pattern_types)
+        policy = self._policy()
+        extra = {"consent_changed", "action_response", "erasure_requested", "identified"}
+        if self.problems:
+            return None
+        return Rulebook(model, text, source, TypeIndex(rules), TypeIndex(traits),
+                        TypeIndex(patterns), TypeIndex(actions), policy, infos, extra)
+
+    def _traits(self) -> list[tuple[Trait, frozenset[str] | None]]:
+        out: list[tuple[Trait, frozenset[str] | None]] = []
+        for name, spec in self.model.traits.items():
+            path: _Path = ("traits", name)
+            if spec.kind != "count" and not spec.field:
+                self.problems.append(self.locator.problem(
+                    (*path, "field"), f"a {spec.kind} trait needs the event field it reads"))
+                continue
+            if spec.field and self.attempt(
+                    (*path, "field"), compile_event_getter, spec.field) is None:
+                continue
+            if spec.bands is not None and spec.kind in ("last", "distinct"):
+                self.problems.append(self.locator.problem(
+                    (*path, "bands"), "bands need a numeric trait (count/sum/max/min/mean)"))
+            match = self.match((*path, "when"), spec.when)
+            clear = self.match((*path, "clear_when"), spec.clear_when)
+            trait = Trait(name, spec.kind, spec.field, match, clear, spec.max_items, spec.bands,
+                          spec.default)
+            out.append((trait, trait.types()))
+        return out
+
+    def _patterns(self) -> list[tuple[Pattern, frozenset[str] | None]]:
+        out: list[tuple[Pattern, frozenset[str] | None]] = []
+        for name, spec in self.model.patterns.items():
+            path: _Path = ("patterns", name)
+            wanted = ("when",) if spec.kind == "count" else ("first", "then")
+            unwanted = ("first", "then") if spec.kind == "count" else ("when",)
+            missing = [key for key in wanted if getattr(spec, key) is None]
+            extra = [key for key in unwanted if getattr(spec, key) is not None]
+            for key in missing:
+                self.problems.append(self.locator.problem(
+                    (*path, key), f"a {spec.kind} pattern needs {key}"))
+            for key in extra:
+                self.problems.append(self.locator.problem(
+                    (*path, key), f"not used by a {spec.kind} pattern"))
+            if spec.by and self.attempt((*path, "by"),
+                                        compile_event_getter, spec.by) is None:
+                continue
+            if missing or extra:
+                continue
+            match = self.match((*path, "when"), spec.when)
+            first = self.match((*path, "first"), spec.first)
+            then = self.match((*path, "then"), spec.then)
+            within = format_ms(spec.within)
+            if spec.kind == "count" and match is not None:
+                text = f"{spec.at_least} x {match.text} within {within}"
+            elif first is not None and then is not None:
+                text = f"{first.text} then {then.text} within {within}"
+            else:
+                continue
+            if spec.by:
+                text += f" (same {spec.by})"
+            pattern = Pattern(name, spec.kind, spec.within, match, first, then, spec.at_least,
+                              spec.by, spec.keep, text)
+            out.append((pattern, pattern.types()))
+        return out
+
+    def _experiments(self, conditions: ConditionCompiler) -> list[Experiment]:
+        out = []
+        for name, spec in self.model.experiments.items():
+            path: _Path = ("experiments", name)
+            if any(weight < 0 for weight in spec.arms.values()) or not sum(spec.arms.values()):
+                self.problems.append(self.locator.problem(
+                    (*path, "arms"), "weights must be >= 0 and not all 0"))
+                continue
+            for index, arm in enumerate(spec.holdout):
+                if arm not in spec.arms:
+                    self.problems.append(self.locator.problem(
+                        (*path, "holdout", index), f"{arm!r} is not one of the arms"))
+            if isinstance(spec.actions, list):
+                for index, action in enumerate(spec.actions):
+                    if action not in self.model.actions:
+                        self.problems.append(self.locator.problem(
+                            (*path, "actions", index), f"there is no action named {action!r}"))
+            payload = {}
+            for arm, template in spec.payload.items():
+                if arm not in spec.arms:
+                    self.problems.append(self.locator.problem(
+                        (*path, "payload", arm), f"{arm!r} is not one of the arms"))
+                    continue
+                compiled = self.attempt((*path, "payload", arm),
+                                        conditions.template, template)
+                if compiled is not None:
+                    payload[arm] = compiled
+            actions = None if spec.actions == "*" else frozenset(spec.actions)
+            out.append(Experiment(name, spec.salt or name, list(spec.arms.items()),
+                                  frozenset(spec.holdout), actions, payload))
+        return out
+
+    def _actions(self, conditions: ConditionCompiler, experiments: list[Experiment],
+                 pattern_types: dict[str, frozenset[str] | None]
+                 ) -> list[tuple[Action, frozenset[str] | None]]:
+        out: list[tuple[Action, frozenset[str] | None]] = []
+        for name, spec in self.model.actions.items():
+            path: _Path = ("actions", name)
+            when = self.attempt((*path, "when"), conditions.condition, spec.when)
+            unless = None
+            if spec.suppress_unless is not None:
+                unless = self.attempt((*path, "suppress_unless"),
+                                      conditions.condition, spec.suppress_unless)
+            payload = self.attempt((*path, "payload"),
+                                   conditions.template, spec.payload)
+            if when is None or payload is None:
+                continue
+            consent: tuple[str, ...] = ()
+            if spec.consent == "required":
+                consent = (f"channel:{spec.channel}",)
+                if spec.purpose:
+                    consent += (f"purpose:{spec.purpose}",)
+            mine = tuple(e for e in experiments if e.actions is None or name in e.actions)
+            types = _trigger_types(spec.when, pattern_types)
+            out.append((Action(name, spec.channel, when, unless, payload, spec.value,
+                               spec.priority, spec.expires, spec.cooldown, spec.once,
+                               spec.group, consent, mine, types), types))
+        return out
+
+    def _policy(self) -> Policy:
+        contact = self.model.contact_policy
+        quiet: dict[str, tuple[int, int]] = {}
+        for channel, hours in contact.quiet_hours.items():
+            start = int(hours.start[:2]) * 60 + int(hours.start[3:])
+            end = int(hours.end[:2]) * 60 + int(hours.end[3:])
+            if start == end:
+                self.problems.append(self.locator.problem(
+                    ("contact_policy", "quiet_hours", channel), "start and end are equal"))
+            quiet[channel] = (start, end)
+        defaults: dict[str, bool] = {}
+        opt_in = contact.consent_default == "opt_in"
+        for spec in self.model.actions.values():
+            mode = contact.consent_by_channel.get(spec.channel, contact.consent_default)
+            defaults[f"channel:{spec.channel}"] = mode == "opt_out"
+            if spec.purpose:
+                defaults[f"purpose:{spec.purpose}"] = not opt_in
+        cap = contact.cap
+        return Policy(cap.max if cap else None, cap.within if cap else 0, quiet, defaults,
+                      self.model.arbitration.max_per_event)
+
+
+def _trigger_types(when: Any, pattern_types: dict[str, frozenset[str] | None]
+                   ) -> frozenset[str] | None:
+    """Event types an action can fire on, if its top-level conditions pin them down (an event
+    condition with types, or a pattern, which fires only on events it looks at)."""
+    items = when if isinstance(when, list) else [when]
+    for item in items:
+        if isinstance(item, dict) and "event" in item:
+            match = compile_match(item["event"])
+            if match.types is not None:
+                return match.types
+        if isinstance(item, dict) and isinstance(item.get("pattern"), str):
+            types = pattern_types.get(item["pattern"])
+            if types is not None:
+                return types
+    return None

@@ -1,0 +1,299 @@
+"""`touchflow replay`: the production decision logic over an event log, offline.
+
+    touchflow replay --rules R.yaml --input LOG.jsonl[.gz] [--context C.jsonl]
+                     [--output ACTIONS.jsonl] [--audit DECISIONS.jsonl] [--report R.html]
+    touchflow replay --rules A.yaml --compare B.yaml --input LOG [--output CHANGES.jsonl]
+    touchflow replay --rules R.yaml --from-topic touchpoints.events --since -7d [--until T]
+    touchflow replay --input LOG --publish staging.events --speed 10
+
+Actions go to stdout (or `--output`) as JSONL; the summary, bad-line reports and the progress
+bar go to stderr, so stdout stays machine-readable. Exit codes: 0 done, 2 unusable input or
+rulebook, 130 interrupted (what was written so far is complete lines, and a summary is printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from service.replay.reader import BadRecord, ReplayInputError
+
+__all__ = ["register", "run_replay"]
+
+_SHOWN_BAD = 20
+
+
+def register(subparsers: Any) -> None:
+    """Add the `replay` subcommand to the `touchflow` parser."""
+    parser = subparsers.add_parser(
+        "replay", help="run the decision logic over an event log or a topic's time range",
+        description="Replay an event log through the exact production decision logic, with "
+        "event time as the only clock: the same input gives byte-identical output.",
+    )
+    source = parser.add_argument_group("input")
+    source.add_argument("--input", "-i", metavar="LOG",
+                        help="JSONL event log, plain or gzip ('-' for stdin)")
+    source.add_argument("--from-topic", metavar="NAME", action="append", default=[],
+                        help="read a topic instead (repeat for several, e.g. events and "
+                        "responses)")
+    source.add_argument("--since", metavar="T", help="with --from-topic: first record time "
+                        "(ISO-8601, date, epoch ms, or -7d/-12h)")
+    source.add_argument("--until", metavar="T", help="with --from-topic: last record time "
+                        "(default: the end of the topic when the replay starts)")
+    source.add_argument("--broker", metavar="URL",
+                        help="kafka://host:port (default: TOUCHFLOW_BROKER)")
+    source.add_argument("--context", metavar="FILE",
+                        help='reference data, JSONL lines {"key": ..., "value": ...}')
+    rules = parser.add_argument_group("decisions")
+    rules.add_argument("--rules", "-r", metavar="FILE", help="the rulebook (A when comparing)")
+    rules.add_argument("--compare", metavar="OTHER_RULES",
+                       help="diff the decisions of --rules (A) and this rulebook (B)")
+    out = parser.add_argument_group("output")
+    out.add_argument("--output", "-o", metavar="FILE", default="-",
+                     help="actions as JSONL (with --compare: the changed decisions); "
+                     "default stdout")
+    out.add_argument("--audit", metavar="FILE", help="audit (decision) records as JSONL")
+    out.add_argument("--report", metavar="FILE.html",
+                     help="self-contained HTML report with charts")
+    out.add_argument("--errors", metavar="FILE", help="every bad input record as JSONL")
+    bar = out.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
+                     help="show the progress bar even when stderr is not a terminal")
+    bar.add_argument("--no-progress", dest="progress", action="store_false")
+    pub = parser.add_argument_group("publish")
+    pub.add_argument("--publish", metavar="TOPIC",
+                     help="re-publish the input to TOPIC instead of deciding")
+    pub.add_argument("--speed", type=float, default=1.0, metavar="X",
+                     help="pace: X times the log's own pace (0 = as fast as possible)")
+    pub.add_argument("--max-gap", type=float, metavar="SECONDS",
+                     help="never wait longer than this between two events")
+    parser.set_defaults(handler=run_replay)
+
+
+class _Reporter:
+    """Counts bad input records, prints the first ones, writes all to --errors."""
+
+    def __init__(self, errors: IO[bytes] | None) -> None:
+        self.count = 0
+        self.errors = errors
+        self.sink: Callable[[BadRecord], None] | None = None
+
+    def __call__(self, record: BadRecord) -> None:
+        from schemas.codec import dumps_line
+
+        self.count += 1
+        if self.sink is not None:
+            self.sink(record)
+        if self.errors is not None:
+            self.errors.write(dumps_line(record.to_dict()))
+        if self.count <= _SHOWN_BAD:
+            _say(f"skipped bad input {record}")
+        elif self.count == _SHOWN_BAD + 1:
+            _say("more bad input records follow; counted in the summary"
+                 + ("" if self.errors else " (--errors FILE lists them all)"))
+
+
+def _say(text: str) -> None:
+    print(f"touchflow replay: {text}", file=sys.stderr, flush=True)
+
+
+def _check(args: argparse.Namespace) -> str | None:
+    if bool(args.input) == bool(args.from_topic):
+        return "give exactly one input: --input LOG or --from-topic NAME"
+    if (args.since or args.until) and not args.from_topic:
+        return "--since and --until select a time range of --from-topic"
+    if args.publish:
+        if args.compare or args.audit or args.report:
+            return "--publish only re-publishes: drop --compare, --audit and --report"
+        return None
+    if not args.rules:
+        return "--rules FILE is required (the rulebook to replay)"
+    if args.compare and args.audit:
+        return "--audit writes one rulebook's records: replay each rulebook on its own"
+    return None
+
+
+@contextlib.contextmanager
+def _open_out(path: str | None) -> Iterator[IO[bytes] | None]:
+    if path is None:
+        yield None
+    elif path == "-":
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+    else:
+        with open(path, "wb", buffering=1024 * 1024) as handle:
+            yield handle
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    """The `replay` handler; returns the exit code."""
+    problem = _check(args)
+    if problem:
+        _say(problem)
+        return 2
+    try:
+        return _run(args)
+    except ReplayInputError as error:
+        _say(str(error))
+        return 2
+    except BrokenPipeError:  # `| head`: the reader left, that's fine
+        with contextlib.suppress(OSError):
+            sys.stdout = open("/dev/null", "w")  # noqa: SIM115
+        return 0
+
+
+def _source(args: argparse.Namespace, reporter: _Reporter) -> tuple[Any, Any, str]:
+    """(iterable of (event, raw), position callable, label) for the chosen input."""
+    from service.replay.reader import LogFile, decode_lines
+
+    if args.input:
+        log = LogFile(args.input)
+        return (decode_lines(log, reporter, log.label),
+                lambda: (log.bytes_read, log.total_bytes), log.label)
+    from service.replay.topic import TopicSource, parse_time
+    from service.settings import load_settings
+
+    overrides = {"broker": args.broker} if args.broker else {}
+    settings = load_settings(**overrides)
+    try:
+        since = parse_time(args.since) if args.since else None
+        until = parse_time(args.until) if args.until else None
+    except ValueError as error:
+        raise ReplayInputError(str(error)) from None
+    topic = TopicSource(settings, list(args.from_topic), reporter, since_ms=since,
+                        until_ms=until)
+    return topic, topic.position, topic.label
+
+
+def _progress(args: argparse.Namespace, position: Any) -> Any:
+    from service.replay.progress import Progress
+
+    show = args.progress if args.progress is not None else sys.stderr.isatty()
+    return Progress(position) if show else None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from service.replay.progress import format_duration
+
+    with _open_out(args.errors) as errors:
+        reporter = _Reporter(errors)
+        context = _load_context(args.context, reporter)
+        events, position, label = _source(args, reporter)
+        progress = _progress(args, position)
+        try:
+            if args.publish:
+                return _publish(args, events, progress)
+            if args.compare:
+                return _compare(args, events, context, reporter, progress, label)
+            return _single(args, events, context, reporter, progress, label,
+                           format_duration)
+        finally:
+            if progress is not None:
+                progress.close()
+
+
+def _load_context(path: str | None, reporter: _Reporter) -> dict[str, Any]:
+    from service.replay.reader import load_context
+
+    return load_context(path, reporter) if path else {}
+
+
+def _single(args: argparse.Namespace, events: Any, context: dict[str, Any],
+            reporter: _Reporter, progress: Any, label: str,
+            format_duration: Callable[[float], str]) -> int:
+    from service.domain.rules import load_rulebook
+    from service.replay.runner import ReplayResult, RunStats, replay_stream
+
+    rulebook = load_rulebook(args.rules)
+    result = ReplayResult(RunStats())
+    reporter.sink = result.on_bad
+    with _open_out(args.output) as output, _open_out(args.audit) as audit:
+        replay_stream(events, rulebook, context=context, output=output, audit=audit,
+                      result=result, observe=bool(args.report), tick=progress)
+    if progress is not None:
+        progress.close()
+    stats = result.stats
+    _say(f"{label}: {stats.events:,} events ({stats.processed:,} decided, "
+         f"{stats.duplicates:,} duplicates, {stats.errors:,} decide() errors, "
+         f"{result.bad_records:,} bad records skipped) -> {stats.actions:,} actions, "
+         f"{stats.decisions:,} audit records; rulebook {stats.rulebook_version}; "
+         f"{format_duration(result.seconds)} ({result.events_per_s:,.0f} events/s)"
+         + (" - INTERRUPTED" if result.interrupted else ""))
+    for line in result.decision_errors[:_SHOWN_BAD]:
+        _say(line)
+    if result.bad_reasons:
+        _say("bad records by reason: " + ", ".join(
+            f"{reason} {count:,}" for reason, count in result.bad_reasons.most_common()))
+    if args.report:
+        from service.replay.report import write_report
+
+        write_report(Path(args.report), [result], source=label)
+        _say(f"report written to {args.report}")
+    return 130 if result.interrupted else 0
+
+
+def _compare(args: argparse.Namespace, events: Any, context: dict[str, Any],
+             reporter: _Reporter, progress: Any, label: str) -> int:
+    from service.domain.rules import load_rulebook
+    from service.replay.diff import compare_stream, format_table
+    from service.replay.runner import ReplayResult, RunStats
+
+    rulebook_a = load_rulebook(args.rules)
+    rulebook_b = load_rulebook(args.compare)
+    result_a = ReplayResult(RunStats())
+    reporter.sink = result_a.on_bad
+    changes_path = args.output if args.output != "-" else None
+    with _open_out(changes_path) as changes:
+        comparison = compare_stream(events, rulebook_a, rulebook_b, context=context,
+                                    changes_out=changes, result_a=result_a, tick=progress)
+    comparison.b.bad_records = result_a.bad_records
+    if progress is not None:
+        progress.close()
+    sys.stdout.write(format_table(comparison))
+    sys.stdout.flush()
+    _say(f"{label}: {comparison.a.stats.events:,} events compared, "
+         f"{comparison.total_changes:,} changed decisions, "
+         f"{result_a.bad_records:,} bad records skipped"
+         + (" - INTERRUPTED" if comparison.interrupted else ""))
+    if args.report:
+        from service.replay.report import write_report
+
+        write_report(Path(args.report), [comparison.a, comparison.b], comparison=comparison,
+                     source=label)
+        _say(f"report written to {args.report}")
+    return 130 if comparison.interrupted else 0
+
+
+def _publish(args: argparse.Namespace, events: Any, progress: Any) -> int:
+    from service.replay.publish import publish_events
+    from service.settings import load_settings
+
+    overrides = {"broker": args.broker} if args.broker else {}
+    settings = load_settings(**overrides)
+
+    async def main() -> Any:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        try:
+            return await publish_events(events, settings, args.publish, speed=args.speed,
+                                        max_gap_s=args.max_gap, tick=progress, stop=stop)
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+
+    try:
+        result = asyncio.run(main())
+    except ConnectionError as error:
+        raise ReplayInputError(str(error)) from None
+    if progress is not None:
+        progress.close()
+    _say(f"published {result.sent:,} events to {args.publish} in {result.seconds:.1f} s "
+         f"({result.events_per_s:,.0f} events/s; the log spans {result.log_span_s:,.0f} s)"
+         + (" - INTERRUPTED" if result.interrupted else ""))
+    return 130 if result.interrupted else 0

@@ -1,0 +1,95 @@
+"""Shared helpers of the decision-core tests: events, replaying event lists and examples."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from schemas.event import Event, decode_event, parse_event
+from service.domain import Outcome, Profile, Rulebook, decide, load_rulebook
+
+__all__ = ["EXAMPLES", "Replay", "load_example", "make_event", "run_events"]
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+
+
+@dataclass
+class Replay:
+    """Everything a replay produced, in order."""
+
+    rulebook: Rulebook
+    profiles: dict[str, Profile | None] = field(default_factory=dict)
+    outcomes: list[tuple[Event, Outcome]] = field(default_factory=list)
+
+    @property
+    def actions(self) -> list[dict[str, Any]]:
+        return [a for _, o in self.outcomes for a in o.actions]
+
+    @property
+    def decisions(self) -> list[dict[str, Any]]:
+        return [d for _, o in self.outcomes for d in o.decisions]
+
+    def sent(self, customer: str) -> list[str]:
+        """Action names sent to `customer`, in order."""
+        return [a["action"] for a in self.actions if a["customer_id"] == customer]
+
+    def audit(self, customer: str) -> list[tuple[str, str, str | None, str]]:
+        """(trigger event, action, outcome, suppressed_by) for every decision record."""
+        return [(d["trigger_event_id"], d["action"], d["outcome"], d["suppressed_by"])
+                for d in self.decisions if d["customer_id"] == customer]
+
+    def output_bytes(self) -> bytes:
+        return b"".join(orjson.dumps([o.actions, o.decisions, o.duplicate])
+                        for _, o in self.outcomes)
+
+
+def run_events(rulebook: Rulebook, events: Iterable[Event],
+               context: Mapping[str, Any] | None = None) -> Replay:
+    """Apply `events` in order through decide(), keeping profiles by key like the worker."""
+    replay = Replay(rulebook)
+    for event in events:
+        key = event.key()
+        outcome = decide(replay.profiles.get(key), event, context or {}, rulebook)
+        replay.profiles[key] = outcome.profile
+        replay.outcomes.append((event, outcome))
+    return replay
+
+
+def load_example(name: str) -> tuple[Rulebook, list[Event], dict[str, Any]]:
+    """An example folder: rulebook.yaml, events.jsonl and the optional context.jsonl."""
+    folder = EXAMPLES / name
+    rulebook = load_rulebook(folder / "rulebook.yaml")
+    events = [decode_event(line) for line in (folder / "events.jsonl").read_bytes().splitlines()
+              if line.strip()]
+    context: dict[str, Any] = {}
+    context_file = folder / "context.jsonl"
+    if context_file.exists():
+        for line in context_file.read_bytes().splitlines():
+            if line.strip():
+                record = orjson.loads(line)
+                context[record["key"]] = record["value"]
+    return rulebook, events, context
+
+
+_ids = itertools.count(1)
+
+
+def make_event(type: str = "page_viewed", *, at: str = "2026-03-02T12:00:00+00:00",
+               channel: str = "web", customer: str = "c-1", event_id: str | None = None,
+               props: dict[str, Any] | None = None, **properties: Any) -> Event:
+    """A valid event with sensible defaults (a fresh event_id unless given); `props` holds
+    properties whose names clash with the arguments (e.g. a consent event's `channel`)."""
+    properties = {**properties, **(props or {})}
+    return parse_event({
+        "event_id": event_id or f"t-{next(_ids)}",
+        "occurred_at": at,
+        "channel": channel,
+        "type": type,
+        "identity": {"customer_id": customer},
+        "properties": properties,
+    })

@@ -1,0 +1,115 @@
+"""The five documented scenarios in examples/, replayed through decide() and checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import TypeAdapter
+
+from schemas.models import Action, DecisionRecord
+from service.domain import load_rulebook
+from tests.unit.domain.replaykit import EXAMPLES, load_example, run_events
+
+SCENARIOS = ["lead_scoring", "flight_delay", "phone_retail", "grocery_store", "contact_fatigue"]
+
+
+@pytest.mark.parametrize("name", [*SCENARIOS, "default"])
+def test_every_example_has_rulebook_and_readme(name: str) -> None:
+    """Each example folder ships a valid rulebook and a README (events too, except default)."""
+    folder = EXAMPLES / name
+    load_rulebook(folder / "rulebook.yaml")
+    assert (folder / "README.md").read_text().strip()
+    if name != "default":
+        assert (folder / "events.jsonl").stat().st_size > 0
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_example_output_matches_the_wire_contract(name: str) -> None:
+    """Every action and decision record of every scenario validates against schemas/models."""
+    replay = run_events(*_example(name))
+    actions = TypeAdapter(list[Action]).validate_python(replay.actions)
+    TypeAdapter(list[DecisionRecord]).validate_python(replay.decisions)
+    assert actions, "each scenario sends something"
+
+
+def _example(name: str):  # type: ignore[no-untyped-def]
+    rulebook, events, context = load_example(name)
+    return rulebook, events, context
+
+
+def test_lead_scoring() -> None:
+    """Points add up to 34 at the promotion-pack click; one callback per 30 days; no double
+    counting of a redelivered forum event; a 14-point lead gets nothing."""
+    replay = run_events(*_example("lead_scoring"))
+    assert replay.audit("acme-ann") == [
+        ("l-7", "sales_callback", "sent", None),
+        ("l-8", "sales_callback", "suppressed", "cooldown"),
+        ("l-9", "sales_callback", "sent", None),
+    ]
+    first = replay.actions[0]
+    assert first["channel"] == "call_center" and first["payload"]["lead_score"] == 34.0
+    assert first["reasons"][0].startswith("lead_score 34 >= 25 (points: registration +2")
+    bob = replay.profiles["customer_id:bolt-bob"]
+    assert bob is not None and bob.scores["lead_score"] == 17.0  # 2 + 10 + 5, forum once
+    assert replay.sent("bolt-bob") == []
+    assert [e.event_id for e, o in replay.outcomes if o.duplicate] == ["l-21"]
+
+
+def test_flight_delay() -> None:
+    """Apology to everyone delayed >= 60 min; wifi for heavy users, else duty-free coupon for
+    frequent duty-free shoppers, never both; nothing for a 30-minute delay."""
+    replay = run_events(*_example("flight_delay"))
+    assert replay.sent("heavy-hana") == ["apology_sms", "wifi_voucher"]
+    assert replay.sent("dutyfree-dan") == ["apology_sms", "dutyfree_coupon_25"]
+    assert replay.sent("both-bea") == ["apology_sms", "wifi_voucher"]
+    assert ("delay-both-bea", "dutyfree_coupon_25", "suppressed", "arbitration") in \
+        replay.audit("both-bea")
+    assert replay.sent("plain-pat") == ["apology_sms"]
+    assert replay.sent("short-sam") == []
+
+
+def test_phone_retail() -> None:
+    """Three top-phone views in 30 min -> compare link; no slot -> pickup; tablets stop phone
+    offers; order-status call -> brief; slow views get nothing; a late view still counts."""
+    replay = run_events(*_example("phone_retail"))
+    assert replay.sent("pia") == [
+        "camera_compare_link", "store_pickup_offer", "tablet_offer", "order_status_brief",
+    ]
+    brief = replay.actions[3]
+    assert brief["payload"]["order_id"] == "o-77" and brief["channel"] == "call_center"
+    assert replay.sent("sol") == []
+    assert [a["trigger_event_id"] for a in replay.actions if a["customer_id"] == "lou"] == ["p-31"]
+
+
+def test_grocery_store() -> None:
+    """Cart items in stock at the entered store -> coupon; out of stock -> suppressed (context);
+    birthday search -> gifts in the customer's own tier, suppressed when that box is out."""
+    replay = run_events(*_example("grocery_store"))
+    assert replay.sent("gus") == ["in_store_cart_coupon", "gift_suggestions"]
+    gift = next(a for a in replay.actions if a["action"] == "gift_suggestions")
+    assert gift["payload"] == {"list": "birthday-gifts-premium", "tier": "premium"}
+    assert replay.audit("kim") == [
+        ("g-12", "in_store_cart_coupon", "suppressed", "context"),
+        ("g-13", "gift_suggestions", "suppressed", "context"),
+    ]
+    reasons = [d["reasons"][0] for d in replay.decisions if d["customer_id"] == "kim"]
+    assert reasons[0] == "context stock:sku-kale:store-2 = 0 (needs > 0)"
+
+
+def test_contact_fatigue() -> None:
+    """Five qualify on each app open; the top three by value go out, the rest and everything
+    later that day are suppressed by contact_cap; the next day three go out again."""
+    replay = run_events(*_example("contact_fatigue"))
+    top = ["premium_upgrade", "loyalty_bonus", "newsletter"]
+    assert replay.sent("fay") == top + top
+    day1 = [(t, a, s) for t, a, _, s in replay.audit("fay") if t in ("c-1", "c-2")]
+    assert [s for _, _, s in day1].count("contact_cap") == 7
+    assert all(d["reasons"][0].startswith("contact cap 3 per 1d") for d in replay.decisions
+               if d["suppressed_by"] == "contact_cap")
+
+
+def test_examples_folder_documents_context_files() -> None:
+    """The examples README explains the context.jsonl convention the tests rely on."""
+    text = (EXAMPLES / "README.md").read_text()
+    assert "context.jsonl" in text and Path(EXAMPLES / "grocery_store" / "context.jsonl").exists()
