@@ -163,10 +163,10 @@ def create_app(
         readiness.mark_revoked(partitions)
         await processor.revoke(partitions)
 
-    app.on_partitions_assigned.connect(on_assigned)
-    app.on_partitions_revoked.connect(on_revoked)
+    signals: Any = app
+    signals.on_partitions_assigned.connect(on_assigned)
+    signals.on_partitions_revoked.connect(on_revoked)
 
-    @app.task
     async def follow_context() -> None:
         await context.start()
         try:
@@ -174,6 +174,7 @@ def create_app(
         finally:
             await context.stop()
 
+    signals.task(follow_context)
     return Touchflow(settings, app, topics, rulebook, processor, context, metrics, readiness)
 
 

@@ -35,7 +35,7 @@ from schemas.event import Event, EventError, decode_event
 from service.domain.decide import decide
 from service.domain.profile import Profile
 from service.domain.rules import Rulebook
-from service.recovery import recover_partition
+from service.recovery import recover_partitions
 from service.settings import Settings
 from service.sink import Sink
 from service.store import PartitionStore, open_store
@@ -97,7 +97,7 @@ class Processor:
         metrics: Metrics | None = None,
         readiness: Readiness | None = None,
         in_place: bool = True,
-        recover: Callable[[int, PartitionStore], Awaitable[Any]] | None = None,
+        recover: Callable[[Mapping[int, PartitionStore]], Awaitable[Any]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -132,8 +132,7 @@ class Processor:
     async def assign(self, partitions: set[int]) -> None:
         """Recover the stores of newly assigned partitions (before their events are applied)."""
         async with self._lock:
-            for partition in sorted(partitions - self._recovered):
-                await self._ensure_recovered(partition)
+            await self._recover_missing(set(partitions))
 
     async def revoke(self, partitions: set[int]) -> None:
         """Forget revoked partitions: close their stores, drop their caches."""
@@ -149,36 +148,47 @@ class Processor:
         """Close every store (worker shutdown)."""
         await self.revoke(set(self._stores))
 
-    async def _recover_from_changelog(self, partition: int, store: PartitionStore) -> Any:
-        def progress(remaining: int) -> None:
+    async def _recover_from_changelog(self, stores: Mapping[int, PartitionStore]) -> Any:
+        def progress(partition: int, remaining: int) -> None:
             if self.metrics is not None:
                 self.metrics.recovery_remaining.labels(str(partition)).set(remaining)
 
-        result = await recover_partition(
-            self.settings, self.topics.changelog, partition, store, on_progress=progress
+        results = await recover_partitions(
+            self.settings, self.topics.changelog, stores, on_progress=progress
         )
         if self.metrics is not None:
-            self.metrics.recovery_seconds.observe(result.seconds)
-        return result
+            for result in results:
+                self.metrics.recovery_seconds.observe(result.seconds)
+        return results
 
-    async def _ensure_recovered(self, partition: int) -> PartitionStore:
-        store = self._stores.get(partition)
-        if store is None:
-            store = open_store(
-                self.settings.store, self.settings.data_dir, self.settings.app_id, partition
-            )
-            self._stores[partition] = store
-        if partition not in self._recovered:
+    async def _recover_missing(self, partitions: set[int]) -> None:
+        missing = sorted(partitions - self._recovered)
+        if not missing:
+            return
+        stores: dict[int, PartitionStore] = {}
+        for partition in missing:
+            store = self._stores.get(partition)
+            if store is None:
+                store = open_store(
+                    self.settings.store, self.settings.data_dir, self.settings.app_id, partition
+                )
+                self._stores[partition] = store
+            stores[partition] = store
             if self.readiness is not None:
                 self.readiness.mark_recovering(partition)
-            await self._recover(partition, store)
+        await self._recover(stores)
+        for partition, store in stores.items():
             self._recovered.add(partition)
             self._cache[partition] = {}
             if self.readiness is not None:
                 self.readiness.mark_recovered(partition)
             if self.metrics is not None:
                 self.metrics.profiles.labels(str(partition)).set(store.count())
-        return store
+
+    async def _ensure_recovered(self, partition: int) -> PartitionStore:
+        if partition not in self._recovered:
+            await self._recover_missing({partition})
+        return self._stores[partition]
 
     def store(self, partition: int) -> PartitionStore | None:
         """The store of a partition this worker holds (tests, diagnostics)."""
@@ -253,11 +263,12 @@ class Processor:
                 event_counts[(event.channel, etype, "processed")] += 1
                 touched[key] = outcome.profile
                 for action in outcome.actions:
-                    value = dumps(action)
+                    encoded_action = dumps(action)
                     customer = str(action["customer_id"]).encode()
-                    await sink.send(topics.actions, customer, value)
+                    await sink.send(topics.actions, customer, encoded_action)
                     if self.settings.channel_topics:
-                        await sink.send(topics.channel_actions(action["channel"]), customer, value)
+                        await sink.send(topics.channel_actions(action["channel"]), customer,
+                                        encoded_action)
                     actions.append(action)
                     clocks.append((event.ts_ms, message.timestamp_ms))
                 for record in outcome.decisions:
@@ -280,7 +291,7 @@ class Processor:
             header = [("src", source_offsets.get(partition, "").encode())]
             values = encoded.setdefault(partition, {})
             for key, profile in touched.items():
-                value = profile.to_bytes() if profile is not None else None
+                value: bytes | None = profile.to_bytes() if profile is not None else None
                 values[key] = value
                 fut = await sink.send(
                     topics.changelog, key, value, partition=partition, headers=header

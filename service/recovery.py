@@ -1,10 +1,12 @@
-"""Rebuild a partition's profile store from its changelog, to the true end of the log.
+"""Rebuild partitions' profile stores from the changelog, to the true end of the log.
 
 Why not Faust's table recovery: it reads up to the end offset from ListOffsets(latest), which
 on some brokers (Tansu, the embedded one) is the last record batch's base offset + 1 rather
 than the high watermark, so a restart silently lost the newest changelog records. Here the
 end is the high watermark carried by the Fetch responses themselves, which every Kafka-
 compatible broker fills in correctly, and recovery reads until its position reaches it.
+
+All partitions assigned together are recovered by one consumer, in parallel fetches.
 """
 
 from __future__ import annotations
@@ -12,16 +14,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from service.settings import Settings
 from service.store import PartitionStore
 
-__all__ = ["RecoveryResult", "recover_partition"]
+__all__ = ["RecoveryResult", "recover_partitions"]
 
 log = logging.getLogger(__name__)
-_FETCH_TIMEOUT_MS = 500
+_FETCH_WAIT_MS = 50
 _APPLY_EVERY = 5_000
 
 
@@ -36,64 +38,92 @@ class RecoveryResult:
     seconds: float
 
 
-async def recover_partition(
+async def recover_partitions(
     settings: Settings,
     changelog: str,
-    partition: int,
-    store: PartitionStore,
+    stores: Mapping[int, PartitionStore],
     *,
-    on_progress: Callable[[int], None] | None = None,
-    timeout_s: float = 600.0,
-) -> RecoveryResult:
-    """Apply changelog records after the store's checkpoint, up to the high watermark."""
+    on_progress: Callable[[int, int], None] | None = None,
+    timeout_s: float = 900.0,
+) -> list[RecoveryResult]:
+    """Apply changelog records after each store's checkpoint, up to the high watermark.
+
+    `on_progress(partition, remaining)` reports the records still to read.
+    """
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    if not stores:
+        return []
     started = time.monotonic()
-    tp = TopicPartition(changelog, partition)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        fetch_max_wait_ms=_FETCH_WAIT_MS,
         fetch_max_bytes=64 * 1024 * 1024,
         max_partition_fetch_bytes=16 * 1024 * 1024,
         **settings.kafka_security(),
     )
     await asyncio.wait_for(consumer.start(), 30)
-    start = store.checkpoint() + 1
-    records = 0
+    tps = {TopicPartition(changelog, p): p for p in stores}
+    start = {p: store.checkpoint() + 1 for p, store in stores.items()}
+    last = {p: s - 1 for p, s in start.items()}
+    records = dict.fromkeys(stores, 0)
+    pending: dict[int, dict[bytes, bytes | None]] = {p: {} for p in stores}
+    done: dict[int, float] = {}
     try:
-        consumer.assign([tp])
-        consumer.seek(tp, start)
-        pending: dict[bytes, bytes | None] = {}
-        last_offset = start - 1
+        consumer.assign(list(tps))
+        for tp, p in tps.items():
+            consumer.seek(tp, start[p])
         deadline = started + timeout_s
-        while True:
+        while len(done) < len(stores):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"recovery of {changelog}[{partition}] took over {timeout_s}s")
-            batch = await consumer.getmany(tp, timeout_ms=_FETCH_TIMEOUT_MS, max_records=10_000)
-            for message in batch.get(tp, ()):
-                if message.key is not None:
-                    pending[message.key] = message.value
-                last_offset = message.offset
-                records += 1
-            if len(pending) >= _APPLY_EVERY:
-                store.write(pending, last_offset)
-                pending = {}
-            highwater = consumer.highwater(tp)
-            position = await consumer.position(tp)
-            if on_progress is not None and highwater is not None:
-                on_progress(max(0, highwater - position))
-            if highwater is not None and position >= highwater:
-                break
-        if pending or last_offset >= start:
-            store.write(pending, last_offset)
-        end = await consumer.position(tp)
+                raise TimeoutError(f"recovery of {changelog} took over {timeout_s:.0f}s")
+            batch = await consumer.getmany(timeout_ms=_FETCH_WAIT_MS * 4, max_records=20_000)
+            for tp, messages in batch.items():
+                p = tps[tp]
+                values = pending[p]
+                for message in messages:
+                    if message.key is not None:
+                        values[message.key] = message.value
+                    last[p] = message.offset
+                records[p] += len(messages)
+                if len(values) >= _APPLY_EVERY:
+                    stores[p].write(values, last[p])
+                    pending[p] = {}
+            for tp, p in tps.items():
+                if p in done:
+                    continue
+                highwater = consumer.highwater(tp)
+                if highwater is None:
+                    continue
+                if start[p] > highwater:
+                    # The store is ahead of the log: the changelog was recreated. Start over.
+                    log.warning("local store is ahead of its changelog; rebuilding it",
+                                extra={"partition": p, "checkpoint": start[p] - 1,
+                                       "highwater": highwater})
+                    stores[p].wipe()
+                    start[p], last[p], pending[p] = 0, -1, {}
+                    consumer.seek(tp, 0)
+                    continue
+                position = await consumer.position(tp)
+                if on_progress is not None:
+                    on_progress(p, max(0, highwater - position))
+                if position >= highwater:
+                    done[p] = time.monotonic()
+                    consumer.pause(tp)
+        results = []
+        for p in sorted(stores):
+            if pending[p] or last[p] >= start[p]:
+                stores[p].write(pending[p], last[p])
+            results.append(RecoveryResult(p, start[p], last[p] + 1, records[p],
+                                          done[p] - started))
     finally:
         await consumer.stop()
-    result = RecoveryResult(partition, start, end, records, time.monotonic() - started)
     log.info(
-        "recovered partition",
-        extra={"partition": partition, "records": records, "from_offset": start,
-               "to_offset": end, "seconds": round(result.seconds, 3)},
+        "recovered partitions",
+        extra={"partitions": [r.partition for r in results],
+               "records": sum(r.records for r in results),
+               "seconds": round(time.monotonic() - started, 3)},
     )
-    return result
+    return results

@@ -94,7 +94,9 @@ class KafkaRuntime:
 
     async def _on_assigned(self, assigned: set[Any]) -> None:
         self._assigned = set(assigned)
-        partitions = {tp.partition for tp in assigned}
+        # Profile partitions are those of the repartition topic; the input topics' partitions
+        # are co-partitioned with them when their counts match (else all events are forwarded).
+        partitions = self._owned(assigned)
         if self.readiness is not None:
             self.readiness.mark_assigned(partitions)
         if self.metrics is not None:
@@ -104,12 +106,15 @@ class KafkaRuntime:
             await self.processor.assign(partitions)
 
     async def _on_revoked(self, revoked: set[Any]) -> None:
-        partitions = {tp.partition for tp in revoked}
+        partitions = self._owned(revoked)
         if self.readiness is not None:
             self.readiness.mark_revoked(partitions)
         if self.processor is not None:
             await self.processor.revoke(partitions)
         log.info("partitions revoked", extra={"partitions": sorted(partitions)})
+
+    def _owned(self, tps: set[Any]) -> set[int]:
+        return {tp.partition for tp in tps if tp.topic == self.topics.repartition}
 
     async def run(self) -> None:
         """The loop; returns after `stop()` once the last batch is committed."""

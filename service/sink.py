@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -81,15 +81,25 @@ class KafkaSink:
         self, topic: str, key: bytes | None, value: bytes | None, *,
         partition: int | None = None, headers: Headers | None = None,
     ) -> Awaitable[int]:
+        # Keywords: aiokafka orders (topic, value, key), Faust's producer (topic, key, value).
         fut = await self._producer.send(
-            topic, key, value, partition, None, list(headers) if headers else None
+            topic, key=key, value=value, partition=partition,
+            headers=list(headers) if headers else None,
         )
-        return _offset_of(fut)
+        return _Offset(fut)
 
     async def flush(self) -> None:
         await asyncio.wait_for(self._producer.flush(), self._flush_timeout_s)
 
 
-async def _offset_of(fut: Awaitable[Any]) -> int:
-    metadata = await fut
-    return int(metadata.offset)
+class _Offset:
+    """Awaitable offset of a sent record; unlike a coroutine, fine to leave un-awaited."""
+
+    __slots__ = ("_fut",)
+
+    def __init__(self, fut: Awaitable[Any]) -> None:
+        self._fut = fut
+
+    def __await__(self) -> Generator[Any, None, int]:
+        metadata = yield from self._fut.__await__()
+        return int(metadata.offset)

@@ -61,7 +61,11 @@ async def topic_partition_counts(settings: Settings, names: list[str]) -> dict[s
     )
     await asyncio.wait_for(admin.start(), 15)
     try:
-        described = await asyncio.wait_for(admin.describe_topics(names), 15)
+        # Describe only topics that exist: a metadata request for a missing topic makes a broker
+        # with auto-creation (Tansu, many dev clusters) create it with its default partitions.
+        present = set(await asyncio.wait_for(admin.list_topics(), 15))
+        wanted = [name for name in names if name in present]
+        described = await asyncio.wait_for(admin.describe_topics(wanted), 15) if wanted else []
     finally:
         await admin.close()
     out: dict[str, int] = {}

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,7 @@ async def wait_for_broker(
         delay = min(delay * 2, max_delay_s)
 
 
-def run_worker(settings: Settings, *, tasks: Sequence[Callable[[], Awaitable[None]]] = (),
+def run_worker(settings: Settings, *, tasks: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
                broker_attempts: int | None = None) -> int:
     """Run one worker until stopped; return the process exit code."""
     from service.domain.rules import load_rulebook
@@ -88,7 +88,7 @@ def run_worker(settings: Settings, *, tasks: Sequence[Callable[[], Awaitable[Non
 
 
 async def _run_kafka(settings: Settings, rulebook: Any,
-                     tasks: Sequence[Callable[[], Awaitable[None]]],
+                     tasks: Sequence[Callable[[], Coroutine[Any, Any, None]]],
                      broker_attempts: int | None) -> int:
     from service.context import ContextReader
     from service.health import Readiness, start_http
@@ -152,7 +152,7 @@ async def _run_kafka(settings: Settings, rulebook: Any,
 
 
 def _run_faust(settings: Settings, rulebook: Any,
-               tasks: Sequence[Callable[[], Awaitable[None]]],
+               tasks: Sequence[Callable[[], Coroutine[Any, Any, None]]],
                broker_attempts: int | None) -> int:
     import faust
 

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -45,6 +48,7 @@ class WorkerEnv:
     partitions: int = 2
     store: str = "memory://"
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    log_paths: dict[int, Path] = field(default_factory=dict)
 
     def env(self, **extra: str) -> dict[str, str]:
         env = dict(os.environ)
@@ -69,13 +73,15 @@ class WorkerEnv:
         return f"{self.prefix}.{name}"
 
     def start_worker(self, name: str = "w", **extra: str) -> subprocess.Popen[bytes]:
-        log = open(self.tmp / f"worker-{name}-{len(self.processes)}.log", "ab")  # noqa: SIM115
+        path = self.tmp / f"worker-{name}-{len(self.processes)}.log"
+        log = open(path, "ab")  # noqa: SIM115
         process = subprocess.Popen(
             [sys.executable, "-m", "service", "worker"], cwd=ROOT, env=self.env(**extra),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()
         self.processes.append(process)
+        self.log_paths[process.pid] = path
         return process
 
     def stop(self, process: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
@@ -88,6 +94,38 @@ class WorkerEnv:
             process.kill()
             process.wait(5)
             raise AssertionError(f"worker did not stop within {timeout}s after {sig}") from None
+
+    def metrics_url(self, process: subprocess.Popen[bytes], timeout: float = 30.0) -> str:
+        """The worker's HTTP base URL, read from its start-up log line (it binds port 0)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log_paths[process.pid].read_text(errors="replace")
+            match = re.search(r"metrics and health on (http://[0-9.:]+)/metrics", text)
+            if match:
+                return match.group(1)
+            if process.poll() is not None:
+                raise AssertionError(f"worker exited with {process.returncode}:\n{self.logs()}")
+            time.sleep(0.1)
+        raise AssertionError(f"worker never logged its metrics address:\n{self.logs()}")
+
+    def wait_ready(self, process: subprocess.Popen[bytes], timeout: float = 60.0) -> str:
+        """Block until the worker's /readyz answers 200; return its HTTP base URL."""
+        base = self.metrics_url(process)
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise AssertionError(f"worker exited with {process.returncode}:\n{self.logs()}")
+            try:
+                with urllib.request.urlopen(f"{base}/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        return base
+            except urllib.error.HTTPError as error:
+                last = error.read().decode(errors="replace")
+            except OSError as error:
+                last = repr(error)
+            time.sleep(0.2)
+        raise AssertionError(f"worker not ready after {timeout}s ({last}):\n{self.logs()}")
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.tmp.glob("*.log")))
@@ -109,7 +147,13 @@ def worker_env(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[WorkerEnv]:
 
 async def produce(bootstrap: str, topic: str, values: list[bytes],
                   keys: list[bytes | None] | None = None) -> None:
-    """Send raw values to a topic and wait until all are acknowledged."""
+    """Send raw values to a topic and wait until all are acknowledged.
+
+    Without `keys`, each value is keyed like a well-behaved upstream producer keys it (the
+    event's profile key, `Event.key()`), so one customer's events keep their order; values
+    that do not decode as events are sent without a key."""
+    if keys is None:
+        keys = [_event_key(value) for value in values]
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
@@ -121,6 +165,15 @@ async def produce(bootstrap: str, topic: str, values: list[bytes],
         await asyncio.wait_for(producer.flush(), 20)
     finally:
         await producer.stop()
+
+
+def _event_key(value: bytes) -> bytes | None:
+    from schemas.event import EventError, decode_event
+
+    try:
+        return decode_event(value).key().encode()
+    except EventError:
+        return None
 
 
 async def consume(bootstrap: str, topic: str, *, count: int, timeout: float = 60.0,

@@ -24,7 +24,7 @@ from service.topics import TopicNames
 from tests.unit.replay.journeys import SCENARIO_NAMES, scenarios
 
 
-async def _no_recovery(partition: int, store: Any) -> None:
+async def _no_recovery(stores: Any) -> None:
     return None
 
 

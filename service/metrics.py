@@ -1,0 +1,87 @@
+"""Prometheus metrics of one worker, in their own registry.
+
+Names follow Prometheus conventions (`touchflow_` prefix, base units in the name, `_total` on
+counters). No label ever carries a customer identifier: labels are channels, event types,
+outcomes, action ids, reasons, topics and partition numbers, all bounded sets.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
+
+__all__ = ["CONTENT_TYPE", "LATENCY_BUCKETS", "Metrics"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)
+_BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+
+
+class Metrics:
+    """Every metric the worker exports; one instance per process (tests make their own)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.events = Counter(
+            "touchflow_events", "Events consumed, by channel, event type and outcome "
+            "(processed, duplicate, deadletter).", ["channel", "type", "outcome"], registry=r)
+        self.actions = Counter(
+            "touchflow_actions", "Next-best actions sent, by action id and channel.",
+            ["action", "channel"], registry=r)
+        self.suppressed = Counter(
+            "touchflow_decisions_suppressed", "Eligible actions not sent, by action and "
+            "the policy that suppressed them.", ["action", "reason"], registry=r)
+        self.deadletters = Counter(
+            "touchflow_deadletters", "Messages sent to the dead-letter topic, by reason.",
+            ["reason"], registry=r)
+        self.event_to_action = Histogram(
+            "touchflow_event_to_action_seconds", "Delay from the event (clock=event_time) or "
+            "from its arrival on the broker (clock=ingest) to the action being sent.",
+            ["clock"], buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram(
+            "touchflow_batch_events", "Messages per processed batch.",
+            buckets=_BATCH_BUCKETS, registry=r)
+        self.batch_seconds = Histogram(
+            "touchflow_batch_duration_seconds", "Time to process one batch, durable effects "
+            "included.", buckets=_SECONDS_BUCKETS, registry=r)
+        self.consumer_lag = Gauge(
+            "touchflow_consumer_lag_messages", "Messages between the committed position and "
+            "the fetch high watermark, per input partition.", ["topic", "partition"],
+            registry=r)
+        self.profiles = Gauge(
+            "touchflow_profiles", "Customer profiles held in the local store, per partition.",
+            ["partition"], registry=r)
+        self.recovery_remaining = Gauge(
+            "touchflow_recovery_remaining_messages", "Changelog records still to read before "
+            "a partition is ready.", ["partition"], registry=r)
+        self.recovery_seconds = Histogram(
+            "touchflow_recovery_duration_seconds", "Time to recover one partition from its "
+            "changelog.", buckets=(0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300), registry=r)
+        self.rulebook = Info(
+            "touchflow_rulebook", "The rulebook the worker decides with.", registry=r)
+        self.ready = Gauge(
+            "touchflow_ready", "1 when partitions are assigned and their tables recovered.",
+            registry=r)
+        self.agent_crashes = Counter(
+            "touchflow_agent_crashes", "Unexpected errors in a processing loop (it restarts).",
+            ["agent"], registry=r)
+        self.last_batch = Gauge(
+            "touchflow_last_batch_timestamp_seconds", "Unix time of the last processed batch.",
+            registry=r)
+        self.partitions_assigned = Gauge(
+            "touchflow_partitions_assigned", "Input partitions assigned to this worker.",
+            registry=r)
+
+    def render(self) -> bytes:
+        """The exposition text for a scrape."""
+        return generate_latest(self.registry)
