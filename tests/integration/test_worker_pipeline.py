@@ -53,7 +53,7 @@ async def test_malformed_events_are_dead_lettered_and_good_ones_still_processed(
                                 "channel": "pigeon", "type": "ping",
                                 "identity": {"customer_id": "c-m"}})
     good = [event(f"m{i}", "c-m", "ping", at=f"2026-03-02T09:{i:02d}:00Z") for i in range(10)]
-    values = good[:4] + [bad_json] + good[4:7] + [no_identity, bad_channel] + good[7:]
+    values = [*good[:4], bad_json, *good[4:7], no_identity, bad_channel, *good[7:]]
     await produce(bootstrap, worker_env.topic("events"), values)
 
     dead = await consume(bootstrap, worker_env.topic("deadletter"), count=3, settle=2.0)
