@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ from service.metrics import Metrics
 from service.processor import Message, Processor
 from service.settings import Settings
 from service.sink import KafkaSink, Sink
+from service.store import PartitionStore
 from service.topics import TopicNames
 
 __all__ = ["Touchflow", "create_app"]
@@ -101,8 +102,10 @@ def create_app(
     metrics: Metrics | None = None,
     readiness: Readiness | None = None,
     in_place: bool = True,
+    recover: Callable[[Mapping[int, PartitionStore]], Awaitable[Any]] | None = None,
 ) -> Touchflow:
-    """Build the app; `sink` defaults to Faust's own producer (tests pass a `MemorySink`)."""
+    """Build the app; `sink` defaults to Faust's own producer (tests pass a `MemorySink`, and
+    a `recover` that does not need a broker)."""
     rulebook = rulebook if rulebook is not None else load_rulebook(settings.rules)
     metrics = metrics if metrics is not None else Metrics()
     readiness = readiness if readiness is not None else Readiness()
@@ -112,6 +115,7 @@ def create_app(
     processor = Processor(
         settings, topics, rulebook, sink if sink is not None else _LazyFaustSink(app),
         context=context.table, metrics=metrics, readiness=readiness, in_place=in_place,
+        recover=recover,
     )
     metrics.rulebook.info({"version": rulebook.version})
     source = _raw_topic(app, topics.events)
