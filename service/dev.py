@@ -25,7 +25,7 @@ def format_action(action: dict[str, Any]) -> str:
     """One live line: time, customer, action -> channel, top reason."""
     reasons = action.get("reasons") or ["-"]
     return (
-        f"{time.strftime('%H:%M:%S')}  {action.get('customer_id', '?')!s:<22} "
+        f"{time.strftime('%H:%M:%S')}  {str(action.get('customer_id', '?'))[:30]:<30} "
         f"{action.get('action', '?'):<22} -> {action.get('channel', '?'):<12} "
         f"score {action.get('score', 0):>6.1f}  because {reasons[0]}"
     )
