@@ -45,34 +45,72 @@ def check_data_dir(settings: Settings) -> None:
         ) from None
 
 
+class _DropLibraryErrors(logging.Filter):
+    """While we wait for the broker, our one warning per attempt says it all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+async def _unresolvable_hosts(settings: Settings) -> list[str]:
+    loop = asyncio.get_running_loop()
+    bad = []
+    for server in settings.bootstrap_servers.split(","):
+        host, _, port = server.rpartition(":")
+        try:
+            await loop.getaddrinfo(host, int(port))
+        except OSError:
+            bad.append(host)
+    return bad
+
+
 async def wait_for_broker(
     settings: Settings, topics: TopicNames, *, attempts: int | None = None,
-    max_delay_s: float = 30.0,
+    max_delay_s: float = 30.0, dns_attempts: int = 3,
 ) -> dict[str, int]:
-    """Create/verify the topics, retrying with exponential backoff while the broker is down."""
+    """Create/verify the topics, retrying with exponential backoff while the broker is down.
+
+    An unreachable broker is retried forever (or `attempts` times): brokers restart. A host
+    name that does not resolve `dns_attempts` times in a row is a configuration error.
+    """
     delay = 1.0
     attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return await ensure_topics(settings, topics)
-        except (TimeoutError, OSError) as exc:
-            reason = type(exc).__name__
-        except Exception as exc:
-            if "KafkaConnectionError" not in type(exc).__name__ and "Unable" not in str(exc):
-                raise
-            reason = str(exc) or type(exc).__name__
-        if attempts is not None and attempt >= attempts:
-            raise StartupError(
-                f"cannot reach the Kafka broker at {settings.broker} after {attempt} attempts "
-                f"({reason}); check TOUCHFLOW_BROKER and that the broker is running."
+    unresolved = 0
+    library = logging.getLogger("aiokafka")
+    quiet = _DropLibraryErrors()
+    library.addFilter(quiet)
+    try:
+        while True:
+            attempt += 1
+            try:
+                return await ensure_topics(settings, topics)
+            except (TimeoutError, OSError) as exc:
+                reason = type(exc).__name__
+            except Exception as exc:
+                if "KafkaConnectionError" not in type(exc).__name__ and "Unable" not in str(exc):
+                    raise
+                reason = str(exc) or type(exc).__name__
+            bad_hosts = await _unresolvable_hosts(settings)
+            unresolved = unresolved + 1 if bad_hosts else 0
+            if unresolved >= dns_attempts:
+                raise StartupError(
+                    f"TOUCHFLOW_BROKER={settings.broker!r}: host {bad_hosts[0]!r} does not "
+                    "resolve; check the broker host name."
+                )
+            if attempts is not None and attempt >= attempts:
+                raise StartupError(
+                    f"cannot reach the Kafka broker at {settings.broker} after {attempt} "
+                    f"attempts ({reason}); check TOUCHFLOW_BROKER and that the broker is running."
+                )
+            log.warning(
+                f"broker {settings.broker} unreachable (attempt {attempt}), "
+                f"retrying in {delay:.0f}s",
+                extra={"attempt": attempt, "error": reason},
             )
-        log.warning(
-            f"broker {settings.broker} unreachable (attempt {attempt}), retrying in {delay:.0f}s",
-            extra={"attempt": attempt, "error": reason},
-        )
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, max_delay_s)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay_s)
+    finally:
+        library.removeFilter(quiet)
 
 
 def run_worker(settings: Settings, *, tasks: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),

@@ -146,7 +146,8 @@ def worker_env(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[WorkerEnv]:
 
 
 async def produce(bootstrap: str, topic: str, values: list[bytes],
-                  keys: list[bytes | None] | None = None) -> None:
+                  keys: list[bytes | None] | None = None, *,
+                  max_request_size: int = 1_048_576) -> None:
     """Send raw values to a topic and wait until all are acknowledged.
 
     Without `keys`, each value is keyed like a well-behaved upstream producer keys it (the
@@ -156,7 +157,8 @@ async def produce(bootstrap: str, topic: str, values: list[bytes],
         keys = [_event_key(value) for value in values]
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5,
+                                max_request_size=max_request_size)
     await asyncio.wait_for(producer.start(), 20)
     try:
         for index, value in enumerate(values):
