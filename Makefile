@@ -49,3 +49,6 @@ schemas: $(STAMP) ## regenerate schemas/jsonschema/*.json
 
 clean: ## remove the virtualenv and local state
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+soak: $(STAMP) ## 10 minutes at a steady rate: memory slope, dead letters, lag (not in CI)
+	$(PY) scripts/soak.py $(SOAK_ARGS)

@@ -6,10 +6,9 @@ properties, with every example rulebook."""
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 from typing import Any
-
-import datetime
 
 import orjson
 import pytest
@@ -21,7 +20,7 @@ from service.domain.decide import decide
 from service.domain.rules import Rulebook, load_rulebook
 
 ROOT = Path(__file__).resolve().parents[2]
-BOOKS = sorted(ROOT.glob("examples/*/rulebook.yaml")) + [ROOT / "tests/data/rulebook.yaml"]
+BOOKS = [*sorted(ROOT.glob("examples/*/rulebook.yaml")), ROOT / "tests/data/rulebook.yaml"]
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False)
