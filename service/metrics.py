@@ -75,6 +75,8 @@ class Metrics:
         self.agent_crashes = Counter(
             "touchflow_agent_crashes", "Unexpected errors in a processing loop (it restarts).",
             ["agent"], registry=r)
+        for agent in ("worker", "ingest", "decide"):  # export zeros, so rate()/increase() work
+            self.agent_crashes.labels(agent)
         self.last_batch = Gauge(
             "touchflow_last_batch_timestamp_seconds", "Unix time of the last processed batch.",
             registry=r)
