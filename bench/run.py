@@ -87,35 +87,22 @@ async def _naive(bootstrap: str, log: list[bytes], keys: list[bytes | None], par
 
 async def _touchflow(bootstrap: str, log: list[bytes], keys: list[bytes | None],
                      partitions: int, tmp: Path) -> Measurement:
-    """`python -m service worker`; while that cannot start, bench/touchflow_runtime.py (the
-    same runtime and processor without metrics/health), with a note saying so."""
-    if importlib.util.find_spec("service.worker") is None:
-        return Measurement(note="skipped: service/worker.py is not there yet")
-    launchers = (("", [sys.executable, "-m", "service", "worker"]),
-                 ("runtime only", [sys.executable, "-m", "bench.touchflow_runtime"]))
-    failed = ""
-    for label, command in launchers:
-        tag = uuid.uuid4().hex[:8]
-        prefix, group = f"bench-tf-{tag}", f"bench-tf-{tag}"
-        env = _base_env() | {
-            "TOUCHFLOW_BROKER": f"kafka://{bootstrap}", "TOUCHFLOW_TOPIC_PREFIX": prefix,
-            "TOUCHFLOW_APP_ID": group, "TOUCHFLOW_RULES": str(RULES),
-            "TOUCHFLOW_DATA_DIR": str(tmp / f"touchflow-data-{tag}"),
-            "TOUCHFLOW_PARTITIONS": str(partitions), "TOUCHFLOW_SESSION_TIMEOUT_MS": "6000",
-            "TOUCHFLOW_METRICS_PORT": "0", "TOUCHFLOW_METRICS_HOST": "127.0.0.1",
-            "TOUCHFLOW_LOG_LEVEL": "info",
-        }
-        name = "touchflow worker" + (f" ({label})" if label else "")
-        result = await _run_pipeline(
-            name, command, env, bootstrap=bootstrap, topic=f"{prefix}.events", group=group,
-            log=log, keys=keys, partitions=partitions, tmp=tmp)
-        if not result.exited_early:
-            if label:
-                result.note = f"{label}: worker CLI not runnable ({failed})"
-            return result
-        last = next((line.strip() for line in reversed(result.log_tail) if line.strip()), "")
-        failed = failed or last[:100]
-    return Measurement(note=f"skipped: the worker exited at start-up ({failed})")
+    """The real worker, `python -m service worker`, with its default store (RocksDB) and
+    changelog, metrics and health server."""
+    tag = uuid.uuid4().hex[:8]
+    prefix, group = f"bench-tf-{tag}", f"bench-tf-{tag}"
+    env = _base_env() | {
+        "TOUCHFLOW_BROKER": f"kafka://{bootstrap}", "TOUCHFLOW_TOPIC_PREFIX": prefix,
+        "TOUCHFLOW_APP_ID": group, "TOUCHFLOW_RULES": str(RULES),
+        "TOUCHFLOW_DATA_DIR": str(tmp / f"touchflow-data-{tag}"),
+        "TOUCHFLOW_PARTITIONS": str(partitions), "TOUCHFLOW_SESSION_TIMEOUT_MS": "6000",
+        "TOUCHFLOW_METRICS_PORT": "0", "TOUCHFLOW_METRICS_HOST": "127.0.0.1",
+        "TOUCHFLOW_LOG_LEVEL": "info",
+    }
+    return await _run_pipeline(
+        "touchflow worker", [sys.executable, "-m", "service", "worker"], env,
+        bootstrap=bootstrap, topic=f"{prefix}.events", group=group, log=log, keys=keys,
+        partitions=partitions, tmp=tmp)
 
 
 async def _ceiling(bootstrap: str, log: list[bytes], keys: list[bytes | None], partitions: int,

@@ -133,6 +133,7 @@ def create_app(
                     e.message.topic, e.message.partition, e.message.offset, e.message.key,
                     e.message.value,
                     int(e.message.timestamp * 1000) if e.message.timestamp else None,
+                    _headers(e.message.headers),
                 )
                 for e in events
             ]
@@ -180,6 +181,13 @@ def create_app(
 
     signals.task(follow_context)
     return Touchflow(settings, app, topics, rulebook, processor, context, metrics, readiness)
+
+
+def _headers(raw: Any) -> tuple[tuple[str, bytes], ...]:
+    if not raw:
+        return ()
+    items = raw.items() if isinstance(raw, dict) else raw
+    return tuple((str(k), bytes(v)) for k, v in items)
 
 
 async def _process_with_retry(

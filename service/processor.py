@@ -30,9 +30,17 @@ from typing import TYPE_CHECKING, Any
 
 from aiokafka.partitioner import murmur2
 
-from schemas.codec import dumps
+from schemas.codec import dumps, loads
 from schemas.event import Event, EventError, decode_event
 from service.domain.decide import decide
+from service.domain.identity import (
+    MAX_LINKS,
+    alias_keys,
+    merge_profiles,
+    merge_record,
+    plan_link,
+    refusal_record,
+)
 from service.domain.profile import Profile
 from service.domain.rules import Rulebook
 from service.recovery import recover_partitions
@@ -53,6 +61,16 @@ _CORE_TYPES = frozenset(
     {"identified", "consent_changed", "erasure_requested", "action_response"}
 )
 _CACHE_LIMIT = 200_000
+_CONTROL_HEADER = "tf-ctl"
+_CONTROL_KINDS = {b"link": "link", b"merge": "merge", b"erase": "erase"}
+
+
+def _control_kind(message: Message) -> str | None:
+    """"link"/"merge"/"erase" for identity control records on the repartition topic."""
+    for name, value in message.headers:
+        if name == _CONTROL_HEADER:
+            return _CONTROL_KINDS.get(value)
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +83,7 @@ class Message:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int | None = None
+    headers: Sequence[tuple[str, bytes]] = ()
 
 
 @dataclass(slots=True)
@@ -206,10 +225,15 @@ class Processor:
         stats = BatchStats(received=len(messages))
         sink = self.sink
         topics = self.topics
-        local: dict[int, list[tuple[Message, Event, bytes]]] = {}
+        local: dict[int, list[tuple[Message, Event | None, bytes]]] = {}
         event_counts: Counter[tuple[str, str, str]] = Counter()
         dead_reasons: Counter[str] = Counter()
+        repartition = topics.repartition
         for message in messages:
+            if message.topic == repartition and message.headers and message.key is not None \
+                    and _control_kind(message) is not None:
+                local.setdefault(message.partition, []).append((message, None, message.key))
+                continue
             try:
                 event = decode_event(message.value)
             except EventError as error:
@@ -217,14 +241,18 @@ class Processor:
                 dead_reasons[error.reason] += 1
                 stats.deadlettered += 1
                 continue
+            if message.topic == repartition:
+                # Forwarded: the Kafka key is the profile key (a merged alias forwards to the
+                # profile it was merged into), and the message is on the owner's partition.
+                key = message.key if message.key is not None else event.key().encode()
+                local.setdefault(message.partition, []).append((message, event, key))
+                continue
             key = event.key().encode()
             owner = self.partition_for(key)
-            if message.topic == topics.repartition or (
-                self.in_place and owner == message.partition
-            ):
+            if self.in_place and owner == message.partition:
                 local.setdefault(owner, []).append((message, event, key))
             else:
-                await sink.send(topics.repartition, key, message.value, partition=owner)
+                await sink.send(repartition, key, message.value, partition=owner)
                 stats.forwarded += 1
 
         changed: dict[int, dict[bytes, Profile | None]] = {}
@@ -235,7 +263,7 @@ class Processor:
             store = await self._ensure_recovered(partition)
             cache = self._cache.setdefault(partition, {})
             touched = changed.setdefault(partition, {})
-            for message, event, key in items:
+            for message, maybe_event, key in items:
                 if key in touched:
                     profile = touched[key]
                 elif key in cache:
@@ -243,9 +271,25 @@ class Processor:
                 else:
                     raw = store.get(key)
                     profile = Profile.from_bytes(raw) if raw is not None else None
+                if maybe_event is None:
+                    stats.decisions += await self._control(message, key, profile, touched)
+                    continue
+                event = maybe_event
+                if profile is not None and profile.redirect is not None:
+                    # An alias merged into another profile: that profile decides.
+                    target = profile.redirect.encode()
+                    await sink.send(repartition, target, message.value,
+                                    partition=self.partition_for(target))
+                    stats.forwarded += 1
+                    continue
+                if profile is None:
+                    profile_key = key.decode()
+                    if profile_key != event.key():
+                        profile = Profile(profile_key)
                 try:
                     outcome = decide(profile, event, self.context, self.rulebook)
                 except Exception as exc:  # a bug must not stop the partition: dead-letter it
+                    cache.pop(key, None)  # decide() may have half-updated the cached object
                     log.error("decide() failed", extra={"error": type(exc).__name__,
                                                         "offset": message.offset})
                     await self._dead_letter(
@@ -262,6 +306,11 @@ class Processor:
                 stats.processed += 1
                 event_counts[(event.channel, etype, "processed")] += 1
                 touched[key] = outcome.profile
+                if outcome.profile is None:
+                    if profile is not None and profile.links:
+                        await self._send_control("erase", profile.key, profile.links, event)
+                elif event.type == "identified":
+                    stats.decisions += await self._request_links(outcome.profile, event)
                 for action in outcome.actions:
                     encoded_action = dumps(action)
                     customer = str(action["customer_id"]).encode()
@@ -320,6 +369,84 @@ class Processor:
         stats.seconds = time.perf_counter() - started
         self._observe(stats, event_counts, dead_reasons, actions, clocks, now)
         return stats
+
+    # -- identity control records (service/domain/identity.py) --------------------------------
+
+    async def _request_links(self, profile: Profile, event: Event) -> int:
+        """After an `identified` event: ask each new alias's partition to link it here."""
+        new = [alias for alias in alias_keys(event) if alias not in profile.links]
+        room = MAX_LINKS - len(profile.links)
+        refused = 0
+        for alias in new[max(room, 0):]:
+            refused += 1
+            record = refusal_record(
+                profile.key, profile.customer_id, event.event_id, event.occurred_at,
+                self.rulebook, f"identifier limit of {MAX_LINKS} reached; "
+                f"{alias.split(':', 1)[0]} not linked")
+            await self.sink.send(self.topics.decisions, profile.key.encode(), dumps(record))
+        await self._send_control("link", profile.key, new[:max(room, 0)], event)
+        return refused
+
+    async def _send_control(self, kind: str, canonical: str, aliases: Sequence[str],
+                            event: Event) -> None:
+        for alias in aliases:
+            target = alias.encode()
+            body = {"alias": alias, "canonical": canonical, "event_id": event.event_id,
+                    "occurred_at": event.occurred_at}
+            await self.sink.send(self.topics.repartition, target, dumps(body),
+                                 partition=self.partition_for(target),
+                                 headers=[(_CONTROL_HEADER, kind.encode())])
+
+    async def _control(self, message: Message, key: bytes, profile: Profile | None,
+                       touched: dict[bytes, Profile | None]) -> int:
+        """Apply a link, merge or erase record addressed to the profile under `key`."""
+        kind = _control_kind(message)
+        try:
+            body = loads(message.value or b"")
+            alias, canonical = str(body["alias"]), str(body["canonical"])
+            event_id, occurred_at = str(body["event_id"]), str(body["occurred_at"])
+        except (ValueError, KeyError, TypeError):
+            await self._dead_letter(message, "bad_control", "unreadable identity control record")
+            return 0
+        rulebook = self.rulebook
+        if kind == "link":
+            plan = plan_link(alias, profile, canonical)
+            if plan.kind == "refuse":
+                await self._dead_letter(message, "identity_conflict", plan.reason)
+                customer = canonical[12:] if canonical.startswith("customer_id:") else canonical
+                record = refusal_record(canonical, customer, event_id, occurred_at, rulebook,
+                                        plan.reason)
+                await self.sink.send(self.topics.decisions, canonical.encode(), dumps(record))
+                return 1
+            if plan.kind == "merge":
+                history = plan.history.to_dict() if plan.history is not None else None
+                target = canonical.encode()
+                merge = {"alias": alias, "canonical": canonical, "event_id": event_id,
+                         "occurred_at": occurred_at, "history": history}
+                await self.sink.send(self.topics.repartition, target, dumps(merge),
+                                     partition=self.partition_for(target),
+                                     headers=[(_CONTROL_HEADER, b"merge")])
+                touched[key] = plan.redirect
+            return 0
+        if kind == "merge":
+            base = profile if profile is not None else Profile(canonical)
+            raw_history = body.get("history")
+            other = Profile.from_bytes(dumps(raw_history)) if raw_history else None
+            merged, changed = merge_profiles(base, alias, other, rulebook)
+            if changed:
+                touched[key] = merged
+                record = merge_record(merged, alias, event_id, occurred_at, rulebook)
+            elif alias in base.links:
+                return 0
+            else:
+                record = refusal_record(canonical, base.customer_id, event_id, occurred_at,
+                                        rulebook, f"identifier limit of {MAX_LINKS} reached")
+            await self.sink.send(self.topics.decisions, key, dumps(record))
+            return 1
+        # erase: the alias of an erased profile forgets everything too (tombstone).
+        if profile is not None and profile.redirect == canonical:
+            touched[key] = None
+        return 0
 
     async def _dead_letter(self, message: Message, reason: str, error: str) -> None:
         value = message.value or b""

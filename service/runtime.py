@@ -131,7 +131,8 @@ class KafkaRuntime:
                     await self._observe_lag()
                     continue
                 messages = [
-                    Message(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
+                    Message(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp,
+                            r.headers or ())
                     for records in batch.values() for r in records
                 ]
                 await self._process_with_retry(messages)

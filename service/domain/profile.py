@@ -41,8 +41,10 @@ class Profile:
         "floor_ms",
         "hits",
         "key",
+        "links",
         "newest_ms",
         "recent",
+        "redirect",
         "responses",
         "scores",
         "seen",
@@ -69,6 +71,8 @@ class Profile:
         self.recent: list[list[Any]] = []  # [[ts, action, action_id]] for cap and responses
         self.consent: dict[str, list[Any]] = {}  # "channel:sms"/"purpose:x" -> [granted, ts]
         self.responses: dict[str, dict[str, int]] = {}  # action -> response -> count
+        self.redirect: str | None = None  # an alias: the profile key it was merged into
+        self.links: list[str] = []  # alias keys merged into this profile (bounded)
 
     @classmethod
     def new(cls, key: str) -> Profile:
@@ -121,6 +125,10 @@ class Profile:
                 out[name] = part
         if self.scores and self.sref_ms >= 0:
             out["sr"] = self.sref_ms
+        if self.redirect is not None:
+            out["d"] = self.redirect
+        if self.links:
+            out["l"] = self.links
         return out
 
     def to_bytes(self) -> bytes:
@@ -170,6 +178,9 @@ class Profile:
         profile.recent = list(raw.get("q", []))
         profile.consent = dict(raw.get("o", {}))
         profile.responses = dict(raw.get("x", {}))
+        redirect = raw.get("d")
+        profile.redirect = str(redirect) if redirect is not None else None
+        profile.links = [str(k) for k in raw.get("l", [])]
         return profile
 
     def __eq__(self, other: object) -> bool:

@@ -21,6 +21,14 @@ from typing import IO, Any
 from schemas.codec import dumps_line
 from schemas.event import Event, EventError, decode_event
 from service.domain.decide import Outcome, decide
+from service.domain.identity import (
+    MAX_LINKS,
+    alias_keys,
+    merge_profiles,
+    merge_record,
+    plan_link,
+    refusal_record,
+)
 from service.domain.profile import Profile
 from service.domain.rules import Rulebook, load_rulebook
 from service.replay.reader import BadRecord, LogFile, OnBad, decode_lines
@@ -164,16 +172,64 @@ class Replayer:
 
     def apply(self, event: Event) -> Outcome:
         """Decide one event against its profile and keep the new profile; `decide()`'s
-        exceptions propagate (the caller counts them, as the worker dead-letters them)."""
-        key = event.key().encode()
+        exceptions propagate (the caller counts them, as the worker dead-letters them).
+
+        Identity links are applied at once, through the same pure steps the worker runs on
+        the alias and canonical partitions (service/domain/identity.py)."""
         profiles = self.profiles
-        outcome = decide(profiles.get(key), event, self.context, self.rulebook)
-        if not outcome.duplicate:
-            if outcome.profile is None:
-                profiles.pop(key, None)
-            else:
-                profiles[key] = outcome.profile
+        canonical = self.resolve(event.key())
+        key = canonical.encode()
+        profile = profiles.get(key)
+        if profile is None and canonical != event.key():
+            profile = Profile(canonical)
+        outcome = decide(profile, event, self.context, self.rulebook)
+        if outcome.duplicate:
+            return outcome
+        if outcome.profile is None:
+            erased = profiles.pop(key, None)
+            for alias in (erased.links if erased is not None else ()):
+                profiles.pop(alias.encode(), None)
+            return outcome
+        profiles[key] = outcome.profile
+        for alias in alias_keys(event):
+            self._link(alias, canonical, event, outcome)
         return outcome
+
+    def resolve(self, key: str) -> str:
+        """The profile key events under `key` are applied to (following merges)."""
+        for _ in range(8):
+            profile = self.profiles.get(key.encode())
+            if profile is None or profile.redirect is None:
+                return key
+            key = profile.redirect
+        return key
+
+    def _link(self, alias: str, canonical: str, event: Event, outcome: Outcome) -> None:
+        profiles = self.profiles
+        rulebook = self.rulebook
+        current = profiles[canonical.encode()]
+        if alias in current.links:
+            return
+        if len(current.links) >= MAX_LINKS:
+            outcome.decisions.append(refusal_record(
+                canonical, current.customer_id, event.event_id, event.occurred_at, rulebook,
+                f"identifier limit of {MAX_LINKS} reached; {alias.split(':', 1)[0]} not linked"))
+            return
+        plan = plan_link(alias, profiles.get(alias.encode()), canonical)
+        if plan.kind == "refuse":
+            outcome.decisions.append(refusal_record(
+                canonical, current.customer_id, event.event_id, event.occurred_at, rulebook,
+                plan.reason))
+            return
+        if plan.kind != "merge" or plan.redirect is None:
+            return
+        merged, changed = merge_profiles(current, alias, plan.history, rulebook)
+        if not changed:
+            return
+        profiles[alias.encode()] = plan.redirect
+        profiles[canonical.encode()] = merged
+        outcome.decisions.append(
+            merge_record(merged, alias, event.event_id, event.occurred_at, rulebook))
 
 
 def replay_events(
