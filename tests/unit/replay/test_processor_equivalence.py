@@ -88,7 +88,8 @@ async def test_replay_output_equals_the_processor_output(
     tmp_path: Path, scenario: str, store: str, restart_every: int | None
 ) -> None:
     """Every example (and a generated 3,000-event journey log) through the worker's Processor
-    (4 partitions, batches of 250 -- one event per batch where identities are linked --, with or without store round-trips) and through replay
+    (4 partitions, batches of 250 -- one event per batch where identities
+    are linked --, with or without store round-trips) and through replay
     gives the same actions, field for field, in the same per-customer order; bad lines are
     dead-lettered there and skipped here."""
     found = scenarios(tmp_path)
