@@ -1,0 +1,79 @@
+"""The worker's processor with identity control records looped back as the broker would:
+erasure tombstones the profile and every linked alias in the changelog, and later events
+start afresh."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import orjson
+
+from service.domain.rules import load_rulebook
+from service.processor import Message, Processor
+from service.settings import load_settings
+from service.sink import MemorySink
+from service.store import PartitionStore
+from service.topics import TopicNames
+
+RULES = Path(__file__).resolve().parents[1] / "data" / "rulebook.yaml"
+
+
+async def _no_recovery(stores: Mapping[int, PartitionStore]) -> None:
+    return None
+
+
+def _event(event_id: str, etype: str, minute: int, **identity: str) -> bytes:
+    return orjson.dumps({"event_id": event_id, "occurred_at": f"2026-03-02T09:{minute:02d}:00Z",
+                         "channel": "web", "type": etype, "identity": identity,
+                         "properties": {}})
+
+
+async def test_erasure_tombstones_profile_and_linked_aliases() -> None:
+    """Cookie pings, login, erasure: the changelog ends with tombstones (None) for both the
+    customer and the cookie key, an erasure audit record is written, and a later cookie ping
+    starts a fresh profile with one point."""
+    settings = load_settings(rules=RULES, store="memory://", partitions=4,
+                             broker="kafka://127.0.0.1:1", topic_prefix="idc")
+    topics = TopicNames.from_settings(settings)
+    sink = MemorySink()
+    processor = Processor(settings, topics, load_rulebook(RULES), sink, recover=_no_recovery)
+    offsets: dict[tuple[str, int], int] = {}
+    looped = 0
+
+    async def deliver(raw: bytes) -> None:
+        nonlocal looped
+        key = processor.partition_for(b"x")  # input partition: anything; forwarded if needed
+        slot = (topics.events, key)
+        offsets[slot] = offsets.get(slot, -1) + 1
+        await processor.process([Message(topics.events, key, offsets[slot], None, raw)])
+        while len(sink.on(topics.repartition)) > looped:
+            for record in sink.on(topics.repartition)[looped:]:
+                looped += 1
+                slot = (topics.repartition, record.partition or 0)
+                offsets[slot] = offsets.get(slot, -1) + 1
+                await processor.process([Message(
+                    topics.repartition, record.partition or 0, offsets[slot], record.key,
+                    record.value, headers=tuple(record.headers or ()))])
+
+    await deliver(_event("p1", "ping", 1, anonymous_id="a-1"))
+    await deliver(_event("p2", "ping", 2, anonymous_id="a-1"))
+    await deliver(_event("login", "identified", 3, customer_id="c-1", anonymous_id="a-1"))
+    await deliver(_event("r1", "report", 4, anonymous_id="a-1"))
+    reports = [orjson.loads(r.value) for r in sink.on(topics.actions) if r.value]
+    assert [(a["customer_id"], float(a["payload"]["pings"])) for a in reports] == [("c-1", 3.0)]
+
+    await deliver(_event("bye", "erasure_requested", 5, customer_id="c-1"))
+    last: dict[bytes, bytes | None] = {}
+    for record in sink.on(topics.changelog):
+        assert record.key is not None
+        last[record.key] = record.value
+    assert last == {b"customer_id:c-1": None, b"anonymous_id:a-1": None}
+    audit = [orjson.loads(r.value) for r in sink.on(topics.decisions) if r.value]
+    assert [r["kind"] for r in audit if r["kind"] != "action"] == ["merge", "erasure"]
+
+    await deliver(_event("p3", "ping", 6, anonymous_id="a-1"))
+    await deliver(_event("r2", "report", 7, anonymous_id="a-1"))
+    reports = [orjson.loads(r.value) for r in sink.on(topics.actions) if r.value]
+    assert (reports[-1]["customer_id"], float(reports[-1]["payload"]["pings"])) == (
+        "anonymous_id:a-1", 2.0)
