@@ -41,6 +41,7 @@ from service.domain.identity import (
     plan_link,
     refusal_record,
 )
+from service.domain.learning import LearningState
 from service.domain.profile import Profile
 from service.domain.rules import Rulebook
 from service.recovery import recover_partitions
@@ -135,6 +136,9 @@ class Processor:
         self._partition_of: dict[bytes, int] = {}
         self._lock = asyncio.Lock()
         self._type_labels = rulebook.event_types | _CORE_TYPES
+        learning = rulebook.policy.learning
+        # Learned propensities: per worker, in memory (see README, "Closed loop").
+        self.learning = LearningState(learning.refresh) if learning is not None else None
 
     # -- partitions -------------------------------------------------------------------------
 
@@ -225,14 +229,14 @@ class Processor:
         stats = BatchStats(received=len(messages))
         sink = self.sink
         topics = self.topics
-        local: dict[int, list[tuple[Message, Event | None, bytes]]] = {}
+        ordered: list[tuple[int, Message, Event | None, bytes]] = []
         event_counts: Counter[tuple[str, str, str]] = Counter()
         dead_reasons: Counter[str] = Counter()
         repartition = topics.repartition
         for message in messages:
             if message.topic == repartition and message.headers and message.key is not None \
                     and _control_kind(message) is not None:
-                local.setdefault(message.partition, []).append((message, None, message.key))
+                ordered.append((message.partition, message, None, message.key))
                 continue
             try:
                 event = decode_event(message.value)
@@ -245,12 +249,12 @@ class Processor:
                 # Forwarded: the Kafka key is the profile key (a merged alias forwards to the
                 # profile it was merged into), and the message is on the owner's partition.
                 key = message.key if message.key is not None else event.key().encode()
-                local.setdefault(message.partition, []).append((message, event, key))
+                ordered.append((message.partition, message, event, key))
                 continue
             key = event.key().encode()
             owner = self.partition_for(key)
             if self.in_place and owner == message.partition:
-                local.setdefault(owner, []).append((message, event, key))
+                ordered.append((owner, message, event, key))
             else:
                 await sink.send(repartition, key, message.value, partition=owner)
                 stats.forwarded += 1
@@ -259,75 +263,84 @@ class Processor:
         source_offsets: dict[int, str] = {}
         actions: list[dict[str, Any]] = []
         clocks: list[tuple[int, int | None]] = []
-        for partition, items in local.items():
-            store = await self._ensure_recovered(partition)
+        # In arrival order across partitions (cross-customer state, e.g. learned propensities,
+        # then evolves as in replay); each partition's store is recovered before its first use.
+        for partition in sorted({item[0] for item in ordered}):
+            await self._ensure_recovered(partition)
+            changed.setdefault(partition, {})
+        last_of: dict[int, Message] = {}
+        for partition, message, maybe_event, key in ordered:
+            store = self._stores[partition]
             cache = self._cache.setdefault(partition, {})
-            touched = changed.setdefault(partition, {})
-            for message, maybe_event, key in items:
-                if key in touched:
-                    profile = touched[key]
-                elif key in cache:
-                    profile = cache[key]
-                else:
-                    raw = store.get(key)
-                    profile = Profile.from_bytes(raw) if raw is not None else None
-                if maybe_event is None:
-                    stats.decisions += await self._control(message, key, profile, touched)
-                    continue
-                event = maybe_event
-                if profile is not None and profile.redirect is not None:
-                    # An alias merged into another profile: that profile decides.
-                    target = profile.redirect.encode()
-                    await sink.send(repartition, target, message.value,
-                                    partition=self.partition_for(target))
-                    stats.forwarded += 1
-                    continue
-                if profile is None:
-                    profile_key = key.decode()
-                    if profile_key != event.key():
-                        profile = Profile(profile_key)
-                try:
-                    outcome = decide(profile, event, self.context, self.rulebook)
-                except Exception as exc:  # a bug must not stop the partition: dead-letter it
-                    cache.pop(key, None)  # decide() may have half-updated the cached object
-                    log.error("decide() failed", extra={"error": type(exc).__name__,
-                                                        "offset": message.offset})
-                    await self._dead_letter(
-                        message, "decision_error", f"decide() raised {type(exc).__name__}"
-                    )
-                    dead_reasons["decision_error"] += 1
-                    stats.deadlettered += 1
-                    continue
-                etype = event.type if event.type in self._type_labels else "other"
-                if outcome.duplicate:
-                    stats.duplicates += 1
-                    event_counts[(event.channel, etype, "duplicate")] += 1
-                    continue
-                stats.processed += 1
-                event_counts[(event.channel, etype, "processed")] += 1
-                touched[key] = outcome.profile
-                if outcome.profile is None:
-                    if profile is not None and profile.links:
-                        await self._send_control("erase", profile.key, profile.links, event)
-                elif event.type == "identified":
-                    stats.decisions += await self._request_links(outcome.profile, event)
-                for action in outcome.actions:
-                    encoded_action = dumps(action)
-                    customer = str(action["customer_id"]).encode()
-                    await sink.send(topics.actions, customer, encoded_action)
-                    if self.settings.channel_topics:
-                        await sink.send(topics.channel_actions(action["channel"]), customer,
-                                        encoded_action)
-                    actions.append(action)
-                    clocks.append((event.ts_ms, message.timestamp_ms))
-                for record in outcome.decisions:
-                    await sink.send(topics.decisions, key, dumps(record))
-                stats.decisions += len(outcome.decisions)
-                if outcome.actions or outcome.decisions:
-                    self._count_decisions(outcome.decisions)
-            if items:
-                last = items[-1][0]
-                source_offsets[partition] = f"{last.topic}:{last.partition}:{last.offset}"
+            touched = changed[partition]
+            last_of[partition] = message
+            if key in touched:
+                profile = touched[key]
+            elif key in cache:
+                profile = cache[key]
+            else:
+                raw = store.get(key)
+                profile = Profile.from_bytes(raw) if raw is not None else None
+            if maybe_event is None:
+                stats.decisions += await self._control(message, key, profile, touched)
+                continue
+            event = maybe_event
+            if profile is not None and profile.redirect is not None:
+                # An alias merged into another profile: that profile decides.
+                target = profile.redirect.encode()
+                await sink.send(repartition, target, message.value,
+                                partition=self.partition_for(target))
+                stats.forwarded += 1
+                continue
+            if profile is None:
+                profile_key = key.decode()
+                if profile_key != event.key():
+                    profile = Profile(profile_key)
+            context = self.context if self.learning is None else self.learning.context(
+                event.ts_ms, self.context)
+            try:
+                outcome = decide(profile, event, context, self.rulebook)
+            except Exception as exc:  # a bug must not stop the partition: dead-letter it
+                cache.pop(key, None)  # decide() may have half-updated the cached object
+                log.error("decide() failed", extra={"error": type(exc).__name__,
+                                                    "offset": message.offset})
+                await self._dead_letter(
+                    message, "decision_error", f"decide() raised {type(exc).__name__}"
+                )
+                dead_reasons["decision_error"] += 1
+                stats.deadlettered += 1
+                continue
+            etype = event.type if event.type in self._type_labels else "other"
+            if outcome.duplicate:
+                stats.duplicates += 1
+                event_counts[(event.channel, etype, "duplicate")] += 1
+                continue
+            stats.processed += 1
+            event_counts[(event.channel, etype, "processed")] += 1
+            if outcome.responses and self.learning is not None:
+                self.learning.observe(outcome.responses)
+            touched[key] = outcome.profile
+            if outcome.profile is None:
+                if profile is not None and profile.links:
+                    await self._send_control("erase", profile.key, profile.links, event)
+            elif event.type == "identified":
+                stats.decisions += await self._request_links(outcome.profile, event)
+            for action in outcome.actions:
+                encoded_action = dumps(action)
+                customer = str(action["customer_id"]).encode()
+                await sink.send(topics.actions, customer, encoded_action)
+                if self.settings.channel_topics:
+                    await sink.send(topics.channel_actions(action["channel"]), customer,
+                                    encoded_action)
+                actions.append(action)
+                clocks.append((event.ts_ms, message.timestamp_ms))
+            for record in outcome.decisions:
+                await sink.send(topics.decisions, key, dumps(record))
+            stats.decisions += len(outcome.decisions)
+            if outcome.actions or outcome.decisions:
+                self._count_decisions(outcome.decisions)
+        for partition, last in last_of.items():
+            source_offsets[partition] = f"{last.topic}:{last.partition}:{last.offset}"
         await sink.flush()
         now = self._clock()
         stats.actions = len(actions)

@@ -16,7 +16,7 @@ the contact policy (policy.py).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from hashlib import blake2b
 from typing import Any
 
@@ -41,6 +41,8 @@ class Outcome:
     actions: list[dict[str, Any]]
     decisions: list[dict[str, Any]]
     duplicate: bool
+    # (action, segment, response) of an `action_response`, for cross-customer learning
+    responses: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
@@ -58,6 +60,7 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
     horizon = profile.newest_ms - rulebook.max_lateness
     if profile.floor_ms > horizon:
         horizon = profile.floor_ms
+    responses: list[tuple[str, str, str]] = []
     if ts < horizon:  # too late to be sure it is new (or to count in its windows)
         if etype == "consent_changed":  # last writer by event time: safe to apply late
             profile.remember(digest, ts, rulebook.remember_events)
@@ -71,7 +74,11 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
     if etype == "consent_changed":
         _consent(profile, event)
     elif etype == "action_response":
-        _response(profile, event, rulebook)
+        answered = _response(profile, event, rulebook)
+        learning = rulebook.policy.learning
+        if answered is not None and learning is not None:
+            segment = learning.segment(Env(event, profile, context, _NO_FIRED))
+            responses = [(answered[0], segment, answered[1])]
 
     points = rulebook.points
     for rule in points.by_type.get(etype, points.any):
@@ -91,13 +98,13 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
     actions = rulebook.actions
     catalog = actions.by_type.get(etype, actions.any)
     if not catalog:
-        return Outcome(profile, [], [], False)
+        return Outcome(profile, [], [], False, responses)
     env = Env(event, profile, context, fired)
     eligible = [action for action in catalog if action.when.test(env)]
     if not eligible:
-        return Outcome(profile, [], [], False)
+        return Outcome(profile, [], [], False, responses)
     sent, records = arbitrate(env, eligible, rulebook.policy, rulebook.version)
-    return Outcome(profile, sent, records, False)
+    return Outcome(profile, sent, records, False, responses)
 
 
 def _erase(profile: Profile | None, event: Event, rulebook: Rulebook) -> Outcome:
@@ -134,11 +141,11 @@ def _consent(profile: Profile, event: Event) -> None:
                 profile.consent[key] = [granted, event.ts_ms]
 
 
-def _response(profile: Profile, event: Event, rulebook: Rulebook) -> None:
+def _response(profile: Profile, event: Event, rulebook: Rulebook) -> tuple[str, str] | None:
     props = event.properties
     response = props.get("response")
     if response not in RESPONSES:
-        return
+        return None
     name = None
     action_id = props.get("action_id")
     if isinstance(action_id, str):
@@ -150,6 +157,7 @@ def _response(profile: Profile, event: Event, rulebook: Rulebook) -> None:
         named = props.get("action")
         name = named if isinstance(named, str) and named in rulebook.action_names else None
     if name is None:
-        return
+        return None
     counts = profile.responses.setdefault(name, {})
     counts[response] = counts.get(response, 0) + 1
+    return name, str(response)

@@ -171,6 +171,15 @@ class Idempotence(_Strict):
     max_lateness: Duration = 7 * 86_400_000
 
 
+class Learning(_Strict):
+    """Learned propensities (Beta-Bernoulli per action and segment, Thompson sampling)."""
+
+    warm_up: int = Field(default=30, ge=0, le=1_000_000)
+    prior: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] = (1.0, 1.0)
+    segments: list[Name] = Field(default_factory=list)  # first match is the segment
+    refresh: Duration = 3_600_000  # how often (event time) the counts are re-published
+
+
 def _version_text(value: object) -> object:
     """YAML reads `version: 2026-03-01` as a date and `version: 3` as a number: keep the text."""
     if isinstance(value, int | float | date) and not isinstance(value, bool):
@@ -192,3 +201,4 @@ class RulebookModel(_Strict):
     arbitration: Arbitration = Arbitration()
     experiments: dict[Name, ExperimentSpec] = Field(default_factory=dict)
     idempotence: Idempotence = Idempotence()
+    learning: Learning | None = None

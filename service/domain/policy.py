@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from service.domain.conditions import Cond, Env
+from service.domain.learning import propensity
 
 __all__ = ["Action", "Experiment", "Policy", "arbitrate", "digest32", "format_ms"]
 
@@ -114,18 +115,40 @@ class Action:
         self.types = types
 
 
+class LearningPolicy:
+    """The rulebook's `learning` section, compiled (service/domain/learning.py)."""
+
+    __slots__ = ("prior", "refresh", "segments", "warm_up")
+
+    def __init__(self, warm_up: int, prior: tuple[float, float],
+                 segments: list[tuple[str, Any]], refresh: int) -> None:
+        self.warm_up = warm_up
+        self.prior = prior
+        self.segments = segments  # (name, Cond) in order; the first that holds is the segment
+        self.refresh = refresh
+
+    def segment(self, env: Env) -> str:
+        for name, cond in self.segments:
+            if cond.test(env):
+                return str(name)
+        return "all"
+
+
 class Policy:
     """Contact policy settings, compiled."""
 
-    __slots__ = ("cap_max", "cap_within", "consent_defaults", "max_per_event", "quiet")
+    __slots__ = ("cap_max", "cap_within", "consent_defaults", "learning", "max_per_event",
+                 "quiet")
 
     def __init__(self, cap_max: int | None, cap_within: int, quiet: dict[str, tuple[int, int]],
-                 consent_defaults: dict[str, bool], max_per_event: int) -> None:
+                 consent_defaults: dict[str, bool], max_per_event: int,
+                 learning: LearningPolicy | None = None) -> None:
         self.cap_max = cap_max
         self.cap_within = cap_within
         self.quiet = quiet  # channel -> (start minute, end minute), local time
         self.consent_defaults = consent_defaults  # consent key -> granted when never stated
         self.max_per_event = max_per_event
+        self.learning = learning
 
 
 def _span(millis: int) -> str:
@@ -187,8 +210,18 @@ def arbitrate(env: Env, eligible: list[Action], policy: Policy, version: str
     ts = event.ts_ms
     key = profile.key
     customer = profile.customer_id
+    ranks = {action.name: action.rank for action in eligible}
+    learned: dict[str, str] = {}
+    learning = policy.learning
+    if learning is not None:
+        segment = learning.segment(env)
+        for action in eligible:
+            value, why = propensity(env.context, action.name, segment, event.event_id,
+                                    learning.warm_up, learning.prior)
+            ranks[action.name] = action.rank * value
+            learned[action.name] = why
     if len(eligible) > 1:
-        eligible = sorted(eligible, key=lambda a: (-a.rank, a.name))
+        eligible = sorted(eligible, key=lambda a: (-ranks[a.name], a.name))
     in_cap = 0
     if policy.cap_max is not None:
         within = policy.cap_within
@@ -201,6 +234,9 @@ def arbitrate(env: Env, eligible: list[Action], policy: Policy, version: str
         name = action.name
         action_id = digest32(key, name, event.event_id, version)
         reasons = action.when.explain(env)
+        if learned:
+            reasons = [*reasons, learned[name]]
+        rank = ranks[name]
         arms = {exp.name: exp.assign(key) for exp in action.experiments}
         stopped = _check(action, env, policy, taken, sent_now, in_cap)
         outcome = "sent"
@@ -222,7 +258,8 @@ def arbitrate(env: Env, eligible: list[Action], policy: Policy, version: str
                 taken[action.group] = name
             _book(profile, name, action_id, ts, policy)
         if outcome == "sent":
-            actions.append(_action_dict(action, env, action_id, customer, reasons, arms, version))
+            actions.append(_action_dict(action, env, action_id, customer, reasons, arms, version,
+                                        rank))
         decisions.append({
             "decision_id": digest32(key, name, event.event_id, version, "decision"),
             "kind": "action",
@@ -235,7 +272,7 @@ def arbitrate(env: Env, eligible: list[Action], policy: Policy, version: str
             "channel": action.channel,
             "action_id": action_id,
             "suppressed_by": suppressed_by,
-            "score": action.rank,
+            "score": rank,
             "reasons": reasons,
             **({"experiment": arms} if arms else {}),
         })
@@ -257,7 +294,7 @@ def _book(profile: Any, name: str, action_id: str, ts: int, policy: Policy) -> N
 
 
 def _action_dict(action: Action, env: Env, action_id: str, customer: str, reasons: list[str],
-                 arms: dict[str, str], version: str) -> dict[str, Any]:
+                 arms: dict[str, str], version: str, rank: float) -> dict[str, Any]:
     payload = action.payload(env)
     for exp in action.experiments:
         extra = exp.payload.get(arms[exp.name])
@@ -270,7 +307,7 @@ def _action_dict(action: Action, env: Env, action_id: str, customer: str, reason
         "customer_id": customer,
         "action": action.name,
         "channel": action.channel,
-        "score": action.rank,
+        "score": rank,
         "reasons": reasons,
         "trigger_event_id": event.event_id,
         "rulebook_version": version,

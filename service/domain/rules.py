@@ -21,7 +21,7 @@ from service.domain.conditions import ConditionCompiler, ScoreInfo
 from service.domain.fields import EventMatch, SpecError, compile_event_getter, compile_match
 from service.domain.model import RulebookModel
 from service.domain.patterns import Pattern
-from service.domain.policy import Action, Experiment, Policy, format_ms
+from service.domain.policy import Action, Experiment, LearningPolicy, Policy, format_ms
 from service.domain.scoring import PointRule, Trait
 from service.domain.yamlsrc import Locator, Problem, read_yaml
 
@@ -176,7 +176,7 @@ class _Compiler:
         experiments = self._experiments(conditions)
         pattern_types = {p.name: types for p, types in patterns}
         actions = self._actions(conditions, experiments, pattern_types)
-        policy = self._policy()
+        policy = self._policy(conditions)
         extra = {"consent_changed", "action_response", "erasure_requested", "identified"}
         if self.problems:
             return None
@@ -299,7 +299,7 @@ class _Compiler:
                                spec.group, consent, mine, types), types))
         return out
 
-    def _policy(self) -> Policy:
+    def _policy(self, conditions: ConditionCompiler) -> Policy:
         contact = self.model.contact_policy
         quiet: dict[str, tuple[int, int]] = {}
         for channel, hours in contact.quiet_hours.items():
@@ -317,8 +317,21 @@ class _Compiler:
             if spec.purpose:
                 defaults[f"purpose:{spec.purpose}"] = not opt_in
         cap = contact.cap
+        learning = None
+        learn = self.model.learning
+        if learn is not None:
+            segments = []
+            for index, name in enumerate(learn.segments):
+                cond = self.attempt(("learning", "segments", index), conditions.segment, name) \
+                    if name in self.model.segments else None
+                if cond is None:
+                    self.problems.append(self.locator.problem(
+                        ("learning", "segments", index), f"unknown segment {name!r}"))
+                    continue
+                segments.append((name, cond))
+            learning = LearningPolicy(learn.warm_up, learn.prior, segments, learn.refresh)
         return Policy(cap.max if cap else None, cap.within if cap else 0, quiet, defaults,
-                      self.model.arbitration.max_per_event)
+                      self.model.arbitration.max_per_event, learning)
 
 
 def _trigger_types(when: Any, pattern_types: dict[str, frozenset[str] | None]

@@ -29,6 +29,7 @@ from service.domain.identity import (
     plan_link,
     refusal_record,
 )
+from service.domain.learning import LearningState
 from service.domain.profile import Profile
 from service.domain.rules import Rulebook, load_rulebook
 from service.replay.reader import BadRecord, LogFile, OnBad, decode_lines
@@ -169,6 +170,8 @@ class Replayer:
         self.rulebook = rulebook
         self.context: Mapping[str, Any] = context if context is not None else {}
         self.profiles: dict[bytes, Profile] = {}
+        learning = rulebook.policy.learning
+        self.learning = LearningState(learning.refresh) if learning is not None else None
 
     def apply(self, event: Event) -> Outcome:
         """Decide one event against its profile and keep the new profile; `decide()`'s
@@ -182,9 +185,14 @@ class Replayer:
         profile = profiles.get(key)
         if profile is None and canonical != event.key():
             profile = Profile(canonical)
-        outcome = decide(profile, event, self.context, self.rulebook)
+        learning = self.learning
+        context = self.context if learning is None else learning.context(event.ts_ms,
+                                                                         self.context)
+        outcome = decide(profile, event, context, self.rulebook)
         if outcome.duplicate:
             return outcome
+        if outcome.responses and learning is not None:
+            learning.observe(outcome.responses)
         if outcome.profile is None:
             erased = profiles.pop(key, None)
             for alias in (erased.links if erased is not None else ()):

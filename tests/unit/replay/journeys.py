@@ -68,5 +68,7 @@ def scenarios(tmp: Path) -> dict[str, tuple[Path, Path, Path | None]]:
     return out
 
 
-SCENARIO_NAMES = ("contact_fatigue", "flight_delay", "grocery_store", "known_after_login",
-                  "lead_scoring", "phone_retail", "default-journeys")
+SCENARIO_NAMES = (
+    "contact_fatigue", "flight_delay", "grocery_store", "known_after_login", "learning",
+    "lead_scoring", "phone_retail", "default-journeys",
+)
