@@ -93,12 +93,15 @@ class DecisionRecord(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True, title="DecisionRecord")
 
     decision_id: str = Field(description="Deterministic digest, unique per record.")
-    kind: Literal["action", "erasure", "merge", "identity_refused"] = "action"
+    kind: Literal["action", "erasure", "merge", "identity_refused", "response", "attribution"] = (
+        "action"
+    )
     customer_id: str
     trigger_event_id: str
     rulebook_version: str
     decided_at: AwareDatetime
-    outcome: Literal["sent", "suppressed", "held_out", "erased", "merged", "refused"]
+    outcome: Literal["sent", "suppressed", "held_out", "erased", "merged", "refused", "shown",
+                     "accepted", "declined", "converted"]
     action: str | None = None
     channel: Channel | None = None
     action_id: str | None = None
@@ -107,6 +110,10 @@ class DecisionRecord(BaseModel):
         " cooldown, once_only, context, arbitration, experiment_holdout, ..."
     )
     score: float | None = None
+    arm: Literal["treated", "holdout"] | None = Field(
+        None, description="For response and attribution records: whether the action was sent "
+        "(treated) or held out by an experiment (holdout)."
+    )
     reasons: list[str] = Field(default_factory=list)
 
 

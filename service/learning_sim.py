@@ -3,8 +3,11 @@ differs per offer answer the engine's offers, and the engine learns from their a
 
 The simulation is a closed loop: each `app_opened` goes through the replay engine (the same
 `decide()` as the worker); the customer accepts the offer it got with that offer's true rate
-(seeded), and the answer is logged as an `action_response` event one minute later. The log it
-writes replays to the same decisions, byte for byte (`touchflow replay`).
+(seeded), and the answer is logged as an `action_response` event one minute later. A customer
+who accepted buys in the store within a day with probability `BUY_AFTER_ACCEPT`; any other
+customer who opened the app (declined, or held out by the global control group) buys with the
+baseline probability `BUY_BASELINE`. The log it writes replays to the same decisions, byte for
+byte (`touchflow replay`), and `touchflow report` reads the uplift off the audit records.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from service.replay.runner import Replayer
 __all__ = ["TRUE_RATES", "LearningRun", "simulate_learning"]
 
 TRUE_RATES = {"offer_coffee": 0.06, "offer_discount": 0.12, "offer_points": 0.30}
+BUY_AFTER_ACCEPT = 0.5
+BUY_BASELINE = 0.04
 _START = datetime(2026, 3, 2, 8, tzinfo=UTC)
 
 
@@ -33,6 +38,7 @@ class LearningRun:
     events: list[dict[str, Any]] = field(default_factory=list)
     sent: list[str] = field(default_factory=list)
     accepted: list[bool] = field(default_factory=list)
+    held_out: int = 0
 
     def acceptance(self, part: slice = slice(None)) -> float:
         answers = self.accepted[part]
@@ -53,6 +59,7 @@ def simulate_learning(rules: Path, *, opens: int = 4000, customers: int = 1500,
     rng = random.Random(seed)
     replayer = Replayer(load_rulebook(rules))
     run = LearningRun()
+    pending: list[dict[str, Any]] = []  # purchases, logged when their time comes
     at = _START
     for number in range(opens):
         at += timedelta(seconds=rng.randint(20, 120))
@@ -62,6 +69,9 @@ def simulate_learning(rules: Path, *, opens: int = 4000, customers: int = 1500,
                   "identity": {"customer_id": customer}, "properties": {}}
         run.events.append(opened)
         outcome = replayer.apply(_event(opened))
+        held = [d for d in outcome.decisions if d.get("outcome") == "held_out"]
+        run.held_out += len(held)
+        buys = bool(held) and rng.random() < BUY_BASELINE
         for action in outcome.actions:
             accepted = rng.random() < TRUE_RATES[action["action"]]
             run.sent.append(action["action"])
@@ -74,6 +84,21 @@ def simulate_learning(rules: Path, *, opens: int = 4000, customers: int = 1500,
                                        "response": "accepted" if accepted else "declined"}}
             run.events.append(response)
             replayer.apply(_event(response))
+            buys = rng.random() < (BUY_AFTER_ACCEPT if accepted else BUY_BASELINE)
+        if buys:
+            bought = {"event_id": f"buy-{number}",
+                      "occurred_at": (at + timedelta(minutes=rng.randint(5, 1440))).isoformat(),
+                      "channel": "store", "type": "purchase",
+                      "identity": {"customer_id": customer},
+                      "properties": {"amount": 12.5, "store_id": "s-1"}}
+            pending.append(bought)
+        while pending and pending[0]["occurred_at"] <= at.isoformat():
+            replayer.apply(_event(pending[0]))
+            run.events.append(pending.pop(0))
+        pending.sort(key=lambda e: e["occurred_at"])
+    for bought in pending:
+        replayer.apply(_event(bought))
+        run.events.append(bought)
     return run
 
 

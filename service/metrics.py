@@ -41,6 +41,14 @@ class Metrics:
         self.suppressed = Counter(
             "touchflow_decisions_suppressed", "Eligible actions not sent, by action and "
             "the policy that suppressed them.", ["action", "reason"], registry=r)
+        self.responses = Counter(
+            "touchflow_responses", "Customer responses to actions (shown, accepted, declined, "
+            "converted), by action and arm (treated, holdout).", ["action", "response", "arm"],
+            registry=r)
+        self.conversions = Counter(
+            "touchflow_conversions_attributed", "Conversions credited to an action within the "
+            "attribution window, by action and arm (treated, or holdout: the control group).",
+            ["action", "arm"], registry=r)
         self.deadletters = Counter(
             "touchflow_deadletters", "Messages sent to the dead-letter topic, by reason.",
             ["reason"], registry=r)

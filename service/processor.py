@@ -486,11 +486,20 @@ class Processor:
     def _count_decisions(self, decisions: list[dict[str, Any]]) -> None:
         if self.metrics is None:
             return
+        metrics = self.metrics
         for record in decisions:
-            if record.get("outcome") == "suppressed":
-                self.metrics.suppressed.labels(
-                    str(record.get("action")), str(record.get("suppressed_by"))
-                ).inc()
+            kind = record.get("kind")
+            if kind == "action":
+                if record.get("suppressed_by") is not None:  # suppressed or held out
+                    metrics.suppressed.labels(
+                        str(record.get("action")), str(record.get("suppressed_by"))
+                    ).inc()
+            elif kind == "response":
+                metrics.responses.labels(str(record.get("action")), str(record.get("outcome")),
+                                         str(record.get("arm"))).inc()
+            elif kind == "attribution":
+                metrics.conversions.labels(str(record.get("action")),
+                                           str(record.get("arm"))).inc()
 
     def _observe(
         self,

@@ -10,7 +10,8 @@ Per event, in order: idempotence check; core types (`erasure_requested` erases t
 `consent_changed` records consent, last writer by event time wins; `action_response` counts the
 response per action); then points, traits and window patterns of the rulebook (only those
 indexed under the event's type); then the actions whose conditions hold are arbitrated under
-the contact policy (policy.py).
+the contact policy (policy.py). Responses and conversions are audited as `response` and
+`attribution` records (attribution.py), before the event's own action records.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from hashlib import blake2b
 from typing import Any
 
 from schemas.event import Event
+from service.domain.attribution import attribute, find_booked, response_record
 from service.domain.conditions import Env
 from service.domain.policy import arbitrate, digest32
 from service.domain.profile import Profile
@@ -61,6 +63,7 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
     if profile.floor_ms > horizon:
         horizon = profile.floor_ms
     responses: list[tuple[str, str, str]] = []
+    audit: list[dict[str, Any]] = []
     if ts < horizon:  # too late to be sure it is new (or to count in its windows)
         if etype == "consent_changed":  # last writer by event time: safe to apply late
             profile.remember(digest, ts, rulebook.remember_events)
@@ -75,10 +78,17 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
         _consent(profile, event)
     elif etype == "action_response":
         answered = _response(profile, event, rulebook)
-        learning = rulebook.policy.learning
-        if answered is not None and learning is not None:
-            segment = learning.segment(Env(event, profile, context, _NO_FIRED))
-            responses = [(answered[0], segment, answered[1])]
+        if answered is not None:
+            audit.append(answered[2])
+            learning = rulebook.policy.learning
+            if learning is not None:
+                segment = learning.segment(Env(event, profile, context, _NO_FIRED))
+                responses = [(answered[0], segment, answered[1])]
+    attribution = rulebook.attribution
+    if attribution is not None and attribution.match.test(event):
+        credited = attribute(profile, event, attribution, rulebook.version, rulebook.channels)
+        if credited is not None:
+            audit.append(credited)
 
     points = rulebook.points
     for rule in points.by_type.get(etype, points.any):
@@ -98,13 +108,13 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
     actions = rulebook.actions
     catalog = actions.by_type.get(etype, actions.any)
     if not catalog:
-        return Outcome(profile, [], [], False, responses)
+        return Outcome(profile, [], audit, False, responses)
     env = Env(event, profile, context, fired)
     eligible = [action for action in catalog if action.when.test(env)]
     if not eligible:
-        return Outcome(profile, [], [], False, responses)
+        return Outcome(profile, [], audit, False, responses)
     sent, records = arbitrate(env, eligible, rulebook.policy, rulebook.version)
-    return Outcome(profile, sent, records, False, responses)
+    return Outcome(profile, sent, audit + records if audit else records, False, responses)
 
 
 def _erase(profile: Profile | None, event: Event, rulebook: Rulebook) -> Outcome:
@@ -141,23 +151,25 @@ def _consent(profile: Profile, event: Event) -> None:
                 profile.consent[key] = [granted, event.ts_ms]
 
 
-def _response(profile: Profile, event: Event, rulebook: Rulebook) -> tuple[str, str] | None:
+def _response(profile: Profile, event: Event, rulebook: Rulebook
+              ) -> tuple[str, str, dict[str, Any]] | None:
+    """Count an `action_response` for the action it names; (action, response, audit record)."""
     props = event.properties
     response = props.get("response")
     if response not in RESPONSES:
         return None
     name = None
     action_id = props.get("action_id")
-    if isinstance(action_id, str):
-        for entry in profile.recent:
-            if entry[2] == action_id:
-                name = entry[1]
-                break
-    if name is None:
+    entry = find_booked(profile, action_id) if isinstance(action_id, str) else None
+    if entry is not None:
+        name = str(entry[1])
+    else:
         named = props.get("action")
         name = named if isinstance(named, str) and named in rulebook.action_names else None
     if name is None:
         return None
     counts = profile.responses.setdefault(name, {})
     counts[response] = counts.get(response, 0) + 1
-    return name, str(response)
+    record = response_record(profile, event, rulebook.version, name, rulebook.channels.get(name),
+                             entry, str(response))
+    return name, str(response), record

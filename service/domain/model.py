@@ -18,6 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 __all__ = [
     "ActionSpec",
     "Arbitration",
+    "Attribution",
     "ContactCap",
     "ContactPolicy",
     "ExperimentSpec",
@@ -180,6 +181,15 @@ class Learning(_Strict):
     refresh: Duration = 3_600_000  # how often (event time) the counts are re-published
 
 
+class Attribution(_Strict):
+    """Credit conversions (events matching `conversions`) to the latest action within `window`
+    before them, once per action (service/domain/attribution.py)."""
+
+    conversions: Any
+    window: Duration = 7 * 86_400_000
+    actions: list[Name] | Literal["*"] = "*"
+
+
 def _version_text(value: object) -> object:
     """YAML reads `version: 2026-03-01` as a date and `version: 3` as a number: keep the text."""
     if isinstance(value, int | float | date) and not isinstance(value, bool):
@@ -202,3 +212,4 @@ class RulebookModel(_Strict):
     experiments: dict[Name, ExperimentSpec] = Field(default_factory=dict)
     idempotence: Idempotence = Idempotence()
     learning: Learning | None = None
+    attribution: Attribution | None = None

@@ -137,18 +137,20 @@ class LearningPolicy:
 class Policy:
     """Contact policy settings, compiled."""
 
-    __slots__ = ("cap_max", "cap_within", "consent_defaults", "learning", "max_per_event",
-                 "quiet")
+    __slots__ = ("cap_max", "cap_within", "consent_defaults", "keep_ms", "learning",
+                 "max_per_event", "quiet")
 
     def __init__(self, cap_max: int | None, cap_within: int, quiet: dict[str, tuple[int, int]],
                  consent_defaults: dict[str, bool], max_per_event: int,
-                 learning: LearningPolicy | None = None) -> None:
+                 learning: LearningPolicy | None = None, keep_ms: int = 0) -> None:
         self.cap_max = cap_max
         self.cap_within = cap_within
         self.quiet = quiet  # channel -> (start minute, end minute), local time
         self.consent_defaults = consent_defaults  # consent key -> granted when never stated
         self.max_per_event = max_per_event
         self.learning = learning
+        # how long the profile remembers what it was sent (cap, responses, attribution)
+        self.keep_ms = max(cap_within, 86_400_000, keep_ms)
 
 
 def _span(millis: int) -> str:
@@ -256,7 +258,7 @@ def arbitrate(env: Env, eligible: list[Action], policy: Policy, version: str
             in_cap += 1
             if action.group is not None:
                 taken[action.group] = name
-            _book(profile, name, action_id, ts, policy)
+            _book(profile, name, action_id, ts, policy, outcome == "held_out")
         if outcome == "sent":
             actions.append(_action_dict(action, env, action_id, customer, reasons, arms, version,
                                         rank))
@@ -279,7 +281,8 @@ def arbitrate(env: Env, eligible: list[Action], policy: Policy, version: str
     return actions, decisions
 
 
-def _book(profile: Any, name: str, action_id: str, ts: int, policy: Policy) -> None:
+def _book(profile: Any, name: str, action_id: str, ts: int, policy: Policy,
+          held_out: bool) -> None:
     history = profile.sent.get(name)
     if history is None:
         profile.sent[name] = [ts, 1]
@@ -287,8 +290,8 @@ def _book(profile: Any, name: str, action_id: str, ts: int, policy: Policy) -> N
         history[0] = max(history[0], ts)
         history[1] += 1
     recent = profile.recent
-    recent.append([ts, name, action_id])
-    horizon = profile.newest_ms - max(policy.cap_within, 86_400_000)
+    recent.append([ts, name, action_id, 1] if held_out else [ts, name, action_id])
+    horizon = profile.newest_ms - policy.keep_ms
     while recent and (recent[0][0] < horizon or len(recent) > _RECENT_KEEP):
         del recent[0]
 

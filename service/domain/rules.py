@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError
 
+from service.domain.attribution import AttributionPolicy
 from service.domain.conditions import ConditionCompiler, ScoreInfo
 from service.domain.fields import EventMatch, SpecError, compile_event_getter, compile_match
 from service.domain.model import RulebookModel
@@ -63,7 +64,7 @@ class Rulebook:
     def __init__(self, model: RulebookModel, text: str, source: str, points: TypeIndex[PointRule],
                  traits: TypeIndex[Trait], patterns: TypeIndex[Pattern],
                  actions: TypeIndex[Action], policy: Policy, scores: dict[str, ScoreInfo],
-                 extra_types: set[str]) -> None:
+                 extra_types: set[str], attribution: AttributionPolicy | None = None) -> None:
         self.model = model
         self.source = source
         self.declared_version = model.version
@@ -78,6 +79,8 @@ class Rulebook:
         self.remember_events = model.idempotence.remember_events
         self.max_lateness = model.idempotence.max_lateness
         self.action_names = frozenset(model.actions)
+        self.channels: dict[str, str] = {n: spec.channel for n, spec in model.actions.items()}
+        self.attribution = attribution
         self.event_types: frozenset[str] = frozenset(
             points.types() | traits.types() | patterns.types() | actions.types() | extra_types
         )
@@ -178,10 +181,30 @@ class _Compiler:
         actions = self._actions(conditions, experiments, pattern_types)
         policy = self._policy(conditions)
         extra = {"consent_changed", "action_response", "erasure_requested", "identified"}
+        attribution = self._attribution()
+        if attribution is not None:
+            extra |= attribution.match.types or set()
         if self.problems:
             return None
         return Rulebook(model, text, source, TypeIndex(rules), TypeIndex(traits),
-                        TypeIndex(patterns), TypeIndex(actions), policy, infos, extra)
+                        TypeIndex(patterns), TypeIndex(actions), policy, infos, extra,
+                        attribution)
+
+    def _attribution(self) -> AttributionPolicy | None:
+        spec = self.model.attribution
+        if spec is None:
+            return None
+        match = self.match(("attribution", "conversions"), spec.conversions)
+        actions = None
+        if spec.actions != "*":
+            actions = frozenset(spec.actions)
+            for index, name in enumerate(spec.actions):
+                if name not in self.model.actions:
+                    self.problems.append(self.locator.problem(
+                        ("attribution", "actions", index), f"unknown action {name!r}"))
+        if match is None:
+            return None
+        return AttributionPolicy(spec.window, match, actions)
 
     def _traits(self) -> list[tuple[Trait, frozenset[str] | None]]:
         out: list[tuple[Trait, frozenset[str] | None]] = []
@@ -330,8 +353,9 @@ class _Compiler:
                     continue
                 segments.append((name, cond))
             learning = LearningPolicy(learn.warm_up, learn.prior, segments, learn.refresh)
+        keep = self.model.attribution.window if self.model.attribution is not None else 0
         return Policy(cap.max if cap else None, cap.within if cap else 0, quiet, defaults,
-                      self.model.arbitration.max_per_event, learning)
+                      self.model.arbitration.max_per_event, learning, keep)
 
 
 def _trigger_types(when: Any, pattern_types: dict[str, frozenset[str] | None]
