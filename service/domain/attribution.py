@@ -22,8 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.event import Event
-from service.domain.fields import EventMatch
-from service.domain.policy import digest32, format_ms
+from service.domain.fields import EventMatch, digest32, format_ms
 from service.domain.profile import Profile
 
 __all__ = [

@@ -35,12 +35,13 @@ from service.domain.fields import (
 )
 from service.domain.profile import Profile
 from service.domain.scoring import awarded
+from service.domain.signals import context_key, is_active
 
 __all__ = ["Cond", "ConditionCompiler", "Env", "ScoreInfo"]
 
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
-_SUBJECTS = ("event", "score", "trait", "segment", "pattern", "value", "context", "not", "any",
-             "all")
+_SUBJECTS = ("event", "score", "trait", "segment", "pattern", "value", "context", "signal",
+             "not", "any", "all")
 EnvGetter = Callable[["Env"], Any]
 
 
@@ -110,7 +111,9 @@ class ConditionCompiler:
         traits: dict[str, Callable[[Profile], Any]],
         segments: dict[str, Any],
         patterns: dict[str, str],
+        signals: set[str] | None = None,
     ) -> None:
+        self.signals = signals or set()
         self.scores = scores
         self.traits = traits
         self.segment_specs = segments
@@ -217,6 +220,8 @@ class ConditionCompiler:
         allowed = set(OPS) | {subject}
         if subject == "context":
             allowed |= {"for_any", "missing"}
+        if subject == "signal":
+            allowed = {"signal", "key"}
         unknown = [key for key in spec if key not in allowed]
         if unknown:
             raise SpecError((unknown[0],), f"not allowed in a {subject} condition")
@@ -239,7 +244,8 @@ class ConditionCompiler:
         if subject == "not":
             inner = self.condition(arg)
             itest = inner.test
-            return Cond(lambda env: not itest(env), lambda env: [f"not {inner.text}"],
+            return Cond(lambda env: not itest(env),
+                        lambda env: [f"not ({'; '.join(inner.explain(env))})"],
                         f"not {inner.text}")
         if subject in ("any", "all"):
             if not isinstance(arg, list) or not arg:
@@ -251,6 +257,8 @@ class ConditionCompiler:
             if arg not in self.segment_specs:
                 raise SpecError((), f"there is no segment named {arg!r}")
             return self.segment(arg)
+        if subject == "signal":
+            return self._signal(arg, spec)
         if subject == "pattern":
             if arg not in self.patterns:
                 raise SpecError((), f"there is no pattern named {arg!r}")
@@ -273,6 +281,29 @@ class ConditionCompiler:
             return Cond(lambda env: check(get(env)), explain_score, f"{arg} {optext}")
         return Cond(lambda env: check(get(env)),
                     lambda env: [f"{path} = {_text(get(env))} {optext}"], f"{path} {optext}")
+
+    def _signal(self, name: str, spec: dict[str, Any]) -> Cond:
+        if name not in self.signals:
+            raise SpecError((), f"there is no signal named {name!r}")
+        if "key" not in spec:
+            raise SpecError(("key",), "needs the group key template, e.g. "
+                                      "\"{event.properties.sku}\"")
+        try:
+            key_of = self.template(spec["key"])
+        except SpecError as exc:
+            raise SpecError(("key", *exc.path), exc.message) from None
+
+        def test(env: Env) -> bool:
+            return is_active(env.context, name, str(key_of(env)), env.event.ts_ms)
+
+        def explain(env: Env) -> list[str]:
+            key = str(key_of(env))
+            value = env.context.get(context_key(name, key))
+            if test(env) and isinstance(value, dict):
+                return [f"signal {name} active for {key}: {value.get('reason', '')}"]
+            return [f"signal {name} not active for {key}"]
+
+        return Cond(test, explain, f"signal {name}")
 
     def _context(self, template: str, spec: dict[str, Any], check: Callable[[Any], bool],
                  optext: str) -> Cond:

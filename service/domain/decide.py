@@ -45,6 +45,8 @@ class Outcome:
     duplicate: bool
     # (action, segment, response) of an `action_response`, for cross-customer learning
     responses: list[tuple[str, str, str]] = field(default_factory=list)
+    # messages for `<prefix>.operations` (cross-customer signals; filled by replay's caller)
+    operations: list[dict[str, Any]] = field(default_factory=list)
 
 
 def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],

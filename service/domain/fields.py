@@ -7,6 +7,7 @@ path never parses a path or an operator name. Compile functions raise `SpecError
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,7 +20,9 @@ __all__ = [
     "compile_event_getter",
     "compile_match",
     "compile_ops",
+    "digest32",
     "fmt",
+    "format_ms",
     "is_number",
 ]
 
@@ -302,3 +305,17 @@ def compile_match(spec: Any) -> EventMatch:
         return EventMatch(types, lambda e: any(t(e) for t in tests),
                           " or ".join(p.text for p in parts))
     return _match_one(spec)
+
+
+def digest32(*parts: str) -> str:
+    """32 hex chars of sha256 over the parts joined by a unit separator."""
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+def format_ms(millis: int) -> str:
+    """1_800_000 -> '30m' (largest exact unit)."""
+    for unit, size in (("w", 604_800_000), ("d", 86_400_000), ("h", 3_600_000),
+                       ("m", 60_000), ("s", 1000)):
+        if millis % size == 0:
+            return f"{millis // size}{unit}"
+    return f"{millis}ms"

@@ -28,6 +28,7 @@ __all__ = [
     "QuietHours",
     "RulebookModel",
     "ScoreSpec",
+    "SignalModel",
     "TraitSpec",
     "parse_duration",
 ]
@@ -190,6 +191,18 @@ class Attribution(_Strict):
     actions: list[Name] | Literal["*"] = "*"
 
 
+class SignalModel(_Strict):
+    """A cross-customer signal: `at_least` events matching `when` with the same `by` value
+    (e.g. properties.sku) within `within` fire it; it stays active for `hold`."""
+
+    description: str | None = None
+    when: Any
+    by: str
+    within: Duration
+    at_least: int = Field(ge=1, le=100_000)
+    hold: Duration = 3_600_000
+
+
 def _version_text(value: object) -> object:
     """YAML reads `version: 2026-03-01` as a date and `version: 3` as a number: keep the text."""
     if isinstance(value, int | float | date) and not isinstance(value, bool):
@@ -213,3 +226,4 @@ class RulebookModel(_Strict):
     idempotence: Idempotence = Idempotence()
     learning: Learning | None = None
     attribution: Attribution | None = None
+    signals: dict[Name, SignalModel] = Field(default_factory=dict)

@@ -24,25 +24,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from service.domain.conditions import Cond, Env
+from service.domain.fields import digest32, format_ms
 from service.domain.learning import propensity
 
 __all__ = ["Action", "Experiment", "Policy", "arbitrate", "digest32", "format_ms"]
 
 _RECENT_KEEP = 64
-
-
-def digest32(*parts: str) -> str:
-    """32 hex chars of sha256 over the parts joined by a unit separator."""
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
-
-
-def format_ms(millis: int) -> str:
-    """1_800_000 -> '30m' (largest exact unit)."""
-    for unit, size in (("w", 604_800_000), ("d", 86_400_000), ("h", 3_600_000),
-                       ("m", 60_000), ("s", 1000)):
-        if millis % size == 0:
-            return f"{millis // size}{unit}"
-    return f"{millis}ms"
 
 
 class Experiment:

@@ -24,6 +24,7 @@ from service.domain.model import RulebookModel
 from service.domain.patterns import Pattern
 from service.domain.policy import Action, Experiment, LearningPolicy, Policy, format_ms
 from service.domain.scoring import PointRule, Trait
+from service.domain.signals import SignalSpec
 from service.domain.yamlsrc import Locator, Problem, read_yaml
 
 __all__ = ["Problem", "Rulebook", "RulebookError", "load_rulebook", "parse_rulebook"]
@@ -64,7 +65,8 @@ class Rulebook:
     def __init__(self, model: RulebookModel, text: str, source: str, points: TypeIndex[PointRule],
                  traits: TypeIndex[Trait], patterns: TypeIndex[Pattern],
                  actions: TypeIndex[Action], policy: Policy, scores: dict[str, ScoreInfo],
-                 extra_types: set[str], attribution: AttributionPolicy | None = None) -> None:
+                 extra_types: set[str], attribution: AttributionPolicy | None = None,
+                 signals: dict[str, SignalSpec] | None = None) -> None:
         self.model = model
         self.source = source
         self.declared_version = model.version
@@ -81,6 +83,7 @@ class Rulebook:
         self.action_names = frozenset(model.actions)
         self.channels: dict[str, str] = {n: spec.channel for n, spec in model.actions.items()}
         self.attribution = attribution
+        self.signals: dict[str, SignalSpec] = signals or {}
         self.event_types: frozenset[str] = frozenset(
             points.types() | traits.types() | patterns.types() | actions.types() | extra_types
         )
@@ -170,9 +173,10 @@ class _Compiler:
             infos[name] = ScoreInfo(name, score.half_life, labels)
         traits = self._traits()
         patterns = self._patterns()
+        signals = self._signals()
         conditions = ConditionCompiler(
             infos, {t.name: t.read for t, _ in traits}, dict(model.segments),
-            {p.name: p.text for p, _ in patterns},
+            {p.name: p.text for p, _ in patterns}, set(model.signals),
         )
         for name in model.segments:
             self.attempt(("segments", name), conditions.segment, name)
@@ -184,11 +188,29 @@ class _Compiler:
         attribution = self._attribution()
         if attribution is not None:
             extra |= attribution.match.types or set()
+        for spec in signals.values():
+            extra |= spec.match.types or set()
         if self.problems:
             return None
         return Rulebook(model, text, source, TypeIndex(rules), TypeIndex(traits),
                         TypeIndex(patterns), TypeIndex(actions), policy, infos, extra,
-                        attribution)
+                        attribution, signals)
+
+    def _signals(self) -> dict[str, SignalSpec]:
+        out: dict[str, SignalSpec] = {}
+        for name, spec in self.model.signals.items():
+            match = self.match(("signals", name, "when"), spec.when)
+            by = self.attempt(("signals", name, "by"), compile_event_getter, spec.by)
+            if spec.by.split(".")[-1] in ("customer_id", "anonymous_id", "email_sha256",
+                                          "phone_sha256", "loyalty_id"):
+                self.problems.append(self.locator.problem(
+                    ("signals", name, "by"), "a signal groups by something other than a "
+                    "customer identifier (per-customer counts are patterns)"))
+                continue
+            if match is not None and by is not None:
+                out[name] = SignalSpec(name, match, by, spec.within, spec.at_least, spec.hold,
+                                       spec.description)
+        return out
 
     def _attribution(self) -> AttributionPolicy | None:
         spec = self.model.attribution

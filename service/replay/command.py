@@ -59,6 +59,8 @@ def register(subparsers: Any) -> None:
                      help="actions as JSONL (with --compare: the changed decisions); "
                      "default stdout")
     out.add_argument("--audit", metavar="FILE", help="audit (decision) records as JSONL")
+    out.add_argument("--operations", metavar="FILE",
+                     help="cross-customer signal messages (e.g. product_issue) as JSONL")
     out.add_argument("--report", metavar="FILE.html",
                      help="self-contained HTML report with charts")
     out.add_argument("--errors", metavar="FILE", help="every bad input record as JSONL")
@@ -213,16 +215,19 @@ def _single(args: argparse.Namespace, events: Any, context: dict[str, Any],
     rulebook = load_rulebook(args.rules)
     result = ReplayResult(RunStats())
     reporter.sink = result.on_bad
-    with _open_out(args.output) as output, _open_out(args.audit) as audit:
+    with _open_out(args.output) as output, _open_out(args.audit) as audit, \
+            _open_out(args.operations) as operations:
         replay_stream(events, rulebook, context=context, output=output, audit=audit,
-                      result=result, observe=bool(args.report), tick=progress)
+                      operations=operations, result=result, observe=bool(args.report),
+                      tick=progress)
     if progress is not None:
         progress.close()
     stats = result.stats
     _say(f"{label}: {stats.events:,} events ({stats.processed:,} decided, "
          f"{stats.duplicates:,} duplicates, {stats.errors:,} decide() errors, "
          f"{result.bad_records:,} bad records skipped) -> {stats.actions:,} actions, "
-         f"{stats.decisions:,} audit records; rulebook {stats.rulebook_version}; "
+         f"{stats.decisions:,} audit records, {stats.signals:,} signals; "
+         f"rulebook {stats.rulebook_version}; "
          f"{format_duration(result.seconds)} ({result.events_per_s:,.0f} events/s)"
          + (" - INTERRUPTED" if result.interrupted else ""))
     for line in result.decision_errors[:_SHOWN_BAD]:

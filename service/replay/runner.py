@@ -32,6 +32,7 @@ from service.domain.identity import (
 from service.domain.learning import LearningState
 from service.domain.profile import Profile
 from service.domain.rules import Rulebook, load_rulebook
+from service.domain.signals import SignalState
 from service.replay.reader import BadRecord, LogFile, OnBad, decode_lines
 
 __all__ = [
@@ -64,6 +65,7 @@ class RunStats:
     actions: int = 0
     decisions: int = 0
     erased: int = 0
+    signals: int = 0
     actions_by_name: Counter[str] = field(default_factory=Counter)
     actions_by_channel: Counter[str] = field(default_factory=Counter)
     actions_by_hour: Counter[int] = field(default_factory=Counter)
@@ -110,6 +112,7 @@ class RunStats:
             "actions": self.actions,
             "decisions": self.decisions,
             "erased": self.erased,
+            "signals": self.signals,
             "actions_by_name": dict(sorted(self.actions_by_name.items())),
         }
 
@@ -172,6 +175,11 @@ class Replayer:
         self.profiles: dict[bytes, Profile] = {}
         learning = rulebook.policy.learning
         self.learning = LearningState(learning.refresh) if learning is not None else None
+        self.signals: SignalState | None = None
+        if rulebook.signals:
+            # fired signals write into the context, as the worker's aggregator does
+            self.context = dict(self.context)
+            self.signals = SignalState(rulebook.signals, rulebook.version)
 
     def apply(self, event: Event) -> Outcome:
         """Decide one event against its profile and keep the new profile; `decide()`'s
@@ -191,6 +199,8 @@ class Replayer:
         outcome = decide(profile, event, context, self.rulebook)
         if outcome.duplicate:
             return outcome
+        if self.signals is not None:
+            self._signal(event, outcome)
         if outcome.responses and learning is not None:
             learning.observe(outcome.responses)
         if outcome.profile is None:
@@ -202,6 +212,18 @@ class Replayer:
         for alias in alias_keys(event):
             self._link(alias, canonical, event, outcome)
         return outcome
+
+    def _signal(self, event: Event, outcome: Outcome) -> None:
+        """Count the event in its cross-customer signals; a firing goes to the operations
+        output and into the context later events see (the event itself decided without it,
+        as in the worker, where the signal arrives through the context topic)."""
+        state = self.signals
+        assert state is not None
+        for name, group in state.feed(event):
+            fired = state.observe(name, group, event.event_id, event.ts_ms)
+            if fired is not None:
+                outcome.operations.append(fired.message)
+                self.context[fired.context_key] = fired.context_value  # type: ignore[index]
 
     def resolve(self, key: str) -> str:
         """The profile key events under `key` are applied to (following merges)."""
@@ -262,6 +284,7 @@ def replay_stream(
     context: Mapping[str, Any] | None = None,
     output: IO[bytes] | None = None,
     audit: IO[bytes] | None = None,
+    operations: IO[bytes] | None = None,
     result: ReplayResult | None = None,
     observe: bool = False,
     tick: Tick | None = None,
@@ -314,6 +337,11 @@ def replay_stream(
                 if write_audit is not None:
                     for record in outcome.decisions:
                         write_audit(dumps_line(record))
+            if outcome.operations:
+                stats.signals += len(outcome.operations)
+                if operations is not None:
+                    for message in outcome.operations:
+                        operations.write(dumps_line(message))
             if observe:
                 stats.observe(event, outcome)
             elif outcome.actions:
@@ -336,6 +364,7 @@ def replay_file(
     context: Mapping[str, Any] | None = None,
     output: IO[bytes] | None = None,
     audit: IO[bytes] | None = None,
+    operations: IO[bytes] | None = None,
     on_bad: OnBad | None = None,
     observe: bool = False,
     tick: Tick | None = None,
@@ -351,7 +380,7 @@ def replay_file(
 
     return replay_stream(
         decode_lines(log, bad, log.label), rulebook, context=context, output=output,
-        audit=audit, result=result, observe=observe, tick=tick,
+        audit=audit, operations=operations, result=result, observe=observe, tick=tick,
     )
 
 

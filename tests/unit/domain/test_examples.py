@@ -1,4 +1,4 @@
-"""The five documented scenarios in examples/, replayed through decide() and checked."""
+"""The documented scenarios in examples/, replayed through decide() and checked."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from schemas.models import Action, DecisionRecord
 from service.domain import load_rulebook
 from tests.unit.domain.replaykit import EXAMPLES, load_example, run_events
 
-SCENARIOS = ["lead_scoring", "flight_delay", "phone_retail", "grocery_store", "contact_fatigue"]
+SCENARIOS = ["lead_scoring", "flight_delay", "phone_retail", "grocery_store", "contact_fatigue",
+             "product_issue"]
 
 
 @pytest.mark.parametrize("name", [*SCENARIOS, "default"])
@@ -113,3 +114,27 @@ def test_examples_folder_documents_context_files() -> None:
     """The examples README explains the context.jsonl convention the tests rely on."""
     text = (EXAMPLES / "README.md").read_text()
     assert "context.jsonl" in text and Path(EXAMPLES / "grocery_store" / "context.jsonl").exists()
+
+
+def test_product_issue() -> None:
+    """Short stock suppresses the promotion; the 4th complaint call about phone-x within an
+    hour fires one `product_issue` message and pauses phone-x's promotion for 6 hours only."""
+    from service.replay.runner import Replayer
+
+    rulebook, events, context = load_example("product_issue")
+    replayer = Replayer(rulebook, context)
+    sent, suppressed, operations = [], [], []
+    for item in events:
+        outcome = replayer.apply(item)
+        sent += [a["trigger_event_id"] for a in outcome.actions]
+        suppressed += [(d["trigger_event_id"], d["reasons"][0]) for d in outcome.decisions
+                       if d["outcome"] == "suppressed"]
+        operations += outcome.operations
+    assert sent == ["p-1", "p-11", "p-13"]
+    assert [event_id for event_id, _ in suppressed] == ["p-2", "p-10"]
+    assert "stock:phone-z = 3 (needs >= 10)" in suppressed[0][1]
+    assert "signal product_issue active for phone-x" in suppressed[1][1]
+    [message] = operations
+    assert (message["signal"], message["key"], message["count"], message["trigger_event_id"]) \
+        == ("product_issue", "phone-x", 4, "p-9")
+    assert message["first_at"] == "2026-05-04T09:20:00+00:00"
