@@ -49,6 +49,9 @@ class Metrics:
             "touchflow_conversions_attributed", "Conversions credited to an action within the "
             "attribution window, by action and arm (treated, or holdout: the control group).",
             ["action", "arm"], registry=r)
+        self.signals = Counter(
+            "touchflow_signals_fired", "Cross-customer signals fired (e.g. product_issue), "
+            "published to <prefix>.operations.", ["signal"], registry=r)
         self.deadletters = Counter(
             "touchflow_deadletters", "Messages sent to the dead-letter topic, by reason.",
             ["reason"], registry=r)

@@ -136,6 +136,7 @@ class Processor:
         self._partition_of: dict[bytes, int] = {}
         self._lock = asyncio.Lock()
         self._type_labels = rulebook.event_types | _CORE_TYPES
+        self._signal_specs = list(rulebook.signals.values()) if topics.signal_feed else []
         learning = rulebook.policy.learning
         # Learned propensities: per worker, in memory (see README, "Closed loop").
         self.learning = LearningState(learning.refresh) if learning is not None else None
@@ -319,6 +320,8 @@ class Processor:
             event_counts[(event.channel, etype, "processed")] += 1
             if outcome.responses and self.learning is not None:
                 self.learning.observe(outcome.responses)
+            if self._signal_specs:
+                await self._feed_signals(event)
             touched[key] = outcome.profile
             if outcome.profile is None:
                 if profile is not None and profile.links:
@@ -482,6 +485,17 @@ class Processor:
             extra={"reason": reason, "error": error, "topic": message.topic,
                    "partition": message.partition, "offset": message.offset},
         )
+
+    async def _feed_signals(self, event: Event) -> None:
+        """One small record per (signal, group) the event counts in, keyed by the group, for
+        the worker that owns the group's partition (service/signal_aggregator.py)."""
+        for spec in self._signal_specs:
+            group = spec.group_of(event)
+            if group is not None:
+                await self.sink.send(
+                    self.topics.signal_feed, f"{spec.name}\x1f{group}".encode(),
+                    dumps({"signal": spec.name, "group": group, "event_id": event.event_id,
+                           "ts_ms": event.ts_ms}))
 
     def _count_decisions(self, decisions: list[dict[str, Any]]) -> None:
         if self.metrics is None:

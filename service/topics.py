@@ -27,6 +27,8 @@ class TopicNames:
     deadletter: str
     repartition: str
     changelog: str
+    operations: str = ""
+    signal_feed: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TopicNames:
@@ -39,6 +41,8 @@ class TopicNames:
             deadletter=settings.topic("deadletter"),
             repartition=settings.internal_topic("events-by-profile"),
             changelog=settings.internal_topic("profiles-changelog"),
+            operations=settings.topic("operations"),
+            signal_feed=settings.internal_topic("signal-feed"),
         )
 
     def channel_actions(self, channel: str) -> str:
@@ -48,6 +52,8 @@ class TopicNames:
     def all_public(self) -> list[str]:
         names = [self.events, self.responses, self.context, self.actions, self.decisions,
                  self.deadletter]
+        if self.operations:
+            names.append(self.operations)
         return names + [self.channel_actions(c) for c in sorted(CHANNELS)]
 
 
@@ -81,6 +87,8 @@ async def ensure_topics(settings: Settings, topics: TopicNames) -> dict[str, int
     from aiokafka.errors import TopicAlreadyExistsError
 
     wanted = [*topics.all_public(), topics.repartition, topics.changelog]
+    if topics.signal_feed:
+        wanted.append(topics.signal_feed)
     existing = await topic_partition_counts(settings, wanted)
     missing = [name for name in wanted if name not in existing]
     if missing:

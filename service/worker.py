@@ -154,6 +154,7 @@ async def _run_kafka(settings: Settings, rulebook: Any,
     http = await start_http(settings.metrics_host, settings.metrics_port, metrics, readiness)
     log.info(f"metrics and health on http://{settings.metrics_host}:{http.port}/metrics")
     context = ContextReader(settings, topics.context)
+    aggregator: Any = None
     extra: list[asyncio.Task[None]] = []
     try:
         counts = await wait_for_broker(settings, topics, attempts=broker_attempts)
@@ -163,6 +164,11 @@ async def _run_kafka(settings: Settings, rulebook: Any,
             log.warning("events topic partitions differ from TOUCHFLOW_PARTITIONS: "
                         "every event is repartitioned (slower)")
         await context.start()
+        if rulebook.signals:
+            from service.signal_aggregator import SignalAggregator
+
+            aggregator = SignalAggregator(settings, topics, rulebook, metrics)
+            await aggregator.start()
 
         def make_processor(sink: KafkaSink) -> Processor:
             return Processor(settings, topics, rulebook, sink, context=context.table,
@@ -185,6 +191,8 @@ async def _run_kafka(settings: Settings, rulebook: Any,
         for task in extra:
             with contextlib.suppress(BaseException):
                 await task
+        if aggregator is not None:
+            await aggregator.stop()
         await context.stop()
         await http.runner.cleanup()
 
