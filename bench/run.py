@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import inspect
 import json
@@ -142,6 +143,45 @@ def _pure_core(log: list[bytes]) -> Measurement:
         return Measurement(note=f"failed: {type(exc).__name__}: {exc}")
 
 
+def _replay(log: list[bytes]) -> tuple[Measurement, dict[str, float]]:
+    """`touchflow replay`'s engine over the same events (decode + decide + encode, one core),
+    and the memory a profile takes: Python heap per profile in memory (tracemalloc), and the
+    mean size of a profile as stored (RocksDB value and changelog record)."""
+    from schemas.codec import dumps_line
+    from schemas.event import decode_event
+    from service.domain import load_rulebook
+    from service.replay.runner import Replayer, quiet_gc
+
+    replayer = Replayer(load_rulebook(RULES))
+    out: list[bytes] = []
+    started = time.perf_counter()
+    with quiet_gc():
+        for raw in log:
+            try:
+                outcome = replayer.apply(decode_event(raw))
+            except Exception:  # bad events are skipped, as in replay
+                continue
+            out.extend(dumps_line(a) for a in outcome.actions)
+    seconds = time.perf_counter() - started
+    profiles = list(replayer.profiles.values())
+    stored = sum(len(p.to_bytes()) for p in profiles) / max(1, len(profiles))
+    # Python-object memory per profile, traced on a fresh replay of the first 40k events
+    import tracemalloc
+
+    sample = Replayer(load_rulebook(RULES))
+    tracemalloc.start()
+    for raw in log[:40_000]:
+        with contextlib.suppress(Exception):
+            sample.apply(decode_event(raw))
+    traced, _peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    memory = {"profiles": len(profiles),
+              "heap_bytes_per_profile": round(traced / max(1, len(sample.profiles))),
+              "stored_bytes_per_profile": round(stored)}
+    return (Measurement(events=len(log), seconds=seconds, cpu_seconds=seconds, ok=True,
+                        note="in-process replay engine, no Kafka"), memory)
+
+
 def _table(rows: list[tuple[str, Measurement]]) -> tuple[str, list[dict[str, Any]]]:
     naive = dict(rows).get("naive faust", Measurement()).rate
     ceiling = dict(rows).get("raw aiokafka", Measurement()).rate
@@ -200,12 +240,20 @@ async def _main(args: argparse.Namespace) -> int:
                 if key in wanted:
                     rows.append((name, await step(broker.bootstrap, log, keys, args.partitions,
                                                   tmp)))
+    memory: dict[str, float] = {}
     if "core" in wanted:
         rows.append(("pure core (decide)", _pure_core(log)))
+        replayed, memory = _replay(log)
+        rows.append(("replay", replayed))
     text, records = _table(rows)
     print(f"\n{len(log):,} events, {args.customers:,} customers, {args.partitions} partitions, "
           f"one process per pipeline, broker on the same machine ({os.cpu_count()} CPUs)")
     print(text)
+    if memory:
+        print(f"\nprofiles: {memory['profiles']:,} held after replay; "
+              f"{memory['heap_bytes_per_profile']:,} bytes of Python heap each in memory "
+              f"(tracemalloc), {memory['stored_bytes_per_profile']:,} bytes each as stored "
+              "(RocksDB value, changelog record)")
     result = {
         "run_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python -m bench " + " ".join(sys.argv[1:]),
@@ -216,6 +264,7 @@ async def _main(args: argparse.Namespace) -> int:
         "method": f"committed offsets polled every {os.environ.get('BENCH_POLL_S', '0.5')} s, "
                   "from their first movement until all events are committed",
         "rows": records,
+        "memory": memory,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
