@@ -86,24 +86,44 @@ async def _naive(bootstrap: str, log: list[bytes], keys: list[bytes | None], par
         topic=topic, group=group, log=log, keys=keys, partitions=partitions, tmp=tmp)
 
 
-async def _touchflow(bootstrap: str, log: list[bytes], keys: list[bytes | None],
-                     partitions: int, tmp: Path) -> Measurement:
-    """The real worker, `python -m service worker`, with its default store (RocksDB) and
-    changelog, metrics and health server."""
+def _touchflow_env(bootstrap: str, partitions: int, tmp: Path) -> tuple[dict[str, str], str]:
+    """The worker's environment on fresh topics (prefix = app id = a new tag)."""
     tag = uuid.uuid4().hex[:8]
-    prefix, group = f"bench-tf-{tag}", f"bench-tf-{tag}"
+    prefix = f"bench-tf-{tag}"
     env = _base_env() | {
         "TOUCHFLOW_BROKER": f"kafka://{bootstrap}", "TOUCHFLOW_TOPIC_PREFIX": prefix,
-        "TOUCHFLOW_APP_ID": group, "TOUCHFLOW_RULES": str(RULES),
+        "TOUCHFLOW_APP_ID": prefix, "TOUCHFLOW_RULES": str(RULES),
         "TOUCHFLOW_DATA_DIR": str(tmp / f"touchflow-data-{tag}"),
         "TOUCHFLOW_PARTITIONS": str(partitions), "TOUCHFLOW_SESSION_TIMEOUT_MS": "6000",
         "TOUCHFLOW_METRICS_PORT": "0", "TOUCHFLOW_METRICS_HOST": "127.0.0.1",
         "TOUCHFLOW_LOG_LEVEL": "info",
     }
+    return env, prefix
+
+
+async def _touchflow(bootstrap: str, log: list[bytes], keys: list[bytes | None],
+                     partitions: int, tmp: Path) -> Measurement:
+    """The real worker, `python -m service worker`, with its default store (RocksDB) and
+    changelog, metrics and health server."""
+    env, prefix = _touchflow_env(bootstrap, partitions, tmp)
     return await _run_pipeline(
         "touchflow worker", [sys.executable, "-m", "service", "worker"], env,
-        bootstrap=bootstrap, topic=f"{prefix}.events", group=group, log=log, keys=keys,
+        bootstrap=bootstrap, topic=f"{prefix}.events", group=prefix, log=log, keys=keys,
         partitions=partitions, tmp=tmp)
+
+
+async def _latency(bootstrap: str, log: list[bytes], keys: list[bytes | None],
+                   partitions: int, tmp: Path, rate: float) -> dict[str, Any]:
+    """Event-to-action latency of the worker at `rate` events/s (bench/latency.py)."""
+    from bench.latency import measure_latency
+
+    env, prefix = _touchflow_env(bootstrap, partitions, tmp)
+    print(f"  latency: worker at {rate:,.0f} events/s for 20 s...", file=sys.stderr, flush=True)
+    try:
+        return await measure_latency(bootstrap, env, prefix, ROOT, log, keys, rate,
+                                     tmp / "latency.log")
+    except Exception as exc:
+        return {"ok": False, "note": f"failed: {type(exc).__name__}: {exc}"}
 
 
 async def _ceiling(bootstrap: str, log: list[bytes], keys: list[bytes | None], partitions: int,
@@ -228,8 +248,10 @@ async def _main(args: argparse.Namespace) -> int:
     print(f"workload: {len(log):,} events, {args.customers:,} customers, seed {args.seed}, "
           f"mean {size:.0f} bytes (generated in {time.perf_counter() - began:.1f}s)",
           file=sys.stderr, flush=True)
-    wanted = set(args.only or ["ceiling", "naive", "touchflow", "core"])
+    wanted = set(args.only or ["ceiling", "naive", "touchflow", "core", "latency", "recovery"])
     rows: list[tuple[str, Measurement]] = []
+    latency: dict[str, Any] = {}
+    recovery: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="touchflow-bench-") as tmp_name:
         tmp = Path(tmp_name)
         with EmbeddedBroker(log_path=tmp / "tansu.log") as broker:
@@ -240,6 +262,21 @@ async def _main(args: argparse.Namespace) -> int:
                 if key in wanted:
                     rows.append((name, await step(broker.bootstrap, log, keys, args.partitions,
                                                   tmp)))
+            if "recovery" in wanted:
+                from bench.recovery import measure_recovery
+
+                env, prefix = _touchflow_env(broker.bootstrap, args.partitions, tmp)
+                try:
+                    recovery = await measure_recovery(
+                        broker.bootstrap, env, prefix, ROOT, log, keys, args.profiles,
+                        args.partitions, RULES, tmp / "recovery.log")
+                except Exception as exc:
+                    recovery = {"ok": False, "note": f"failed: {type(exc).__name__}: {exc}"}
+            if "latency" in wanted:
+                best = dict(rows).get("touchflow worker", Measurement()).rate
+                rate = args.latency_rate or (best / 2 if best else 4000.0)
+                latency = await _latency(broker.bootstrap, log, keys, args.partitions, tmp,
+                                         rate)
     memory: dict[str, float] = {}
     if "core" in wanted:
         rows.append(("pure core (decide)", _pure_core(log)))
@@ -254,6 +291,22 @@ async def _main(args: argparse.Namespace) -> int:
               f"{memory['heap_bytes_per_profile']:,} bytes of Python heap each in memory "
               f"(tracemalloc), {memory['stored_bytes_per_profile']:,} bytes each as stored "
               "(RocksDB value, changelog record)")
+    if latency.get("ok"):
+        print(f"latency at {latency['rate_achieved']:,} events/s (half the worker's maximum): "
+              f"event to action p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms, "
+              f"max {latency['max_ms']} ms over {latency['actions']:,} actions after a "
+              f"{latency['warm_up_s']:g} s warm-up (p99 {latency['p99_ms_with_warm_up']} ms with "
+              f"it); slowest per second: {latency['slowest_ms_by_second']}")
+    elif latency:
+        print(f"latency: {latency.get('note')}")
+    if recovery.get("ok"):
+        print(f"recovery: {recovery['profiles']:,} profiles ({recovery['stored_bytes_per_profile']}"
+              f" bytes each) from the changelog, worker start to ready in "
+              f"{recovery['start_to_ready_s']} s; resident memory {recovery['rss_mib_when_ready']}"
+              f" MiB when ready, {recovery['rss_mib_after_traffic']} MiB after "
+              f"{recovery['traffic_events']:,} events")
+    elif recovery:
+        print(f"recovery: {recovery.get('note')}")
     result = {
         "run_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python -m bench " + " ".join(sys.argv[1:]),
@@ -265,6 +318,8 @@ async def _main(args: argparse.Namespace) -> int:
                   "from their first movement until all events are committed",
         "rows": records,
         "memory": memory,
+        "latency": latency,
+        "recovery": recovery,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -282,8 +337,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--only", action="append",
-                        choices=("ceiling", "naive", "touchflow", "core"),
+                        choices=("ceiling", "naive", "touchflow", "core", "latency",
+                                 "recovery"),
                         help="run only these pipelines (repeatable)")
+    parser.add_argument("--profiles", type=int, default=1_000_000,
+                        help="profiles in the changelog for the recovery run (default 1000000)")
+    parser.add_argument("--latency-rate", type=float, default=None,
+                        help="events/s for the latency run (default: half the worker's rate)")
     parser.add_argument("--out", default=str(RESULTS), help="JSON results file")
     args = parser.parse_args(argv)
     if args.quick:

@@ -1,0 +1,58 @@
+"""Keeping Python's full garbage collections off the hot path of a long-running worker.
+
+A worker caches up to 200,000 profiles as Python objects (about 2 KB each). CPython's cyclic
+collector periodically scans the oldest generation, which holds all of them: a pause of
+100-300 ms that showed as the p99 of event-to-action latency (measured: p99 172 ms with the
+default collector, 49 ms with collection off, same run otherwise; `make bench`, latency row).
+
+The policy: after a batch, at most once a second, move every surviving object into the
+permanent generation (`gc.freeze()`, constant time), so the collector only ever scans objects
+created since. Profile data has no reference cycles and is freed by reference counting when
+dropped from the cache, frozen or not. Cyclic garbage that got frozen (asyncio internals,
+exceptions) is reclaimed by one full collection every `full_every_s` (default 10 minutes):
+unfreeze, collect, freeze; its pause is logged and counted.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+
+__all__ = ["GcPolicy"]
+
+log = logging.getLogger(__name__)
+
+
+class GcPolicy:
+    """Call `after_batch()` after each processed batch (cheap: a clock read, mostly)."""
+
+    def __init__(self, *, freeze_every_s: float = 1.0, full_every_s: float = 600.0,
+                 metrics: object = None) -> None:
+        self.freeze_every_s = freeze_every_s
+        self.full_every_s = full_every_s
+        self.metrics = metrics
+        now = time.monotonic()
+        self._frozen_at = now
+        self._full_at = now
+        self.full_collections = 0
+
+    def after_batch(self) -> None:
+        now = time.monotonic()
+        if now - self._full_at >= self.full_every_s:
+            started = time.perf_counter()
+            gc.unfreeze()
+            freed = gc.collect()
+            gc.freeze()
+            pause = time.perf_counter() - started
+            self._full_at = self._frozen_at = time.monotonic()
+            self.full_collections += 1
+            log.info("full garbage collection", extra={"freed": freed,
+                                                       "pause_ms": round(pause * 1000, 1)})
+        elif now - self._frozen_at >= self.freeze_every_s:
+            gc.freeze()
+            self._frozen_at = now
+
+    def close(self) -> None:
+        """Give the objects back to the collector (tests and embedded use)."""
+        gc.unfreeze()
