@@ -35,7 +35,8 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[index]
 
 
-async def _wait_ready(process: subprocess.Popen[bytes], log_path: Path, timeout: float) -> None:
+async def _wait_ready(process: subprocess.Popen[bytes], log_path: Path, timeout: float) -> str:
+    """Wait until the worker's /readyz answers 200; return its HTTP base URL."""
     deadline = time.monotonic() + timeout
     base = None
     while time.monotonic() < deadline:
@@ -49,7 +50,7 @@ async def _wait_ready(process: subprocess.Popen[bytes], log_path: Path, timeout:
             with contextlib.suppress(OSError), \
                     urllib.request.urlopen(f"{base}/readyz", timeout=2) as response:
                 if response.status == 200:
-                    return
+                    return base
         await asyncio.sleep(0.2)
     raise RuntimeError(f"worker not ready after {timeout:.0f}s")
 

@@ -33,6 +33,16 @@ def _rss_mib(pid: int) -> float | None:
     return None
 
 
+def _profiles_held(base: str) -> int:
+    """Sum of the worker's `touchflow_profiles` gauge (profiles in its stores)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("touchflow_profiles{")))
+
+
 def _profiles(log: Sequence[bytes], keys: Sequence[bytes | None], count: int,
               rules: Path) -> list[tuple[bytes, bytes]]:
     """`count` (key, value) changelog records cloned from replayed profiles."""
@@ -105,9 +115,10 @@ async def measure_recovery(bootstrap: str, env: Mapping[str, str], prefix: str, 
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     try:
-        await _wait_ready(process, log_path, 900)
+        base = await _wait_ready(process, log_path, 900)
         ready_s = time.monotonic() - began
         rss_ready = _rss_mib(process.pid)
+        held = _profiles_held(base)
         await produce_log(bootstrap, events, list(log), list(keys))
         watcher = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=prefix,
                                    enable_auto_commit=False)
@@ -129,7 +140,7 @@ async def measure_recovery(bootstrap: str, env: Mapping[str, str], prefix: str, 
                 process.kill()
                 process.wait(5)
     return {"ok": True, "profiles": profiles, "stored_bytes_per_profile": round(stored),
-            "start_to_ready_s": round(ready_s, 1),
+            "start_to_ready_s": round(ready_s, 1), "profiles_in_store": held,
             "rss_mib_when_ready": None if rss_ready is None else round(rss_ready),
             "rss_mib_after_traffic": None if rss_after is None else round(rss_after),
             "traffic_events": len(log)}

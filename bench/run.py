@@ -301,7 +301,8 @@ async def _main(args: argparse.Namespace) -> int:
         print(f"latency: {latency.get('note')}")
     if recovery.get("ok"):
         print(f"recovery: {recovery['profiles']:,} profiles ({recovery['stored_bytes_per_profile']}"
-              f" bytes each) from the changelog, worker start to ready in "
+              f" bytes each; {recovery['profiles_in_store']:,} in the stores when ready) from the"
+              f" changelog, worker start to ready in "
               f"{recovery['start_to_ready_s']} s; resident memory {recovery['rss_mib_when_ready']}"
               f" MiB when ready, {recovery['rss_mib_after_traffic']} MiB after "
               f"{recovery['traffic_events']:,} events")

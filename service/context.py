@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from schemas.codec import JSONDecodeError, loads
@@ -46,12 +47,18 @@ def apply_context_record(table: dict[str, Any], key: bytes | None, value: bytes 
     return False
 
 
-class ContextReader:
-    """Follows the context topic into `table` until stopped."""
+Apply = Callable[[dict[str, Any], bytes | None, bytes | None], bool]
 
-    def __init__(self, settings: Settings, topic: str) -> None:
+
+class ContextReader:
+    """Follows a topic from its beginning into `table` until stopped (the context topic by
+    default; `apply` says how a record changes the table)."""
+
+    def __init__(self, settings: Settings, topic: str, apply: Apply = apply_context_record
+                 ) -> None:
         self.settings = settings
         self.topic = topic
+        self.apply = apply
         self.table: dict[str, Any] = {}
         self.caught_up = asyncio.Event()
         self.malformed = 0
@@ -59,6 +66,16 @@ class ContextReader:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="touchflow-context")
+
+    async def wait_loaded(self, warn_every_s: float = 30.0) -> None:
+        """Return once the topic was read to its high watermark (a worker must not decide
+        before its reference data is there); log a warning every `warn_every_s` meanwhile."""
+        while True:
+            try:
+                await asyncio.wait_for(asyncio.shield(self.caught_up.wait()), warn_every_s)
+                return
+            except TimeoutError:
+                log.warning("still loading a table before deciding", extra={"topic": self.topic})
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -87,7 +104,7 @@ class ContextReader:
                     batch = await consumer.getmany(timeout_ms=500, max_records=5000)
                     for records in batch.values():
                         for record in records:
-                            if not apply_context_record(self.table, record.key, record.value):
+                            if not self.apply(self.table, record.key, record.value):
                                 self.malformed += 1
                     if not self.caught_up.is_set():
                         done = True
@@ -97,7 +114,8 @@ class ContextReader:
                                 done = False
                         if done:
                             self.caught_up.set()
-                            log.info("context table loaded", extra={"keys": len(self.table)})
+                            log.info("table loaded", extra={"topic": self.topic,
+                                                            "keys": len(self.table)})
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

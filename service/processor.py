@@ -44,6 +44,7 @@ from service.domain.identity import (
 from service.domain.learning import LearningState
 from service.domain.profile import Profile
 from service.domain.rules import Rulebook
+from service.propensities import SharedPropensities
 from service.recovery import recover_partitions
 from service.settings import Settings
 from service.sink import Sink
@@ -119,6 +120,7 @@ class Processor:
         in_place: bool = True,
         recover: Callable[[Mapping[int, PartitionStore]], Awaitable[Any]] | None = None,
         clock: Callable[[], float] = time.time,
+        propensities: Mapping[str, Any] | None = None,
     ) -> None:
         self.settings = settings
         self.topics = topics
@@ -138,8 +140,11 @@ class Processor:
         self._type_labels = rulebook.event_types | _CORE_TYPES
         self._signal_specs = list(rulebook.signals.values()) if topics.signal_feed else []
         learning = rulebook.policy.learning
-        # Learned propensities: per worker, in memory (see README, "Closed loop").
-        self.learning = LearningState(learning.refresh) if learning is not None else None
+        # Learned propensities: per-partition tallies shared through a compacted topic
+        # (service/propensities.py); `propensities` is that topic's table, as read so far.
+        self.shared = SharedPropensities(propensities if propensities is not None else {})
+        self.learning = LearningState(learning.refresh, self.shared.snapshot) \
+            if learning is not None else None
 
     # -- partitions -------------------------------------------------------------------------
 
@@ -164,6 +169,7 @@ class Processor:
             for partition in partitions:
                 self._recovered.discard(partition)
                 self._cache.pop(partition, None)
+                self.shared.release(partition)
                 store = self._stores.pop(partition, None)
                 if store is not None:
                     store.close()
@@ -204,6 +210,7 @@ class Processor:
         for partition, store in stores.items():
             self._recovered.add(partition)
             self._cache[partition] = {}
+            self.shared.adopt(partition)
             if self.readiness is not None:
                 self.readiness.mark_recovered(partition)
             if self.metrics is not None:
@@ -319,7 +326,7 @@ class Processor:
             stats.processed += 1
             event_counts[(event.channel, etype, "processed")] += 1
             if outcome.responses and self.learning is not None:
-                self.learning.observe(outcome.responses)
+                self.shared.observe(partition, outcome.responses)
             if self._signal_specs:
                 await self._feed_signals(event)
             touched[key] = outcome.profile
@@ -344,6 +351,9 @@ class Processor:
                 self._count_decisions(outcome.decisions)
         for partition, last in last_of.items():
             source_offsets[partition] = f"{last.topic}:{last.partition}:{last.offset}"
+        if self.shared.dirty and topics.propensities:
+            for tally_key, tally in self.shared.drain():
+                await sink.send(topics.propensities, tally_key, tally)
         await sink.flush()
         now = self._clock()
         stats.actions = len(actions)

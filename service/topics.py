@@ -29,6 +29,7 @@ class TopicNames:
     changelog: str
     operations: str = ""
     signal_feed: str = ""
+    propensities: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TopicNames:
@@ -43,6 +44,7 @@ class TopicNames:
             changelog=settings.internal_topic("profiles-changelog"),
             operations=settings.topic("operations"),
             signal_feed=settings.internal_topic("signal-feed"),
+            propensities=settings.internal_topic("propensities"),
         )
 
     def channel_actions(self, channel: str) -> str:
@@ -87,8 +89,8 @@ async def ensure_topics(settings: Settings, topics: TopicNames) -> dict[str, int
     from aiokafka.errors import TopicAlreadyExistsError
 
     wanted = [*topics.all_public(), topics.repartition, topics.changelog]
-    if topics.signal_feed:
-        wanted.append(topics.signal_feed)
+    wanted += [name for name in (topics.signal_feed, topics.propensities) if name]
+    compacted = {topics.changelog, topics.propensities}
     existing = await topic_partition_counts(settings, wanted)
     missing = [name for name in wanted if name not in existing]
     if missing:
@@ -104,7 +106,7 @@ async def ensure_topics(settings: Settings, topics: TopicNames) -> dict[str, int
                     settings.partitions,
                     settings.replication_factor,
                     topic_configs={"cleanup.policy": "compact"}
-                    if name == topics.changelog
+                    if name in compacted
                     else {},
                 )
                 for name in missing

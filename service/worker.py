@@ -155,6 +155,7 @@ async def _run_kafka(settings: Settings, rulebook: Any,
     log.info(f"metrics and health on http://{settings.metrics_host}:{http.port}/metrics")
     context = ContextReader(settings, topics.context)
     aggregator: Any = None
+    shared: ContextReader | None = None
     extra: list[asyncio.Task[None]] = []
     try:
         counts = await wait_for_broker(settings, topics, attempts=broker_attempts)
@@ -164,6 +165,14 @@ async def _run_kafka(settings: Settings, rulebook: Any,
             log.warning("events topic partitions differ from TOUCHFLOW_PARTITIONS: "
                         "every event is repartitioned (slower)")
         await context.start()
+        if rulebook.policy.learning is not None:
+            from service.propensities import apply_counts_record
+
+            shared = ContextReader(settings, topics.propensities, apply_counts_record)
+            await shared.start()
+        await context.wait_loaded()
+        if shared is not None:
+            await shared.wait_loaded()
         if rulebook.signals:
             from service.signal_aggregator import SignalAggregator
 
@@ -172,7 +181,8 @@ async def _run_kafka(settings: Settings, rulebook: Any,
 
         def make_processor(sink: KafkaSink) -> Processor:
             return Processor(settings, topics, rulebook, sink, context=context.table,
-                             metrics=metrics, readiness=readiness, in_place=in_place)
+                             metrics=metrics, readiness=readiness, in_place=in_place,
+                             propensities=shared.table if shared is not None else None)
 
         runtime = KafkaRuntime(settings, topics, make_processor, metrics=metrics,
                                readiness=readiness)
@@ -193,6 +203,8 @@ async def _run_kafka(settings: Settings, rulebook: Any,
                 await task
         if aggregator is not None:
             await aggregator.stop()
+        if shared is not None:
+            await shared.stop()
         await context.stop()
         await http.runner.cleanup()
 

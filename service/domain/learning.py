@@ -17,11 +17,13 @@ publish a snapshot into the context at a fixed cadence in event time.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from hashlib import blake2b
 from typing import Any
 
-__all__ = ["LearningState", "PropensityTable", "propensity", "segment_of", "thompson"]
+__all__ = [
+    "LearningState", "PropensityTable", "context_key", "propensity", "segment_of", "thompson",
+]
 
 SUCCESS = frozenset({"accepted", "converted"})
 FAILURE = frozenset({"declined"})
@@ -86,10 +88,13 @@ class PropensityTable:
 
 class LearningState:
     """A `PropensityTable` and the snapshot decide() sees, refreshed every `refresh` ms of
-    event time (so a replay of the same log always sees the same snapshots)."""
+    event time (so a replay of the same log always sees the same snapshots). `source` gives
+    the counts to snapshot (default: this table; the worker sums all partitions')."""
 
-    def __init__(self, refresh_ms: int) -> None:
+    def __init__(self, refresh_ms: int,
+                 source: Callable[[], dict[str, list[int]]] | None = None) -> None:
         self.table = PropensityTable()
+        self.source = source if source is not None else self.table.snapshot
         self.refresh_ms = max(1, refresh_ms)
         self._snapshot: dict[str, list[int]] = {}
         self._next_ms: int | None = None
@@ -97,7 +102,7 @@ class LearningState:
     def context(self, ts_ms: int, base: Mapping[str, Any]) -> Mapping[str, Any]:
         """The context for an event at `ts_ms`: `base` plus the current propensity snapshot."""
         if self._next_ms is None or ts_ms >= self._next_ms:
-            self._snapshot = self.table.snapshot()
+            self._snapshot = self.source()
             self._next_ms = (ts_ms // self.refresh_ms + 1) * self.refresh_ms
         if not self._snapshot:
             return base

@@ -16,6 +16,7 @@ import pytest
 from schemas.event import EventError, decode_event
 from service.domain.rules import load_rulebook
 from service.processor import Message, Processor
+from service.propensities import apply_counts_record
 from service.replay.reader import load_context
 from service.replay.runner import replay_file
 from service.settings import load_settings
@@ -35,8 +36,9 @@ async def _through_processor(rules: Path, log: Path, context: dict[str, Any], st
                              channel_topics=False, broker="kafka://127.0.0.1:1")
     topics = TopicNames.from_settings(settings)
     sink = MemorySink()
+    published: dict[str, Any] = {}  # the propensities topic as a worker's reader sees it
     processor = Processor(settings, topics, load_rulebook(rules), sink, context=context,
-                          recover=_no_recovery)
+                          recover=_no_recovery, propensities=published)
     offsets = [0] * settings.partitions
     messages = []
     for raw in log.read_bytes().splitlines():
@@ -72,6 +74,8 @@ async def _through_processor(rules: Path, log: Path, context: dict[str, Any], st
     for number, start in enumerate(range(0, len(messages), size)):
         await processor.process(messages[start:start + size])
         await feedback()
+        for record in sink.on(topics.propensities):
+            apply_counts_record(published, record.key, record.value)
         if restart_every and number % restart_every == restart_every - 1:
             await processor.close()  # next batch reopens the stores: profiles from bytes
     await processor.close()
