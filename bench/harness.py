@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Measurement", "create_topic", "measure_subprocess", "produce_log"]
+__all__ = [
+    "Measurement", "create_topic", "measure_subprocess", "produce_log", "stop_process",
+]
 
 POLL_S = 0.5
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -92,6 +94,18 @@ def _cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
+def stop_process(process: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:
+    """SIGTERM (the worker drains and commits), SIGKILL after `grace_s`."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
 def _tail(path: Path, lines: int = 12) -> list[str]:
     try:
         return path.read_text(errors="replace").splitlines()[-lines:]
@@ -155,14 +169,7 @@ async def measure_subprocess(
                 break
     finally:
         await asyncio.wait_for(watcher.stop(), 10)
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+        stop_process(process)
     if not result.ok:
         result.log_tail = _tail(log_path)
     return result

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -60,6 +59,8 @@ async def measure_latency(bootstrap: str, env: Mapping[str, str], prefix: str, c
                           log_path: Path, seconds: float = 20.0) -> dict[str, Any]:
     """Run the worker, feed it `rate` events/s for `seconds`, return latency percentiles."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    from bench.harness import stop_process
 
     count = min(len(log), max(1, int(rate * seconds)))
     ids = [orjson.loads(raw)["event_id"] for raw in log[:count]]
@@ -119,13 +120,7 @@ async def measure_latency(bootstrap: str, env: Mapping[str, str], prefix: str, c
             await producer.stop()
         with contextlib.suppress(Exception):
             await consumer.stop()
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+        stop_process(process, 20)
     if not latencies:
         return {"ok": False, "note": "no actions came back"}
     first = min(start for start, _ in latencies)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import subprocess
 import sys
 import time
@@ -95,7 +94,7 @@ async def measure_recovery(bootstrap: str, env: Mapping[str, str], prefix: str, 
                            log: Sequence[bytes], keys: Sequence[bytes | None], profiles: int,
                            partitions: int, rules: Path, log_path: Path) -> dict[str, Any]:
     """Fill the changelog, start a worker, time it to ready; RSS when ready and after traffic."""
-    from bench.harness import _committed, create_topic, produce_log
+    from bench.harness import _committed, create_topic, produce_log, stop_process
     from bench.latency import _wait_ready
 
     records = _profiles(log, keys, profiles, rules)
@@ -132,13 +131,7 @@ async def measure_recovery(bootstrap: str, env: Mapping[str, str], prefix: str, 
             await watcher.stop()
         rss_after = _rss_mib(process.pid)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+        stop_process(process, 30)
     return {"ok": True, "profiles": profiles, "stored_bytes_per_profile": round(stored),
             "start_to_ready_s": round(ready_s, 1), "profiles_in_store": held,
             "rss_mib_when_ready": None if rss_ready is None else round(rss_ready),

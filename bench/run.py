@@ -175,8 +175,10 @@ def _replay(log: list[bytes]) -> tuple[Measurement, dict[str, float]]:
     replayer = Replayer(load_rulebook(RULES))
     out: list[bytes] = []
     started = time.perf_counter()
-    with quiet_gc():
-        for raw in log:
+    with quiet_gc() as collector:
+        for number, raw in enumerate(log):
+            if not number & 0x3FF:
+                collector.after_batch()
             try:
                 outcome = replayer.apply(decode_event(raw))
             except Exception:  # bad events are skipped, as in replay

@@ -47,6 +47,7 @@ _TOP_FIELDS = frozenset(
     {"event_id", "occurred_at", "channel", "type", "identity", "properties", "context",
      "schema_version"}
 )
+_MINUTE = timedelta(minutes=1)
 _MIN_YEAR = 2000
 _MAX_YEAR = 2100
 
@@ -108,7 +109,7 @@ def _parse_time(value: object) -> tuple[int, int]:
     if not _MIN_YEAR <= moment.year <= _MAX_YEAR:
         raise EventError("bad_timestamp", f"occurred_at must lie in {_MIN_YEAR}..{_MAX_YEAR}")
     ts_ms = int(moment.timestamp() * 1000)
-    return ts_ms, int(offset // timedelta(minutes=1))
+    return ts_ms, 0 if not offset else int(offset // _MINUTE)
 
 
 def _check_identity(identity: object) -> dict[str, str]:
@@ -151,8 +152,8 @@ def parse_event(data: object) -> Event:
     """Validate an already-decoded JSON value into an `Event`, or raise `EventError`."""
     if not isinstance(data, dict):
         raise EventError("not_an_object", "event must be a JSON object")
-    unknown = data.keys() - _TOP_FIELDS
-    if unknown:
+    if not data.keys() <= _TOP_FIELDS:
+        unknown = data.keys() - _TOP_FIELDS
         raise EventError("unknown_field", f"unknown field {sorted(unknown)[0]!r}")
     event_id = data.get("event_id")
     if not isinstance(event_id, str) or not event_id or len(event_id) > MAX_ID_LEN:
@@ -173,8 +174,10 @@ def parse_event(data: object) -> Event:
     context = data.get("context", {})
     if not isinstance(context, dict):
         raise EventError("bad_context", "context must be an object")
-    _check_pii(properties, "properties")
-    _check_pii(context, "context")
+    if properties:
+        _check_pii(properties, "properties")
+    if context:
+        _check_pii(context, "context")
     return Event(
         event_id=event_id,
         occurred_at=data["occurred_at"],

@@ -10,12 +10,12 @@ not ListOffsets, for the same reason as in recovery.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from schemas.codec import JSONDecodeError, loads
+from service.background import Background
 from service.settings import Settings
 
 __all__ = ["ContextReader", "apply_context_record"]
@@ -50,22 +50,22 @@ def apply_context_record(table: dict[str, Any], key: bytes | None, value: bytes 
 Apply = Callable[[dict[str, Any], bytes | None, bytes | None], bool]
 
 
-class ContextReader:
+class ContextReader(Background):
     """Follows a topic from its beginning into `table` until stopped (the context topic by
     default; `apply` says how a record changes the table)."""
 
-    def __init__(self, settings: Settings, topic: str, apply: Apply = apply_context_record
-                 ) -> None:
+    task_name = "touchflow-context"
+
+    def __init__(self, settings: Settings, topic: str, apply: Apply = apply_context_record,
+                 label: str = "context") -> None:
         self.settings = settings
         self.topic = topic
+        self.label = label
         self.apply = apply
         self.table: dict[str, Any] = {}
         self.caught_up = asyncio.Event()
         self.malformed = 0
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="touchflow-context")
 
     async def wait_loaded(self, warn_every_s: float = 30.0) -> None:
         """Return once the topic was read to its high watermark (a worker must not decide
@@ -75,14 +75,7 @@ class ContextReader:
                 await asyncio.wait_for(asyncio.shield(self.caught_up.wait()), warn_every_s)
                 return
             except TimeoutError:
-                log.warning("still loading a table before deciding", extra={"topic": self.topic})
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+                log.warning(f"still loading the {self.label} table before deciding")
 
     async def _run(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -114,12 +107,12 @@ class ContextReader:
                                 done = False
                         if done:
                             self.caught_up.set()
-                            log.info("table loaded", extra={"topic": self.topic,
-                                                            "keys": len(self.table)})
+                            log.info(f"{self.label} table loaded",
+                                     extra={"keys": len(self.table)})
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("context reader failed, retrying", extra={"error": repr(exc)})
+                log.warning(f"{self.label} reader failed, retrying", extra={"error": repr(exc)})
                 await asyncio.sleep(2)
             finally:
                 await consumer.stop()

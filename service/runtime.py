@@ -73,21 +73,14 @@ class KafkaRuntime:
         self.processor = self._processor_factory(KafkaSink(self._producer))
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap_servers,
-            group_id=settings.app_id,
             client_id=f"{settings.app_id}-worker",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=settings.session_timeout_ms,
-            heartbeat_interval_ms=max(300, settings.session_timeout_ms // 5),
-            max_poll_interval_ms=max(300_000, settings.session_timeout_ms * 3),
-            rebalance_timeout_ms=max(20_000, settings.session_timeout_ms * 2),
             partition_assignment_strategy=(RangePartitionAssignor,),
             max_partition_fetch_bytes=4 * 1024 * 1024,
             # how long the broker may hold a fetch with no data: short, or an idle partition's
             # fetch delays the next events (measured: p99 264 ms at 500, the default; 45 ms)
             fetch_max_wait_ms=max(10, min(100, settings.batch_max_wait_ms * 5)),
             fetch_max_bytes=32 * 1024 * 1024,
-            **security,
+            **settings.group_member(),
         )
         await asyncio.wait_for(self._consumer.start(), 30)
         self._consumer.subscribe(

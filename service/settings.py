@@ -93,6 +93,21 @@ class Settings(BaseSettings):
         """The full name of an internal topic owned by this app id."""
         return f"{self.app_id}-{self.topic_prefix}.{name}"
 
+    def group_member(self) -> dict[str, Any]:
+        """Consumer-group keyword arguments for aiokafka consumers: liveness timeouts derived
+        from the session timeout, manual commits, reading from the earliest offset."""
+        session = self.session_timeout_ms
+        return {
+            "group_id": self.app_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "session_timeout_ms": session,
+            "heartbeat_interval_ms": max(300, session // 5),
+            "max_poll_interval_ms": max(300_000, session * 3),
+            "rebalance_timeout_ms": max(20_000, session * 2),
+            **self.kafka_security(),
+        }
+
     def kafka_security(self) -> dict[str, Any]:
         """Security keyword arguments for aiokafka clients (empty for PLAINTEXT)."""
         if self.security_protocol == "PLAINTEXT":

@@ -25,6 +25,7 @@ import logging
 from typing import Any
 
 from schemas.codec import JSONDecodeError, dumps, loads
+from service.background import Background
 from service.domain.rules import Rulebook
 from service.domain.signals import SignalState
 from service.settings import Settings
@@ -35,8 +36,10 @@ __all__ = ["SignalAggregator"]
 log = logging.getLogger(__name__)
 
 
-class SignalAggregator:
+class SignalAggregator(Background):
     """Counts the signal feed of the partitions this worker owns; publishes what fires."""
+
+    task_name = "touchflow-signals"
 
     def __init__(self, settings: Settings, topics: TopicNames, rulebook: Rulebook,
                  metrics: Any = None) -> None:
@@ -49,17 +52,7 @@ class SignalAggregator:
         self.malformed = 0
         self._silent_until: dict[Any, int] = {}
         self._consumer: Any = None
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="touchflow-signals")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
 
     async def _on_assigned(self, assigned: set[Any]) -> None:
         """Rebuild: start over from the beginning, silently up to the committed offsets."""
@@ -84,13 +77,7 @@ class SignalAggregator:
                                         acks="all", **security)
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=settings.bootstrap_servers,
-                group_id=f"{settings.app_id}-signals",
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                session_timeout_ms=settings.session_timeout_ms,
-                heartbeat_interval_ms=max(300, settings.session_timeout_ms // 5),
-                rebalance_timeout_ms=max(20_000, settings.session_timeout_ms * 2),
-                **security,
+                **(settings.group_member() | {"group_id": f"{settings.app_id}-signals"}),
             )
             self._consumer = consumer
             try:

@@ -168,7 +168,8 @@ async def _run_kafka(settings: Settings, rulebook: Any,
         if rulebook.policy.learning is not None:
             from service.propensities import apply_counts_record
 
-            shared = ContextReader(settings, topics.propensities, apply_counts_record)
+            shared = ContextReader(settings, topics.propensities, apply_counts_record,
+                                   label="propensities")
             await shared.start()
         await context.wait_loaded()
         if shared is not None:

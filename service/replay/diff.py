@@ -186,12 +186,14 @@ def compare_stream(
     started = time.perf_counter()
     count = 0
     gc_quiet = contextlib.ExitStack()
-    gc_quiet.enter_context(quiet_gc())
+    collector = gc_quiet.enter_context(quiet_gc())
     try:
         for event, _raw in events:
             count += 1
-            if tick is not None and not count & 0x3FF:
-                tick(count)
+            if not count & 0x3FF:
+                collector.after_batch()
+                if tick is not None:
+                    tick(count)
             out_a, err_a = _step(run_a, stats_a, a, event)
             out_b, err_b = _step(run_b, stats_b, b, event)
             acts_a = {_key(x): x for x in out_a.actions} if out_a is not None else {}

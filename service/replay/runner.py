@@ -33,6 +33,7 @@ from service.domain.learning import LearningState
 from service.domain.profile import Profile
 from service.domain.rules import Rulebook, load_rulebook
 from service.domain.signals import SignalState
+from service.gcpolicy import GcPolicy
 from service.replay.reader import BadRecord, LogFile, OnBad, decode_lines
 
 __all__ = [
@@ -152,18 +153,17 @@ class ReplayResult:
 
 
 @contextlib.contextmanager
-def quiet_gc() -> Iterator[None]:
-    """Fewer garbage collections during a replay: profiles and outcomes hold no reference
-    cycles, and the collector's passes over millions of live objects cost ~5% of the run."""
-    before = gc.get_threshold()
+def quiet_gc() -> Iterator[GcPolicy]:
+    """The worker's garbage-collection regime for a replay (service/gcpolicy.py): survivors
+    are frozen as the run goes, so the collector does not rescan millions of live profile
+    objects; call `after_batch()` on the yielded policy every thousand events or so."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 50, 50)
+    policy = GcPolicy(freeze_every_s=0.5)
     try:
-        yield
+        yield policy
     finally:
-        gc.set_threshold(*before)
-        gc.unfreeze()
+        policy.close()
 
 
 class Replayer:
@@ -306,12 +306,14 @@ def replay_stream(
     started = time.perf_counter()
     count = processed = duplicates = actions = decisions = erased = 0
     gc_quiet = contextlib.ExitStack()
-    gc_quiet.enter_context(quiet_gc())
+    collector = gc_quiet.enter_context(quiet_gc())
     try:
         for event, _raw in events:
             count += 1
-            if tick is not None and not count & 0x3FF:
-                tick(count)
+            if not count & 0x3FF:
+                collector.after_batch()
+                if tick is not None:
+                    tick(count)
             try:
                 outcome = apply(event)
             except Exception as exc:
@@ -405,9 +407,11 @@ def run(
     apply = replayer.apply
     write = sink.write
     gc_quiet = contextlib.ExitStack()
-    gc_quiet.enter_context(quiet_gc())
+    collector = gc_quiet.enter_context(quiet_gc())
     started = time.perf_counter()
-    for raw in events:
+    for number, raw in enumerate(events):
+        if not number & 0x3FF:
+            collector.after_batch()
         try:
             event = decode_event(raw)
         except EventError:

@@ -207,6 +207,18 @@ async def consume(bootstrap: str, topic: str, *, count: int, timeout: float = 60
     return out
 
 
+async def wait_for_records(env: WorkerEnv, topic: str, predicate: Any,
+                           timeout: float = 60) -> list[Any]:
+    """Re-read `<prefix>.<topic>` until `predicate(records)` holds; fail with the logs."""
+    deadline = time.monotonic() + timeout
+    records: list[Any] = []
+    while time.monotonic() < deadline:
+        records = await consume(env.broker.bootstrap, env.topic(topic), count=10**9, timeout=2)
+        if predicate(records):
+            return records
+    raise AssertionError(f"timed out waiting on {topic}: {records}\n{env.logs()[-3000:]}")
+
+
 def event(event_id: str, customer: str, etype: str, *, channel: str = "web",
           at: str = "2026-03-02T09:30:00+09:00", **properties: Any) -> bytes:
     """One wire-format touchpoint event."""

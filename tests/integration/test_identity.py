@@ -5,24 +5,12 @@ workers through the repartition topic."""
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import Any
 
 from aiokafka.partitioner import murmur2
 
-from tests.integration.conftest import ROOT, WorkerEnv, consume, produce
+from tests.integration.conftest import ROOT, WorkerEnv, consume, produce, wait_for_records
 
 EXAMPLE = ROOT / "examples" / "known_after_login"
-
-
-async def _wait_for(env: WorkerEnv, topic: str, predicate: Any, timeout: float = 60) -> list[Any]:
-    deadline = time.monotonic() + timeout
-    records: list[Any] = []
-    while time.monotonic() < deadline:
-        records = await consume(env.broker.bootstrap, env.topic(topic), count=10**9, timeout=2)
-        if predicate(records):
-            return records
-    raise AssertionError(f"timed out waiting on {topic}: {records}\n{env.logs()[-3000:]}")
 
 
 async def test_anonymous_history_merges_across_workers_and_conflicts_are_refused(
@@ -43,14 +31,15 @@ async def test_anonymous_history_merges_across_workers_and_conflicts_are_refused
     lines = (EXAMPLE / "events.jsonl").read_bytes().splitlines()
     bootstrap = worker_env.broker.bootstrap
     await produce(bootstrap, worker_env.topic("events"), lines[:4])  # anonymous x3, login
-    await _wait_for(worker_env, "decisions", lambda rs: any(r["kind"] == "merge" for r in rs))
+    await wait_for_records(worker_env, "decisions",
+                           lambda rs: any(r["kind"] == "merge" for r in rs))
     for line in lines[4:]:  # events hours apart arrive one by one
         await produce(bootstrap, worker_env.topic("events"), [line])
         await asyncio.sleep(0.3)
-    actions = await _wait_for(worker_env, "actions", lambda rs: len(rs) >= 1)
+    actions = await wait_for_records(worker_env, "actions", lambda rs: len(rs) >= 1)
     assert [(a["customer_id"], a["action"], a["payload"]["lead_score"]) for a in actions] == [
         ("acme-kim", "sales_callback", 29.0)]
-    decisions = await _wait_for(
+    decisions = await wait_for_records(
         worker_env, "decisions",
         lambda rs: any(r["kind"] == "identity_refused" for r in rs)
         and sum(1 for r in rs if r.get("suppressed_by") == "cooldown") >= 1)

@@ -6,22 +6,10 @@ context, and a restarted worker rebuilds its counts without publishing the messa
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import Any
 
-from tests.integration.conftest import ROOT, WorkerEnv, consume, event, produce
+from tests.integration.conftest import ROOT, WorkerEnv, consume, event, produce, wait_for_records
 
 EXAMPLE = ROOT / "examples" / "product_issue"
-
-
-async def _wait_for(env: WorkerEnv, topic: str, predicate: Any, timeout: float = 60) -> list[Any]:
-    deadline = time.monotonic() + timeout
-    records: list[Any] = []
-    while time.monotonic() < deadline:
-        records = await consume(env.broker.bootstrap, env.topic(topic), count=10**9, timeout=2)
-        if predicate(records):
-            return records
-    raise AssertionError(f"timed out waiting on {topic}: {records}\n{env.logs()[-3000:]}")
 
 
 async def test_complaint_surge_pauses_the_promotion_across_workers(
@@ -41,12 +29,12 @@ async def test_complaint_surge_pauses_the_promotion_across_workers(
     worker_env.wait_ready(second, timeout=90)
     lines = (EXAMPLE / "events.jsonl").read_bytes().splitlines()
     await produce(bootstrap, worker_env.topic("events"), lines[:9])  # views and the calls
-    operations = await _wait_for(worker_env, "operations", lambda rs: len(rs) >= 1)
-    await _wait_for(worker_env, "context", lambda rs: any(
+    operations = await wait_for_records(worker_env, "operations", lambda rs: len(rs) >= 1)
+    await wait_for_records(worker_env, "context", lambda rs: any(
         isinstance(r, dict) and str(r.get("key", "")).startswith("signal:") for r in rs))
     await asyncio.sleep(3)  # the workers' context readers poll every 0.5 s
     await produce(bootstrap, worker_env.topic("events"), lines[9:11])  # phone-x, phone-y views
-    decisions = await _wait_for(worker_env, "decisions", lambda rs: len(rs) >= 4)
+    decisions = await wait_for_records(worker_env, "decisions", lambda rs: len(rs) >= 4)
     outcome = {r["trigger_event_id"]: (r["outcome"], r["suppressed_by"]) for r in decisions}
     assert outcome == {"p-1": ("sent", None), "p-2": ("suppressed", "context"),
                        "p-10": ("suppressed", "context"), "p-11": ("sent", None)}
@@ -69,7 +57,7 @@ async def test_complaint_surge_pauses_the_promotion_across_workers(
     await produce(bootstrap, worker_env.topic("events"), lines[11:12])  # complaint at 12:00
     await produce(bootstrap, worker_env.topic("events"), complaints("z", "phone-z", range(5, 7)))
     await produce(bootstrap, worker_env.topic("events"), complaints("y", "phone-y", range(10, 14)))
-    await _wait_for(worker_env, "operations", lambda rs: len(rs) >= 3)
+    await wait_for_records(worker_env, "operations", lambda rs: len(rs) >= 3)
     await asyncio.sleep(2)
     operations = await consume(bootstrap, worker_env.topic("operations"), count=10**9,
                                timeout=2)
