@@ -264,6 +264,11 @@ async def _main(args: argparse.Namespace) -> int:
                 if key in wanted:
                     rows.append((name, await step(broker.bootstrap, log, keys, args.partitions,
                                                   tmp)))
+            if "latency" in wanted:
+                best = dict(rows).get("touchflow worker", Measurement()).rate
+                rate = args.latency_rate or (best / 2 if best else 4000.0)
+                latency = await _latency(broker.bootstrap, log, keys, args.partitions, tmp,
+                                         rate)
             if "recovery" in wanted:
                 from bench.recovery import measure_recovery
 
@@ -274,11 +279,6 @@ async def _main(args: argparse.Namespace) -> int:
                         args.partitions, RULES, tmp / "recovery.log")
                 except Exception as exc:
                     recovery = {"ok": False, "note": f"failed: {type(exc).__name__}: {exc}"}
-            if "latency" in wanted:
-                best = dict(rows).get("touchflow worker", Measurement()).rate
-                rate = args.latency_rate or (best / 2 if best else 4000.0)
-                latency = await _latency(broker.bootstrap, log, keys, args.partitions, tmp,
-                                         rate)
     memory: dict[str, float] = {}
     if "core" in wanted:
         rows.append(("pure core (decide)", _pure_core(log)))
