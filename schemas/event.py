@@ -10,7 +10,7 @@ never the offending value, so it can go to the dead-letter topic and the logs sa
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -96,6 +96,37 @@ class Event:
         }
 
 
+def _event_builder() -> Callable[..., Event]:
+    """`Event(...)` without the frozen dataclass's per-field `object.__setattr__` calls (1.5 us
+    of the 6 us an event took to decode): the slot descriptors are set directly. The instance
+    is the same frozen `Event`; only this module builds events this way."""
+    setters = tuple(Event.__dict__[name].__set__ for name in (
+        "event_id", "occurred_at", "ts_ms", "utc_offset_min", "channel", "type", "identity",
+        "properties", "context"))
+    new = object.__new__
+    s0, s1, s2, s3, s4, s5, s6, s7, s8 = setters
+
+    def build(event_id: str, occurred_at: str, ts_ms: int, offset: int, channel: str,
+              etype: str, identity: Mapping[str, str], properties: Mapping[str, Any],
+              context: Mapping[str, Any]) -> Event:
+        event = new(Event)
+        s0(event, event_id)
+        s1(event, occurred_at)
+        s2(event, ts_ms)
+        s3(event, offset)
+        s4(event, channel)
+        s5(event, etype)
+        s6(event, identity)
+        s7(event, properties)
+        s8(event, context)
+        return event
+
+    return build
+
+
+_build_event = _event_builder()
+
+
 def _parse_time(value: object) -> tuple[int, int]:
     if not isinstance(value, str):
         raise EventError("bad_timestamp", "occurred_at must be an ISO-8601 string")
@@ -178,17 +209,8 @@ def parse_event(data: object) -> Event:
         _check_pii(properties, "properties")
     if context:
         _check_pii(context, "context")
-    return Event(
-        event_id=event_id,
-        occurred_at=data["occurred_at"],
-        ts_ms=ts_ms,
-        utc_offset_min=offset,
-        channel=channel,
-        type=etype,
-        identity=identity,
-        properties=properties,
-        context=context,
-    )
+    return _build_event(event_id, data["occurred_at"], ts_ms, offset, channel, etype, identity,
+                        properties, context)
 
 
 def decode_event(raw: bytes | bytearray | memoryview | str | None) -> Event:

@@ -24,7 +24,7 @@ from typing import Any
 
 from service.processor import Message, Processor
 from service.settings import Settings
-from service.sink import KafkaSink
+from service.sink import BatchingKafkaSink, Sink
 from service.topics import TopicNames
 
 __all__ = ["KafkaRuntime"]
@@ -37,7 +37,7 @@ class KafkaRuntime:
     """Consume -> process -> commit, until `stop()` (or SIGTERM/SIGINT in `run_forever`)."""
 
     def __init__(
-        self, settings: Settings, topics: TopicNames, processor_factory: Callable[[KafkaSink],
+        self, settings: Settings, topics: TopicNames, processor_factory: Callable[[Sink],
                                                                                   Processor],
         *, metrics: Any = None, readiness: Any = None,
     ) -> None:
@@ -70,7 +70,7 @@ class KafkaRuntime:
             max_batch_size=512 * 1024, request_timeout_ms=30_000, **security,
         )
         await asyncio.wait_for(self._producer.start(), 30)
-        self.processor = self._processor_factory(KafkaSink(self._producer))
+        self.processor = self._processor_factory(BatchingKafkaSink(self._producer))
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap_servers,
             client_id=f"{settings.app_id}-worker",

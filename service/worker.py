@@ -133,7 +133,7 @@ async def _run_kafka(settings: Settings, rulebook: Any,
     from service.metrics import Metrics
     from service.processor import Processor
     from service.runtime import KafkaRuntime
-    from service.sink import KafkaSink
+    from service.sink import Sink
 
     metrics = Metrics()
     readiness = Readiness()
@@ -180,7 +180,7 @@ async def _run_kafka(settings: Settings, rulebook: Any,
             aggregator = SignalAggregator(settings, topics, rulebook, metrics)
             await aggregator.start()
 
-        def make_processor(sink: KafkaSink) -> Processor:
+        def make_processor(sink: Sink) -> Processor:
             return Processor(settings, topics, rulebook, sink, context=context.table,
                              metrics=metrics, readiness=readiness, in_place=in_place,
                              propensities=shared.table if shared is not None else None)
