@@ -27,7 +27,7 @@ from service.health import Readiness
 from service.metrics import Metrics
 from service.processor import Message, Processor
 from service.settings import Settings
-from service.sink import KafkaSink, Sink
+from service.sink import KafkaSink, SentOffset, Sink
 from service.store import PartitionStore
 from service.topics import TopicNames
 
@@ -222,8 +222,13 @@ class _LazyFaustSink(KafkaSink):
 
     async def send(self, topic: str, key: bytes | None, value: bytes | None, *,
                    partition: int | None = None, headers: Any = None) -> Any:
+        # Faust's Producer.send(topic, key, value, partition, timestamp, headers): timestamp
+        # has no default there (None: the producer's clock).
         self._producer = self._app.producer
-        return await super().send(topic, key, value, partition=partition, headers=headers)
+        fut = await self._producer.send(topic, key, value, partition, None,
+                                        list(headers) if headers else None)
+        self._sent.append(fut)
+        return SentOffset(fut)
 
     async def flush(self) -> None:
         self._producer = self._app.producer

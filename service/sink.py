@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["BatchingKafkaSink", "KafkaSink", "MemorySink", "Sent", "Sink"]
+__all__ = ["BatchingKafkaSink", "KafkaSink", "MemorySink", "Sent", "SentOffset", "Sink"]
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -70,12 +70,14 @@ class KafkaSink:
     """Wraps a producer with aiokafka's `send(topic, value, key, partition, headers)` API.
 
     Faust's producer (`app.producer`) is used in the worker so that Faust's own
-    flush-before-commit covers our records too.
+    flush-before-commit covers our records too. `flush()` also waits for every record's own
+    future and raises if one failed: a producer's flush returns even when a send gave up.
     """
 
     def __init__(self, producer: Any, *, flush_timeout_s: float = 60.0) -> None:
         self._producer = producer
         self._flush_timeout_s = flush_timeout_s
+        self._sent: list[Awaitable[Any]] = []
 
     async def send(
         self, topic: str, key: bytes | None, value: bytes | None, *,
@@ -86,13 +88,17 @@ class KafkaSink:
             topic, key=key, value=value, partition=partition,
             headers=list(headers) if headers else None,
         )
-        return _Offset(fut)
+        self._sent.append(fut)
+        return SentOffset(fut)
 
     async def flush(self) -> None:
         await asyncio.wait_for(self._producer.flush(), self._flush_timeout_s)
+        sent, self._sent = self._sent, []
+        if sent:
+            await asyncio.wait_for(asyncio.gather(*sent), self._flush_timeout_s)
 
 
-class _Offset:
+class SentOffset:
     """Awaitable offset of a sent record; unlike a coroutine, fine to leave un-awaited."""
 
     __slots__ = ("_fut",)
@@ -157,7 +163,7 @@ class BatchingKafkaSink:
                 fut = await self._producer.send(topic, key=key, value=value,
                                                 headers=list(headers) if headers else None)
                 self._shipped.append(fut)
-                return _Offset(fut)
+                return SentOffset(fut)
         slot = (topic, partition)
         entry = self._open.get(slot)
         if entry is None:
@@ -175,7 +181,7 @@ class BatchingKafkaSink:
                                                 partition=partition,
                                                 headers=header_list or None)
                 self._shipped.append(fut)
-                return _Offset(fut)
+                return SentOffset(fut)
         return _BatchOffset(entry, int(meta.offset))
 
     async def _ship(self, slot: tuple[str, int], entry: _Open) -> None:

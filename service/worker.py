@@ -226,6 +226,7 @@ def _run_faust(settings: Settings, rulebook: Any,
     http = loop.run_until_complete(
         start_http(settings.metrics_host, settings.metrics_port, metrics, readiness)
     )
+    log.info(f"metrics and health on http://{settings.metrics_host}:{http.port}/metrics")
     topics = TopicNames.from_settings(settings)
     try:
         counts = loop.run_until_complete(

@@ -7,14 +7,17 @@ import base64
 import signal
 
 import orjson
+import pytest
 
 from tests.integration.conftest import WorkerEnv, consume, event, produce
 
 
-async def test_events_in_actions_and_audit_out(worker_env: WorkerEnv) -> None:
+@pytest.mark.parametrize("runtime", ["kafka", "faust"])
+async def test_events_in_actions_and_audit_out(worker_env: WorkerEnv, runtime: str) -> None:
     """Twelve pings give one `milestone_10` (once only), nine give none; a complaint call gives
-    `apology_call`; every action carries its reasons and an audit record exists for each."""
-    worker = worker_env.start_worker()
+    `apology_call`; every action carries its reasons and an audit record exists for each; the
+    same with the Faust runtime (TOUCHFLOW_RUNTIME=faust) as with the default one."""
+    worker = worker_env.start_worker(TOUCHFLOW_RUNTIME=runtime)
     worker_env.wait_ready(worker)
     bootstrap = worker_env.broker.bootstrap
     values = [event(f"a{i}", "c-a", "ping", at=f"2026-03-02T09:{i:02d}:00Z") for i in range(12)]
@@ -24,7 +27,8 @@ async def test_events_in_actions_and_audit_out(worker_env: WorkerEnv) -> None:
 
     actions = await consume(bootstrap, worker_env.topic("actions"), count=2, settle=3.0)
     by_customer = {a["customer_id"]: a for a in actions}
-    assert sorted(a["action"] for a in actions) == ["apology_call", "milestone_10"]
+    assert sorted(a["action"] for a in actions) == ["apology_call", "milestone_10"], \
+        worker_env.logs()[-4000:]
     milestone = by_customer["c-a"]
     assert milestone["channel"] == "email"
     assert milestone["payload"]["pings"] in (10, "10", 10.0)
