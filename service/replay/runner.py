@@ -188,11 +188,15 @@ class Replayer:
         Identity links are applied at once, through the same pure steps the worker runs on
         the alias and canonical partitions (service/domain/identity.py)."""
         profiles = self.profiles
-        canonical = self.resolve(event.key())
+        canonical = event.key()
         key = canonical.encode()
         profile = profiles.get(key)
-        if profile is None and canonical != event.key():
-            profile = Profile(canonical)
+        if profile is not None and profile.redirect is not None:  # an alias: follow the merge
+            canonical = self.resolve(canonical)
+            key = canonical.encode()
+            profile = profiles.get(key)
+            if profile is None:
+                profile = Profile(canonical)
         learning = self.learning
         context = self.context if learning is None else learning.context(event.ts_ms,
                                                                          self.context)
