@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from service.partitioning import partition_for_key
+
 __all__ = ["BatchingKafkaSink", "KafkaSink", "MemorySink", "Sent", "SentOffset", "Sink"]
 
 Headers = Sequence[tuple[str, bytes]]
@@ -149,9 +151,7 @@ class BatchingKafkaSink:
             count = self._partitions[topic] = len(known)
         if key is None:
             return None
-        from aiokafka.partitioner import murmur2
-
-        return int((murmur2(key) & 0x7FFFFFFF) % count)
+        return partition_for_key(key, count)
 
     async def send(
         self, topic: str, key: bytes | None, value: bytes | None, *,

@@ -10,7 +10,7 @@ from ``checkpoint + 1`` and can never be ahead of it.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -29,7 +29,11 @@ class PartitionStore(Protocol):
 
     def get(self, key: bytes) -> bytes | None: ...
 
-    def write(self, items: Mapping[bytes, bytes | None], checkpoint: int) -> None: ...
+    def write(self, items: Mapping[bytes, bytes | None], checkpoint: int,
+              existing: Container[bytes] | None = None) -> None:
+        """Write a batch atomically. `existing`, when the caller knows it, holds the keys of
+        `items` already in the store (it spares the store a lookup per key to keep `count`)."""
+        ...
 
     def checkpoint(self) -> int: ...
 
@@ -52,7 +56,8 @@ class MemoryStore:
     def get(self, key: bytes) -> bytes | None:
         return self._data.get(key)
 
-    def write(self, items: Mapping[bytes, bytes | None], checkpoint: int) -> None:
+    def write(self, items: Mapping[bytes, bytes | None], checkpoint: int,
+              existing: Container[bytes] | None = None) -> None:
         data = self._data
         for key, value in items.items():
             if value is None:
@@ -104,13 +109,15 @@ class RocksStore:
         value = self._db.get(key)
         return value if value is None else bytes(value)
 
-    def write(self, items: Mapping[bytes, bytes | None], checkpoint: int) -> None:
+    def write(self, items: Mapping[bytes, bytes | None], checkpoint: int,
+              existing: Container[bytes] | None = None) -> None:
         from rocksdict import WriteBatch
 
         batch = WriteBatch(raw_mode=True)
         db = self._db
+        known = existing if existing is not None else db
         for key, value in items.items():
-            existed = key in db
+            existed = key in known
             if value is None:
                 if existed:
                     batch.delete(key)

@@ -77,3 +77,57 @@ async def test_erasure_tombstones_profile_and_linked_aliases() -> None:
     reports = [orjson.loads(r.value) for r in sink.on(topics.actions) if r.value]
     assert (reports[-1]["customer_id"], float(reports[-1]["payload"]["pings"])) == (
         "anonymous_id:a-1", 2.0)
+
+
+async def test_rocksdb_profile_count_follows_creations_revisits_and_erasures(
+        tmp_path: Path) -> None:
+    """The per-partition profile count (the `touchflow_profiles` gauge) stays equal to the keys
+    really in the RocksDB stores while profiles are created, revisited from the cache and from
+    disk (cache dropped), merged and erased: the processor tells the store which keys existed,
+    so the store no longer looks each one up."""
+    settings = load_settings(rules=RULES, store="rocksdb://", partitions=2, data_dir=tmp_path,
+                             broker="kafka://127.0.0.1:1", topic_prefix="cnt")
+    topics = TopicNames.from_settings(settings)
+    sink = MemorySink()
+    processor = Processor(settings, topics, load_rulebook(RULES), sink, recover=_no_recovery)
+    offsets: dict[tuple[str, int], int] = {}
+
+    async def deliver(raw: bytes, topic: str = topics.events, partition: int = 0,
+                      key: bytes | None = None, headers: tuple[tuple[str, bytes], ...] = ()
+                      ) -> None:
+        slot = (topic, partition)
+        offsets[slot] = offsets.get(slot, -1) + 1
+        await processor.process([Message(topic, partition, offsets[slot], key, raw,
+                                         headers=headers)])
+
+    def counts() -> tuple[int, int]:
+        stores = [processor.store(p) for p in (0, 1)]
+        counted = sum(s.count() for s in stores if s is not None)
+        real = sum(len([k for k in s.keys() if not k.startswith(b"\x00")])  # noqa: SIM118
+                   for s in stores if s is not None)
+        return counted, real
+
+    looped = 0
+
+    async def loop_back() -> None:
+        nonlocal looped
+        while len(sink.on(topics.repartition)) > looped:
+            record = sink.on(topics.repartition)[looped]
+            looped += 1
+            await deliver(record.value or b"", topics.repartition, record.partition or 0,
+                          record.key, tuple(record.headers or ()))
+
+    for n in range(12):
+        await deliver(_event(f"a{n}", "ping", 1, customer_id=f"c-{n % 6}"))
+    await loop_back()
+    assert counts() == (6, 6)
+    for partition in (0, 1):  # revisits read from disk, not from the cache
+        processor._cache[partition].clear()
+    for n in range(6):
+        await deliver(_event(f"b{n}", "ping", 2, customer_id=f"c-{n}"))
+    await deliver(_event("login", "identified", 3, customer_id="c-0", anonymous_id="a-9"))
+    await loop_back()
+    assert counts() == (7, 7)  # the alias a-9 holds a redirect now
+    await deliver(_event("bye", "erasure_requested", 4, customer_id="c-0"))
+    await loop_back()
+    assert counts() == (5, 5)
