@@ -204,6 +204,18 @@ def _replay(log: list[bytes]) -> tuple[Measurement, dict[str, float]]:
                         note="in-process replay engine, no Kafka"), memory)
 
 
+def _worker_counts(spec: str | None) -> list[int]:
+    """Worker counts for the scaling run: as given, else 1, 2, 4, 8 as far as there is a core
+    for each worker plus one for the broker and one for the load."""
+    if spec:
+        try:
+            return sorted({int(part) for part in spec.split(",") if part.strip()})
+        except ValueError:
+            raise SystemExit(f"--workers wants numbers like 1,2,4,8, not {spec!r}") from None
+    cores = os.cpu_count() or 1
+    return [n for n in (1, 2, 4, 8) if n + 2 <= cores]
+
+
 def _table(rows: list[tuple[str, Measurement]]) -> tuple[str, list[dict[str, Any]]]:
     naive = dict(rows).get("naive faust", Measurement()).rate
     ceiling = dict(rows).get("raw aiokafka", Measurement()).rate
@@ -254,6 +266,8 @@ async def _main(args: argparse.Namespace) -> int:
     rows: list[tuple[str, Measurement]] = []
     latency: dict[str, Any] = {}
     recovery: dict[str, Any] = {}
+    scaling: list[dict[str, Any]] = []
+    counts = _worker_counts(args.workers)
     with tempfile.TemporaryDirectory(prefix="touchflow-bench-") as tmp_name:
         tmp = Path(tmp_name)
         with EmbeddedBroker(log_path=tmp / "tansu.log") as broker:
@@ -269,6 +283,12 @@ async def _main(args: argparse.Namespace) -> int:
                 rate = args.latency_rate or (best / 2 if best else 4000.0)
                 latency = await _latency(broker.bootstrap, log, keys, args.partitions, tmp,
                                          rate)
+            if "scaling" in wanted or (not args.only and len(counts) > 1):
+                from bench.scaling import measure_scaling
+
+                scaling = await measure_scaling(
+                    broker.bootstrap, lambda p: _touchflow_env(broker.bootstrap, p, tmp), ROOT,
+                    log, keys, counts or [1, 2], args.partitions, tmp)
             if "recovery" in wanted:
                 from bench.recovery import measure_recovery
 
@@ -310,6 +330,12 @@ async def _main(args: argparse.Namespace) -> int:
               f"{recovery['traffic_events']:,} events")
     elif recovery:
         print(f"recovery: {recovery.get('note')}")
+    if scaling:
+        from bench.scaling import scaling_table
+
+        print(f"\nscale-out (one consumer group, {max(args.partitions, max(counts or [2]))}+ "
+              f"partitions, {os.cpu_count()} CPUs shared with the broker):")
+        print(scaling_table(scaling))
     result = {
         "run_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python -m bench " + " ".join(sys.argv[1:]),
@@ -323,6 +349,7 @@ async def _main(args: argparse.Namespace) -> int:
         "memory": memory,
         "latency": latency,
         "recovery": recovery,
+        "scaling": scaling,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -341,12 +368,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--only", action="append",
                         choices=("ceiling", "naive", "touchflow", "core", "latency",
-                                 "recovery"),
+                                 "recovery", "scaling"),
                         help="run only these pipelines (repeatable)")
     parser.add_argument("--profiles", type=int, default=1_000_000,
                         help="profiles in the changelog for the recovery run (default 1000000)")
     parser.add_argument("--latency-rate", type=float, default=None,
                         help="events/s for the latency run (default: half the worker's rate)")
+    parser.add_argument("--workers", default=None,
+                        help="worker counts for the scaling run, e.g. 1,2,4,8 (default: those "
+                             "with a spare core each, broker included; none on 2 CPUs)")
     parser.add_argument("--out", default=str(RESULTS), help="JSON results file")
     args = parser.parse_args(argv)
     if args.quick:

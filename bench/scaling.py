@@ -1,0 +1,177 @@
+"""Scale-out: N touchflow workers in one consumer group on the same log, N = 1, 2, 4, 8...
+
+For each N: fresh topics (`--partitions` partitions, at least N), N worker processes with
+their own RocksDB directories, started together and left to settle (every one answers
+/readyz with a partition assignment, twice in a row one second apart, so no rebalance is
+timed). Then the log is produced at full speed (one record batch per partition, the
+workers' own sink) and the group's committed offsets are polled until every event is
+committed. The clock runs from the first committed movement, as for the single-worker row.
+
+Reported per N: events/s, speed-up over N = 1, efficiency = rate(N) / (N x rate(1)) (the
+issue's target is >= 0.8), and the workers' summed CPU seconds per wall second. On a machine
+with fewer cores than N + 1 (the broker needs one) the curve measures the machine, not the
+design: run it where cores are plentiful (`python -m bench --only scaling --workers 1,2,4,8
+--partitions 8`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["measure_scaling"]
+
+
+def _ready(base: str) -> bool:
+    with contextlib.suppress(OSError), \
+            urllib.request.urlopen(f"{base}/readyz", timeout=2) as response:
+        return bool(response.status == 200)
+    return False
+
+
+async def _settle(processes: Sequence[subprocess.Popen[bytes]], logs: Sequence[Path],
+                  timeout_s: float) -> None:
+    """Wait until every worker is ready twice in a row, one second apart."""
+    from bench.latency import _wait_ready
+
+    bases = [await _wait_ready(p, log, timeout_s) for p, log in zip(processes, logs, strict=True)]
+    deadline = time.monotonic() + timeout_s
+    streak = 0
+    while streak < 2:
+        if time.monotonic() > deadline:
+            raise RuntimeError("workers did not settle into a stable group")
+        for process in processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"a worker exited with {process.returncode}")
+        ready = await asyncio.to_thread(lambda: all(_ready(base) for base in bases))
+        streak = streak + 1 if ready else 0
+        await asyncio.sleep(1.0)
+
+
+async def _produce_fast(bootstrap: str, topic: str, log: Sequence[bytes],
+                        keys: Sequence[bytes | None]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    from service.sink import BatchingKafkaSink
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1,
+                                max_batch_size=512 * 1024, max_request_size=4 * 1024 * 1024)
+    await asyncio.wait_for(producer.start(), 20)
+    try:
+        await producer.partitions_for(topic)  # metadata first, so the sink batches at once
+        sink = BatchingKafkaSink(producer)
+        for start in range(0, len(log), 5000):
+            for index in range(start, min(len(log), start + 5000)):
+                await sink.send(topic, keys[index], log[index])
+            await sink.flush()
+    finally:
+        await asyncio.wait_for(producer.stop(), 30)
+
+
+def _cpu(pids: Sequence[int]) -> float:
+    from bench.harness import _cpu_seconds
+
+    return sum(_cpu_seconds(pid) or 0.0 for pid in pids)
+
+
+async def _one(bootstrap: str, env: Mapping[str, str], prefix: str, cwd: Path,
+               log: Sequence[bytes], keys: Sequence[bytes | None], workers: int,
+               partitions: int, tmp: Path, poll_s: float) -> dict[str, Any]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from bench.harness import _committed, create_topic, stop_process
+
+    topic = f"{prefix}.events"
+    await create_topic(bootstrap, topic, partitions)
+    processes: list[subprocess.Popen[bytes]] = []
+    logs: list[Path] = []
+    watcher = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=prefix,
+                               enable_auto_commit=False, request_timeout_ms=10_000)
+    try:
+        for index in range(workers):
+            path = tmp / f"scaling-{prefix}-w{index}.log"
+            logs.append(path)
+            worker_env = dict(env) | {"TOUCHFLOW_DATA_DIR": str(tmp / f"{prefix}-w{index}")}
+            with open(path, "ab") as out:
+                processes.append(subprocess.Popen(
+                    [sys.executable, "-m", "service", "worker"], env=worker_env, cwd=cwd,
+                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=True))
+        await _settle(processes, logs, 120)
+        await asyncio.wait_for(watcher.start(), 20)
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        producing = asyncio.create_task(_produce_fast(bootstrap, topic, log, keys))
+        first: tuple[float, int, float] | None = None
+        deadline = time.monotonic() + 90 + len(log) / 400
+        while True:
+            await asyncio.sleep(poll_s)
+            now = time.monotonic()
+            if any(p.poll() is not None for p in processes):
+                return {"workers": workers, "ok": False, "note": "a worker exited"}
+            with contextlib.suppress(Exception):
+                committed = await _committed(watcher, tps)
+                if first is None and committed > 0:
+                    first = (now, committed, _cpu([p.pid for p in processes]))
+                if first is not None and committed >= len(log):
+                    await producing
+                    seconds = now - first[0]
+                    events = committed - first[1]
+                    cpu = _cpu([p.pid for p in processes]) - first[2]
+                    return {"workers": workers, "ok": True, "events": events,
+                            "seconds": round(seconds, 2),
+                            "events_per_s": round(events / seconds) if seconds else 0,
+                            "cpu_per_s": round(cpu / seconds, 2) if seconds else None}
+            if now > deadline:
+                return {"workers": workers, "ok": False, "note": "timed out"}
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(watcher.stop(), 10)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            stop_process(process, 20)
+
+
+async def measure_scaling(bootstrap: str, make_env: Any, cwd: Path, log: Sequence[bytes],
+                          keys: Sequence[bytes | None], counts: Sequence[int], partitions: int,
+                          tmp: Path, poll_s: float = 0.25) -> list[dict[str, Any]]:
+    """One row per worker count; `make_env()` gives (env, prefix) for fresh topics."""
+    rows: list[dict[str, Any]] = []
+    for workers in counts:
+        env, prefix = make_env(max(partitions, workers))
+        print(f"  scaling: {workers} worker(s) on {max(partitions, workers)} partitions...",
+              file=sys.stderr, flush=True)
+        try:
+            row = await _one(bootstrap, env, prefix, cwd, log, keys, workers,
+                             max(partitions, workers), tmp, poll_s)
+        except Exception as exc:
+            row = {"workers": workers, "ok": False, "note": f"failed: {type(exc).__name__}: {exc}"}
+        rows.append(row)
+    base = next((r["events_per_s"] for r in rows if r.get("ok") and r["workers"] == 1), None)
+    for row in rows:
+        if row.get("ok") and base:
+            row["speedup"] = round(row["events_per_s"] / base, 2)
+            row["efficiency"] = round(row["events_per_s"] / (row["workers"] * base), 2)
+    return rows
+
+
+def scaling_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The rows as a small text table."""
+    lines = [f"{'workers':>7}  {'events/s':>9}  {'speed-up':>8}  {'efficiency':>10}  "
+             f"{'cpu/s':>5}  note"]
+    for row in rows:
+        if row.get("ok"):
+            lines.append(f"{row['workers']:>7}  {row['events_per_s']:>9,}  "
+                         f"{row.get('speedup', 0):>7.2f}x  {row.get('efficiency', 0):>10.2f}  "
+                         f"{row.get('cpu_per_s') or 0:>5.2f}")
+        else:
+            lines.append(f"{row['workers']:>7}  {'-':>9}  {'-':>8}  {'-':>10}  {'-':>5}  "
+                         f"{row.get('note', '')}")
+    return "\n".join(lines)
