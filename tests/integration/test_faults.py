@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from service.embedded import EmbeddedBroker
@@ -24,6 +25,7 @@ from service.embedded.broker import free_port
 from tests.integration.conftest import WorkerEnv, consume, event, produce
 
 CUSTOMERS = [f"f-{n:03d}" for n in range(24)]
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def _pings(start: int, stop: int) -> list[bytes]:
@@ -208,8 +210,9 @@ def _one_sentence(result: subprocess.CompletedProcess[str], *needles: str) -> No
 
 def test_bad_configuration_stops_start_up_with_one_sentence(worker_env: WorkerEnv) -> None:
     """A broker host that does not resolve, a rulebook that cannot be read, and a data
-    directory that cannot be written each stop the worker with one `touchflow:` sentence that
-    names the setting, and no traceback."""
+    directory that cannot be written, and the Faust runtime asked to run a rulebook with
+    cross-customer signals (which it cannot share between workers) each stop the worker with
+    one `touchflow:` sentence that names the setting, and no traceback."""
     base = worker_env.env(TOUCHFLOW_STORE="rocksdb://")
     _one_sentence(_run_cli({**base, "TOUCHFLOW_BROKER": "kafka://no-such-host.invalid:9092"}),
                   "TOUCHFLOW_BROKER", "does not resolve")
@@ -217,6 +220,9 @@ def test_bad_configuration_stops_start_up_with_one_sentence(worker_env: WorkerEn
     _one_sentence(_run_cli({**base, "TOUCHFLOW_DATA_DIR": "/proc/touchflow"}),
                   "TOUCHFLOW_DATA_DIR")
     _one_sentence(_run_cli({**base, "TOUCHFLOW_PARTITIONS": "many"}), "TOUCHFLOW_PARTITIONS")
+    _one_sentence(_run_cli({**base, "TOUCHFLOW_RUNTIME": "faust",
+                            "TOUCHFLOW_RULES": str(EXAMPLES / "product_issue" / "rulebook.yaml")}),
+                  "TOUCHFLOW_RUNTIME=faust", "signals")
 
 
 def _hostile_corpus() -> dict[str, bytes]:
