@@ -277,9 +277,11 @@ class Processor:
             changed.setdefault(partition, {})
         last_of: dict[int, Message] = {}
         stored: set[bytes] = set()  # keys found in a store (or its cache) before this batch
+        stores = self._stores
+        caches = {partition: self._cache.setdefault(partition, {}) for partition in changed}
         for partition, message, maybe_event, key in ordered:
-            store = self._stores[partition]
-            cache = self._cache.setdefault(partition, {})
+            store = stores[partition]
+            cache = caches[partition]
             touched = changed[partition]
             last_of[partition] = message
             if key in touched:
@@ -365,25 +367,24 @@ class Processor:
         stats.sent_actions = actions
 
         # Changelog after the actions are acknowledged: see the module docstring.
-        pending: list[tuple[int, Awaitable[int]]] = []
+        # A partition's records get increasing offsets in send order, so its checkpoint is
+        # the offset of its last record; `flush()` has raised if any record was lost.
+        last_sent: dict[int, Awaitable[int]] = {}
         encoded: dict[int, dict[bytes, bytes | None]] = {}
+        changelog = topics.changelog
         for partition, touched in changed.items():
             header = [("src", source_offsets.get(partition, "").encode())]
             values = encoded.setdefault(partition, {})
+            fut = None
             for key, profile in touched.items():
                 value: bytes | None = profile.to_bytes() if profile is not None else None
                 values[key] = value
-                fut = await sink.send(
-                    topics.changelog, key, value, partition=partition, headers=header
-                )
-                pending.append((partition, fut))
-        if pending:
+                fut = await sink.send(changelog, key, value, partition=partition, headers=header)
+            if fut is not None:
+                last_sent[partition] = fut
+        if last_sent:
             await sink.flush()
-        checkpoints: dict[int, int] = {}
-        for partition, fut in pending:
-            offset = await fut
-            if offset > checkpoints.get(partition, -1):
-                checkpoints[partition] = offset
+        checkpoints = {partition: await fut for partition, fut in last_sent.items()}
         for partition, touched in changed.items():
             if not touched:
                 continue
