@@ -333,7 +333,7 @@ async def _main(args: argparse.Namespace) -> int:
     if scaling:
         from bench.scaling import scaling_table
 
-        print(f"\nscale-out (one consumer group, {max(args.partitions, max(counts or [2]))}+ "
+        print(f"\nscale-out (one consumer group, {max(args.partitions, *(counts or [2]))} "
               f"partitions, {os.cpu_count()} CPUs shared with the broker):")
         print(scaling_table(scaling))
     result = {

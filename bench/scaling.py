@@ -144,13 +144,14 @@ async def measure_scaling(bootstrap: str, make_env: Any, cwd: Path, log: Sequenc
                           tmp: Path, poll_s: float = 0.25) -> list[dict[str, Any]]:
     """One row per worker count; `make_env()` gives (env, prefix) for fresh topics."""
     rows: list[dict[str, Any]] = []
+    partitions = max(partitions, *counts)  # the same topics for every N: like-for-like
     for workers in counts:
-        env, prefix = make_env(max(partitions, workers))
-        print(f"  scaling: {workers} worker(s) on {max(partitions, workers)} partitions...",
+        env, prefix = make_env(partitions)
+        print(f"  scaling: {workers} worker(s) on {partitions} partitions...",
               file=sys.stderr, flush=True)
         try:
-            row = await _one(bootstrap, env, prefix, cwd, log, keys, workers,
-                             max(partitions, workers), tmp, poll_s)
+            row = await _one(bootstrap, env, prefix, cwd, log, keys, workers, partitions, tmp,
+                             poll_s)
         except Exception as exc:
             row = {"workers": workers, "ok": False, "note": f"failed: {type(exc).__name__}: {exc}"}
         rows.append(row)
