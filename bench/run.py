@@ -50,7 +50,7 @@ def _workload(events: int, customers: int, seed: int) -> tuple[list[bytes], list
 async def _run_pipeline(name: str, command: list[str], env: dict[str, str], *, bootstrap: str,
                         topic: str, group: str, log: list[bytes], keys: list[bytes | None],
                         partitions: int, tmp: Path, create: bool = True) -> Measurement:
-    poll_s = float(os.environ.get("BENCH_POLL_S", "0.5"))
+    poll_s = float(os.environ.get("BENCH_POLL_S", "0.1"))
     if create:
         await create_topic(bootstrap, topic, partitions)
     produce_s = await produce_log(bootstrap, topic, log, keys)
@@ -343,7 +343,7 @@ async def _main(args: argparse.Namespace) -> int:
         "partitions": args.partitions, "mean_event_bytes": round(size, 1),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform()},
-        "method": f"committed offsets polled every {os.environ.get('BENCH_POLL_S', '0.5')} s, "
+        "method": f"committed offsets polled every {os.environ.get('BENCH_POLL_S', '0.1')} s, "
                   "from their first movement until all events are committed",
         "rows": records,
         "memory": memory,
