@@ -154,7 +154,7 @@ def _parse_time(value: object) -> tuple[int, int]:
     return micros // 1_000, offset_s // 60
 
 
-_ID_RANK: dict[str, int] = {name: rank for rank, name in enumerate(IDENTIFIER_FIELDS)}
+_ID_NAMES = frozenset(IDENTIFIER_FIELDS)
 _HASHED_IDS = frozenset({"email_sha256", "phone_sha256"})
 _PHONE_FIELDS = frozenset({"phone", "phone_number", "msisdn", "mobile"})
 _PERSONAL_FIELDS = frozenset({"email", "phone", "phone_number", "msisdn"})
@@ -165,10 +165,8 @@ def _check_identity(identity: object) -> tuple[dict[str, str], str]:
     if not isinstance(identity, dict):
         raise EventError("missing_identity", "identity must be an object")
     out: dict[str, str] = {}
-    best = len(IDENTIFIER_FIELDS)
     for name, value in identity.items():
-        rank = _ID_RANK.get(name)
-        if rank is None:
+        if name not in _ID_NAMES:
             raise EventError("bad_identity", f"identity.{name} is not a known identifier")
         if value is None:
             continue
@@ -181,14 +179,11 @@ def _check_identity(identity: object) -> tuple[dict[str, str], str]:
         if "@" in value and _EMAIL.fullmatch(value):
             raise EventError("personal_data", f"identity.{name} holds a raw e-mail address")
         out[name] = value
-        if rank < best:
-            best = rank
     if not out:
         raise EventError(
             "missing_identity", "identity carries none of " + ", ".join(IDENTIFIER_FIELDS)
         )
-    name = IDENTIFIER_FIELDS[best]
-    return out, f"{name}:{out[name]}"
+    return out, _profile_key(out)
 
 
 def _check_pii(properties: Mapping[str, Any], where: str) -> None:

@@ -27,7 +27,7 @@ from service.health import Readiness
 from service.metrics import Metrics
 from service.processor import Message, Processor
 from service.settings import Settings
-from service.sink import KafkaSink, SentOffset, Sink
+from service.sink import KafkaSink, Sink
 from service.store import PartitionStore
 from service.topics import TopicNames
 
@@ -220,15 +220,12 @@ class _LazyFaustSink(KafkaSink):
         super().__init__(None)
         self._app = app
 
-    async def send(self, topic: str, key: bytes | None, value: bytes | None, *,
-                   partition: int | None = None, headers: Any = None) -> Any:
+    async def _produce(self, topic: str, key: bytes | None, value: bytes | None,
+                       partition: int | None, headers: list[tuple[str, bytes]] | None) -> Any:
         # Faust's Producer.send(topic, key, value, partition, timestamp, headers): timestamp
         # has no default there (None: the producer's clock).
         self._producer = self._app.producer
-        fut = await self._producer.send(topic, key, value, partition, None,
-                                        list(headers) if headers else None)
-        self._sent.append(fut)
-        return SentOffset(fut)
+        return await self._producer.send(topic, key, value, partition, None, headers)
 
     async def flush(self) -> None:
         self._producer = self._app.producer

@@ -14,7 +14,7 @@ batch in flight may count twice (the batch is replayed after its counts were pub
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from schemas.codec import JSONDecodeError, dumps, loads
@@ -54,12 +54,8 @@ class SharedPropensities:
     def adopt(self, partition: int) -> None:
         """Take over a partition: continue from its latest published tally."""
         table = PropensityTable()
-        latest = self.published.get(str(partition))
-        if isinstance(latest, dict):
-            for name, counts in latest.items():
-                action, _, segment = str(name).partition(_SEP)
-                if isinstance(counts, list) and len(counts) == 2:
-                    table.counts[(action, segment)] = [int(counts[0]), int(counts[1])]
+        for action, segment, counts in _entries(self.published.get(str(partition))):
+            table.counts[(action, segment)] = [int(counts[0]), int(counts[1])]
         self.own[partition] = table
 
     def release(self, partition: int) -> None:
@@ -83,11 +79,8 @@ class SharedPropensities:
                 _add(total, context_key(action, segment), counts)
         owned = {str(p) for p in self.own}
         for partition, tally in self.published.items():
-            if partition in owned or not isinstance(tally, dict):
-                continue
-            for name, counts in tally.items():
-                action, _, segment = str(name).partition(_SEP)
-                if isinstance(counts, list) and len(counts) == 2:
+            if partition not in owned:
+                for action, segment, counts in _entries(tally):
                     _add(total, context_key(action, segment), counts)
         return total
 
@@ -102,6 +95,15 @@ class SharedPropensities:
             out.append((str(partition).encode(), dumps(body)))
         self.dirty.clear()
         return out
+
+
+def _entries(tally: Any) -> Iterator[tuple[str, str, list[Any]]]:
+    """(action, segment, [accepted, declined]) of a published tally; malformed parts skipped."""
+    if isinstance(tally, dict):
+        for name, counts in tally.items():
+            action, _, segment = str(name).partition(_SEP)
+            if isinstance(counts, list) and len(counts) == 2:
+                yield action, segment, counts
 
 
 def _add(total: dict[str, list[int]], key: str, counts: list[int]) -> None:

@@ -86,12 +86,16 @@ class KafkaSink:
         partition: int | None = None, headers: Headers | None = None,
     ) -> Awaitable[int]:
         # Keywords: aiokafka orders (topic, value, key), Faust's producer (topic, key, value).
-        fut = await self._producer.send(
-            topic, key=key, value=value, partition=partition,
-            headers=list(headers) if headers else None,
-        )
+        fut = await self._produce(topic, key, value, partition,
+                                  list(headers) if headers else None)
         self._sent.append(fut)
         return SentOffset(fut)
+
+    async def _produce(self, topic: str, key: bytes | None, value: bytes | None,
+                       partition: int | None, headers: list[tuple[str, bytes]] | None) -> Any:
+        """Hand one record to the producer; its delivery future."""
+        return await self._producer.send(topic, key=key, value=value, partition=partition,
+                                         headers=headers)
 
     async def flush(self) -> None:
         await asyncio.wait_for(self._producer.flush(), self._flush_timeout_s)
