@@ -22,6 +22,7 @@ from typing import Any
 
 __all__ = [
     "Measurement", "create_topic", "measure_subprocess", "produce_log", "stop_process",
+    "watch_commits",
 ]
 
 POLL_S = 0.5
@@ -113,20 +114,19 @@ def _tail(path: Path, lines: int = 12) -> list[str]:
         return []
 
 
-async def measure_subprocess(
-    command: Sequence[str], env: Mapping[str, str], *, bootstrap: str, group: str, topic: str,
-    partitions: int, total: int, log_path: Path, timeout_s: float, cwd: Path,
-    poll_s: float = POLL_S,
+async def watch_commits(
+    processes: Sequence[subprocess.Popen[bytes]], *, bootstrap: str, group: str, topic: str,
+    partitions: int, total: int, timeout_s: float, poll_s: float = POLL_S,
 ) -> Measurement:
-    """Start `command`, time it from the first committed-offset movement to `total` committed,
-    then stop it with SIGTERM (SIGKILL after 20 s)."""
+    """Poll `group`'s committed offsets on `topic` until `total` are committed: the window
+    runs from their first movement, CPU is the processes' sum over it. Stops nothing."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    def cpu_now() -> float | None:
+        seconds = [_cpu_seconds(p.pid) for p in processes]
+        return None if None in seconds else sum(s for s in seconds if s is not None)
+
     result = Measurement()
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(list(command), env=dict(env), cwd=cwd, stdout=log,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)
     watcher = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
                                enable_auto_commit=False, request_timeout_ms=10_000)
     await asyncio.wait_for(watcher.start(), 20)
@@ -137,8 +137,9 @@ async def measure_subprocess(
         while True:
             await asyncio.sleep(poll_s)
             now = time.monotonic()
-            if process.poll() is not None:
-                result.note = f"exited with code {process.returncode} before finishing"
+            ended = next((p for p in processes if p.poll() is not None), None)
+            if ended is not None:
+                result.note = f"exited with code {ended.returncode} before finishing"
                 result.exited_early = first is None
                 break
             try:
@@ -149,12 +150,12 @@ async def measure_subprocess(
                     result.note = f"offsets unreadable: {type(exc).__name__}"
                     break
             if first is None and committed > 0:
-                first = (now, committed, _cpu_seconds(process.pid))
+                first = (now, committed, cpu_now())
             if first is not None and committed >= total:
                 result.ok = True
                 result.events = committed - first[1]
                 result.seconds = now - first[0]
-                cpu = _cpu_seconds(process.pid)
+                cpu = cpu_now()
                 if cpu is not None and first[2] is not None:
                     result.cpu_seconds = cpu - first[2]
                 if result.events < total // 2:
@@ -169,6 +170,25 @@ async def measure_subprocess(
                 break
     finally:
         await asyncio.wait_for(watcher.stop(), 10)
+    return result
+
+
+async def measure_subprocess(
+    command: Sequence[str], env: Mapping[str, str], *, bootstrap: str, group: str, topic: str,
+    partitions: int, total: int, log_path: Path, timeout_s: float, cwd: Path,
+    poll_s: float = POLL_S,
+) -> Measurement:
+    """Start `command`, time it from the first committed-offset movement to `total` committed,
+    then stop it with SIGTERM (SIGKILL after 20 s)."""
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(list(command), env=dict(env), cwd=cwd, stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+    try:
+        result = await watch_commits([process], bootstrap=bootstrap, group=group, topic=topic,
+                                     partitions=partitions, total=total, timeout_s=timeout_s,
+                                     poll_s=poll_s)
+    finally:
         stop_process(process)
     if not result.ok:
         result.log_tail = _tail(log_path)

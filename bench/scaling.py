@@ -75,25 +75,15 @@ async def _produce_fast(bootstrap: str, topic: str, log: Sequence[bytes],
         await asyncio.wait_for(producer.stop(), 30)
 
 
-def _cpu(pids: Sequence[int]) -> float:
-    from bench.harness import _cpu_seconds
-
-    return sum(_cpu_seconds(pid) or 0.0 for pid in pids)
-
-
 async def _one(bootstrap: str, env: Mapping[str, str], prefix: str, cwd: Path,
                log: Sequence[bytes], keys: Sequence[bytes | None], workers: int,
                partitions: int, tmp: Path, poll_s: float) -> dict[str, Any]:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    from bench.harness import _committed, create_topic, stop_process
+    from bench.harness import create_topic, stop_process, watch_commits
 
     topic = f"{prefix}.events"
     await create_topic(bootstrap, topic, partitions)
     processes: list[subprocess.Popen[bytes]] = []
     logs: list[Path] = []
-    watcher = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=prefix,
-                               enable_auto_commit=False, request_timeout_ms=10_000)
     try:
         for index in range(workers):
             path = tmp / f"scaling-{prefix}-w{index}.log"
@@ -105,34 +95,23 @@ async def _one(bootstrap: str, env: Mapping[str, str], prefix: str, cwd: Path,
                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     start_new_session=True))
         await _settle(processes, logs, 120)
-        await asyncio.wait_for(watcher.start(), 20)
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
         producing = asyncio.create_task(_produce_fast(bootstrap, topic, log, keys))
-        first: tuple[float, int, float] | None = None
-        deadline = time.monotonic() + 90 + len(log) / 400
-        while True:
-            await asyncio.sleep(poll_s)
-            now = time.monotonic()
-            if any(p.poll() is not None for p in processes):
-                return {"workers": workers, "ok": False, "note": "a worker exited"}
-            with contextlib.suppress(Exception):
-                committed = await _committed(watcher, tps)
-                if first is None and committed > 0:
-                    first = (now, committed, _cpu([p.pid for p in processes]))
-                if first is not None and committed >= len(log):
-                    await producing
-                    seconds = now - first[0]
-                    events = committed - first[1]
-                    cpu = _cpu([p.pid for p in processes]) - first[2]
-                    return {"workers": workers, "ok": True, "events": events,
-                            "seconds": round(seconds, 2),
-                            "events_per_s": round(events / seconds) if seconds else 0,
-                            "cpu_per_s": round(cpu / seconds, 2) if seconds else None}
-            if now > deadline:
-                return {"workers": workers, "ok": False, "note": "timed out"}
+        try:
+            result = await watch_commits(
+                processes, bootstrap=bootstrap, group=prefix, topic=topic,
+                partitions=partitions, total=len(log), timeout_s=90 + len(log) / 400,
+                poll_s=poll_s)
+        finally:
+            await producing
+        if not result.ok:
+            return {"workers": workers, "ok": False, "note": result.note}
+        return {"workers": workers, "ok": True, "events": result.events,
+                "seconds": round(result.seconds, 2),
+                "events_per_s": round(result.rate),
+                "cpu_per_s": round(result.cpu_seconds / result.seconds, 2)
+                if result.cpu_seconds is not None and result.seconds else None,
+                "note": result.note}
     finally:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(watcher.stop(), 10)
         for process in processes:
             process.terminate()
         for process in processes:
@@ -171,7 +150,7 @@ def scaling_table(rows: Sequence[dict[str, Any]]) -> str:
         if row.get("ok"):
             lines.append(f"{row['workers']:>7}  {row['events_per_s']:>9,}  "
                          f"{row.get('speedup', 0):>7.2f}x  {row.get('efficiency', 0):>10.2f}  "
-                         f"{row.get('cpu_per_s') or 0:>5.2f}")
+                         f"{row.get('cpu_per_s') or 0:>5.2f}  {row.get('note') or ''}")
         else:
             lines.append(f"{row['workers']:>7}  {'-':>9}  {'-':>8}  {'-':>10}  {'-':>5}  "
                          f"{row.get('note', '')}")
