@@ -12,11 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,48 +30,25 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[index]
 
 
-async def _wait_ready(process: subprocess.Popen[bytes], log_path: Path, timeout: float) -> str:
-    """Wait until the worker's /readyz answers 200; return its HTTP base URL."""
-    deadline = time.monotonic() + timeout
-    base = None
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"worker exited with {process.returncode}")
-        if base is None:
-            found = re.search(r"metrics and health on (http://[0-9.:]+)/metrics",
-                              log_path.read_text(errors="replace"))
-            base = found.group(1) if found else None
-        if base is not None:
-            with contextlib.suppress(OSError), \
-                    urllib.request.urlopen(f"{base}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return base
-        await asyncio.sleep(0.2)
-    raise RuntimeError(f"worker not ready after {timeout:.0f}s")
-
-
 async def measure_latency(bootstrap: str, env: Mapping[str, str], prefix: str, cwd: Path,
                           log: Sequence[bytes], keys: Sequence[bytes | None], rate: float,
                           log_path: Path, seconds: float = 20.0) -> dict[str, Any]:
     """Run the worker, feed it `rate` events/s for `seconds`, return latency percentiles."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    from bench.harness import stop_process
+    from bench.harness import start_worker, stop_process, wait_ready
     from service.sink import BatchingKafkaSink
 
     count = min(len(log), max(1, int(rate * seconds)))
     ids = [orjson.loads(raw)["event_id"] for raw in log[:count]]
-    with open(log_path, "ab") as out:
-        process = subprocess.Popen([sys.executable, "-m", "service", "worker"], env=dict(env),
-                                   cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    process = start_worker(env, cwd, log_path)
     sent: dict[str, int] = {}
     latencies: list[tuple[int, float]] = []  # (event send time ms, latency s)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
     consumer = AIOKafkaConsumer(f"{prefix}.actions", bootstrap_servers=bootstrap,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     try:
-        await _wait_ready(process, log_path, 120)
+        await wait_ready(process, log_path, 120)
         await asyncio.wait_for(producer.start(), 20)
         await asyncio.wait_for(consumer.start(), 20)
         done = asyncio.Event()

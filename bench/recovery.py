@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -94,8 +93,14 @@ async def measure_recovery(bootstrap: str, env: Mapping[str, str], prefix: str, 
                            log: Sequence[bytes], keys: Sequence[bytes | None], profiles: int,
                            partitions: int, rules: Path, log_path: Path) -> dict[str, Any]:
     """Fill the changelog, start a worker, time it to ready; RSS when ready and after traffic."""
-    from bench.harness import _committed, create_topic, produce_log, stop_process
-    from bench.latency import _wait_ready
+    from bench.harness import (
+        _committed,
+        create_topic,
+        produce_log,
+        start_worker,
+        stop_process,
+        wait_ready,
+    )
 
     records = _profiles(log, keys, profiles, rules)
     stored = sum(len(v) for _, v in records) / len(records)
@@ -107,14 +112,11 @@ async def measure_recovery(bootstrap: str, env: Mapping[str, str], prefix: str, 
     print(f"  recovery: {profiles:,} profiles in the changelog ({fill_s:.0f}s); starting a "
           "worker on an empty data directory...", file=sys.stderr, flush=True)
     began = time.monotonic()
-    with open(log_path, "ab") as out:
-        process = subprocess.Popen([sys.executable, "-m", "service", "worker"], env=dict(env),
-                                   cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    process = start_worker(env, cwd, log_path)
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     try:
-        base = await _wait_ready(process, log_path, 900)
+        base = await wait_ready(process, log_path, 900)
         ready_s = time.monotonic() - began
         rss_ready = _rss_mib(process.pid)
         held = _profiles_held(base)

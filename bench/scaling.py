@@ -17,11 +17,9 @@ design: run it where cores are plentiful (`python -m bench --only scaling --work
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,19 +27,12 @@ from typing import Any
 __all__ = ["measure_scaling"]
 
 
-def _ready(base: str) -> bool:
-    with contextlib.suppress(OSError), \
-            urllib.request.urlopen(f"{base}/readyz", timeout=2) as response:
-        return bool(response.status == 200)
-    return False
-
-
 async def _settle(processes: Sequence[subprocess.Popen[bytes]], logs: Sequence[Path],
                   timeout_s: float) -> None:
     """Wait until every worker is ready twice in a row, one second apart."""
-    from bench.latency import _wait_ready
+    from bench.harness import is_ready, wait_ready
 
-    bases = [await _wait_ready(p, log, timeout_s) for p, log in zip(processes, logs, strict=True)]
+    bases = [await wait_ready(p, log, timeout_s) for p, log in zip(processes, logs, strict=True)]
     deadline = time.monotonic() + timeout_s
     streak = 0
     while streak < 2:
@@ -50,35 +41,15 @@ async def _settle(processes: Sequence[subprocess.Popen[bytes]], logs: Sequence[P
         for process in processes:
             if process.poll() is not None:
                 raise RuntimeError(f"a worker exited with {process.returncode}")
-        ready = await asyncio.to_thread(lambda: all(_ready(base) for base in bases))
+        ready = await asyncio.to_thread(lambda: all(is_ready(base) for base in bases))
         streak = streak + 1 if ready else 0
         await asyncio.sleep(1.0)
-
-
-async def _produce_fast(bootstrap: str, topic: str, log: Sequence[bytes],
-                        keys: Sequence[bytes | None]) -> None:
-    from aiokafka import AIOKafkaProducer
-
-    from service.sink import BatchingKafkaSink
-
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1,
-                                max_batch_size=512 * 1024, max_request_size=4 * 1024 * 1024)
-    await asyncio.wait_for(producer.start(), 20)
-    try:
-        await producer.partitions_for(topic)  # metadata first, so the sink batches at once
-        sink = BatchingKafkaSink(producer)
-        for start in range(0, len(log), 5000):
-            for index in range(start, min(len(log), start + 5000)):
-                await sink.send(topic, keys[index], log[index])
-            await sink.flush()
-    finally:
-        await asyncio.wait_for(producer.stop(), 30)
 
 
 async def _one(bootstrap: str, env: Mapping[str, str], prefix: str, cwd: Path,
                log: Sequence[bytes], keys: Sequence[bytes | None], workers: int,
                partitions: int, tmp: Path, poll_s: float) -> dict[str, Any]:
-    from bench.harness import create_topic, stop_process, watch_commits
+    from bench.harness import create_topic, produce_log, start_worker, stop_process, watch_commits
 
     topic = f"{prefix}.events"
     await create_topic(bootstrap, topic, partitions)
@@ -89,13 +60,9 @@ async def _one(bootstrap: str, env: Mapping[str, str], prefix: str, cwd: Path,
             path = tmp / f"scaling-{prefix}-w{index}.log"
             logs.append(path)
             worker_env = dict(env) | {"TOUCHFLOW_DATA_DIR": str(tmp / f"{prefix}-w{index}")}
-            with open(path, "ab") as out:
-                processes.append(subprocess.Popen(
-                    [sys.executable, "-m", "service", "worker"], env=worker_env, cwd=cwd,
-                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    start_new_session=True))
+            processes.append(start_worker(worker_env, cwd, path))
         await _settle(processes, logs, 120)
-        producing = asyncio.create_task(_produce_fast(bootstrap, topic, log, keys))
+        producing = asyncio.create_task(produce_log(bootstrap, topic, log, keys))
         try:
             result = await watch_commits(
                 processes, bootstrap=bootstrap, group=prefix, topic=topic,
