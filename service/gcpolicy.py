@@ -29,11 +29,9 @@ log = logging.getLogger(__name__)
 class GcPolicy:
     """Call `after_batch()` after each processed batch (cheap: a clock read, mostly)."""
 
-    def __init__(self, *, freeze_every_s: float = 0.0, full_every_s: float = 600.0,
-                 metrics: object = None) -> None:
+    def __init__(self, *, freeze_every_s: float = 0.0, full_every_s: float = 600.0) -> None:
         self.freeze_every_s = freeze_every_s
         self.full_every_s = full_every_s
-        self.metrics = metrics
         now = time.monotonic()
         self._frozen_at = now
         self._full_at = now
