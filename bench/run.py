@@ -183,7 +183,9 @@ def _replay(log: list[bytes]) -> tuple[Measurement, dict[str, float]]:
                 outcome = replayer.apply(decode_event(raw))
             except Exception:  # bad events are skipped, as in replay
                 continue
-            out.extend(dumps_line(a) for a in outcome.actions)
+            if outcome.actions:  # as replay_stream writes them
+                for action in outcome.actions:
+                    out.append(dumps_line(action))
     seconds = time.perf_counter() - started
     profiles = list(replayer.profiles.values())
     stored = sum(len(p.to_bytes()) for p in profiles) / max(1, len(profiles))

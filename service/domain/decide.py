@@ -17,15 +17,13 @@ the contact policy (policy.py). Responses and conversions are audited as `respon
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from hashlib import blake2b
 from typing import Any
 
 from schemas.event import Event
 from service.domain.attribution import attribute, find_booked, response_record
 from service.domain.conditions import Env
 from service.domain.policy import arbitrate, digest32
-from service.domain.profile import Profile
+from service.domain.profile import Profile, event_digest
 from service.domain.rules import Rulebook
 from service.domain.scoring import apply_points
 
@@ -35,18 +33,29 @@ RESPONSES = frozenset({"shown", "accepted", "declined", "converted"})
 _NO_FIRED: frozenset[str] = frozenset()
 
 
-@dataclass(slots=True)
 class Outcome:
-    """What one event did: the new profile (None: erased), actions to send, audit records."""
+    """What one event did: the new profile (None: erased), actions to send, audit records.
 
-    profile: Profile | None
-    actions: list[dict[str, Any]]
-    decisions: list[dict[str, Any]]
-    duplicate: bool
-    # (action, segment, response) of an `action_response`, for cross-customer learning
-    responses: list[tuple[str, str, str]] = field(default_factory=list)
-    # messages for `<prefix>.operations` (cross-customer signals; filled by replay's caller)
-    operations: list[dict[str, Any]] = field(default_factory=list)
+    A plain slotted class: the dataclass' generated `__init__` with two default factories
+    cost a quarter of a microsecond per event."""
+
+    __slots__ = ("actions", "decisions", "duplicate", "operations", "profile", "responses")
+
+    def __init__(self, profile: Profile | None, actions: list[dict[str, Any]],
+                 decisions: list[dict[str, Any]], duplicate: bool,
+                 responses: list[tuple[str, str, str]] | None = None) -> None:
+        self.profile = profile
+        self.actions = actions
+        self.decisions = decisions
+        self.duplicate = duplicate
+        # (action, segment, response) of an `action_response`, for cross-customer learning
+        self.responses: list[tuple[str, str, str]] = responses if responses is not None else []
+        # messages for `<prefix>.operations` (cross-customer signals; filled by replay's caller)
+        self.operations: list[dict[str, Any]] = []
+
+    def __repr__(self) -> str:
+        return (f"Outcome(actions={len(self.actions)}, decisions={len(self.decisions)}, "
+                f"duplicate={self.duplicate})")
 
 
 def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
@@ -57,7 +66,7 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
         return _erase(profile, event, rulebook)
     if profile is None:
         profile = Profile(event.key())
-    digest = blake2b(event.event_id.encode(), digest_size=8).digest()
+    digest = event_digest(event.event_id)
     ts = event.ts_ms
     if digest in profile.seen:
         return Outcome(profile, [], [], True)

@@ -1,7 +1,7 @@
 """The per-customer state record: small, versioned, and everything `decide()` needs.
 
 Idempotence. A profile remembers the ids of the last `remember_events` events applied to it
-(an 8-byte BLAKE2b digest of each id, with the event's time), so a redelivered event is
+(`event_digest`: an 8-byte XXH3 digest of each id, with the event's time), so a redelivered event is
 recognised and changes nothing. When an id is forgotten (pushed out by newer arrivals), its
 event time raises `floor_ms`, the newest event time ever forgotten. An event that is not
 remembered but whose time lies *before* `floor_ms` cannot be told apart from a forgotten
@@ -11,8 +11,12 @@ at most once, always. Any event newer than `floor_ms` (in practice: later than a
 one seen, and counts in the windows it belongs to. Exactness caveat: a forgotten event whose
 time equals `floor_ms` to the millisecond would be applied again.
 
-Serialised form (`to_bytes`): orjson of a dict with `"v": 1` and short keys; unknown versions
-are refused by `from_bytes` with a `ProfileFormatError`.
+Serialised form (`to_bytes`): orjson of a dict with `"v": 2` and short keys; unknown versions
+are refused by `from_bytes` with a `ProfileFormatError`. Version 1 (ids digested with BLAKE2b,
+0.36 us per event against XXH3's 0.05) is still read: its digests cannot be compared with new
+ones, so they are dropped and `floor_ms` moves just past the newest of their times, which
+makes every event up to that time "too late to be sure" - a redelivery of an event from before
+the upgrade is skipped, never applied twice.
 """
 
 from __future__ import annotations
@@ -21,11 +25,18 @@ import base64
 from typing import Any
 
 import orjson
+from xxhash import xxh3_64_digest
 
-__all__ = ["PROFILE_VERSION", "Profile", "ProfileFormatError"]
+__all__ = ["PROFILE_VERSION", "Profile", "ProfileFormatError", "event_digest"]
 
-PROFILE_VERSION = 1
+PROFILE_VERSION = 2
+_READABLE = frozenset({1, PROFILE_VERSION})
 _ENTRY = 14  # 8-byte digest + 6-byte big-endian event time in ms
+
+
+def event_digest(event_id: str) -> bytes:
+    """The 8 bytes a profile remembers an applied event id by."""
+    return xxh3_64_digest(event_id.encode())
 
 
 class ProfileFormatError(ValueError):
@@ -137,7 +148,7 @@ class Profile:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Profile:
-        """Read stored bytes; raise `ProfileFormatError` for anything but a version-1 profile."""
+        """Read stored bytes; raise `ProfileFormatError` for a format this code cannot read."""
         try:
             raw = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
@@ -145,15 +156,20 @@ class Profile:
         if not isinstance(raw, dict):
             raise ProfileFormatError("stored profile is not a JSON object")
         version = raw.get("v")
-        if version != PROFILE_VERSION:
+        if version not in _READABLE:
             raise ProfileFormatError(
-                f"stored profile has format version {version!r}; this code reads only "
-                f"version {PROFILE_VERSION} (upgrade the worker, or rebuild state by replay)"
+                f"stored profile has format version {version!r}; this code reads versions "
+                f"1 and {PROFILE_VERSION} (upgrade the worker, or rebuild state by replay)"
             )
         try:
-            return cls._from_dict(raw)
+            profile = cls._from_dict(raw)
         except (KeyError, TypeError, ValueError) as exc:
             raise ProfileFormatError(f"stored profile is malformed: {exc!r}") from None
+        if version == 1 and profile.seen:  # BLAKE2b digests: keep only their time bound
+            newest = max(profile.seen.values())
+            profile.seen = {}
+            profile.floor_ms = max(profile.floor_ms, newest + 1)
+        return profile
 
     @classmethod
     def _from_dict(cls, raw: dict[str, Any]) -> Profile:

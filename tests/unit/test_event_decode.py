@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -114,3 +115,53 @@ def test_model_rejects_what_decoder_rejects_for_identity() -> None:
         TouchpointEvent.model_validate(data)
     with pytest.raises(EventError):
         decode_event(orjson.dumps(data))
+
+
+def _reference_time(text: str) -> tuple[int, int] | str:
+    """The timestamp rule spelled out without shortcuts: exact UTC epoch ms (floored) and
+    offset minutes, or the rejection reason."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return "bad_timestamp"
+    offset = moment.utcoffset()
+    if offset is None or not 2000 <= moment.year <= 2100:
+        return "bad_timestamp"
+    since = moment.replace(tzinfo=None) - offset - datetime(1970, 1, 1)
+    return since // timedelta(milliseconds=1), offset // timedelta(minutes=1)
+
+
+_moments = st.datetimes(min_value=datetime(1999, 12, 30), max_value=datetime(2101, 1, 2),
+                        timezones=st.sampled_from(
+                            [UTC, timezone(timedelta(hours=9)),
+                             timezone(timedelta(hours=-5, minutes=-30)),
+                             timezone(timedelta(minutes=765)),
+                             timezone(timedelta(hours=1, seconds=30, microseconds=5))]))
+
+
+@settings(max_examples=500, deadline=None)
+@given(moments=st.lists(st.tuples(_moments, st.sampled_from(
+    ["auto", "milliseconds", "seconds", "minutes", "hours", "basic", "space"])), max_size=12))
+def test_timestamp_parse_is_exact_in_every_accepted_form(
+    moments: list[tuple[datetime, str]],
+) -> None:
+    """`occurred_at` becomes exact epoch ms and offset minutes in every ISO-8601 form Python
+    accepts (the decoder caches each minute's arithmetic: order and repetition of timestamps
+    must not change a result), and years outside 2000..2100 are refused."""
+    texts = []
+    for moment, form in moments:
+        if form == "basic":
+            texts.append(moment.strftime("%Y%m%dT%H%M%S.%f") + (moment.strftime("%z") or "Z"))
+        elif form == "space":
+            texts.append(moment.isoformat(sep=" "))
+        else:
+            texts.append(moment.isoformat(timespec=form))
+    for text in texts + texts[::-1]:
+        data = {**GOOD, "occurred_at": text}
+        expected = _reference_time(text)
+        try:
+            event = decode_event(orjson.dumps(data))
+        except EventError as exc:
+            assert exc.reason == expected, text
+            continue
+        assert (event.ts_ms, event.utc_offset_min) == expected, text

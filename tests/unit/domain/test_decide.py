@@ -179,11 +179,34 @@ def test_profile_round_trip_and_version_check(book: Rulebook, event: EventFactor
     again = Profile.from_bytes(profile.to_bytes())
     assert again == profile and again.to_bytes() == profile.to_bytes()
     raw = orjson.loads(profile.to_bytes())
-    raw["v"] = 2
-    with pytest.raises(ProfileFormatError, match="format version 2"):
+    raw["v"] = 3
+    with pytest.raises(ProfileFormatError, match="format version 3"):
         Profile.from_bytes(orjson.dumps(raw))
     with pytest.raises(ProfileFormatError):
         Profile.from_bytes(b"not json")
+
+
+def test_version_1_profile_is_read_and_skips_pre_upgrade_redeliveries(
+    book: Rulebook, event: EventFactory,
+) -> None:
+    """A stored version-1 profile (ids digested another way) is still read: its scores and
+    traits survive, and redeliveries of events applied before the upgrade are skipped (the
+    id ring's newest time becomes the "too late to be sure" floor), while a newer event counts."""
+    views = [event("product_viewed", at=f"2026-03-02T10:0{i}:00+00:00") for i in range(3)]
+    profile = run_events(book, views).profiles["customer_id:c-1"]
+    assert profile is not None
+    raw = orjson.loads(profile.to_bytes())
+    raw["v"] = 1
+    old = Profile.from_bytes(orjson.dumps(raw))
+    assert old.scores == profile.scores and old.traits == profile.traits
+    assert not old.seen and old.floor_ms == max(profile.seen.values()) + 1
+    for view in views:
+        again = decide(old, view, {}, book)
+        assert again.duplicate and again.profile is not None
+        assert again.profile.scores == profile.scores
+    later = decide(old, event("product_viewed", at="2026-03-02T10:09:00+00:00"), {}, book)
+    assert not later.duplicate and later.profile is not None
+    assert later.profile.scores != profile.scores
 
 
 def test_new_profile_customer_id(event: EventFactory) -> None:
