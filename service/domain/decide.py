@@ -25,7 +25,6 @@ from service.domain.conditions import Env
 from service.domain.policy import arbitrate, digest32
 from service.domain.profile import Profile, event_digest
 from service.domain.rules import Rulebook
-from service.domain.scoring import apply_points
 
 __all__ = ["RESPONSES", "Outcome", "decide"]
 
@@ -101,12 +100,10 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
         if credited is not None:
             audit.append(credited)
 
-    points = rulebook.points
-    for rule in points.by_type.get(etype, points.any):
-        apply_points(profile, event, rule)
-    traits = rulebook.traits
-    for trait in traits.by_type.get(etype, traits.any):
-        trait.update(profile, event)
+    steps = rulebook.steps  # points, then traits (scoring.py's semantics, compiled.py)
+    step = steps.by_type.get(etype, steps.any)
+    if step is not None:
+        step(profile, event)
     fired: frozenset[str] | set[str] = _NO_FIRED
     patterns = rulebook.patterns
     candidates = patterns.by_type.get(etype, patterns.any)

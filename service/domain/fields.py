@@ -21,6 +21,7 @@ __all__ = [
     "compile_match",
     "compile_ops",
     "digest32",
+    "event_getter_source",
     "fmt",
     "format_ms",
     "is_number",
@@ -108,6 +109,20 @@ def compile_event_getter(path: str) -> Getter:
         f"{path!r} is not an event field: use type, channel, event_id, occurred_at, "
         "properties.NAME, context.NAME or identity.NAME",
     )
+
+
+def event_getter_source(path: str) -> str | None:
+    """Python source reading `path` from a variable `event`, for the simple paths that
+    `compile_event_getter` turns into one attribute or one `.get` (None for deeper paths)."""
+    compile_event_getter(path)  # the same validation
+    parts = path.split(".")
+    if parts[0] == "event":
+        parts = parts[1:]
+    if len(parts) == 1:
+        return f"event.{parts[0]}"
+    if len(parts) == 2:
+        return f"event.{parts[0]}.get({parts[1]!r})"
+    return None
 
 
 def _op(name: str, arg: Any) -> Test:
@@ -199,14 +214,17 @@ class EventMatch:
     """A compiled event matcher: `types` (None = any type) for indexing, `test` for the whole
     match, and `rest`: the test minus the type check, for callers that indexed by type."""
 
-    __slots__ = ("rest", "test", "text", "types")
+    __slots__ = ("rest", "test", "text", "trivial_rest", "types")
 
     def __init__(self, types: frozenset[str] | None, test: Callable[[Event], bool], text: str,
-                 rest: Callable[[Event], bool] | None = None) -> None:
+                 rest: Callable[[Event], bool] | None = None,
+                 trivial_rest: bool = False) -> None:
         self.types = types
         self.test = test
         self.text = text
         self.rest = rest if rest is not None else test
+        # True: `rest` checks nothing (the matcher names only types), it is always true
+        self.trivial_rest = trivial_rest
 
 
 def _match_one(spec: Any) -> EventMatch:
@@ -250,7 +268,8 @@ def _match_one(spec: Any) -> EventMatch:
             checks.append(_field_is(getter, check))
             rest.append(checks[-1])
             text.append(f"{name} {_spec_text(expected)}")
-    return EventMatch(types, _all(checks), " ".join(text) or "any event", _all(rest))
+    return EventMatch(types, _all(checks), " ".join(text) or "any event", _all(rest),
+                      trivial_rest=not rest)
 
 
 def _type_in(allowed: frozenset[str]) -> Callable[[Event], bool]:

@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import ValidationError
 
 from service.domain.attribution import AttributionPolicy
+from service.domain.compiled import compile_steps
 from service.domain.conditions import ConditionCompiler, ScoreInfo
 from service.domain.fields import EventMatch, SpecError, compile_event_getter, compile_match
 from service.domain.model import RulebookModel
@@ -74,6 +75,8 @@ class Rulebook:
         self.version = f"{model.version}+{self.digest[:8]}"
         self.points = points
         self.traits = traits
+        # points and traits as one generated function per event type (compiled.py)
+        self.steps = compile_steps(points.by_type, points.any, traits.by_type, traits.any)
         self.patterns = patterns
         self.actions = actions
         self.policy = policy

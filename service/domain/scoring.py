@@ -39,7 +39,7 @@ class PointRule:
     """A compiled points rule of one score."""
 
     __slots__ = ("add", "cap", "decayed", "floor", "half_life", "key", "label", "match",
-                 "max_times", "nth", "per", "score")
+                 "max_times", "nth", "per", "per_path", "score")
 
     def __init__(self, score: str, label: str, match: EventMatch, add: float,
                  per: str | None, max_times: int | None, nth: int | None,
@@ -50,6 +50,7 @@ class PointRule:
         self.key = f"{score}/{label}"
         self.match = match
         self.add = add
+        self.per_path = per
         self.per: Callable[[Event], Any] | None = compile_event_getter(per) if per else None
         self.max_times = max_times
         self.nth = nth
@@ -107,13 +108,15 @@ def apply_points(profile: Profile, event: Event, rule: PointRule) -> bool:
 class Trait:
     """A compiled trait: `update(profile, event)` on matching events, `read(profile)`."""
 
-    __slots__ = ("bands", "clear", "default", "field", "kind", "match", "max_items", "name")
+    __slots__ = ("bands", "clear", "default", "field", "field_path", "kind", "match", "max_items",
+                 "name")
 
     def __init__(self, name: str, kind: str, field: str | None, match: EventMatch | None,
                  clear: EventMatch | None, max_items: int, bands: dict[str, float] | None,
                  default: Any) -> None:
         self.name = name
         self.kind = kind
+        self.field_path = field
         self.field: Callable[[Event], Any] | None = (
             compile_event_getter(field) if field else None
         )
