@@ -161,8 +161,23 @@ _PERSONAL_FIELDS = frozenset({"email", "phone", "phone_number", "msisdn"})
 _PII_NAMES = _PHONE_FIELDS | _PERSONAL_FIELDS
 
 
-def _check_identity(identity: object) -> tuple[dict[str, str], str]:
-    """The identity's present identifiers, and the profile key (the highest-priority one)."""
+def _check_identity(identity: object, no_at_sign: bool) -> tuple[dict[str, str], str]:
+    """The identity's present identifiers, and the profile key (the highest-priority one).
+
+    The common case (known names, plain non-empty strings, no hashed identifier to check, no
+    "@" anywhere) is recognised in one pass and keeps the decoded dict as it is; anything else
+    takes the field-by-field path, which gives the exact error."""
+    if isinstance(identity, dict) and identity and _ID_NAMES.issuperset(identity):
+        for name, value in identity.items():
+            if (not isinstance(value, str) or not value or len(value) > MAX_ID_LEN
+                    or name in _HASHED_IDS or not no_at_sign):
+                break
+        else:
+            return identity, _profile_key(identity)
+    return _check_identity_exact(identity)
+
+
+def _check_identity_exact(identity: object) -> tuple[dict[str, str], str]:
     if not isinstance(identity, dict):
         raise EventError("missing_identity", "identity must be an object")
     out: dict[str, str] = {}
@@ -221,7 +236,7 @@ def parse_event(data: object, *, no_at_sign: bool = False) -> Event:
     if not isinstance(etype, str) or not etype or len(etype) > MAX_ID_LEN:
         raise EventError("bad_type", "type must be a non-empty string")
     ts_ms, offset = _parse_time(data.get("occurred_at"))
-    identity, key = _check_identity(data.get("identity"))
+    identity, key = _check_identity(data.get("identity"), no_at_sign)
     properties = data.get("properties", {})
     if not isinstance(properties, dict):
         raise EventError("bad_properties", "properties must be an object")
