@@ -113,7 +113,7 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
             floor = profile.floor_ms
         fired = {p.name for p in candidates if p.update(profile, event, floor)}
 
-    actions = rulebook.actions
+    actions = rulebook.actions if fired else rulebook.unprompted
     catalog = actions.by_type.get(etype, actions.any)
     if not catalog:
         return Outcome(profile, [], audit, False, responses)

@@ -74,6 +74,7 @@ class Action:
         "expires",
         "group",
         "name",
+        "needs_fired",
         "once",
         "payload",
         "rank",
@@ -86,7 +87,8 @@ class Action:
                  payload: Any, value: float, priority: float, expires: int,
                  cooldown: int | None, once: bool, group: str | None,
                  consent_keys: tuple[str, ...], experiments: tuple[Experiment, ...],
-                 types: frozenset[str] | None) -> None:
+                 types: frozenset[str] | None,
+                 needs_fired: frozenset[str] = frozenset()) -> None:
         self.name = name
         self.channel = channel
         self.when = when
@@ -100,6 +102,9 @@ class Action:
         self.consent_keys = consent_keys
         self.experiments = experiments
         self.types = types
+        # patterns its top-level conditions require to have fired on the event: without
+        # them it cannot be eligible, and decide() need not evaluate it
+        self.needs_fired = needs_fired
 
 
 class LearningPolicy:

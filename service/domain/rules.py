@@ -59,6 +59,14 @@ class TypeIndex(Generic[T]):
         """Every event type named."""
         return set(self.by_type)
 
+    def subset(self, keep: Callable[[T], bool]) -> TypeIndex[T]:
+        """The same index holding only the items `keep` accepts (same types, same order)."""
+        out: TypeIndex[T] = TypeIndex(())
+        out.by_type = {name: tuple(i for i in items if keep(i))
+                       for name, items in self.by_type.items()}
+        out.any = tuple(i for i in self.any if keep(i))
+        return out
+
 
 class Rulebook:
     """A compiled rulebook. `version` = declared version + '+' + 8 hex of the content's sha256."""
@@ -79,6 +87,9 @@ class Rulebook:
         self.steps = compile_steps(points.by_type, points.any, traits.by_type, traits.any)
         self.patterns = patterns
         self.actions = actions
+        # the catalog for an event on which no pattern fired (most events): without the
+        # actions that need one
+        self.unprompted: TypeIndex[Action] = actions.subset(lambda a: not a.needs_fired)
         self.policy = policy
         self.scores = scores
         self.remember_events = model.idempotence.remember_events
@@ -344,7 +355,8 @@ class _Compiler:
             types = _trigger_types(spec.when, pattern_types)
             out.append((Action(name, spec.channel, when, unless, payload, spec.value,
                                spec.priority, spec.expires, spec.cooldown, spec.once,
-                               spec.group, consent, mine, types), types))
+                               spec.group, consent, mine, types, _required_patterns(spec.when)),
+                        types))
         return out
 
     def _policy(self, conditions: ConditionCompiler) -> Policy:
@@ -381,6 +393,14 @@ class _Compiler:
         keep = self.model.attribution.window if self.model.attribution is not None else 0
         return Policy(cap.max if cap else None, cap.within if cap else 0, quiet, defaults,
                       self.model.arbitration.max_per_event, learning, keep)
+
+
+def _required_patterns(when: Any) -> frozenset[str]:
+    """Patterns named by top-level conditions (all of which must hold): the action can be
+    eligible only on an event that fires every one of them."""
+    items = when if isinstance(when, list) else [when]
+    return frozenset(item["pattern"] for item in items
+                     if isinstance(item, dict) and isinstance(item.get("pattern"), str))
 
 
 def _trigger_types(when: Any, pattern_types: dict[str, frozenset[str] | None]

@@ -213,3 +213,35 @@ def test_new_profile_customer_id(event: EventFactory) -> None:
     """customer_id is the customer id for customer-keyed profiles, else the profile key."""
     assert Profile.new("customer_id:c-9").customer_id == "c-9"
     assert Profile.new("anonymous_id:a-1").customer_id == "anonymous_id:a-1"
+
+
+def test_actions_needing_a_pattern_are_skipped_only_when_it_did_not_fire(
+    rulebook_from: Callable[[str], Rulebook], event: EventFactory,
+) -> None:
+    """An action whose top-level conditions name a pattern is left out of the catalog of an
+    event on which no pattern fired (it could not be eligible); one that names the pattern
+    under not/any stays in; and on the event that fires the pattern it is sent as before."""
+    book = rulebook_from(dedent("""\
+        version: "needs-1"
+        patterns:
+          twice: {kind: count, when: {type: product_viewed}, at_least: 2, within: 1h}
+        actions:
+          burst: {channel: web, consent: exempt, when: [{pattern: twice}]}
+          calm:
+            channel: web
+            consent: exempt
+            when: [{event: {type: product_viewed}}, {not: {pattern: twice}}]
+          either:
+            channel: web
+            consent: exempt
+            when: [{any: [{pattern: twice}, {event: {type: page_viewed}}]}]
+        arbitration: {max_per_event: 3}
+        """))
+    quiet = {a.name for a in book.unprompted.by_type["product_viewed"]}
+    assert quiet == {"calm", "either"}
+    assert {a.name for a in book.actions.by_type["product_viewed"]} == {"burst", "calm",
+                                                                          "either"}
+    views = [event("product_viewed", at=f"2026-03-02T10:0{i}:00+00:00") for i in range(2)]
+    outcomes = run_events(book, views).outcomes
+    assert [a["action"] for a in outcomes[0][1].actions] == ["calm"]
+    assert sorted(a["action"] for a in outcomes[1][1].actions) == ["burst", "either"]
