@@ -66,24 +66,28 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
     if profile is None:
         profile = Profile(event.key())
     digest = event_digest(event.event_id)
-    ts = event.ts_ms
-    if digest in profile.seen:
+    seen = profile.seen
+    if digest in seen:
         return Outcome(profile, [], [], True)
-    horizon = profile.newest_ms - rulebook.max_lateness
+    ts = event.ts_ms
+    newest = profile.newest_ms
+    horizon = newest - rulebook.max_lateness
     if profile.floor_ms > horizon:
         horizon = profile.floor_ms
-    responses: list[tuple[str, str, str]] = []
-    audit: list[dict[str, Any]] = []
     if ts < horizon:  # too late to be sure it is new (or to count in its windows)
         if etype == "consent_changed":  # last writer by event time: safe to apply late
             profile.remember(digest, ts, rulebook.remember_events)
             _consent(profile, event)
             return Outcome(profile, [], [], False)
         return Outcome(profile, [], [], True)
-    profile.remember(digest, ts, rulebook.remember_events)
-    if ts >= profile.newest_ms:
+    seen[digest] = ts  # profile.remember(), inlined: this is every event's path
+    if len(seen) > rulebook.remember_events:
+        profile.forget(rulebook.remember_events)
+    if ts >= newest:
         profile.newest_ms = ts
         profile.tz_min = event.utc_offset_min
+    responses: list[tuple[str, str, str]] | None = None
+    audit: list[dict[str, Any]] = []
     if etype == "consent_changed":
         _consent(profile, event)
     elif etype == "action_response":

@@ -103,8 +103,13 @@ class Profile:
 
     def remember(self, digest: bytes, ts_ms: int, limit: int) -> None:
         """Record an applied event id, forgetting the oldest arrivals beyond `limit`."""
+        self.seen[digest] = ts_ms
+        if len(self.seen) > limit:
+            self.forget(limit)
+
+    def forget(self, limit: int) -> None:
+        """Forget the oldest arrivals beyond `limit`, raising `floor_ms` to their times."""
         seen = self.seen
-        seen[digest] = ts_ms
         while len(seen) > limit:
             oldest = next(iter(seen))
             forgotten = seen.pop(oldest)

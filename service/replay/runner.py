@@ -191,12 +191,13 @@ class Replayer:
         canonical = event.key()
         key = canonical.encode()
         profile = profiles.get(key)
+        fresh = False  # a profile made here, not yet kept
         if profile is not None and profile.redirect is not None:  # an alias: follow the merge
             canonical = self.resolve(canonical)
             key = canonical.encode()
             profile = profiles.get(key)
             if profile is None:
-                profile = Profile(canonical)
+                profile, fresh = Profile(canonical), True
         learning = self.learning
         context = self.context if learning is None else learning.context(event.ts_ms,
                                                                          self.context)
@@ -207,14 +208,17 @@ class Replayer:
             self._signal(event, outcome)
         if outcome.responses and learning is not None:
             learning.observe(outcome.responses)
-        if outcome.profile is None:
+        kept = outcome.profile
+        if kept is None:
             erased = profiles.pop(key, None)
             for alias in (erased.links if erased is not None else ()):
                 profiles.pop(alias.encode(), None)
             return outcome
-        profiles[key] = outcome.profile
-        for alias in alias_keys(event):
-            self._link(alias, canonical, event, outcome)
+        if fresh or kept is not profile:  # new (decide() updates a given one in place)
+            profiles[key] = kept
+        if event.type == "identified":
+            for alias in alias_keys(event):
+                self._link(alias, canonical, event, outcome)
         return outcome
 
     def _signal(self, event: Event, outcome: Outcome) -> None:
