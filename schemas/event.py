@@ -130,18 +130,50 @@ def _profile_key(identity: Mapping[str, str]) -> str:
 
 
 _EPOCH_ORDINAL = 719_163  # date(1970, 1, 1).toordinal()
+_fromisoformat = datetime.fromisoformat
+#: offset text ("Z", "+09:00") -> first 16 characters ("2026-03-01T16:00") -> (UTC epoch
+#: microseconds of that minute, offset minutes). Only timestamps ending in "Z" or in a sign
+#: and HH:MM (what producers send) are cached: such a string ends in its whole offset (no
+#: other part of a timestamp holds "+" or "-" that late), and the first 16 characters of any
+#: form `fromisoformat` accepts fix the date, hour and minute. Seconds and fractions are read
+#: from the parsed value; other offset forms take the uncached path.
+_MINUTES: dict[str, dict[str, tuple[int, int]]] = {}
+_MINUTES_PER_OFFSET = 8192
 
 
 def _parse_time(value: object) -> tuple[int, int]:
     """(UTC epoch ms, offset minutes) of an ISO-8601 timestamp with an offset, in exact integer
     arithmetic (floored to the millisecond); float `timestamp()` cost 0.45 us and could land
-    a millisecond low."""
+    a millisecond low. The date arithmetic and range checks of a minute are done once (they
+    were 0.5 of the 0.9 us a parse took): the events of a stream share minutes."""
     if not isinstance(value, str):
         raise EventError("bad_timestamp", "occurred_at must be an ISO-8601 string")
     try:
-        moment = datetime.fromisoformat(value)
+        moment = _fromisoformat(value)
     except ValueError:
         raise EventError("bad_timestamp", "occurred_at is not an ISO-8601 timestamp") from None
+    if value[-1] == "Z":
+        tail = "Z"
+    elif value[-6] in "+-" and value[-3] == ":":
+        tail = value[-6:]
+    else:
+        minute = _minute(moment)
+        return (minute[0] + moment.second * 1_000_000 + moment.microsecond) // 1_000, minute[1]
+    minutes = _MINUTES.get(tail)
+    if minutes is None:
+        minutes = _MINUTES[tail] = {}
+    head = value[:16]
+    minute = minutes.get(head)
+    if minute is None:
+        minute = _minute(moment)
+        if len(minutes) >= _MINUTES_PER_OFFSET:
+            minutes.clear()
+        minutes[head] = minute
+    return (minute[0] + moment.second * 1_000_000 + moment.microsecond) // 1_000, minute[1]
+
+
+def _minute(moment: datetime) -> tuple[int, int]:
+    """(UTC epoch microseconds of the minute of `moment`, offset minutes); checks the range."""
     offset = moment.utcoffset()
     if offset is None:
         raise EventError("bad_timestamp", "occurred_at must carry a UTC offset (e.g. Z or +09:00)")
@@ -149,9 +181,8 @@ def _parse_time(value: object) -> tuple[int, int]:
         raise EventError("bad_timestamp", f"occurred_at must lie in {_MIN_YEAR}..{_MAX_YEAR}")
     offset_s = offset.days * 86_400 + offset.seconds
     local_s = ((moment.toordinal() - _EPOCH_ORDINAL) * 86_400 + moment.hour * 3_600
-               + moment.minute * 60 + moment.second)
-    micros = (local_s - offset_s) * 1_000_000 + moment.microsecond - offset.microseconds
-    return micros // 1_000, offset_s // 60
+               + moment.minute * 60)
+    return (local_s - offset_s) * 1_000_000 - offset.microseconds, offset_s // 60
 
 
 _ID_NAMES = frozenset(IDENTIFIER_FIELDS)

@@ -131,25 +131,29 @@ def _reference_time(text: str) -> tuple[int, int] | str:
     return since // timedelta(milliseconds=1), offset // timedelta(minutes=1)
 
 
-_moments = st.datetimes(min_value=datetime(1999, 12, 30), max_value=datetime(2101, 1, 2),
-                        timezones=st.sampled_from(
-                            [UTC, timezone(timedelta(hours=9)),
-                             timezone(timedelta(hours=-5, minutes=-30)),
-                             timezone(timedelta(minutes=765)),
-                             timezone(timedelta(hours=1, seconds=30, microseconds=5))]))
+_ZONES = [timezone.utc, timezone(timedelta(hours=9)), timezone(timedelta(hours=-9)),
+          timezone(timedelta(hours=-5, minutes=-30)), timezone(timedelta(minutes=765)),
+          timezone(timedelta(hours=1, seconds=30, microseconds=5)),
+          timezone(timedelta(hours=2, seconds=30, microseconds=5))]
+_FORMS = ["auto", "milliseconds", "seconds", "minutes", "hours", "basic", "space"]
 
 
 @settings(max_examples=500, deadline=None)
-@given(moments=st.lists(st.tuples(_moments, st.sampled_from(
-    ["auto", "milliseconds", "seconds", "minutes", "hours", "basic", "space"])), max_size=12))
+@given(base=st.datetimes(min_value=datetime(1999, 12, 31), max_value=datetime(2101, 1, 1)),
+       moments=st.lists(st.tuples(st.integers(-7_200_000_000, 7_200_000_000),
+                                  st.sampled_from(_ZONES), st.sampled_from(_FORMS)),
+                        max_size=12))
 def test_timestamp_parse_is_exact_in_every_accepted_form(
-    moments: list[tuple[datetime, str]],
+    base: datetime, moments: list[tuple[int, timezone, str]],
 ) -> None:
     """`occurred_at` becomes exact epoch ms and offset minutes in every ISO-8601 form Python
-    accepts (the decoder caches each minute's arithmetic: order and repetition of timestamps
-    must not change a result), and years outside 2000..2100 are refused."""
+    accepts, and years outside 2000..2100 are refused. The decoder caches each minute's
+    arithmetic by the text of the minute and of the offset: the timestamps here share local
+    minutes across offsets (+09:00 and -09:00, offsets with seconds alike but for the hour),
+    come in any order and repeat, and none of that may change a result."""
     texts = []
-    for moment, form in moments:
+    for micros, zone, form in moments:
+        moment = (base + timedelta(microseconds=micros)).replace(tzinfo=zone)
         if form == "basic":
             texts.append(moment.strftime("%Y%m%dT%H%M%S.%f") + (moment.strftime("%z") or "Z"))
         elif form == "space":
