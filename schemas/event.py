@@ -154,11 +154,11 @@ def _parse_time(value: object) -> tuple[int, int]:
         raise EventError("bad_timestamp", "occurred_at is not an ISO-8601 timestamp") from None
     if value[-1] == "Z":
         tail = "Z"
-    elif value[-6] in "+-" and value[-3] == ":":
+    elif len(value) > 16 and value[-6] in "+-" and value[-3] == ":":
         tail = value[-6:]
     else:
-        minute = _minute(moment)
-        return (minute[0] + moment.second * 1_000_000 + moment.microsecond) // 1_000, minute[1]
+        base_us, offset_min = _minute(moment)
+        return (base_us + moment.second * 1_000_000 + moment.microsecond) // 1_000, offset_min
     minutes = _MINUTES.get(tail)
     if minutes is None:
         minutes = _MINUTES[tail] = {}

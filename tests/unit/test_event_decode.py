@@ -131,7 +131,7 @@ def _reference_time(text: str) -> tuple[int, int] | str:
     return since // timedelta(milliseconds=1), offset // timedelta(minutes=1)
 
 
-_ZONES = [timezone.utc, timezone(timedelta(hours=9)), timezone(timedelta(hours=-9)),
+_ZONES = [UTC, timezone(timedelta(hours=9)), timezone(timedelta(hours=-9)),
           timezone(timedelta(hours=-5, minutes=-30)), timezone(timedelta(minutes=765)),
           timezone(timedelta(hours=1, seconds=30, microseconds=5)),
           timezone(timedelta(hours=2, seconds=30, microseconds=5))]
