@@ -22,6 +22,7 @@ from typing import Any
 from schemas.event import Event
 from service.domain.attribution import attribute, find_booked, response_record
 from service.domain.conditions import Env
+from service.domain.idring import ENTRY_BYTES
 from service.domain.policy import arbitrate, digest32
 from service.domain.profile import Profile, event_digest
 from service.domain.rules import Rulebook
@@ -66,8 +67,9 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
     if profile is None:
         profile = Profile(event.key())
     digest = event_digest(event.event_id)
-    seen = profile.seen
-    if digest in seen:
+    seen = profile.seen  # an IdRing (a bytearray); its membership test inlined
+    found = seen.find(digest)
+    if found >= 0 and (not found & 15 or seen.has(digest)):
         return Outcome(profile, [], [], True)
     ts = event.ts_ms
     newest = profile.newest_ms
@@ -80,8 +82,9 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
             _consent(profile, event)
             return Outcome(profile, [], [], False)
         return Outcome(profile, [], [], True)
-    seen[digest] = ts  # profile.remember(), inlined: this is every event's path
-    if len(seen) > rulebook.remember_events:
+    # profile.remember(), inlined: this is every event's path
+    seen += digest + ts.to_bytes(8, "little", signed=True)
+    if len(seen) > ENTRY_BYTES * rulebook.remember_events:
         profile.forget(rulebook.remember_events)
     if ts >= newest:
         profile.newest_ms = ts

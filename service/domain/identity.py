@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas.event import IDENTIFIER_FIELDS, Event
+from service.domain.idring import IdRing
 from service.domain.policy import digest32
 from service.domain.profile import Profile
 from service.domain.rules import Rulebook
@@ -150,11 +151,11 @@ def _hashable(value: Any) -> Any:
 
 
 def _merge_ids(merged: Profile, other: Profile, limit: int) -> None:
-    union = dict(merged.seen)
+    union = dict(merged.seen.items())
     for digest, ts in other.seen.items():
         union.setdefault(digest, ts)
     ordered = sorted(union.items(), key=lambda item: item[1])
-    merged.seen = {}
+    merged.seen = IdRing()
     merged.floor_ms = max(merged.floor_ms, other.floor_ms)
     for digest, ts in ordered:
         merged.remember(digest, ts, limit)

@@ -1,18 +1,19 @@
 """The per-customer state record: small, versioned, and everything `decide()` needs.
 
 Idempotence. A profile remembers the ids of the last `remember_events` events applied to it
-(`event_digest`: an 8-byte XXH3 digest of each id, with the event's time), so a redelivered event is
-recognised and changes nothing. When an id is forgotten (pushed out by newer arrivals), its
-event time raises `floor_ms`, the newest event time ever forgotten. An event that is not
-remembered but whose time lies *before* `floor_ms` cannot be told apart from a forgotten
-redelivery, so it is treated as a duplicate too ("too late to be sure"): an event is applied
-at most once, always. Any event newer than `floor_ms` (in practice: later than about the last
-`remember_events` events of this customer) is applied, also when it is older than the newest
-one seen, and counts in the windows it belongs to. Exactness caveat: a forgotten event whose
-time equals `floor_ms` to the millisecond would be applied again.
+(`event_digest`: an 8-byte XXH3 digest of each id, with the event's time; idring.py), so a
+redelivered event is recognised and changes nothing. When an id is forgotten (pushed out by
+newer arrivals), its event time raises `floor_ms`, the newest event time ever forgotten. An
+event that is not remembered but whose time lies *before* `floor_ms` cannot be told apart from
+a forgotten redelivery, so it is treated as a duplicate too ("too late to be sure"): an event
+is applied at most once, always. Any event newer than `floor_ms` (in practice: later than
+about the last `remember_events` events of this customer) is applied, also when it is older
+than the newest one seen, and counts in the windows it belongs to. Exactness caveat: a
+forgotten event whose time equals `floor_ms` to the millisecond would be applied again.
 
-Serialised form (`to_bytes`): orjson of a dict with `"v": 2` and short keys; unknown versions
-are refused by `from_bytes` with a `ProfileFormatError`. Version 1 (ids digested with BLAKE2b,
+Serialised form (`to_bytes`): orjson of a dict with `"v": 2` and short keys, the id ring as
+base64 of its buffer (per id, the digest and a little-endian int64 time); unknown versions are
+refused by `from_bytes` with a `ProfileFormatError`. Version 1 (ids digested with BLAKE2b,
 0.36 us per event against XXH3's 0.05) is still read: its digests cannot be compared with new
 ones, so they are dropped and `floor_ms` moves just past the newest of their times, which
 makes every event up to that time "too late to be sure" - a redelivery of an event from before
@@ -27,11 +28,13 @@ from typing import Any
 import orjson
 from xxhash import xxh3_64_digest
 
+from service.domain.idring import IdRing
+
 __all__ = ["PROFILE_VERSION", "Profile", "ProfileFormatError", "event_digest"]
 
 PROFILE_VERSION = 2
 _READABLE = frozenset({1, PROFILE_VERSION})
-_ENTRY = 14  # 8-byte digest + 6-byte big-endian event time in ms
+_V1_ENTRY = 14  # version 1 id ring: 8-byte digest + 6-byte big-endian event time, interleaved
 
 
 def event_digest(event_id: str) -> bytes:
@@ -71,7 +74,7 @@ class Profile:
         self.cid: str | None = key[12:] if key.startswith("customer_id:") else None
         self.newest_ms = -1  # newest event time applied
         self.tz_min = 0  # UTC offset of the newest event: the customer's time zone
-        self.seen: dict[bytes, int] = {}  # event-id digest -> event time, arrival order
+        self.seen = IdRing()  # event-id digests and their event times, arrival order
         self.floor_ms = -1  # newest event time among forgotten ids
         self.scores: dict[str, float] = {}
         self.sref_ms = -1  # the time decayed scores are expressed at
@@ -99,22 +102,20 @@ class Profile:
 
     def has_applied(self, digest: bytes, ts_ms: int) -> bool:
         """True if this event (by id digest) was applied, or is too old to be sure it was not."""
-        return digest in self.seen or ts_ms < self.floor_ms
+        return self.seen.has(digest) or ts_ms < self.floor_ms
 
     def remember(self, digest: bytes, ts_ms: int, limit: int) -> None:
         """Record an applied event id, forgetting the oldest arrivals beyond `limit`."""
-        self.seen[digest] = ts_ms
-        if len(self.seen) > limit:
+        seen = self.seen
+        seen.add(digest, ts_ms)
+        if seen.size() > limit:
             self.forget(limit)
 
     def forget(self, limit: int) -> None:
         """Forget the oldest arrivals beyond `limit`, raising `floor_ms` to their times."""
-        seen = self.seen
-        while len(seen) > limit:
-            oldest = next(iter(seen))
-            forgotten = seen.pop(oldest)
-            if forgotten > self.floor_ms:
-                self.floor_ms = forgotten
+        forgotten = self.seen.forget(limit)
+        if forgotten > self.floor_ms:
+            self.floor_ms = forgotten
 
     # -- serialisation ----------------------------------------------------------------------
 
@@ -126,10 +127,8 @@ class Profile:
         out["n"] = self.newest_ms
         if self.tz_min:
             out["z"] = self.tz_min
-        if self.seen:
-            out["r"] = base64.b64encode(
-                b"".join(d + t.to_bytes(6, "big") for d, t in self.seen.items())
-            ).decode("ascii")
+        if self.seen:  # the id ring (idring.py): every digest, then every time
+            out["r"] = base64.b64encode(self.seen).decode("ascii")
         if self.floor_ms >= 0:
             out["f"] = self.floor_ms
         optional = (
@@ -167,41 +166,51 @@ class Profile:
                 f"1 and {PROFILE_VERSION} (upgrade the worker, or rebuild state by replay)"
             )
         try:
-            profile = cls._from_dict(raw)
+            profile = cls._from_dict(raw, version)
         except (KeyError, TypeError, ValueError) as exc:
             raise ProfileFormatError(f"stored profile is malformed: {exc!r}") from None
-        if version == 1 and profile.seen:  # BLAKE2b digests: keep only their time bound
-            newest = max(profile.seen.values())
-            profile.seen = {}
-            profile.floor_ms = max(profile.floor_ms, newest + 1)
         return profile
 
     @classmethod
-    def _from_dict(cls, raw: dict[str, Any]) -> Profile:
+    def _from_dict(cls, raw: dict[str, Any], version: int) -> Profile:
         profile = cls(str(raw["k"]))
         if "c" in raw:
             profile.cid = str(raw["c"])
         profile.newest_ms = int(raw["n"])
         profile.tz_min = int(raw.get("z", 0))
-        ring = base64.b64decode(raw.get("r", ""))
-        if len(ring) % _ENTRY:
-            raise ValueError("id ring has a partial entry")
-        seen = profile.seen
-        for start in range(0, len(ring), _ENTRY):
-            seen[ring[start:start + 8]] = int.from_bytes(ring[start + 8:start + _ENTRY], "big")
         profile.floor_ms = int(raw.get("f", -1))
-        profile.scores = dict(raw.get("s", {}))
+        ring = base64.b64decode(raw.get("r", ""))
+        if version == 1:  # BLAKE2b digests: keep only their time bound
+            if len(ring) % _V1_ENTRY:
+                raise ValueError("id ring has a partial entry")
+            if ring:
+                newest = max(int.from_bytes(ring[start + 8:start + _V1_ENTRY], "big")
+                             for start in range(0, len(ring), _V1_ENTRY))
+                profile.floor_ms = max(profile.floor_ms, newest + 1)
+        elif ring:
+            profile.seen = IdRing.from_stored(ring)
         profile.sref_ms = int(raw.get("sr", -1))
-        profile.hits = dict(raw.get("h", {}))
-        profile.traits = dict(raw.get("t", {}))
-        profile.windows = dict(raw.get("w", {}))
-        profile.sent = dict(raw.get("a", {}))
-        profile.recent = list(raw.get("q", []))
-        profile.consent = dict(raw.get("o", {}))
-        profile.responses = dict(raw.get("x", {}))
-        redirect = raw.get("d")
-        profile.redirect = str(redirect) if redirect is not None else None
-        profile.links = [str(k) for k in raw.get("l", [])]
+        get = raw.get  # parts left out when empty keep the fresh profile's empty containers
+        if (part := get("s")) is not None:
+            profile.scores = dict(part)
+        if (part := get("h")) is not None:
+            profile.hits = dict(part)
+        if (part := get("t")) is not None:
+            profile.traits = dict(part)
+        if (part := get("w")) is not None:
+            profile.windows = dict(part)
+        if (part := get("a")) is not None:
+            profile.sent = dict(part)
+        if (part := get("q")) is not None:
+            profile.recent = list(part)
+        if (part := get("o")) is not None:
+            profile.consent = dict(part)
+        if (part := get("x")) is not None:
+            profile.responses = dict(part)
+        if (part := get("d")) is not None:
+            profile.redirect = str(part)
+        if (part := get("l")) is not None:
+            profile.links = [str(k) for k in part]
         return profile
 
     def __eq__(self, other: object) -> bool:
@@ -210,4 +219,4 @@ class Profile:
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"Profile({self.key!r}, events={len(self.seen)}, newest_ms={self.newest_ms})"
+        return f"Profile({self.key!r}, events={self.seen.size()}, newest_ms={self.newest_ms})"

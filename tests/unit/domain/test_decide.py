@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from textwrap import dedent
 
@@ -76,7 +77,7 @@ def test_forgotten_ids_raise_the_floor(book: Rulebook, event: EventFactory) -> N
               for i in range(70)]
     for item in events:
         profile = decide(profile, item, {}, book).profile
-    assert profile is not None and len(profile.seen) == book.remember_events == 64
+    assert profile is not None and profile.seen.size() == book.remember_events == 64
     assert profile.floor_ms == events[5].ts_ms  # ids of 10:00..10:05 forgotten
     assert decide(profile, events[0], {}, book).duplicate  # a forgotten redelivery
     under_floor = event("page_viewed", at="2026-03-02T10:04:30+00:00")
@@ -196,10 +197,12 @@ def test_version_1_profile_is_read_and_skips_pre_upgrade_redeliveries(
     profile = run_events(book, views).profiles["customer_id:c-1"]
     assert profile is not None
     raw = orjson.loads(profile.to_bytes())
-    raw["v"] = 1
+    raw["v"] = 1  # its ring: 8-byte digest and 6-byte big-endian time, interleaved
+    raw["r"] = base64.b64encode(b"".join(
+        b"\x01" * 8 + ts.to_bytes(6, "big") for ts in profile.seen.times())).decode()
     old = Profile.from_bytes(orjson.dumps(raw))
     assert old.scores == profile.scores and old.traits == profile.traits
-    assert not old.seen and old.floor_ms == max(profile.seen.values()) + 1
+    assert not old.seen and old.floor_ms == max(profile.seen.times()) + 1
     for view in views:
         again = decide(old, view, {}, book)
         assert again.duplicate and again.profile is not None
