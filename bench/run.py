@@ -201,9 +201,44 @@ def _replay(log: list[bytes]) -> tuple[Measurement, dict[str, float]]:
     tracemalloc.stop()
     memory = {"profiles": len(profiles),
               "heap_bytes_per_profile": round(traced / max(1, len(sample.profiles))),
-              "stored_bytes_per_profile": round(stored)}
+              "stored_bytes_per_profile": round(stored), **_profile_codec(profiles, log)}
     return (Measurement(events=len(log), seconds=seconds, cpu_seconds=seconds, ok=True,
                         note="in-process replay engine, no Kafka"), memory)
+
+
+def _profile_codec(profiles: list[Any], log: list[bytes]) -> dict[str, float]:
+    """Microseconds to encode and decode a profile (what the worker does per touched profile
+    per batch, and per store read): mean over the bench's profiles (mostly one or two events
+    each), and for a returning customer whose id ring is full (the same customer's profile
+    after `remember_events` + 10 of the log's events re-keyed to it)."""
+    import orjson
+
+    from schemas.event import decode_event
+    from service.domain import Profile, load_rulebook
+    from service.replay.runner import Replayer
+
+    def timed(items: list[Any], work: Any) -> float:
+        started = time.perf_counter()
+        for item in items:
+            work(item)
+        return (time.perf_counter() - started) / len(items) * 1e6
+
+    sample = profiles[:20_000]
+    stored = [p.to_bytes() for p in sample]
+    rulebook = load_rulebook(RULES)
+    regular = Replayer(rulebook)
+    for number, raw in enumerate(log[:rulebook.remember_events + 10]):
+        data = orjson.loads(raw)
+        data["identity"] = {"customer_id": "c-regular"}
+        data["event_id"] = f"regular-{number}"
+        regular.apply(decode_event(orjson.dumps(data)))
+    full = [regular.profiles[b"customer_id:c-regular"]] * 20_000
+    full_stored = [p.to_bytes() for p in full]
+    return {"encode_us": round(timed(sample, Profile.to_bytes), 2),
+            "decode_us": round(timed(stored, Profile.from_bytes), 2),
+            "full_ring_encode_us": round(timed(full, Profile.to_bytes), 2),
+            "full_ring_decode_us": round(timed(full_stored, Profile.from_bytes), 2),
+            "full_ring_stored_bytes": len(full_stored[0])}
 
 
 def _worker_counts(spec: str | None) -> list[int]:
@@ -315,6 +350,10 @@ async def _main(args: argparse.Namespace) -> int:
               f"{memory['heap_bytes_per_profile']:,} bytes of Python heap each in memory "
               f"(tracemalloc), {memory['stored_bytes_per_profile']:,} bytes each as stored "
               "(RocksDB value, changelog record)")
+        print(f"profile codec: encode {memory['encode_us']} us, decode {memory['decode_us']} us "
+              f"(mean); a returning customer with a full id ring ("
+              f"{memory['full_ring_stored_bytes']:,} bytes): encode "
+              f"{memory['full_ring_encode_us']} us, decode {memory['full_ring_decode_us']} us")
     if latency.get("ok"):
         print(f"latency at {latency['rate_achieved']:,} events/s (half the worker's maximum): "
               f"event to action p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms, "
