@@ -29,8 +29,13 @@ log = logging.getLogger(__name__)
 class GcPolicy:
     """Call `after_batch()` after each processed batch (cheap: a clock read, mostly)."""
 
-    def __init__(self, *, freeze_every_s: float = 0.0, full_every_s: float = 600.0) -> None:
+    def __init__(self, *, freeze_every_s: float = 0.0, full_every_s: float = 600.0,
+                 collect_young: bool = True) -> None:
         self.freeze_every_s = freeze_every_s
+        # False: freeze without collecting the young generations first (replay: no asyncio
+        # cycles, and the automatic young collections still run between calls; the explicit
+        # one cost 3.5 % of a replay's time)
+        self.collect_young = collect_young
         self.full_every_s = full_every_s
         now = time.monotonic()
         self._frozen_at = now
@@ -50,7 +55,8 @@ class GcPolicy:
             log.info("full garbage collection", extra={"freed": freed,
                                                        "pause_ms": round(pause * 1000, 1)})
         elif now - self._frozen_at >= self.freeze_every_s:
-            gc.collect(1)
+            if self.collect_young:
+                gc.collect(1)
             gc.freeze()
             self._frozen_at = now
 

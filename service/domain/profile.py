@@ -131,13 +131,22 @@ class Profile:
             out["r"] = base64.b64encode(self.seen).decode("ascii")
         if self.floor_ms >= 0:
             out["f"] = self.floor_ms
-        optional = (
-            ("s", self.scores), ("h", self.hits), ("t", self.traits), ("w", self.windows),
-            ("a", self.sent), ("q", self.recent), ("o", self.consent), ("x", self.responses),
-        )
-        for name, part in optional:
-            if part:
-                out[name] = part
+        if self.scores:
+            out["s"] = self.scores
+        if self.hits:
+            out["h"] = self.hits
+        if self.traits:
+            out["t"] = self.traits
+        if self.windows:
+            out["w"] = self.windows
+        if self.sent:
+            out["a"] = self.sent
+        if self.recent:
+            out["q"] = self.recent
+        if self.consent:
+            out["o"] = self.consent
+        if self.responses:
+            out["x"] = self.responses
         if self.scores and self.sref_ms >= 0:
             out["sr"] = self.sref_ms
         if self.redirect is not None:

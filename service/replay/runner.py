@@ -159,7 +159,7 @@ def quiet_gc() -> Iterator[GcPolicy]:
     objects; call `after_batch()` on the yielded policy every thousand events or so."""
     gc.collect()
     gc.freeze()
-    policy = GcPolicy()
+    policy = GcPolicy(collect_young=False)
     try:
         yield policy
     finally:
