@@ -14,7 +14,7 @@ batch in flight may count twice (the batch is replayed after its counts were pub
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from schemas.codec import JSONDecodeError, dumps, loads
@@ -62,7 +62,7 @@ class SharedPropensities:
         self.own.pop(partition, None)
         self.dirty.discard(partition)
 
-    def observe(self, partition: int, responses: list[tuple[str, str, str]]) -> None:
+    def observe(self, partition: int, responses: Sequence[tuple[str, str, str]]) -> None:
         table = self.own.get(partition)
         if table is None:
             self.adopt(partition)

@@ -17,7 +17,7 @@ publish a snapshot into the context at a fixed cadence in event time.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from hashlib import blake2b
 from typing import Any
 
@@ -108,7 +108,7 @@ class LearningState:
             return base
         return {**base, **self._snapshot} if len(base) < 64 else _Overlay(self._snapshot, base)
 
-    def observe(self, responses: list[tuple[str, str, str]]) -> None:
+    def observe(self, responses: Sequence[tuple[str, str, str]]) -> None:
         for action, segment, response in responses:
             self.table.observe(action, segment, response)
 
