@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from schemas.codec import dumps, loads
 from schemas.event import Event, EventError, decode_event
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from service.health import Readiness
     from service.metrics import Metrics
 
-__all__ = ["BatchStats", "Message", "Processor"]
+__all__ = ["BatchStats", "Message", "Processor", "Record"]
 
 log = logging.getLogger(__name__)
 _DLQ_VALUE_LIMIT = 256 * 1024
@@ -66,7 +66,7 @@ _CONTROL_HEADER = "tf-ctl"
 _CONTROL_KINDS = {b"link": "link", b"merge": "merge", b"erase": "erase"}
 
 
-def _control_kind(message: Message) -> str | None:
+def _control_kind(message: Record) -> str | None:
     """"link"/"merge"/"erase" for identity control records on the repartition topic."""
     for name, value in message.headers:
         if name == _CONTROL_HEADER:
@@ -74,16 +74,37 @@ def _control_kind(message: Message) -> str | None:
     return None
 
 
+class Record(Protocol):
+    """What the processor reads of a consumed Kafka record. aiokafka's `ConsumerRecord` fits
+    as it is (the lean runtime hands its records over without a copy: building a `Message`
+    per record was 0.4 us, 2 % of the worker), and so does `Message`."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def timestamp(self) -> int | None:
+        """Milliseconds since the epoch (the record's Kafka timestamp)."""
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
 class Message(NamedTuple):
-    """One consumed Kafka record, independent of the client library (a named tuple: built
-    once per consumed record, it costs 0.2 us where a frozen dataclass cost 1.2 us)."""
+    """A consumed Kafka record built by hand (Faust runtime, tests): a `Record`."""
 
     topic: str
     partition: int
     offset: int
     key: bytes | None
     value: bytes | None
-    timestamp_ms: int | None = None
+    timestamp: int | None = None  # ms since the epoch
     headers: Sequence[tuple[str, bytes]] = ()
 
 
@@ -226,17 +247,17 @@ class Processor:
 
     # -- the batch --------------------------------------------------------------------------
 
-    async def process(self, messages: Sequence[Message]) -> BatchStats:
+    async def process(self, messages: Sequence[Record]) -> BatchStats:
         """Process one batch; when it returns, every effect is durable on the broker."""
         async with self._lock:
             return await self._process(messages)
 
-    async def _process(self, messages: Sequence[Message]) -> BatchStats:
+    async def _process(self, messages: Sequence[Record]) -> BatchStats:
         started = time.perf_counter()
         stats = BatchStats(received=len(messages))
         sink = self.sink
         topics = self.topics
-        ordered: list[tuple[int, Message, Event | None, bytes]] = []
+        ordered: list[tuple[int, Record, Event | None, bytes]] = []
         event_counts: Counter[tuple[str, str, str]] = Counter()
         dead_reasons: Counter[str] = Counter()
         repartition = topics.repartition
@@ -275,7 +296,7 @@ class Processor:
         for partition in sorted({item[0] for item in ordered}):
             await self._ensure_recovered(partition)
             changed.setdefault(partition, {})
-        last_of: dict[int, Message] = {}
+        last_of: dict[int, Record] = {}
         stored: set[bytes] = set()  # keys found in a store (or its cache) before this batch
         stores = self._stores
         caches = {partition: self._cache.setdefault(partition, {}) for partition in changed}
@@ -350,7 +371,7 @@ class Processor:
                     await sink.send(topics.channel_actions(action["channel"]), customer,
                                     encoded_action)
                 actions.append(action)
-                clocks.append((event.ts_ms, message.timestamp_ms))
+                clocks.append((event.ts_ms, message.timestamp))
             for record in outcome.decisions:
                 await sink.send(topics.decisions, key, dumps(record))
             stats.decisions += len(outcome.decisions)
@@ -430,7 +451,7 @@ class Processor:
                                  partition=self.partition_for(target),
                                  headers=[(_CONTROL_HEADER, kind.encode())])
 
-    async def _control(self, message: Message, key: bytes, profile: Profile | None,
+    async def _control(self, message: Record, key: bytes, profile: Profile | None,
                        touched: dict[bytes, Profile | None]) -> int:
         """Apply a link, merge or erase record addressed to the profile under `key`."""
         kind = _control_kind(message)
@@ -481,7 +502,7 @@ class Processor:
             touched[key] = None
         return 0
 
-    async def _dead_letter(self, message: Message, reason: str, error: str) -> None:
+    async def _dead_letter(self, message: Record, reason: str, error: str) -> None:
         value = message.value or b""
         record = {
             "reason": reason,
@@ -489,7 +510,7 @@ class Processor:
             "topic": message.topic,
             "partition": message.partition,
             "offset": message.offset,
-            "timestamp_ms": message.timestamp_ms,
+            "timestamp_ms": message.timestamp,
             "key_b64": base64.b64encode(message.key).decode() if message.key else None,
             "value_b64": base64.b64encode(value[:_DLQ_VALUE_LIMIT]).decode(),
             "value_truncated": len(value) > _DLQ_VALUE_LIMIT,

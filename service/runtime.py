@@ -20,9 +20,10 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from itertools import chain
 from typing import Any
 
-from service.processor import Message, Processor
+from service.processor import Processor, Record
 from service.settings import Settings
 from service.sink import BatchingKafkaSink, Sink
 from service.topics import TopicNames
@@ -129,11 +130,7 @@ class KafkaRuntime:
                 if not batch:
                     await self._observe_lag()
                     continue
-                messages = [
-                    Message(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp,
-                            r.headers or ())
-                    for records in batch.values() for r in records
-                ]
+                messages = list(chain.from_iterable(batch.values()))  # ConsumerRecords
                 await self._process_with_retry(messages)
                 offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
                 await self._commit(offsets)
@@ -143,7 +140,7 @@ class KafkaRuntime:
             collector.close()
             await self._shutdown()
 
-    async def _process_with_retry(self, messages: Sequence[Message]) -> None:
+    async def _process_with_retry(self, messages: Sequence[Record]) -> None:
         assert self.processor is not None
         delay = 0.5
         while True:
