@@ -300,6 +300,7 @@ class Processor:
         stored: set[bytes] = set()  # keys found in a store (or its cache) before this batch
         stores = self._stores
         caches = {partition: self._cache.setdefault(partition, {}) for partition in changed}
+        learning, rulebook, signals = self.learning, self.rulebook, bool(self._signal_specs)
         for partition, message, maybe_event, key in ordered:
             store = stores[partition]
             cache = caches[partition]
@@ -332,10 +333,10 @@ class Processor:
                 profile_key = key.decode()
                 if profile_key != event.key():
                     profile = Profile(profile_key)
-            context = self.context if self.learning is None else self.learning.context(
+            context = self.context if learning is None else learning.context(
                 event.ts_ms, self.context)
             try:
-                outcome = decide(profile, event, context, self.rulebook)
+                outcome = decide(profile, event, context, rulebook)
             except Exception as exc:  # a bug must not stop the partition: dead-letter it
                 cache.pop(key, None)  # decide() may have half-updated the cached object
                 log.error("decide() failed", extra={"error": type(exc).__name__,
@@ -346,16 +347,15 @@ class Processor:
                 dead_reasons["decision_error"] += 1
                 stats.deadlettered += 1
                 continue
-            etype = event.type if event.type in self._type_labels else "other"
-            if outcome.duplicate:
+            if outcome.duplicate:  # (types the rulebook does not name: "other", in _observe)
                 stats.duplicates += 1
-                event_counts[(event.channel, etype, "duplicate")] += 1
+                event_counts[(event.channel, event.type, "duplicate")] += 1
                 continue
             stats.processed += 1
-            event_counts[(event.channel, etype, "processed")] += 1
-            if outcome.responses and self.learning is not None:
+            event_counts[(event.channel, event.type, "processed")] += 1
+            if outcome.responses and learning is not None:
                 self.shared.observe(partition, outcome.responses)
-            if self._signal_specs:
+            if signals:
                 await self._feed_signals(event)
             touched[key] = outcome.profile
             if outcome.profile is None:
@@ -372,10 +372,10 @@ class Processor:
                                     encoded_action)
                 actions.append(action)
                 clocks.append((event.ts_ms, message.timestamp))
-            for record in outcome.decisions:
-                await sink.send(topics.decisions, key, dumps(record))
-            stats.decisions += len(outcome.decisions)
-            if outcome.actions or outcome.decisions:
+            if outcome.decisions:
+                for record in outcome.decisions:
+                    await sink.send(topics.decisions, key, dumps(record))
+                stats.decisions += len(outcome.decisions)
                 self._count_decisions(outcome.decisions)
         for partition, last in last_of.items():
             source_offsets[partition] = f"{last.topic}:{last.partition}:{last.offset}"
@@ -565,8 +565,10 @@ class Processor:
         metrics = self.metrics
         if metrics is None:
             return
+        labels = self._type_labels
         for (channel, etype, outcome), count in event_counts.items():
-            metrics.events.labels(channel, etype, outcome).inc(count)
+            label = etype if etype in labels else "other"  # the label set stays bounded
+            metrics.events.labels(channel, label, outcome).inc(count)
         for reason, count in dead_reasons.items():
             metrics.deadletters.labels(reason).inc(count)
             metrics.events.labels("unknown", "unknown", "deadletter").inc(count)

@@ -131,3 +131,28 @@ async def test_rocksdb_profile_count_follows_creations_revisits_and_erasures(
     await deliver(_event("bye", "erasure_requested", 4, customer_id="c-0"))
     await loop_back()
     assert counts() == (5, 5)
+
+
+async def test_event_metrics_label_unknown_types_other_and_count_duplicates() -> None:
+    """Processed and duplicate events are counted per channel and type; a type the rulebook
+    does not name is labelled "other" (producers cannot grow the label set), and its
+    duplicate is counted as one."""
+    from service.metrics import Metrics
+
+    settings = load_settings(rules=RULES, store="memory://", partitions=1,
+                             broker="kafka://127.0.0.1:1", topic_prefix="met")
+    topics = TopicNames.from_settings(settings)
+    metrics = Metrics()
+    processor = Processor(settings, topics, load_rulebook(RULES), MemorySink(),
+                          recover=_no_recovery, metrics=metrics)
+    raws = [_event("m1", "ping", 1, anonymous_id="a-1"),
+            _event("m2", "made_up_type_1", 2, anonymous_id="a-1"),
+            _event("m3", "made_up_type_2", 3, anonymous_id="a-1"),
+            _event("m3", "made_up_type_2", 3, anonymous_id="a-1")]
+    await processor.process([Message(topics.events, 0, n, None, raw)
+                             for n, raw in enumerate(raws)])
+    text = metrics.render().decode()
+    assert 'touchflow_events_total{channel="web",outcome="processed",type="ping"} 1.0' in text
+    assert 'touchflow_events_total{channel="web",outcome="processed",type="other"} 2.0' in text
+    assert 'touchflow_events_total{channel="web",outcome="duplicate",type="other"} 1.0' in text
+    assert "made_up_type" not in text
