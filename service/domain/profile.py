@@ -34,6 +34,13 @@ __all__ = ["PROFILE_VERSION", "Profile", "ProfileFormatError", "event_digest"]
 
 PROFILE_VERSION = 2
 _READABLE = frozenset({1, PROFILE_VERSION})
+#: Stored parts read back by `from_bytes`: (key, attribute, constructor).
+_PARTS: tuple[tuple[str, str, Any], ...] = (
+    ("s", "scores", dict), ("h", "hits", dict), ("t", "traits", dict), ("w", "windows", dict),
+    ("a", "sent", dict), ("q", "recent", list), ("o", "consent", dict),
+    ("x", "responses", dict), ("d", "redirect", str),
+    ("l", "links", lambda keys: [str(key) for key in keys]),
+)
 _V1_ENTRY = 14  # version 1 id ring: 8-byte digest + 6-byte big-endian event time, interleaved
 
 
@@ -199,27 +206,10 @@ class Profile:
         elif ring:
             profile.seen = IdRing.from_stored(ring)
         profile.sref_ms = int(raw.get("sr", -1))
-        get = raw.get  # parts left out when empty keep the fresh profile's empty containers
-        if (part := get("s")) is not None:
-            profile.scores = dict(part)
-        if (part := get("h")) is not None:
-            profile.hits = dict(part)
-        if (part := get("t")) is not None:
-            profile.traits = dict(part)
-        if (part := get("w")) is not None:
-            profile.windows = dict(part)
-        if (part := get("a")) is not None:
-            profile.sent = dict(part)
-        if (part := get("q")) is not None:
-            profile.recent = list(part)
-        if (part := get("o")) is not None:
-            profile.consent = dict(part)
-        if (part := get("x")) is not None:
-            profile.responses = dict(part)
-        if (part := get("d")) is not None:
-            profile.redirect = str(part)
-        if (part := get("l")) is not None:
-            profile.links = [str(k) for k in part]
+        for name, attr, build in _PARTS:  # parts left out when empty keep the fresh ones
+            part = raw.get(name)
+            if part is not None:
+                setattr(profile, attr, build(part))
         return profile
 
     def __eq__(self, other: object) -> bool:
