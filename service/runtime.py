@@ -123,6 +123,11 @@ class KafkaRuntime:
         settings = self.settings
         consumer = self._consumer
         wait_ms = max(1, settings.batch_max_wait_ms)
+        # The commit of a batch's offsets runs while the next batch is fetched and processed
+        # (one round trip per batch the loop used to wait for); commits stay in order, at most
+        # one in flight. A crash before it completes replays the batch, as before: every effect
+        # of a processed batch is already durable, and replayed events change nothing.
+        committing: asyncio.Task[None] | None = None
         try:
             while not self._stopping.is_set():
                 batch = await consumer.getmany(timeout_ms=wait_ms,
@@ -133,10 +138,15 @@ class KafkaRuntime:
                 messages = list(chain.from_iterable(batch.values()))  # ConsumerRecords
                 await self._process_with_retry(messages)
                 offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
-                await self._commit(offsets)
+                if committing is not None:
+                    await committing
+                committing = asyncio.ensure_future(self._commit(offsets))
                 await self._observe_lag()
                 collector.after_batch()
         finally:
+            if committing is not None:
+                with contextlib.suppress(Exception):
+                    await committing
             collector.close()
             await self._shutdown()
 
