@@ -198,10 +198,11 @@ def _check_identity(identity: object, no_at_sign: bool) -> tuple[dict[str, str],
     The common case (known names, plain non-empty strings, no hashed identifier to check, no
     "@" anywhere) is recognised in one pass and keeps the decoded dict as it is; anything else
     takes the field-by-field path, which gives the exact error."""
-    if isinstance(identity, dict) and identity and _ID_NAMES.issuperset(identity):
+    if no_at_sign and isinstance(identity, dict) and identity \
+            and _ID_NAMES.issuperset(identity):
         for name, value in identity.items():
             if (not isinstance(value, str) or not value or len(value) > MAX_ID_LEN
-                    or name in _HASHED_IDS or not no_at_sign):
+                    or name in _HASHED_IDS):
                 break
         else:
             return identity, _profile_key(identity)

@@ -145,8 +145,11 @@ class KafkaRuntime:
                 collector.after_batch()
         finally:
             if committing is not None:
-                with contextlib.suppress(Exception):
+                try:
                     await committing
+                except Exception as exc:  # the batch is replayed on restart: say so, go on
+                    log.warning("last commit failed at shutdown",
+                                extra={"error": type(exc).__name__})
             collector.close()
             await self._shutdown()
 

@@ -73,7 +73,7 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
     digest = event_digest(event.event_id)
     seen = profile.seen  # an IdRing (a bytearray); its membership test inlined
     found = seen.find(digest)
-    if found >= 0 and (not found & 15 or seen.has(digest)):
+    if found >= 0 and (not found % ENTRY_BYTES or seen.has(digest)):
         return Outcome(profile, _NONE, [], True)
     ts = event.ts_ms
     newest = profile.newest_ms

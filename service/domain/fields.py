@@ -75,35 +75,17 @@ def dig(value: Any, keys: tuple[str, ...]) -> Any:
     return value
 
 
-def compile_event_getter(path: str) -> Getter:
-    """`properties.sku` / `event.properties.sku` / `channel` -> a function of the event."""
+def _field_path(path: str) -> tuple[str, tuple[str, ...]]:
+    """`event.properties.sku` -> ("properties", ("sku",)): the event part and the keys below
+    it; SpecError for a path that names no event field."""
     parts = path.split(".")
     if parts[0] == "event":
         parts = parts[1:]
     if not parts or not all(parts):
         raise SpecError((), f"{path!r} is not a field path")
     head, rest = parts[0], tuple(parts[1:])
-    if head in _EVENT_ATTRS and not rest:
-        if head == "type":
-            return lambda event: event.type
-        if head == "channel":
-            return lambda event: event.channel
-        if head == "event_id":
-            return lambda event: event.event_id
-        return lambda event: event.occurred_at
-    if head in _MAPS and rest:
-        if len(rest) == 1:
-            name = rest[0]
-            if head == "properties":
-                return lambda event: event.properties.get(name)
-            if head == "context":
-                return lambda event: event.context.get(name)
-            return lambda event: event.identity.get(name)
-        if head == "properties":
-            return lambda event: dig(event.properties, rest)
-        if head == "context":
-            return lambda event: dig(event.context, rest)
-        return lambda event: dig(event.identity, rest)
+    if (head in _EVENT_ATTRS and not rest) or (head in _MAPS and rest):
+        return head, rest
     raise SpecError(
         (),
         f"{path!r} is not an event field: use type, channel, event_id, occurred_at, "
@@ -111,17 +93,39 @@ def compile_event_getter(path: str) -> Getter:
     )
 
 
+def compile_event_getter(path: str) -> Getter:
+    """`properties.sku` / `event.properties.sku` / `channel` -> a function of the event."""
+    head, rest = _field_path(path)
+    if not rest:
+        if head == "type":
+            return lambda event: event.type
+        if head == "channel":
+            return lambda event: event.channel
+        if head == "event_id":
+            return lambda event: event.event_id
+        return lambda event: event.occurred_at
+    if len(rest) == 1:
+        name = rest[0]
+        if head == "properties":
+            return lambda event: event.properties.get(name)
+        if head == "context":
+            return lambda event: event.context.get(name)
+        return lambda event: event.identity.get(name)
+    if head == "properties":
+        return lambda event: dig(event.properties, rest)
+    if head == "context":
+        return lambda event: dig(event.context, rest)
+    return lambda event: dig(event.identity, rest)
+
+
 def event_getter_source(path: str) -> str | None:
     """Python source reading `path` from a variable `event`, for the simple paths that
     `compile_event_getter` turns into one attribute or one `.get` (None for deeper paths)."""
-    compile_event_getter(path)  # the same validation
-    parts = path.split(".")
-    if parts[0] == "event":
-        parts = parts[1:]
-    if len(parts) == 1:
-        return f"event.{parts[0]}"
-    if len(parts) == 2:
-        return f"event.{parts[0]}.get({parts[1]!r})"
+    head, rest = _field_path(path)
+    if not rest:
+        return f"event.{head}"
+    if len(rest) == 1:
+        return f"event.{head}.get({rest[0]!r})"
     return None
 
 

@@ -134,7 +134,7 @@ class Profile:
         out["n"] = self.newest_ms
         if self.tz_min:
             out["z"] = self.tz_min
-        if self.seen:  # the id ring (idring.py): every digest, then every time
+        if self.seen:  # the id ring (idring.py): per id, its digest and its time
             out["r"] = base64.b64encode(self.seen).decode("ascii")
         if self.floor_ms >= 0:
             out["f"] = self.floor_ms
@@ -182,10 +182,9 @@ class Profile:
                 f"1 and {PROFILE_VERSION} (upgrade the worker, or rebuild state by replay)"
             )
         try:
-            profile = cls._from_dict(raw, version)
+            return cls._from_dict(raw, version)
         except (KeyError, TypeError, ValueError) as exc:
             raise ProfileFormatError(f"stored profile is malformed: {exc!r}") from None
-        return profile
 
     @classmethod
     def _from_dict(cls, raw: dict[str, Any], version: int) -> Profile:

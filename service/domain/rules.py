@@ -395,25 +395,29 @@ class _Compiler:
                       self.model.arbitration.max_per_event, learning, keep)
 
 
+def _top_level(when: Any) -> list[dict[str, Any]]:
+    """An action's top-level conditions (a list means all of them), those that are mappings."""
+    items = when if isinstance(when, list) else [when]
+    return [item for item in items if isinstance(item, dict)]
+
+
 def _required_patterns(when: Any) -> frozenset[str]:
     """Patterns named by top-level conditions (all of which must hold): the action can be
     eligible only on an event that fires every one of them."""
-    items = when if isinstance(when, list) else [when]
-    return frozenset(item["pattern"] for item in items
-                     if isinstance(item, dict) and isinstance(item.get("pattern"), str))
+    return frozenset(item["pattern"] for item in _top_level(when)
+                     if isinstance(item.get("pattern"), str))
 
 
 def _trigger_types(when: Any, pattern_types: dict[str, frozenset[str] | None]
                    ) -> frozenset[str] | None:
     """Event types an action can fire on, if its top-level conditions pin them down (an event
     condition with types, or a pattern, which fires only on events it looks at)."""
-    items = when if isinstance(when, list) else [when]
-    for item in items:
-        if isinstance(item, dict) and "event" in item:
+    for item in _top_level(when):
+        if "event" in item:
             match = compile_match(item["event"])
             if match.types is not None:
                 return match.types
-        if isinstance(item, dict) and isinstance(item.get("pattern"), str):
+        if isinstance(item.get("pattern"), str):
             types = pattern_types.get(item["pattern"])
             if types is not None:
                 return types
