@@ -7,14 +7,17 @@ and the benchmarks drive the same code. For one batch it:
 2. routes each event to the partition that owns its profile key: processed in place when the
    message already sits in that partition, otherwise forwarded to the repartition topic;
 3. runs the pure `decide()` for local events, in order, reading each profile once per batch;
-4. sends actions, per-channel copies, audit records, dead letters and forwards, and flushes;
-5. only then sends one changelog record per touched profile (header: the source offset) and
-   flushes, so a changelog record on the broker implies its actions are there too;
-6. writes the profiles and the changelog checkpoint to the local store in one atomic batch.
+4. sends actions, per-channel copies, audit records, dead letters and forwards;
+5. only once they are acknowledged sends one changelog record per touched profile (header:
+   the source offset), so a changelog record on the broker implies its actions are there too;
+6. once those are acknowledged, writes the profiles and the changelog checkpoint to the local
+   store in one atomic batch.
 
-The caller acknowledges the source offsets after `process()` returns (Faust commits them later,
-after flushing its producer again): at-least-once delivery with idempotent effects, because a
-replayed event is recognised by its `event_id` in the recovered profile.
+The caller acknowledges the source offsets after step 6 (Faust commits them later, after
+flushing its producer again): at-least-once delivery with idempotent effects, because a
+replayed event is recognised by its `event_id` in the recovered profile. The lean runtime
+overlaps steps 5-6 of a batch with steps 1-4 of the next ("the batch", below, says why that
+is safe).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import asyncio
 import base64
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -54,7 +57,7 @@ if TYPE_CHECKING:
     from service.health import Readiness
     from service.metrics import Metrics
 
-__all__ = ["BatchStats", "Message", "Processor", "Record"]
+__all__ = ["BatchStats", "Message", "PendingBatch", "Processor", "Record"]
 
 log = logging.getLogger(__name__)
 _DLQ_VALUE_LIMIT = 256 * 1024
@@ -62,6 +65,7 @@ _CORE_TYPES = frozenset(
     {"identified", "consent_changed", "erasure_requested", "action_response"}
 )
 _CACHE_LIMIT = 200_000
+_ACK_TIMEOUT_S = 60.0
 _CONTROL_HEADER = "tf-ctl"
 _CONTROL_KINDS = {b"link": "link", b"merge": "merge", b"erase": "erase"}
 
@@ -124,6 +128,24 @@ class BatchStats:
     sent_actions: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass(slots=True, eq=False)
+class PendingBatch:
+    """A batch between `Processor.begin` and `Processor.complete`."""
+
+    stats: BatchStats
+    started: float
+    event_counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    dead_reasons: Counter[str] = field(default_factory=Counter)
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    clocks: list[tuple[int, int | None]] = field(default_factory=list)
+    stored: set[bytes] = field(default_factory=set)  # keys that held a profile before it
+    source_offsets: dict[int, str] = field(default_factory=dict)
+    encoded: dict[int, dict[bytes, bytes | None]] = field(default_factory=dict)
+    last_sent: dict[int, Awaitable[int]] = field(default_factory=dict)
+    acks: asyncio.Future[Any] | None = None  # what must be acknowledged before the next step
+    acked_at: float | None = None  # when the output was (the event-to-action clock)
+
+
 class Processor:
     """Owns the per-partition stores and turns batches of messages into output records."""
 
@@ -153,7 +175,8 @@ class Processor:
         self._recover = recover or self._recover_from_changelog
         self._clock = clock
         self._stores: dict[int, PartitionStore] = {}
-        self._cache: dict[int, dict[bytes, Profile]] = {}
+        self._cache: dict[int, dict[bytes, Profile | None]] = {}
+        self._unwritten: deque[PendingBatch] = deque()  # begun, not complete, in order
         self._recovered: set[int] = set()
         self._partition_of: dict[bytes, int] = {}
         self._lock = asyncio.Lock()
@@ -184,8 +207,13 @@ class Processor:
             await self._recover_missing(set(partitions))
 
     async def revoke(self, partitions: set[int]) -> None:
-        """Forget revoked partitions: close their stores, drop their caches."""
+        """Forget revoked partitions: close their stores, drop their caches. The caller
+        completes (or abandons) the batches it began first; any left are abandoned here."""
         async with self._lock:
+            if self._unwritten:
+                log.warning("partitions revoked with batches not complete; abandoned",
+                            extra={"batches": len(self._unwritten)})
+                self.abandon()
             for partition in partitions:
                 self._recovered.discard(partition)
                 self._cache.pop(partition, None)
@@ -246,21 +274,69 @@ class Processor:
         return self._stores.get(partition)
 
     # -- the batch --------------------------------------------------------------------------
+    #
+    # A batch goes through three steps: `begin` (decode, decide, send the actions and every
+    # other output, encode the changed profiles), `send_changelog` (once the actions are
+    # acknowledged) and `complete` (once the changelog records are acknowledged: the store
+    # write and the checkpoint). `process` runs the three in a row. The lean runtime overlaps
+    # them: batch n+1 begins while batch n's records are on their way to the broker.
+    #
+    # Why that is safe: `begin` leaves the batch's profiles in the cache (a removed profile as
+    # None), so the next batch decides on them, and encodes them before it returns, so the
+    # next batch's in-place updates cannot leak into this batch's changelog records. The
+    # store lags the cache by the batches not yet complete; the cache never forgets a key one
+    # of them changed. Steps of successive batches run in batch order, so a partition's
+    # changelog records and store checkpoints still follow its events. If any step fails,
+    # the caller calls `abandon()` (the cache falls back to the store, which holds exactly the
+    # complete batches) and processes every incomplete batch again from its messages; their
+    # events are not yet in the store, so nothing is applied twice.
 
     async def process(self, messages: Sequence[Record]) -> BatchStats:
-        """Process one batch; when it returns, every effect is durable on the broker."""
+        """Process one batch; when it returns, every effect is durable on the broker. When it
+        raises, the batch is abandoned (see `abandon`): call it again with the same messages."""
         async with self._lock:
-            return await self._process(messages)
+            try:
+                batch = await self._begin(messages)
+                await self._send_changelog(batch)
+                return await self._complete(batch)
+            except BaseException:
+                self.abandon()
+                raise
 
-    async def _process(self, messages: Sequence[Record]) -> BatchStats:
-        started = time.perf_counter()
-        stats = BatchStats(received=len(messages))
-        sink = self.sink
-        topics = self.topics
+    async def begin(self, messages: Sequence[Record]) -> PendingBatch:
+        """Decide a batch and ship its output; `send_changelog` and `complete` follow, in
+        batch order."""
+        async with self._lock:
+            return await self._begin(messages)
+
+    async def send_changelog(self, batch: PendingBatch) -> None:
+        """Once the batch's output is acknowledged, ship its changelog records."""
+        async with self._lock:
+            await self._send_changelog(batch)
+
+    async def complete(self, batch: PendingBatch) -> BatchStats:
+        """Once the changelog records are acknowledged, write the store and the checkpoint;
+        the batch's source offsets may then be committed."""
+        async with self._lock:
+            return await self._complete(batch)
+
+    def abandon(self) -> None:
+        """Forget every batch begun and not completed (a step failed): the caches go, so the
+        next batches read the store, which holds exactly the completed ones."""
+        for partition in self._cache:
+            self._cache[partition] = {}
+        self._unwritten.clear()
+
+    def _route(self, messages: Sequence[Record]
+               ) -> tuple[list[tuple[int, Record, Event | None, bytes]],
+                          list[tuple[Record, str, str]], list[tuple[bytes, Record, int]]]:
+        """Decode each message once: (partition, message, event, key) to decide here, the
+        bad ones, and the ones to forward to the partition that owns their profile."""
         ordered: list[tuple[int, Record, Event | None, bytes]] = []
-        event_counts: Counter[tuple[str, str, str]] = Counter()
-        dead_reasons: Counter[str] = Counter()
-        repartition = topics.repartition
+        bad: list[tuple[Record, str, str]] = []
+        forwards: list[tuple[bytes, Record, int]] = []
+        repartition = self.topics.repartition
+        in_place = self.in_place
         for message in messages:
             if message.topic == repartition and message.headers and message.key is not None \
                     and _control_kind(message) is not None:
@@ -269,9 +345,7 @@ class Processor:
             try:
                 event = decode_event(message.value)
             except EventError as error:
-                await self._dead_letter(message, error.reason, error.message)
-                dead_reasons[error.reason] += 1
-                stats.deadlettered += 1
+                bad.append((message, error.reason, error.message))
                 continue
             if message.topic == repartition:
                 # Forwarded: the Kafka key is the profile key (a merged alias forwards to the
@@ -281,38 +355,53 @@ class Processor:
                 continue
             key = event.key().encode()
             owner = self.partition_for(key)
-            if self.in_place and owner == message.partition:
+            if in_place and owner == message.partition:
                 ordered.append((owner, message, event, key))
             else:
-                await sink.send(repartition, key, message.value, partition=owner)
-                stats.forwarded += 1
+                forwards.append((key, message, owner))
+        return ordered, bad, forwards
+
+    async def _begin(self, messages: Sequence[Record]) -> PendingBatch:
+        batch = PendingBatch(BatchStats(received=len(messages)), time.perf_counter())
+        stats = batch.stats
+        sink = self.sink
+        topics = self.topics
+        event_counts, dead_reasons = batch.event_counts, batch.dead_reasons
+        actions, clocks = batch.actions, batch.clocks
+        repartition = topics.repartition
+        ordered, bad, forwards = self._route(messages)
+        for message, reason, error in bad:
+            await self._dead_letter(message, reason, error)
+            dead_reasons[reason] += 1
+        stats.deadlettered += len(bad)
+        for key, message, owner in forwards:
+            await sink.send(repartition, key, message.value, partition=owner)
+        stats.forwarded += len(forwards)
 
         changed: dict[int, dict[bytes, Profile | None]] = {}
-        source_offsets: dict[int, str] = {}
-        actions: list[dict[str, Any]] = []
-        clocks: list[tuple[int, int | None]] = []
         # In arrival order across partitions (cross-customer state, e.g. learned propensities,
         # then evolves as in replay); each partition's store is recovered before its first use.
         for partition in sorted({item[0] for item in ordered}):
             await self._ensure_recovered(partition)
             changed.setdefault(partition, {})
         last_of: dict[int, Record] = {}
-        stored: set[bytes] = set()  # keys found in a store (or its cache) before this batch
+        stored = batch.stored  # keys that held a profile before this batch
         stores = self._stores
-        caches = {partition: self._cache.setdefault(partition, {}) for partition in changed}
+        caches = {partition: self._cached(partition) for partition in changed}
         learning, rulebook, signals = self.learning, self.rulebook, bool(self._signal_specs)
+        channel_topics = self.settings.channel_topics
         for partition, message, maybe_event, key in ordered:
-            store = stores[partition]
             cache = caches[partition]
             touched = changed[partition]
             last_of[partition] = message
             if key in touched:
                 profile = touched[key]
             elif key in cache:
-                profile = cache[key]
-                stored.add(key)
+                profile = cache[key]  # None: removed by a batch not yet in the store
+                if profile is not None:
+                    stored.add(key)
             else:
-                raw = store.get(key)
+                raw = stores[partition].get(key)
                 if raw is not None:
                     profile = Profile.from_bytes(raw)
                     stored.add(key)
@@ -338,7 +427,8 @@ class Processor:
             try:
                 outcome = decide(profile, event, context, rulebook)
             except Exception as exc:  # a bug must not stop the partition: dead-letter it
-                cache.pop(key, None)  # decide() may have half-updated the cached object
+                if key not in touched:  # decide() may have half-updated the cached object
+                    cache[key] = self._last_written(partition, key)
                 log.error("decide() failed", extra={"error": type(exc).__name__,
                                                     "offset": message.offset})
                 await self._dead_letter(
@@ -367,7 +457,7 @@ class Processor:
                 encoded_action = dumps(action)
                 customer = str(action["customer_id"]).encode()
                 await sink.send(topics.actions, customer, encoded_action)
-                if self.settings.channel_topics:
+                if channel_topics:
                     await sink.send(topics.channel_actions(action["channel"]), customer,
                                     encoded_action)
                 actions.append(action)
@@ -378,50 +468,83 @@ class Processor:
                 stats.decisions += len(outcome.decisions)
                 self._count_decisions(outcome.decisions)
         for partition, last in last_of.items():
-            source_offsets[partition] = f"{last.topic}:{last.partition}:{last.offset}"
+            batch.source_offsets[partition] = f"{last.topic}:{last.partition}:{last.offset}"
         if self.shared.dirty and topics.propensities:
             for tally_key, tally in self.shared.drain():
                 await sink.send(topics.propensities, tally_key, tally)
-        await sink.flush()
-        now = self._clock()
+        # Encode now, before the next batch updates these profile objects in place.
+        for partition, touched in changed.items():
+            cache = caches[partition]
+            values = batch.encoded[partition] = {}
+            for key, profile in touched.items():
+                values[key] = profile.to_bytes() if profile is not None else None
+                cache[key] = profile
         stats.actions = len(actions)
         stats.sent_actions = actions
+        self._unwritten.append(batch)
+        batch.acks = await sink.ship()
+        clock = self._clock
 
+        def acknowledged(future: asyncio.Future[Any]) -> None:
+            if not future.cancelled() and future.exception() is None:
+                batch.acked_at = clock()
+
+        batch.acks.add_done_callback(acknowledged)
+        return batch
+
+    def _cached(self, partition: int) -> dict[bytes, Profile | None]:
+        """The partition's cache; past its limit, emptied but for the keys of batches not
+        yet in the store (their state is nowhere else)."""
+        cache = self._cache.setdefault(partition, {})
+        if len(cache) > _CACHE_LIMIT:
+            keep = {key for batch in self._unwritten for key in batch.encoded.get(partition, ())}
+            cache = self._cache[partition] = {key: cache[key] for key in keep if key in cache}
+        return cache
+
+    def _last_written(self, partition: int, key: bytes) -> Profile | None:
+        """A profile as the newest batch that changed it encoded it, else as stored."""
+        for batch in reversed(self._unwritten):
+            values = batch.encoded.get(partition)
+            if values is not None and key in values:
+                raw = values[key]
+                return Profile.from_bytes(raw) if raw is not None else None
+        raw = self._stores[partition].get(key)
+        return Profile.from_bytes(raw) if raw is not None else None
+
+    async def _send_changelog(self, batch: PendingBatch) -> None:
         # Changelog after the actions are acknowledged: see the module docstring.
         # A partition's records get increasing offsets in send order, so its checkpoint is
-        # the offset of its last record; `flush()` has raised if any record was lost.
-        last_sent: dict[int, Awaitable[int]] = {}
-        encoded: dict[int, dict[bytes, bytes | None]] = {}
-        changelog = topics.changelog
-        for partition, touched in changed.items():
-            header = [("src", source_offsets.get(partition, "").encode())]
-            values = encoded.setdefault(partition, {})
+        # the offset of its last record; the acknowledgement has raised if any was lost.
+        assert batch.acks is not None
+        await asyncio.wait_for(batch.acks, _ACK_TIMEOUT_S)
+        sink = self.sink
+        changelog = self.topics.changelog
+        last_sent = batch.last_sent
+        for partition, values in batch.encoded.items():
+            header = [("src", batch.source_offsets.get(partition, "").encode())]
             fut = None
-            for key, profile in touched.items():
-                value: bytes | None = profile.to_bytes() if profile is not None else None
-                values[key] = value
+            for key, value in values.items():
                 fut = await sink.send(changelog, key, value, partition=partition, headers=header)
             if fut is not None:
                 last_sent[partition] = fut
-        if last_sent:
-            await sink.flush()
-        checkpoints = {partition: await fut for partition, fut in last_sent.items()}
-        for partition, touched in changed.items():
-            if not touched:
-                continue
-            cache = self._cache.setdefault(partition, {})
-            if len(cache) > _CACHE_LIMIT:
-                cache.clear()
-            for key, profile in touched.items():
-                if profile is None:
-                    cache.pop(key, None)
-                else:
-                    cache[key] = profile
-            self._stores[partition].write(encoded[partition], checkpoints.get(partition, -1),
-                                          stored)
-            stats.profiles_written += len(touched)
-        stats.seconds = time.perf_counter() - started
-        self._observe(stats, event_counts, dead_reasons, actions, clocks, now)
+        batch.acks = await sink.ship() if last_sent else None
+
+    async def _complete(self, batch: PendingBatch) -> BatchStats:
+        if batch.acks is not None:
+            await asyncio.wait_for(batch.acks, _ACK_TIMEOUT_S)
+        if not self._unwritten or self._unwritten[0] is not batch:
+            raise RuntimeError("batches must complete in the order they began")
+        checkpoints = {partition: await fut for partition, fut in batch.last_sent.items()}
+        stats = batch.stats
+        for partition, values in batch.encoded.items():
+            if values:
+                self._stores[partition].write(values, checkpoints.get(partition, -1),
+                                              batch.stored)
+                stats.profiles_written += len(values)
+        self._unwritten.popleft()
+        stats.seconds = time.perf_counter() - batch.started
+        self._observe(stats, batch.event_counts, batch.dead_reasons, batch.actions,
+                      batch.clocks, batch.acked_at or self._clock())
         return stats
 
     # -- identity control records (service/domain/identity.py) --------------------------------

@@ -19,11 +19,12 @@ import contextlib
 import logging
 import signal
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from itertools import chain
 from typing import Any
 
-from service.processor import Processor, Record
+from service.processor import PendingBatch, Processor, Record
 from service.settings import Settings
 from service.sink import BatchingKafkaSink, Sink
 from service.topics import TopicNames
@@ -53,6 +54,9 @@ class KafkaRuntime:
         self._producer: Any = None
         self._assigned: set[Any] = set()
         self._lag_at = 0.0
+        self._pipe = asyncio.Lock()
+        self._inflight: deque[_InFlight] = deque()
+        self._committing: asyncio.Task[None] | None = None
 
     def stop(self) -> None:
         """Ask the loop to finish its current batch, commit, and leave the group."""
@@ -103,6 +107,10 @@ class KafkaRuntime:
             await self.processor.assign(partitions)
 
     async def _on_revoked(self, revoked: set[Any]) -> None:
+        # Finish and commit the batches in flight while the partitions are still ours.
+        async with self._pipe:
+            await self._advance(keep=0)
+        await self._last_commit()
         partitions = self._owned(revoked)
         if self.readiness is not None:
             self.readiness.mark_revoked(partitions)
@@ -123,35 +131,96 @@ class KafkaRuntime:
         settings = self.settings
         consumer = self._consumer
         wait_ms = max(1, settings.batch_max_wait_ms)
-        # The commit of a batch's offsets runs while the next batch is fetched and processed
-        # (one round trip per batch the loop used to wait for); commits stay in order, at most
-        # one in flight. A crash before it completes replays the batch, as before: every effect
-        # of a processed batch is already durable, and replayed events change nothing.
-        committing: asyncio.Task[None] | None = None
         try:
             while not self._stopping.is_set():
                 batch = await consumer.getmany(timeout_ms=wait_ms,
                                                max_records=settings.batch_max_events)
                 if not batch:
+                    async with self._pipe:
+                        await self._advance(keep=0)  # idle: finish what is in flight
                     await self._observe_lag()
                     continue
                 messages = list(chain.from_iterable(batch.values()))  # ConsumerRecords
-                await self._process_with_retry(messages)
                 offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
-                if committing is not None:
-                    await committing
-                committing = asyncio.ensure_future(self._commit(offsets))
+                async with self._pipe:
+                    await self._begin(messages, offsets)
+                    await self._advance(keep=1)
                 await self._observe_lag()
                 collector.after_batch()
         finally:
-            if committing is not None:
-                try:
-                    await committing
-                except Exception as exc:  # the batch is replayed on restart: say so, go on
-                    log.warning("last commit failed at shutdown",
-                                extra={"error": type(exc).__name__})
-            collector.close()
-            await self._shutdown()
+            try:
+                async with self._pipe:
+                    await self._advance(keep=0)
+            finally:
+                await self._last_commit()
+                collector.close()
+                await self._shutdown()
+
+    # -- the pipeline ------------------------------------------------------------------------
+    #
+    # A batch is begun (decided, its output shipped), then its changelog is sent once the
+    # output is acknowledged, then it is completed (store written) once the changelog is, and
+    # its offsets are committed. Each new batch advances the older ones by one step, so the
+    # broker's acknowledgements of batch n arrive while batch n+1 is decided instead of being
+    # waited for (measured: the worker idled 9 % of its time in two flushes per batch). At
+    # most three batches are in flight; steps run in batch order, under `_pipe`, which the
+    # rebalance listener also takes to drain the pipeline before partitions move.
+
+    async def _begin(self, messages: list[Record], offsets: dict[Any, int]) -> None:
+        assert self.processor is not None
+        entry = _InFlight(messages, offsets)
+        self._inflight.append(entry)
+        try:
+            entry.batch = await self.processor.begin(messages)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._recover(exc)
+
+    async def _advance(self, keep: int) -> None:
+        """Move every batch but the newest `keep` one step on (all the way when `keep` is 0);
+        complete batches have their offsets committed."""
+        assert self.processor is not None
+        processor = self.processor
+        try:
+            while len(self._inflight) > keep:
+                for entry in list(self._inflight)[:len(self._inflight) - keep]:
+                    assert entry.batch is not None
+                    if entry.changelog_sent:
+                        await processor.complete(entry.batch)
+                        self._inflight.popleft()
+                        await self._schedule_commit(entry.offsets)
+                    else:
+                        await processor.send_changelog(entry.batch)
+                        entry.changelog_sent = True
+                if keep:
+                    break
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._recover(exc)
+        else:
+            if self.readiness is not None:
+                self.readiness.clear_crashed("worker")
+
+    async def _recover(self, exc: Exception) -> None:
+        """A step failed: abandon every batch in flight, then process them again, one at a
+        time, from their messages (retrying until the broker takes their output)."""
+        assert self.processor is not None
+        self._crashed(exc, sum(len(entry.messages) for entry in self._inflight))
+        entries, self._inflight = list(self._inflight), deque()
+        self.processor.abandon()
+        for entry in entries:
+            await self._process_with_retry(entry.messages)
+            await self._schedule_commit(entry.offsets)
+
+    def _crashed(self, exc: Exception, events: int, delay: float | None = None) -> None:
+        if self.metrics is not None:
+            self.metrics.agent_crashes.labels("worker").inc()
+        if self.readiness is not None:
+            self.readiness.mark_crashed("worker", type(exc).__name__)
+        log.error("batch failed; retrying (effects are idempotent)",
+                  extra={"error": repr(exc), "retry_in_s": delay, "events": events})
 
     async def _process_with_retry(self, messages: Sequence[Record]) -> None:
         assert self.processor is not None
@@ -165,15 +234,25 @@ class KafkaRuntime:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if self.metrics is not None:
-                    self.metrics.agent_crashes.labels("worker").inc()
-                if self.readiness is not None:
-                    self.readiness.mark_crashed("worker", type(exc).__name__)
-                log.error("batch failed; retrying (effects are idempotent)",
-                          extra={"error": repr(exc), "retry_in_s": delay,
-                                 "events": len(messages)})
+                self._crashed(exc, len(messages), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX_S)
+
+    async def _schedule_commit(self, offsets: dict[Any, int]) -> None:
+        """Commit in the background while the loop goes on; in order, one at a time (a crash
+        before it completes replays the batch, whose effects are all durable already)."""
+        if self._committing is not None:
+            await self._committing
+        self._committing = asyncio.ensure_future(self._commit(offsets))
+
+    async def _last_commit(self) -> None:
+        committing, self._committing = self._committing, None
+        if committing is None:
+            return
+        try:
+            await committing
+        except Exception as exc:  # the batch is replayed on restart: say so, go on
+            log.warning("last commit failed", extra={"error": type(exc).__name__})
 
     async def _commit(self, offsets: dict[Any, int]) -> None:
         from aiokafka.errors import CommitFailedError, IllegalStateError
@@ -216,6 +295,19 @@ class KafkaRuntime:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
+
+
+class _InFlight:
+    """A batch in the pipeline: its messages (to process again after a failure), the offsets
+    to commit once it is complete, and how far it got."""
+
+    __slots__ = ("batch", "changelog_sent", "messages", "offsets")
+
+    def __init__(self, messages: list[Record], offsets: dict[Any, int]) -> None:
+        self.messages = messages
+        self.offsets = offsets
+        self.batch: PendingBatch | None = None
+        self.changelog_sent = False
 
 
 def _listener(runtime: KafkaRuntime) -> Any:

@@ -17,7 +17,10 @@ Headers = Sequence[tuple[str, bytes]]
 class Sink(Protocol):
     """Send records, then `flush()` to wait until every record sent so far is acknowledged.
 
-    `send` returns an awaitable resolving to the offset the record got.
+    `send` returns an awaitable resolving to the offset the record got. `ship()` hands every
+    record sent so far to the producer without waiting and returns a future that resolves
+    when they are all acknowledged (and raises if one was lost): the pipelined runtime goes
+    on with the next batch meanwhile. `flush()` is `await (await ship())`.
     """
 
     async def send(
@@ -25,7 +28,30 @@ class Sink(Protocol):
         partition: int | None = None, headers: Headers | None = None,
     ) -> Awaitable[int]: ...
 
+    async def ship(self) -> asyncio.Future[Any]: ...
+
     async def flush(self) -> None: ...
+
+
+def _settled() -> asyncio.Future[Any]:
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future
+
+
+def _all_of(futures: list[asyncio.Future[Any]]) -> asyncio.Future[Any]:
+    """One future for many; its failure is marked retrieved when nobody awaits it (a batch
+    abandoned after an earlier failure), so asyncio does not log it a second time."""
+    if not futures:
+        return _settled()
+    combined = asyncio.gather(*futures)
+    combined.add_done_callback(_retrieve)
+    return combined
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 @dataclass(slots=True)
@@ -60,8 +86,12 @@ class MemorySink:
         future.set_result(offset)
         return future
 
-    async def flush(self) -> None:
+    async def ship(self) -> asyncio.Future[Any]:
         self.flushes += 1
+        return _settled()
+
+    async def flush(self) -> None:
+        await (await self.ship())
 
     def on(self, topic: str) -> list[Sent]:
         """Records sent to one topic, in send order."""
@@ -97,11 +127,17 @@ class KafkaSink:
         return await self._producer.send(topic, key=key, value=value, partition=partition,
                                          headers=headers)
 
-    async def flush(self) -> None:
-        await asyncio.wait_for(self._producer.flush(), self._flush_timeout_s)
+    async def ship(self) -> asyncio.Future[Any]:
         sent, self._sent = self._sent, []
+        return asyncio.ensure_future(self._delivered(sent))
+
+    async def _delivered(self, sent: list[Awaitable[Any]]) -> None:
+        await asyncio.wait_for(self._producer.flush(), self._flush_timeout_s)
         if sent:
             await asyncio.wait_for(asyncio.gather(*sent), self._flush_timeout_s)
+
+    async def flush(self) -> None:
+        await (await self.ship())
 
 
 class SentOffset:
@@ -194,13 +230,15 @@ class BatchingKafkaSink:
         entry.future = future
         self._shipped.append(future)
 
-    async def flush(self) -> None:
+    async def ship(self) -> asyncio.Future[Any]:
         opened, self._open = self._open, {}
         for slot, entry in opened.items():
             await self._ship(slot, entry)
         shipped, self._shipped = self._shipped, []
-        if shipped:
-            await asyncio.wait_for(asyncio.gather(*shipped), self._flush_timeout_s)
+        return _all_of(shipped)
+
+    async def flush(self) -> None:
+        await asyncio.wait_for(await self.ship(), self._flush_timeout_s)
 
 
 class _BatchOffset:

@@ -1,6 +1,7 @@
-"""The lean runtime's loop with a scripted consumer: offsets are committed only after their
-batch was processed, in batch order, with at most one commit in flight while the next batch
-is processed, and the last commit completes before the worker stops."""
+"""The lean runtime's loop with a scripted consumer: each batch's steps run in order (begin,
+changelog, complete) while the next batch begins, offsets are committed only after their
+batch completed, in batch order, with at most one commit in flight, and the last commit
+completes before the worker stops."""
 
 from __future__ import annotations
 
@@ -43,21 +44,30 @@ class _Consumer:
 
 
 class _Processor:
+    """The pipeline's three steps, logged; a batch is named by its record's offset."""
+
     def __init__(self, log: list[str]) -> None:
         self.log = log
 
-    async def process(self, messages: list[Any]) -> None:
+    async def begin(self, messages: list[Any]) -> int:
         self.log.append(f"process {messages[-1].offset}")
         await asyncio.sleep(0.01)
+        return int(messages[-1].offset)
+
+    async def send_changelog(self, batch: int) -> None:
+        self.log.append(f"changelog {batch}")
+
+    async def complete(self, batch: int) -> None:
+        self.log.append(f"complete {batch}")
 
     async def close(self) -> None:
         self.log.append("close")
 
 
 async def test_commits_follow_their_batch_in_order_and_finish_before_stop() -> None:
-    """Batch n+1 is processed while batch n's commit is in flight, but no commit starts
-    before its batch was processed or before the previous commit finished, and the last
-    commit is done before the processor closes."""
+    """Batch n+1 begins before batch n completes, but no commit starts before its batch
+    completed or before the previous commit finished, and the last commit is done before the
+    processor closes."""
     settings = load_settings(store="memory://", broker="kafka://127.0.0.1:1",
                              topic_prefix="rt")
     log: list[str] = []
@@ -70,9 +80,11 @@ async def test_commits_follow_their_batch_in_order_and_finish_before_stop() -> N
 
     runtime._start_clients = start_clients  # type: ignore[method-assign]
     await asyncio.wait_for(runtime.run(), 10)
-    for n in (1, 2, 3):  # the commit of offset n follows the processing of record n - 1
-        assert log.index(f"commit start {n}") > log.index(f"process {n - 1}")
+    for n in (1, 2, 3):  # the commit of offset n follows the completion of record n - 1
+        assert log.index(f"complete {n - 1}") > log.index(f"changelog {n - 1}") \
+            > log.index(f"process {n - 1}")
+        assert log.index(f"commit start {n}") > log.index(f"complete {n - 1}")
         if n > 1:
             assert log.index(f"commit start {n}") > log.index(f"commit done {n - 1}")
     assert log.index("commit done 3") < log.index("close")
-    assert log.index("process 1") < log.index("commit done 1")  # overlap: not serial
+    assert log.index("process 1") < log.index("complete 0")  # overlap: not one at a time
