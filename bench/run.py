@@ -311,6 +311,7 @@ def _table(rows: list[tuple[str, Measurement]]) -> tuple[str, list[dict[str, Any
 
 async def _main(args: argparse.Namespace) -> int:
     from service.embedded import EmbeddedBroker
+    from service.embedded.broker import free_port
 
     began = time.perf_counter()
     log, keys = _workload(args.events, args.customers, args.seed)
@@ -326,43 +327,56 @@ async def _main(args: argparse.Namespace) -> int:
     counts = _worker_counts(args.workers)
     with tempfile.TemporaryDirectory(prefix="touchflow-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        with EmbeddedBroker(log_path=tmp / "tansu.log") as broker:
-            print(f"broker: embedded Tansu at {broker.bootstrap}", file=sys.stderr, flush=True)
+        relay_port = free_port() if args.broker_rtt_ms else None
+        with EmbeddedBroker(log_path=tmp / "tansu.log", advertised_port=relay_port) as broker:
+            proxy = None
+            if relay_port is not None:
+                from bench.delay_proxy import DelayProxy
+
+                proxy = await DelayProxy(relay_port, broker.port, args.broker_rtt_ms).start()
+            bootstrap = f"127.0.0.1:{relay_port}" if proxy else broker.bootstrap
+            print(f"broker: embedded Tansu at {bootstrap}"
+                  + (f" (through a relay adding {args.broker_rtt_ms:g} ms per round trip)"
+                     if proxy else ""), file=sys.stderr, flush=True)
             steps = (("ceiling", "raw aiokafka", _ceiling), ("naive", "naive faust", _naive),
                      ("touchflow", "touchflow worker", _touchflow))
             for key, name, step in steps:
                 if key in wanted:
-                    rows.append((name, await step(broker.bootstrap, log, keys, args.partitions,
+                    rows.append((name, await step(bootstrap, log, keys, args.partitions,
                                                   tmp)))
             if "latency" in wanted:
                 best = dict(rows).get("touchflow worker", Measurement()).rate
                 rate = args.latency_rate or (best / 2 if best else 4000.0)
-                latency = await _latency(broker.bootstrap, log, keys, args.partitions, tmp,
+                latency = await _latency(bootstrap, log, keys, args.partitions, tmp,
                                          rate)
             if "scaling" in wanted or (not args.only and len(counts) > 1):
                 from bench.scaling import measure_scaling
 
                 scaling = await measure_scaling(
-                    broker.bootstrap, lambda p: _touchflow_env(broker.bootstrap, p, tmp), ROOT,
+                    bootstrap, lambda p: _touchflow_env(bootstrap, p, tmp), ROOT,
                     log, keys, counts or [1, 2], args.partitions, tmp)
             if "recovery" in wanted:
                 from bench.recovery import measure_recovery
 
-                env, prefix = _touchflow_env(broker.bootstrap, args.partitions, tmp)
+                env, prefix = _touchflow_env(bootstrap, args.partitions, tmp)
                 try:
                     recovery = await measure_recovery(
-                        broker.bootstrap, env, prefix, ROOT, log, keys, args.profiles,
+                        bootstrap, env, prefix, ROOT, log, keys, args.profiles,
                         args.partitions, RULES, tmp / "recovery.log")
                 except Exception as exc:
                     recovery = {"ok": False, "note": f"failed: {type(exc).__name__}: {exc}"}
+            if proxy is not None:
+                await proxy.stop()
     memory: dict[str, float] = {}
     if "core" in wanted:
         rows.append(("pure core (decide)", _pure_core(log)))
         replayed, memory = _replay(log)
         rows.append(("replay", replayed))
     text, records = _table(rows)
+    where = (f"behind a relay adding {args.broker_rtt_ms:g} ms per round trip"
+             if args.broker_rtt_ms else "on the same machine")
     print(f"\n{len(log):,} events, {args.customers:,} customers, {args.partitions} partitions, "
-          f"one process per pipeline, broker on the same machine ({os.cpu_count()} CPUs)")
+          f"one process per pipeline, broker {where} ({os.cpu_count()} CPUs)")
     print(text)
     if memory:
         print(f"\nprofiles: {memory['profiles']:,} held after replay; "
@@ -401,6 +415,7 @@ async def _main(args: argparse.Namespace) -> int:
         "command": "python -m bench " + " ".join(sys.argv[1:]),
         "events": len(log), "customers": args.customers, "seed": args.seed,
         "partitions": args.partitions, "mean_event_bytes": round(size, 1),
+        "broker_rtt_ms": args.broker_rtt_ms,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform()},
         "method": f"committed offsets polled every {os.environ.get('BENCH_POLL_S', '0.1')} s, "
@@ -438,6 +453,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="worker counts for the scaling run, e.g. 1,2,4,8 (default: those "
                              "with a spare core each, broker included; none on 2 CPUs)")
     parser.add_argument("--out", default=str(RESULTS), help="JSON results file")
+    parser.add_argument("--broker-rtt-ms", type=float, default=0.0,
+                        help="put a relay adding this round trip in front of the broker, as a "
+                             "network hop would (bench/delay_proxy.py; default 0: none)")
     args = parser.parse_args(argv)
     if args.quick:
         args.events = min(args.events, 20_000)

@@ -48,9 +48,12 @@ def resolve_binary() -> str:
 class EmbeddedBroker:
     """One Tansu process on 127.0.0.1; use as a (sync) context manager or start()/stop()."""
 
-    def __init__(self, port: int | None = None, *, log_path: Path | None = None) -> None:
+    def __init__(self, port: int | None = None, *, log_path: Path | None = None,
+                 advertised_port: int | None = None) -> None:
         self.port = port or free_port()
         self.log_path = log_path
+        # another port to hand out to clients (a relay in front of the broker: bench/)
+        self.advertised_port = advertised_port or self.port
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -76,7 +79,7 @@ class EmbeddedBroker:
         try:
             self._process = subprocess.Popen(
                 [binary, "broker", "--listener-url", listener, "--advertised-listener-url",
-                 listener],
+                 f"tcp://127.0.0.1:{self.advertised_port}"],
                 stdout=log,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
