@@ -28,6 +28,7 @@ __all__ = [
     "start_worker", "stop_process", "wait_ready", "watch_commits",
 ]
 
+_PROGRESS = os.environ.get("BENCH_PROGRESS") == "1"  # per-second rates on stderr
 POLL_S = 0.1
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -176,6 +177,7 @@ async def watch_commits(
     tps = [TopicPartition(topic, p) for p in range(partitions)]
     began = time.monotonic()
     first: tuple[float, int, float | None] | None = None
+    shown = (time.monotonic(), 0)
     try:
         while True:
             await asyncio.sleep(poll_s)
@@ -194,6 +196,11 @@ async def watch_commits(
                     break
             if first is None and committed > 0:
                 first = (now, committed, cpu_now())
+            if first is not None and _PROGRESS and now - shown[0] >= 1.0:
+                print(f"    {now - first[0]:6.1f} s  {committed:>9,}  "
+                      f"{(committed - shown[1]) / (now - shown[0]):>9,.0f} events/s",
+                      file=sys.stderr, flush=True)
+                shown = (now, committed)
             if first is not None and committed >= total:
                 result.ok = True
                 result.events = committed - first[1]
