@@ -78,6 +78,12 @@ def _control_kind(message: Record) -> str | None:
     return None
 
 
+async def _acknowledged(acks: asyncio.Future[Any]) -> None:
+    """Wait for a shipment's acknowledgement; a timeout fails the step without cancelling
+    the shipment (its future is shared, and aiokafka's batches under it)."""
+    await asyncio.wait_for(asyncio.shield(acks), _ACK_TIMEOUT_S)
+
+
 class Record(Protocol):
     """What the processor reads of a consumed Kafka record. aiokafka's `ConsumerRecord` fits
     as it is (the lean runtime hands its records over without a copy: building a `Message`
@@ -144,6 +150,7 @@ class PendingBatch:
     last_sent: dict[int, Awaitable[int]] = field(default_factory=dict)
     acks: asyncio.Future[Any] | None = None  # what must be acknowledged before the next step
     acked_at: float | None = None  # when the output was (the event-to-action clock)
+    learning: Any = None  # the learned propensities before it (Processor.abandon)
 
 
 class Processor:
@@ -322,10 +329,31 @@ class Processor:
 
     def abandon(self) -> None:
         """Forget every batch begun and not completed (a step failed): the caches go, so the
-        next batches read the store, which holds exactly the completed ones."""
+        next batches read the store, which holds exactly the completed ones; the learned
+        propensities go back to where the oldest of them began (else processing them again
+        would count their responses twice); records not yet handed to the producer are
+        dropped (processing the batches again sends them again)."""
         for partition in self._cache:
             self._cache[partition] = {}
+        if self._unwritten:
+            self._restore_learning(self._unwritten[0].learning)
         self._unwritten.clear()
+        self.sink.discard()
+
+    def _learning_checkpoint(self) -> Any:
+        """What `abandon` restores of the cross-customer learning state (None: no learning)."""
+        if self.learning is None:
+            return None
+        shared, learning = self.shared, self.learning
+        own = {p: {k: list(c) for k, c in t.counts.items()} for p, t in shared.own.items()}
+        return own, set(shared.dirty), learning.checkpoint()
+
+    def _restore_learning(self, saved: Any) -> None:
+        if saved is None or self.learning is None:
+            return
+        own, dirty, learning = saved
+        self.shared.restore(own, dirty)
+        self.learning.restore(learning)
 
     def _route(self, messages: Sequence[Record]
                ) -> tuple[list[tuple[int, Record, Event | None, bytes]],
@@ -362,7 +390,9 @@ class Processor:
         return ordered, bad, forwards
 
     async def _begin(self, messages: Sequence[Record]) -> PendingBatch:
-        batch = PendingBatch(BatchStats(received=len(messages)), time.perf_counter())
+        batch = PendingBatch(BatchStats(received=len(messages)), time.perf_counter(),
+                             learning=self._learning_checkpoint())
+        self._unwritten.append(batch)  # from here on, a failure abandons it with the others
         stats = batch.stats
         sink = self.sink
         topics = self.topics
@@ -481,7 +511,6 @@ class Processor:
                 cache[key] = profile
         stats.actions = len(actions)
         stats.sent_actions = actions
-        self._unwritten.append(batch)
         batch.acks = await sink.ship()
         clock = self._clock
 
@@ -516,7 +545,7 @@ class Processor:
         # A partition's records get increasing offsets in send order, so its checkpoint is
         # the offset of its last record; the acknowledgement has raised if any was lost.
         assert batch.acks is not None
-        await asyncio.wait_for(batch.acks, _ACK_TIMEOUT_S)
+        await _acknowledged(batch.acks)
         sink = self.sink
         changelog = self.topics.changelog
         last_sent = batch.last_sent
@@ -531,7 +560,7 @@ class Processor:
 
     async def _complete(self, batch: PendingBatch) -> BatchStats:
         if batch.acks is not None:
-            await asyncio.wait_for(batch.acks, _ACK_TIMEOUT_S)
+            await _acknowledged(batch.acks)
         if not self._unwritten or self._unwritten[0] is not batch:
             raise RuntimeError("batches must complete in the order they began")
         checkpoints = {partition: await fut for partition, fut in batch.last_sent.items()}

@@ -71,6 +71,15 @@ class SharedPropensities:
             table.observe(action, segment, response)
         self.dirty.add(partition)
 
+    def restore(self, own: dict[int, dict[tuple[str, str], list[int]]],
+                dirty: set[int]) -> None:
+        """Go back to counts saved earlier (a batch abandoned after a failure)."""
+        for partition, counts in own.items():
+            table = PropensityTable()
+            table.counts.update({key: list(c) for key, c in counts.items()})
+            self.own[partition] = table
+        self.dirty = set(dirty) & set(self.own)
+
     def snapshot(self) -> dict[str, list[int]]:
         """Counts over all partitions, as decide() reads them from the context."""
         total: dict[str, list[int]] = {}

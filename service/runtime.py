@@ -109,16 +109,19 @@ class KafkaRuntime:
             await self.processor.assign(partitions)
 
     async def _on_revoked(self, revoked: set[Any]) -> None:
-        # Finish and commit the batches in flight while the partitions are still ours.
-        async with self._pipe:
-            await self._advance(keep=0)
-        await self._last_commit()
-        partitions = self._owned(revoked)
-        if self.readiness is not None:
-            self.readiness.mark_revoked(partitions)
-        if self.processor is not None:
-            await self.processor.revoke(partitions)
-        log.info("partitions revoked", extra={"partitions": sorted(partitions)})
+        # Finish and commit the batches in flight while the partitions are still ours; if a
+        # step fails, they are left to the next owner (their offsets are not committed).
+        try:
+            async with self._pipe:
+                await self._advance(keep=0, retry=False)
+            await self._last_commit()
+        finally:
+            partitions = self._owned(revoked)
+            if self.readiness is not None:
+                self.readiness.mark_revoked(partitions)
+            if self.processor is not None:
+                await self.processor.revoke(partitions)
+            log.info("partitions revoked", extra={"partitions": sorted(partitions)})
 
     def _owned(self, tps: set[Any]) -> set[int]:
         return {tp.partition for tp in tps if tp.topic == self.topics.repartition}
@@ -151,8 +154,8 @@ class KafkaRuntime:
                 collector.after_batch()
         finally:
             try:
-                async with self._pipe:
-                    await self._advance(keep=0)
+                async with self._pipe:  # a failure now leaves the batches to the restart
+                    await self._advance(keep=0, retry=False)
             finally:
                 await self._last_commit()
                 collector.close()
@@ -179,15 +182,17 @@ class KafkaRuntime:
         except Exception as exc:
             await self._recover(exc)
 
-    async def _advance(self, keep: int) -> None:
+    async def _advance(self, keep: int, *, retry: bool = True) -> None:
         """Move every batch but the newest `keep` one step on (all the way when `keep` is 0);
-        complete batches have their offsets committed."""
+        complete batches have their offsets committed. A failed step: with `retry`, process
+        the batches in flight again; without (rebalance, shutdown), abandon them."""
         assert self.processor is not None
         processor = self.processor
         try:
             while len(self._inflight) > keep:
                 for entry in list(self._inflight)[:len(self._inflight) - keep]:
-                    assert entry.batch is not None
+                    if entry.batch is None:  # its begin was cancelled
+                        raise RuntimeError("a batch in flight was never begun")
                     if entry.changelog_sent:
                         await processor.complete(entry.batch)
                         self._inflight.popleft()
@@ -200,21 +205,35 @@ class KafkaRuntime:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            await self._recover(exc)
+            if retry:
+                await self._recover(exc)
+            else:
+                self._abandon(exc)
         else:
             if self.readiness is not None:
                 self.readiness.clear_crashed("worker")
 
     async def _recover(self, exc: Exception) -> None:
         """A step failed: abandon every batch in flight, then process them again, one at a
-        time, from their messages (retrying until the broker takes their output)."""
+        time, from their messages (retrying until the broker takes their output, or until
+        the worker is asked to stop: then the restart replays what is left)."""
         assert self.processor is not None
         self._crashed(exc, sum(len(entry.messages) for entry in self._inflight))
         entries, self._inflight = list(self._inflight), deque()
         self.processor.abandon()
-        for entry in entries:
-            await self._process_with_retry(entry.messages)
+        for number, entry in enumerate(entries):
+            if not await self._process_with_retry(entry.messages):
+                log.warning("stopping with batches not processed; the restart replays them",
+                            extra={"batches": len(entries) - number})
+                return
             await self._schedule_commit(entry.offsets)
+
+    def _abandon(self, exc: Exception) -> None:
+        assert self.processor is not None
+        log.error("batches in flight abandoned; they are replayed from the committed offsets",
+                  extra={"error": repr(exc), "batches": len(self._inflight)})
+        self._inflight.clear()
+        self.processor.abandon()
 
     def _crashed(self, exc: Exception, events: int, delay: float | None = None) -> None:
         if self.metrics is not None:
@@ -224,7 +243,9 @@ class KafkaRuntime:
         log.error("batch failed; retrying (effects are idempotent)",
                   extra={"error": repr(exc), "retry_in_s": delay, "events": events})
 
-    async def _process_with_retry(self, messages: Sequence[Record]) -> None:
+    async def _process_with_retry(self, messages: Sequence[Record]) -> bool:
+        """Process a batch, retrying with backoff; False if the worker was asked to stop
+        before it succeeded."""
         assert self.processor is not None
         delay = 0.5
         while True:
@@ -232,10 +253,12 @@ class KafkaRuntime:
                 await self.processor.process(messages)
                 if self.readiness is not None:
                     self.readiness.clear_crashed("worker")
-                return
+                return True
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if self._stopping.is_set():
+                    return False
                 self._crashed(exc, len(messages), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX_S)
@@ -243,8 +266,9 @@ class KafkaRuntime:
     async def _schedule_commit(self, offsets: dict[Any, int]) -> None:
         """Commit in the background while the loop goes on; in order, one at a time (a crash
         before it completes replays the batch, whose effects are all durable already)."""
-        if self._committing is not None:
-            await self._committing
+        previous, self._committing = self._committing, None
+        if previous is not None:
+            await previous  # (never raises: _commit logs its failures)
         self._committing = asyncio.ensure_future(self._commit(offsets))
 
     async def _last_commit(self) -> None:
@@ -253,7 +277,7 @@ class KafkaRuntime:
             return
         try:
             await committing
-        except Exception as exc:  # the batch is replayed on restart: say so, go on
+        except Exception as exc:  # (_commit logs its own failures; this is a cancellation)
             log.warning("last commit failed", extra={"error": type(exc).__name__})
 
     async def _commit(self, offsets: dict[Any, int]) -> None:
@@ -265,6 +289,10 @@ class KafkaRuntime:
             # A rebalance took the partitions; the new owner re-reads the batch and, the
             # effects being idempotent, changes nothing twice.
             log.warning("commit skipped after a rebalance", extra={"error": type(exc).__name__})
+        except Exception as exc:
+            # The coordinator did not answer: the next commit covers these offsets too, and
+            # without one the batch is replayed, changing nothing twice.
+            log.warning("offset commit failed", extra={"error": type(exc).__name__})
 
     async def _observe_lag(self) -> None:
         """Per-partition lag from the Fetch responses' high watermark, at most once a second."""

@@ -32,6 +32,10 @@ class Sink(Protocol):
 
     async def flush(self) -> None: ...
 
+    def discard(self) -> None:
+        """Drop what was sent and not yet shipped, and stop tracking what was shipped (the
+        batches they belong to were abandoned and will be processed again)."""
+
 
 def _settled() -> asyncio.Future[Any]:
     future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -93,6 +97,9 @@ class MemorySink:
     async def flush(self) -> None:
         await (await self.ship())
 
+    def discard(self) -> None:
+        """Records are "delivered" as they are sent: nothing to drop."""
+
     def on(self, topic: str) -> list[Sent]:
         """Records sent to one topic, in send order."""
         return [r for r in self.records if r.topic == topic]
@@ -138,6 +145,12 @@ class KafkaSink:
 
     async def flush(self) -> None:
         await (await self.ship())
+
+    def discard(self) -> None:
+        sent, self._sent = self._sent, []
+        for fut in sent:
+            if isinstance(fut, asyncio.Future):
+                fut.add_done_callback(_retrieve)
 
 
 class SentOffset:
@@ -232,13 +245,23 @@ class BatchingKafkaSink:
 
     async def ship(self) -> asyncio.Future[Any]:
         opened, self._open = self._open, {}
-        for slot, entry in opened.items():
-            await self._ship(slot, entry)
+        try:
+            for slot, entry in opened.items():
+                await self._ship(slot, entry)
+        except BaseException:  # no later shipment inherits this one's futures
+            self.discard()
+            raise
         shipped, self._shipped = self._shipped, []
         return _all_of(shipped)
 
     async def flush(self) -> None:
         await asyncio.wait_for(await self.ship(), self._flush_timeout_s)
+
+    def discard(self) -> None:
+        self._open = {}
+        shipped, self._shipped = self._shipped, []
+        for future in shipped:
+            future.add_done_callback(_retrieve)
 
 
 class _BatchOffset:

@@ -112,6 +112,16 @@ class LearningState:
         for action, segment, response in responses:
             self.table.observe(action, segment, response)
 
+    def checkpoint(self) -> tuple[Any, ...]:
+        """The state `restore` goes back to (the worker abandoning a batch after a failure)."""
+        return ({key: list(c) for key, c in self.table.counts.items()}, self._snapshot,
+                self._next_ms)
+
+    def restore(self, saved: tuple[Any, ...]) -> None:
+        counts, self._snapshot, self._next_ms = saved
+        self.table.counts.clear()
+        self.table.counts.update({key: list(c) for key, c in counts.items()})
+
 
 class _Overlay(Mapping[str, Any]):
     """Two mappings read as one (the snapshot first), without copying a big context."""
