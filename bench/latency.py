@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-__all__ = ["measure_latency"]
+__all__ = ["measure_hop", "measure_latency"]
 
 _WARM_UP_MS = 3000  # first sends to new topics wait for metadata; not the steady state
 
@@ -37,7 +38,6 @@ async def measure_latency(bootstrap: str, env: Mapping[str, str], prefix: str, c
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     from bench.harness import start_worker, stop_process, wait_ready
-    from service.sink import BatchingKafkaSink
 
     count = min(len(log), max(1, int(rate * seconds)))
     ids = [orjson.loads(raw)["event_id"] for raw in log[:count]]
@@ -71,26 +71,8 @@ async def measure_latency(bootstrap: str, env: Mapping[str, str], prefix: str, c
                     if not got and now - idle_since > 3:
                         return
 
-        # The load generator fills one record batch per partition per 5 ms slice (the worker's
-        # own sink): a per-record `producer.send` cost a third of a core at 13k events/s,
-        # taken from the worker on a 2-CPU machine.
-        sink = BatchingKafkaSink(producer)
         reader = asyncio.create_task(read())
-        slice_s = 0.005
-        per_slice = max(1, round(rate * slice_s))
-        began = time.monotonic()
-        topic = f"{prefix}.events"
-        for start in range(0, count, per_slice):
-            target = began + start / rate
-            delay = target - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            stamp = int(time.time() * 1000)
-            for index in range(start, min(count, start + per_slice)):
-                sent[ids[index]] = stamp
-                await sink.send(topic, keys[index], log[index])
-            await sink.flush()  # one produce request per partition per slice
-        achieved = count / (time.monotonic() - began)
+        achieved = await _paced(producer, f"{prefix}.events", log, keys, count, rate, ids, sent)
         done.set()
         await asyncio.wait_for(reader, 60)
     finally:
@@ -101,6 +83,87 @@ async def measure_latency(bootstrap: str, env: Mapping[str, str], prefix: str, c
         stop_process(process, 20)
     if not latencies:
         return {"ok": False, "note": "no actions came back"}
+    return _summary(latencies, rate, achieved, count)
+
+
+async def _paced(producer: Any, topic: str, log: Sequence[bytes], keys: Sequence[bytes | None],
+                 count: int, rate: float, ids: Sequence[str], sent: dict[str, int]) -> float:
+    """Produce `count` events at `rate`/s; `sent[event_id]` = its send time (ms). The load
+    generator fills one record batch per partition per 5 ms slice (the worker's own sink): a
+    per-record `producer.send` cost a third of a core at 13k events/s, taken from the worker
+    on a 2-CPU machine. Returns the rate achieved."""
+    from service.sink import BatchingKafkaSink
+
+    sink = BatchingKafkaSink(producer)
+    slice_s = 0.005
+    per_slice = max(1, round(rate * slice_s))
+    began = time.monotonic()
+    for start in range(0, count, per_slice):
+        target = began + start / rate
+        delay = target - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        stamp = int(time.time() * 1000)
+        for index in range(start, min(count, start + per_slice)):
+            sent[ids[index]] = stamp
+            await sink.send(topic, keys[index], log[index])
+        await sink.flush()  # one produce request per partition per slice
+    return count / (time.monotonic() - began)
+
+
+async def measure_hop(bootstrap: str, topic: str, log: Sequence[bytes],
+                      keys: Sequence[bytes | None], rate: float,
+                      seconds: float = 20.0) -> dict[str, Any]:
+    """The broker's own share: the same paced events through one bare hop (producer ->
+    broker -> a consumer with the worker's fetch settings), no worker. Latency = when the
+    consumer has a record minus its send time, the part of event-to-action before the
+    worker's decision."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    count = min(len(log), max(1, int(rate * seconds)))
+    ids = [str(n) for n in range(count)]
+    by_value: dict[bytes, deque[str]] = {}  # a value sent twice comes back in order (one key)
+    for n, value in enumerate(log[:count]):
+        by_value.setdefault(value, deque()).append(ids[n])
+    sent: dict[str, int] = {}
+    latencies: list[tuple[int, float]] = []
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, fetch_max_wait_ms=10)
+    try:
+        await asyncio.wait_for(producer.start(), 20)
+        await asyncio.wait_for(consumer.start(), 20)
+        done = asyncio.Event()
+
+        async def read() -> None:
+            while not done.is_set() or len(latencies) < count:
+                batch = await consumer.getmany(timeout_ms=200)
+                now = time.time() * 1000
+                for records in batch.values():
+                    for record in records:
+                        queue = by_value.get(record.value)
+                        start = sent.get(queue.popleft()) if queue else None
+                        if start is not None:
+                            latencies.append((start, (now - start) / 1000))
+                if done.is_set() and not batch:
+                    return
+
+        reader = asyncio.create_task(read())
+        achieved = await _paced(producer, topic, log, keys, count, rate, ids, sent)
+        done.set()
+        await asyncio.wait_for(reader, 60)
+    finally:
+        with contextlib.suppress(Exception):
+            await producer.stop()
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+    if not latencies:
+        return {"ok": False, "note": "no records came back"}
+    return _summary(latencies, rate, achieved, count)
+
+
+def _summary(latencies: list[tuple[int, float]], rate: float, achieved: float,
+             count: int) -> dict[str, Any]:
     first = min(start for start, _ in latencies)
     steady = [value for start, value in latencies if start - first >= _WARM_UP_MS]
     every = [value for _, value in latencies]

@@ -115,15 +115,25 @@ async def _touchflow(bootstrap: str, log: list[bytes], keys: list[bytes | None],
 async def _latency(bootstrap: str, log: list[bytes], keys: list[bytes | None],
                    partitions: int, tmp: Path, rate: float) -> dict[str, Any]:
     """Event-to-action latency of the worker at `rate` events/s (bench/latency.py)."""
-    from bench.latency import measure_latency
+    from bench.latency import measure_hop, measure_latency
 
     env, prefix = _touchflow_env(bootstrap, partitions, tmp)
     print(f"  latency: worker at {rate:,.0f} events/s for 20 s...", file=sys.stderr, flush=True)
     try:
-        return await measure_latency(bootstrap, env, prefix, ROOT, log, keys, rate,
-                                     tmp / "latency.log")
+        result = await measure_latency(bootstrap, env, prefix, ROOT, log, keys, rate,
+                                       tmp / "latency.log")
     except Exception as exc:
         return {"ok": False, "note": f"failed: {type(exc).__name__}: {exc}"}
+    # the broker's own share, same rate and length, on a fresh topic
+    topic = f"bench-hop-{uuid.uuid4().hex[:8]}"
+    await create_topic(bootstrap, topic, partitions)
+    print(f"  latency: a bare hop through the broker at {rate:,.0f} events/s...",
+          file=sys.stderr, flush=True)
+    try:
+        result["bare_hop"] = await measure_hop(bootstrap, topic, log, keys, rate)
+    except Exception as exc:
+        result["bare_hop"] = {"ok": False, "note": f"failed: {type(exc).__name__}: {exc}"}
+    return result
 
 
 async def _ceiling(bootstrap: str, log: list[bytes], keys: list[bytes | None], partitions: int,
@@ -393,6 +403,11 @@ async def _main(args: argparse.Namespace) -> int:
               f"max {latency['max_ms']} ms over {latency['actions']:,} actions after a "
               f"{latency['warm_up_s']:g} s warm-up (p99 {latency['p99_ms_with_warm_up']} ms with "
               f"it); slowest per second: {latency['slowest_ms_by_second']}")
+        hop = latency.get("bare_hop", {})
+        if hop.get("ok"):
+            print(f"  the broker's share, a bare hop (producer -> broker -> consumer, no worker) at"
+                  f" the same rate: p50 {hop['p50_ms']} ms, p99 {hop['p99_ms']} ms, max "
+                  f"{hop['max_ms']} ms; slowest per second: {hop['slowest_ms_by_second']}")
     elif latency:
         print(f"latency: {latency.get('note')}")
     if recovery.get("ok"):
