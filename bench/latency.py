@@ -76,14 +76,17 @@ async def measure_latency(bootstrap: str, env: Mapping[str, str], prefix: str, c
         done.set()
         await asyncio.wait_for(reader, 60)
     finally:
-        with contextlib.suppress(Exception):
-            await producer.stop()
-        with contextlib.suppress(Exception):
-            await consumer.stop()
+        await _stop_clients(producer, consumer)
         stop_process(process, 20)
     if not latencies:
         return {"ok": False, "note": "no actions came back"}
     return _summary(latencies, rate, achieved, count)
+
+
+async def _stop_clients(*clients: Any) -> None:
+    for client in clients:
+        with contextlib.suppress(Exception):
+            await client.stop()
 
 
 async def _paced(producer: Any, topic: str, log: Sequence[bytes], keys: Sequence[bytes | None],
@@ -153,10 +156,7 @@ async def measure_hop(bootstrap: str, topic: str, log: Sequence[bytes],
         done.set()
         await asyncio.wait_for(reader, 60)
     finally:
-        with contextlib.suppress(Exception):
-            await producer.stop()
-        with contextlib.suppress(Exception):
-            await consumer.stop()
+        await _stop_clients(producer, consumer)
     if not latencies:
         return {"ok": False, "note": "no records came back"}
     return _summary(latencies, rate, achieved, count)
