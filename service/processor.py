@@ -144,6 +144,7 @@ class PendingBatch:
     dead_reasons: Counter[str] = field(default_factory=Counter)
     actions: list[dict[str, Any]] = field(default_factory=list)
     clocks: list[tuple[int, int | None]] = field(default_factory=list)
+    decisions: list[dict[str, Any]] = field(default_factory=list)  # for the metrics
     stored: set[bytes] = field(default_factory=set)  # keys that held a profile before it
     source_offsets: dict[int, str] = field(default_factory=dict)
     encoded: dict[int, dict[bytes, bytes | None]] = field(default_factory=dict)
@@ -420,6 +421,7 @@ class Processor:
         caches = {partition: self._cached(partition) for partition in changed}
         learning, rulebook, signals = self.learning, self.rulebook, bool(self._signal_specs)
         channel_topics = self.settings.channel_topics
+        counted = batch.decisions if self.metrics is not None else None
         for partition, message, maybe_event, key in ordered:
             cache = caches[partition]
             touched = changed[partition]
@@ -496,7 +498,8 @@ class Processor:
                 for record in outcome.decisions:
                     await sink.send(topics.decisions, key, dumps(record))
                 stats.decisions += len(outcome.decisions)
-                self._count_decisions(outcome.decisions)
+                if counted is not None:
+                    counted.extend(outcome.decisions)
         for partition, last in last_of.items():
             batch.source_offsets[partition] = f"{last.topic}:{last.partition}:{last.offset}"
         if self.shared.dirty and topics.propensities:
@@ -572,6 +575,7 @@ class Processor:
                 stats.profiles_written += len(values)
         self._unwritten.popleft()
         stats.seconds = time.perf_counter() - batch.started
+        self._count_decisions(batch.decisions)  # counted once complete: never twice
         self._observe(stats, batch.event_counts, batch.dead_reasons, batch.actions,
                       batch.clocks, batch.acked_at or self._clock())
         return stats

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from service.domain.rules import load_rulebook
+from service.metrics import Metrics
 from service.processor import Processor
 from service.runtime import KafkaRuntime
 from service.topics import TopicNames
@@ -170,3 +171,39 @@ async def test_a_rebalance_drains_and_commits_the_batches_in_flight_first(
     assert seen["committed"] == ends(run.consumer.fetches[:seen["handed"]])
     assert profiles(run.result) == profiles(expected)
     assert values(run.result, "actions") == values(expected, "actions")
+
+
+def _samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every counter sample of the worker's registry (no gauges or histograms: their
+    values hold clocks)."""
+    out = {}
+    for family in metrics.registry.collect():
+        if family.type != "counter":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+async def test_metrics_count_a_batch_processed_again_once(tmp_path: Path) -> None:
+    """Events, actions, dead letters and suppressed decisions are counted when a batch is
+    complete, so a batch abandoned after a refused shipment and processed again counts once:
+    the counters equal a run without the failure."""
+
+    async def counted(fail_at: int | None) -> dict[Any, float]:
+        settings = settings_for(tmp_path / f"m{fail_at}", "memory://")
+        topics = TopicNames.from_settings(settings)
+        metrics = Metrics()
+        processor = Processor(settings, topics, load_rulebook(settings.rules),
+                              Broker(fail_at=fail_at), recover=no_recovery, metrics=metrics)
+        for fetched in fetches_of(journey_lines(tmp_path), processor, topics):
+            try:
+                await processor.process(flat(fetched))
+            except OSError:
+                await processor.process(flat(fetched))
+        return _samples(metrics)
+
+    expected = await counted(None)
+    assert any("suppressed" in name for name, _ in expected), "this test would prove nothing"
+    assert await counted(5) == expected
