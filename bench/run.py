@@ -329,7 +329,8 @@ async def _main(args: argparse.Namespace) -> int:
     print(f"workload: {len(log):,} events, {args.customers:,} customers, seed {args.seed}, "
           f"mean {size:.0f} bytes (generated in {time.perf_counter() - began:.1f}s)",
           file=sys.stderr, flush=True)
-    wanted = set(args.only or ["ceiling", "naive", "touchflow", "core", "latency", "recovery"])
+    wanted = set(args.only or ["ceiling", "naive", "touchflow", "core", "instructions",
+                               "latency", "recovery"])
     rows: list[tuple[str, Measurement]] = []
     latency: dict[str, Any] = {}
     recovery: dict[str, Any] = {}
@@ -382,6 +383,11 @@ async def _main(args: argparse.Namespace) -> int:
         rows.append(("pure core (decide)", _pure_core(log)))
         replayed, memory = _replay(log)
         rows.append(("replay", replayed))
+    instructions: dict[str, Any] = {}
+    if "instructions" in wanted:
+        from bench.instructions import measure_instructions
+
+        instructions = measure_instructions(log, keys, events=5_000 if args.quick else 20_000)
     text, records = _table(rows)
     where = (f"behind a relay adding {args.broker_rtt_ms:g} ms per round trip"
              if args.broker_rtt_ms else "on the same machine")
@@ -397,6 +403,12 @@ async def _main(args: argparse.Namespace) -> int:
               f"(mean); a returning customer with a full id ring ("
               f"{memory['full_ring_stored_bytes']:,} bytes): encode "
               f"{memory['full_ring_encode_us']} us, decode {memory['full_ring_decode_us']} us")
+    if instructions.get("ok"):
+        from bench.instructions import table as instructions_table
+
+        print(instructions_table(instructions))
+    elif instructions:
+        print(f"instructions: {instructions.get('note')}")
     if latency.get("ok"):
         print(f"latency at {latency['rate_achieved']:,} events/s (half the worker's maximum): "
               f"event to action p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms, "
@@ -440,6 +452,7 @@ async def _main(args: argparse.Namespace) -> int:
         "latency": latency,
         "recovery": recovery,
         "scaling": scaling,
+        "instructions": instructions,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -457,8 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--only", action="append",
-                        choices=("ceiling", "naive", "touchflow", "core", "latency",
-                                 "recovery", "scaling"),
+                        choices=("ceiling", "naive", "touchflow", "core", "instructions",
+                                 "latency", "recovery", "scaling"),
                         help="run only these pipelines (repeatable)")
     parser.add_argument("--profiles", type=int, default=1_000_000,
                         help="profiles in the changelog for the recovery run (default 1000000)")

@@ -1,0 +1,115 @@
+"""The worker's batch processor in-process, with no broker: the streaming shell's own cost.
+
+`run_processor` feeds the bench workload, as the consumer would hand it over (records of the
+events topic on the partition their key hashes to, in batches of `batch` records), through
+`service.processor.Processor` with the chosen store, into a sink that acknowledges at once and
+keeps nothing. Against replay (the same decode and `decide()` without the shell) it shows
+what routing, caching, profile encoding, changelog records and store writes add per event,
+free of the broker's share and of its noise; bench/instructions.py counts it in machine
+instructions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["NullSink", "as_messages", "run_processor"]
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = ROOT / "examples" / "default" / "rulebook.yaml"
+
+
+class NullSink:
+    """A sink whose every record is acknowledged as it is sent and then dropped; it counts
+    the records by topic (the offsets it hands out count per topic and partition)."""
+
+    def __init__(self) -> None:
+        self.sent: dict[str, int] = {}
+        self._offsets: dict[tuple[str, int | None], int] = {}
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None, *,
+                   partition: int | None = None, headers: Any = None) -> asyncio.Future[int]:
+        self.sent[topic] = self.sent.get(topic, 0) + 1
+        slot = (topic, partition)
+        offset = self._offsets.get(slot, 0)
+        self._offsets[slot] = offset + 1
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        future.set_result(offset)
+        return future
+
+    async def ship(self) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+    async def flush(self) -> None:
+        return None
+
+    def discard(self) -> None:
+        return None
+
+
+def as_messages(log: Sequence[bytes], keys: Sequence[bytes | None], topic: str,
+                partitions: int) -> list[Any]:
+    """The log as consumed records: each on the partition its key hashes to (murmur2, as the
+    producer put it there), offsets counting per partition."""
+    from service.partitioning import partition_for_key
+    from service.processor import Message
+
+    offsets = [0] * partitions
+    messages = []
+    for raw, key in zip(log, keys, strict=True):
+        partition = partition_for_key(key, partitions) if key is not None else 0
+        messages.append(Message(topic, partition, offsets[partition], key, raw, 0))
+        offsets[partition] += 1
+    return messages
+
+
+async def _no_recovery(stores: Mapping[int, Any]) -> None:
+    return None
+
+
+async def _run(log: Sequence[bytes], keys: Sequence[bytes | None], store: str, batch: int,
+               partitions: int, data_dir: Path) -> tuple[float, dict[str, int]]:
+    from service.domain.rules import load_rulebook
+    from service.gcpolicy import GcPolicy
+    from service.processor import Processor
+    from service.settings import load_settings
+    from service.topics import TopicNames
+
+    settings = load_settings(rules=RULES, store=store, data_dir=data_dir,
+                             partitions=partitions, broker="kafka://127.0.0.1:1",
+                             topic_prefix="inprocess")
+    topics = TopicNames.from_settings(settings)
+    sink = NullSink()
+    processor = Processor(settings, topics, load_rulebook(settings.rules), sink,
+                          recover=_no_recovery)
+    messages = as_messages(log, keys, topics.events, partitions)
+    batches = [messages[i:i + batch] for i in range(0, len(messages), batch)]
+    del messages
+    collector = GcPolicy()  # the worker's regime (service/runtime.py)
+    gc.collect()
+    try:
+        started = time.perf_counter()
+        for records in batches:
+            await processor.process(records)
+            collector.after_batch()
+        seconds = time.perf_counter() - started
+    finally:
+        await processor.close()
+        collector.close()
+    return seconds, sink.sent
+
+
+def run_processor(log: Sequence[bytes], keys: Sequence[bytes | None], *,
+                  store: str = "rocksdb://", batch: int = 1000,
+                  partitions: int = 4) -> tuple[float, dict[str, int]]:
+    """Seconds to process `log` in batches of `batch` records, and the records sent by topic."""
+    with tempfile.TemporaryDirectory(prefix="touchflow-inprocess-") as tmp:
+        return asyncio.run(_run(log, keys, store, batch, partitions, Path(tmp)))
