@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NullSink", "as_messages", "run_processor"]
+__all__ = ["NullSink", "as_messages", "partitions_of", "run_processor"]
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "examples" / "default" / "rulebook.yaml"
@@ -55,17 +55,22 @@ class NullSink:
         return None
 
 
-def as_messages(log: Sequence[bytes], keys: Sequence[bytes | None], topic: str,
-                partitions: int) -> list[Any]:
-    """The log as consumed records: each on the partition its key hashes to (murmur2, as the
-    producer put it there), offsets counting per partition."""
+def partitions_of(keys: Sequence[bytes | None], partitions: int) -> list[int]:
+    """The partition each key's record lands on (murmur2, as the producer puts it)."""
     from service.partitioning import partition_for_key
+
+    return [partition_for_key(key, partitions) if key is not None else 0 for key in keys]
+
+
+def as_messages(log: Sequence[bytes], keys: Sequence[bytes | None], topic: str,
+                placed: Sequence[int]) -> list[Any]:
+    """The log as consumed records, each on its partition in `placed` (`partitions_of`),
+    offsets counting per partition."""
     from service.processor import Message
 
-    offsets = [0] * partitions
+    offsets = [0] * (max(placed, default=0) + 1)
     messages = []
-    for raw, key in zip(log, keys, strict=True):
-        partition = partition_for_key(key, partitions) if key is not None else 0
+    for raw, key, partition in zip(log, keys, placed, strict=True):
         messages.append(Message(topic, partition, offsets[partition], key, raw, 0))
         offsets[partition] += 1
     return messages
@@ -76,7 +81,8 @@ async def _no_recovery(stores: Mapping[int, Any]) -> None:
 
 
 async def _run(log: Sequence[bytes], keys: Sequence[bytes | None], store: str, batch: int,
-               partitions: int, data_dir: Path) -> tuple[float, dict[str, int]]:
+               partitions: int, placed: Sequence[int] | None,
+               data_dir: Path) -> tuple[float, dict[str, int]]:
     from service.domain.rules import load_rulebook
     from service.gcpolicy import GcPolicy
     from service.processor import Processor
@@ -90,7 +96,9 @@ async def _run(log: Sequence[bytes], keys: Sequence[bytes | None], store: str, b
     sink = NullSink()
     processor = Processor(settings, topics, load_rulebook(settings.rules), sink,
                           recover=_no_recovery)
-    messages = as_messages(log, keys, topics.events, partitions)
+    if placed is None:
+        placed = partitions_of(keys, partitions)
+    messages = as_messages(log, keys, topics.events, placed)
     batches = [messages[i:i + batch] for i in range(0, len(messages), batch)]
     del messages
     collector = GcPolicy()  # the worker's regime (service/runtime.py)
@@ -108,8 +116,9 @@ async def _run(log: Sequence[bytes], keys: Sequence[bytes | None], store: str, b
 
 
 def run_processor(log: Sequence[bytes], keys: Sequence[bytes | None], *,
-                  store: str = "rocksdb://", batch: int = 1000,
-                  partitions: int = 4) -> tuple[float, dict[str, int]]:
-    """Seconds to process `log` in batches of `batch` records, and the records sent by topic."""
+                  store: str = "rocksdb://", batch: int = 1000, partitions: int = 4,
+                  placed: Sequence[int] | None = None) -> tuple[float, dict[str, int]]:
+    """Seconds to process `log` in batches of `batch` records, and the records sent by topic.
+    `placed`: each record's partition, if already known (`partitions_of`)."""
     with tempfile.TemporaryDirectory(prefix="touchflow-inprocess-") as tmp:
-        return asyncio.run(_run(log, keys, store, batch, partitions, Path(tmp)))
+        return asyncio.run(_run(log, keys, store, batch, partitions, placed, Path(tmp)))

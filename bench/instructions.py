@@ -80,8 +80,11 @@ def measure_instructions(log: Sequence[bytes], keys: Sequence[bytes | None], *,
     per_event: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="touchflow-instructions-") as tmp:
         workload = Path(tmp) / "workload.pickle"
-        workload.write_bytes(pickle.dumps((list(log[:small + events]),
-                                           list(keys[:small + events]))))
+        from bench.inprocess import partitions_of
+
+        head, head_keys = list(log[:small + events]), list(keys[:small + events])
+        # partitions computed here, so that the child's count holds the processing only
+        workload.write_bytes(pickle.dumps((head, head_keys, partitions_of(head_keys, 4))))
         for mode in modes:
             print(f"  instructions: {mode}...", file=sys.stderr, flush=True)
             base = count_instructions(mode, workload, small, valgrind=valgrind)
@@ -118,8 +121,8 @@ def _floor(log: Sequence[bytes]) -> None:
 
 
 def _child(mode: str, workload: Path, events: int) -> None:
-    log, keys = pickle.loads(workload.read_bytes())
-    log, keys = log[:events], keys[:events]
+    log, keys, placed = pickle.loads(workload.read_bytes())
+    log, keys, placed = log[:events], keys[:events], placed[:events]
     if mode == "floor":
         _floor(log)
     elif mode == "replay":
@@ -129,7 +132,7 @@ def _child(mode: str, workload: Path, events: int) -> None:
     elif mode.startswith("processor "):
         from bench.inprocess import run_processor
 
-        run_processor(log, keys, store=mode.split(" ", 1)[1] + "://")
+        run_processor(log, keys, store=mode.split(" ", 1)[1] + "://", placed=placed)
     else:
         raise SystemExit(f"unknown mode {mode!r}; one of {', '.join(MODES)}")
 

@@ -282,9 +282,13 @@ def _worker_counts(spec: str | None) -> list[int]:
     return [n for n in (1, 2, 4, 8) if n + 2 <= cores]
 
 
-def _table(rows: list[tuple[str, Measurement]]) -> tuple[str, list[dict[str, Any]]]:
+def _table(rows: list[tuple[str, Measurement]], rounds: dict[str, Any] | None = None,
+           ) -> tuple[str, list[dict[str, Any]]]:
+    """The printed table and its JSON rows; with `rounds` (bench/rounds.py), the ratios are
+    the medians of the per-round ratios."""
     naive = dict(rows).get("naive faust", Measurement()).rate
     ceiling = dict(rows).get("raw aiokafka", Measurement()).rate
+    rounds = rounds or {}
     header = ("pipeline", "events", "seconds", "events/s", "vs naive", "vs ceiling", "cpu/s",
               "note")
     lines: list[tuple[str, ...]] = [header]
@@ -293,6 +297,9 @@ def _table(rows: list[tuple[str, Measurement]]) -> tuple[str, list[dict[str, Any
         cpu_share = m.cpu_seconds / m.seconds if m.ok and m.cpu_seconds and m.seconds else None
         vs_naive = m.rate / naive if m.ok and naive else None
         vs_ceiling = m.rate / ceiling if m.ok and ceiling else None
+        if name in rounds:
+            vs_naive = rounds[name].get("median_vs_naive", vs_naive)
+            vs_ceiling = rounds[name].get("median_vs_ceiling", vs_ceiling)
         lines.append((
             name,
             f"{m.events:,}" if m.ok else "-",
@@ -332,6 +339,7 @@ async def _main(args: argparse.Namespace) -> int:
     wanted = set(args.only or ["ceiling", "naive", "touchflow", "core", "instructions",
                                "latency", "recovery"])
     rows: list[tuple[str, Measurement]] = []
+    per_round: dict[str, Any] = {}
     latency: dict[str, Any] = {}
     recovery: dict[str, Any] = {}
     scaling: list[dict[str, Any]] = []
@@ -351,10 +359,18 @@ async def _main(args: argparse.Namespace) -> int:
                      if proxy else ""), file=sys.stderr, flush=True)
             steps = (("ceiling", "raw aiokafka", _ceiling), ("naive", "naive faust", _naive),
                      ("touchflow", "touchflow worker", _touchflow))
-            for key, name, step in steps:
-                if key in wanted:
-                    rows.append((name, await step(bootstrap, log, keys, args.partitions,
-                                                  tmp)))
+            played: list[list[tuple[str, Measurement]]] = []
+            for number in range(args.rounds):
+                if args.rounds > 1:
+                    print(f"round {number + 1} of {args.rounds}", file=sys.stderr, flush=True)
+                played.append([(name, await step(bootstrap, log, keys, args.partitions, tmp))
+                               for key, name, step in steps if key in wanted])
+            if args.rounds > 1:
+                from bench.rounds import combine_rounds
+
+                rows, per_round = combine_rounds(played)
+            else:
+                rows = played[0]
             if "latency" in wanted:
                 best = dict(rows).get("touchflow worker", Measurement()).rate
                 rate = args.latency_rate or (best / 2 if best else 4000.0)
@@ -388,7 +404,7 @@ async def _main(args: argparse.Namespace) -> int:
         from bench.instructions import measure_instructions
 
         instructions = measure_instructions(log, keys, events=5_000 if args.quick else 20_000)
-    text, records = _table(rows)
+    text, records = _table(rows, per_round)
     where = (f"behind a relay adding {args.broker_rtt_ms:g} ms per round trip"
              if args.broker_rtt_ms else "on the same machine")
     print(f"\n{len(log):,} events, {args.customers:,} customers, {args.partitions} partitions, "
@@ -448,6 +464,7 @@ async def _main(args: argparse.Namespace) -> int:
         "method": f"committed offsets polled every {os.environ.get('BENCH_POLL_S', '0.1')} s, "
                   "from their first movement until all events are committed",
         "rows": records,
+        "rounds": {"count": args.rounds, "rows": per_round},
         "memory": memory,
         "latency": latency,
         "recovery": recovery,
@@ -473,6 +490,9 @@ def main(argv: list[str] | None = None) -> int:
                         choices=("ceiling", "naive", "touchflow", "core", "instructions",
                                  "latency", "recovery", "scaling"),
                         help="run only these pipelines (repeatable)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the throughput rows this many times, interleaved, and report "
+                             "medians (bench/rounds.py; default 1)")
     parser.add_argument("--profiles", type=int, default=1_000_000,
                         help="profiles in the changelog for the recovery run (default 1000000)")
     parser.add_argument("--latency-rate", type=float, default=None,
@@ -485,6 +505,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="put a relay adding this round trip in front of the broker, as a "
                              "network hop would (bench/delay_proxy.py; default 0: none)")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be 1 or more")
     if args.quick:
         args.events = min(args.events, 20_000)
         os.environ.setdefault("BENCH_POLL_S", "0.1")  # short runs need a finer stopwatch

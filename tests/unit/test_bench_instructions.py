@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench import instructions
-from bench.inprocess import run_processor
+from bench.inprocess import partitions_of, run_processor
 from bench.run import _replay_once
 from service.simulator import customer_key
 from service.workload import event_log
@@ -70,7 +70,7 @@ def test_every_child_mode_runs(mode: str, tmp_path: Path) -> None:
     """Each mode the valgrind run uses works natively over a small log."""
     log, keys = _workload(300)
     workload = tmp_path / "w.pickle"
-    workload.write_bytes(pickle.dumps((log, keys)))
+    workload.write_bytes(pickle.dumps((log, keys, partitions_of(keys, 4))))
     assert instructions.main(["--child", mode, "--input", str(workload),
                               "--events", "300"]) == 0
 
@@ -82,7 +82,7 @@ def test_instruction_count_repeats_exactly(tmp_path: Path) -> None:
     and more events count more."""
     log, keys = _workload(600)
     workload = tmp_path / "w.pickle"
-    workload.write_bytes(pickle.dumps((log, keys)))
+    workload.write_bytes(pickle.dumps((log, keys, partitions_of(keys, 4))))
     first = instructions.count_instructions("replay", workload, 600)
     second = instructions.count_instructions("replay", workload, 600)
     fewer = instructions.count_instructions("replay", workload, 100)
