@@ -19,10 +19,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NullSink", "as_messages", "partitions_of", "run_processor"]
+__all__ = ["PARTITIONS", "NullSink", "as_messages", "partitions_of", "run_processor"]
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "examples" / "default" / "rulebook.yaml"
+PARTITIONS = 4  # as the bench's topics have by default
 
 
 class NullSink:
@@ -116,7 +117,7 @@ async def _run(log: Sequence[bytes], keys: Sequence[bytes | None], store: str, b
 
 
 def run_processor(log: Sequence[bytes], keys: Sequence[bytes | None], *,
-                  store: str = "rocksdb://", batch: int = 1000, partitions: int = 4,
+                  store: str = "rocksdb://", batch: int = 1000, partitions: int = PARTITIONS,
                   placed: Sequence[int] | None = None) -> tuple[float, dict[str, int]]:
     """Seconds to process `log` in batches of `batch` records, and the records sent by topic.
     `placed`: each record's partition, if already known (`partitions_of`)."""

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MODES", "count_instructions", "measure_instructions", "parse_refs"]
+__all__ = ["MODES", "count_instructions", "measure_instructions", "parse_refs", "write_workload"]
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ("floor", "replay", "processor memory", "processor rocksdb")
@@ -48,6 +48,14 @@ def parse_refs(report: str) -> int:
     if match is None:
         raise ValueError("no 'I refs' line in valgrind's output")
     return int(match.group(1).replace(",", ""))
+
+
+def write_workload(path: Path, log: Sequence[bytes], keys: Sequence[bytes | None]) -> None:
+    """The child's input: the events, their keys and their partitions (computed here, so that
+    the child's count holds the processing only)."""
+    from bench.inprocess import PARTITIONS, partitions_of
+
+    path.write_bytes(pickle.dumps((list(log), list(keys), partitions_of(keys, PARTITIONS))))
 
 
 def count_instructions(mode: str, workload: Path, events: int, *,
@@ -80,11 +88,7 @@ def measure_instructions(log: Sequence[bytes], keys: Sequence[bytes | None], *,
     per_event: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="touchflow-instructions-") as tmp:
         workload = Path(tmp) / "workload.pickle"
-        from bench.inprocess import partitions_of
-
-        head, head_keys = list(log[:small + events]), list(keys[:small + events])
-        # partitions computed here, so that the child's count holds the processing only
-        workload.write_bytes(pickle.dumps((head, head_keys, partitions_of(head_keys, 4))))
+        write_workload(workload, log[:small + events], keys[:small + events])
         for mode in modes:
             print(f"  instructions: {mode}...", file=sys.stderr, flush=True)
             base = count_instructions(mode, workload, small, valgrind=valgrind)

@@ -31,11 +31,12 @@ def combine_rounds(rounds: Sequence[Sequence[tuple[str, Measurement]]], *,
     """Rows of the median runs (their notes listing every round's rate), and the per-round
     ratios: {name: {"rates": [...], "vs_naive": [...], "vs_ceiling": [...], medians}}.
     A row that failed in any round is reported as its failed run."""
+    played = [dict(r) for r in rounds]
     names = [name for name, _ in rounds[0]] if rounds else []
     rows: list[tuple[str, Measurement]] = []
     summary: dict[str, Any] = {}
     for name in names:
-        runs = [dict(r)[name] for r in rounds if name in dict(r)]
+        runs = [r[name] for r in played if name in r]
         failed = [m for m in runs if not m.ok]
         if failed:
             rows.append((name, failed[0]))
@@ -46,8 +47,8 @@ def combine_rounds(rounds: Sequence[Sequence[tuple[str, Measurement]]], *,
                                  "median_rate": round(statistics.median(rates), 1)}
         for label, reference in (("vs_naive", naive), ("vs_ceiling", ceiling)):
             ratios = []
-            for r in rounds:
-                mine, theirs = dict(r).get(name), dict(r).get(reference)
+            for r in played:
+                mine, theirs = r.get(name), r.get(reference)
                 if mine is not None and theirs is not None and mine.ok and theirs.ok \
                         and theirs.rate:
                     ratios.append(mine.rate / theirs.rate)

@@ -3,7 +3,6 @@ worker's shell, and the instruction counts are read right and repeat exactly."""
 
 from __future__ import annotations
 
-import pickle
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench import instructions
-from bench.inprocess import partitions_of, run_processor
-from bench.run import _replay_once
+from bench.inprocess import RULES, run_processor
 from service.simulator import customer_key
 from service.workload import event_log
 
@@ -41,21 +39,19 @@ def test_in_process_processor_sends_what_replay_decides(store: str) -> None:
     """The in-process driver goes through the worker's processor: the actions it sends are
     exactly replay's for the same log, each also to its channel topic, and every changed
     profile leaves a changelog record."""
-    log, keys = _workload(3_000)
-    _seconds, replayer = _replay_once(log)
-    _seconds, sent = run_processor(log, keys, store=store, batch=100)
-    replayed = sum(1 for _ in replayer.profiles)
-    actions = sent.get("inprocess.actions", 0)
-    per_channel = sum(n for topic, n in sent.items() if topic.startswith("inprocess.actions."))
-    assert actions > 0 and per_channel == actions
-    assert sent["touchflow-inprocess.profiles-changelog"] >= replayed
-
     from schemas.event import decode_event
     from service.domain import load_rulebook
     from service.replay.runner import Replayer
 
-    fresh = Replayer(load_rulebook(instructions.ROOT / "examples/default/rulebook.yaml"))
-    assert actions == sum(len(fresh.apply(decode_event(raw)).actions) for raw in log)
+    log, keys = _workload(3_000)
+    _seconds, sent = run_processor(log, keys, store=store, batch=100)
+    replayer = Replayer(load_rulebook(RULES))
+    replayed = sum(len(replayer.apply(decode_event(raw)).actions) for raw in log)
+    actions = sent.get("inprocess.actions", 0)
+    per_channel = sum(n for topic, n in sent.items() if topic.startswith("inprocess.actions."))
+    assert actions > 0 and per_channel == actions
+    assert actions == replayed
+    assert sent["touchflow-inprocess.profiles-changelog"] >= len(replayer.profiles)
 
 
 def test_skipped_with_a_reason_without_valgrind(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -68,9 +64,8 @@ def test_skipped_with_a_reason_without_valgrind(monkeypatch: pytest.MonkeyPatch)
 @pytest.mark.parametrize("mode", instructions.MODES)
 def test_every_child_mode_runs(mode: str, tmp_path: Path) -> None:
     """Each mode the valgrind run uses works natively over a small log."""
-    log, keys = _workload(300)
     workload = tmp_path / "w.pickle"
-    workload.write_bytes(pickle.dumps((log, keys, partitions_of(keys, 4))))
+    instructions.write_workload(workload, *_workload(300))
     assert instructions.main(["--child", mode, "--input", str(workload),
                               "--events", "300"]) == 0
 
@@ -80,9 +75,8 @@ def test_instruction_count_repeats_exactly(tmp_path: Path) -> None:
     """Two valgrind runs of the same mode over the same events count the same instructions
     to within a hundredth of a percent (the figure the benchmark publishes as reproducible),
     and more events count more."""
-    log, keys = _workload(600)
     workload = tmp_path / "w.pickle"
-    workload.write_bytes(pickle.dumps((log, keys, partitions_of(keys, 4))))
+    instructions.write_workload(workload, *_workload(600))
     first = instructions.count_instructions("replay", workload, 600)
     second = instructions.count_instructions("replay", workload, 600)
     fewer = instructions.count_instructions("replay", workload, 100)
