@@ -220,13 +220,13 @@ class _LazyFaustSink(KafkaSink):
         super().__init__(None)
         self._app = app
 
+    def producer(self) -> Any:
+        """Faust's producer, looked up at each use: a batch that sent nothing still ships
+        (and flushes) before its offsets commit, so `ship` must not see the unset one."""
+        return self._app.producer
+
     async def _produce(self, topic: str, key: bytes | None, value: bytes | None,
                        partition: int | None, headers: list[tuple[str, bytes]] | None) -> Any:
         # Faust's Producer.send(topic, key, value, partition, timestamp, headers): timestamp
         # has no default there (None: the producer's clock).
-        self._producer = self._app.producer
-        return await self._producer.send(topic, key, value, partition, None, headers)
-
-    async def flush(self) -> None:
-        self._producer = self._app.producer
-        await super().flush()
+        return await self.producer().send(topic, key, value, partition, None, headers)

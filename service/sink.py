@@ -128,18 +128,22 @@ class KafkaSink:
         self._sent.append(fut)
         return SentOffset(fut)
 
+    def producer(self) -> Any:
+        """The producer records go to (a subclass may resolve it late)."""
+        return self._producer
+
     async def _produce(self, topic: str, key: bytes | None, value: bytes | None,
                        partition: int | None, headers: list[tuple[str, bytes]] | None) -> Any:
         """Hand one record to the producer; its delivery future."""
-        return await self._producer.send(topic, key=key, value=value, partition=partition,
-                                         headers=headers)
+        return await self.producer().send(topic, key=key, value=value, partition=partition,
+                                          headers=headers)
 
     async def ship(self) -> asyncio.Future[Any]:
         sent, self._sent = self._sent, []
-        return asyncio.ensure_future(self._delivered(sent))
+        return asyncio.ensure_future(self._delivered(self.producer(), sent))
 
-    async def _delivered(self, sent: list[Awaitable[Any]]) -> None:
-        await asyncio.wait_for(self._producer.flush(), self._flush_timeout_s)
+    async def _delivered(self, producer: Any, sent: list[Awaitable[Any]]) -> None:
+        await asyncio.wait_for(producer.flush(), self._flush_timeout_s)
         if sent:
             await asyncio.wait_for(asyncio.gather(*sent), self._flush_timeout_s)
 

@@ -101,3 +101,33 @@ async def test_failed_batch_makes_flush_raise() -> None:
 def test_builder_is_the_real_one() -> None:
     """The fake producer builds real aiokafka record batches (v2, headers supported)."""
     assert isinstance(_Producer().create_batch()._builder, DefaultRecordBatchBuilder)
+
+
+async def test_faust_sink_ships_a_batch_that_sent_nothing() -> None:
+    """The Faust runtime's sink finds Faust's producer at each use: a batch with no output
+    (nine pings, no action) still ships and flushes before its commit, and must not fail on
+    the producer it has not looked up yet (CI saw every such batch retried forever)."""
+    from service.app import _LazyFaustSink
+
+    class _FlushingProducer(_Producer):
+        flushes = 0
+
+        async def flush(self) -> None:
+            self.flushes += 1
+
+        async def send(self, topic: str, key: bytes | None = None,  # type: ignore[override]
+                       value: bytes | None = None, partition: int | None = None,
+                       timestamp: float | None = None, headers: Any = None) -> Any:
+            return await super().send(topic, key, value, partition, headers)
+
+    class _App:
+        producer = _FlushingProducer()
+
+    sink = _LazyFaustSink(_App())  # type: ignore[arg-type]
+    await (await sink.ship())  # the processor's path: ship now, await before the commit
+    await sink.flush()
+    assert _App.producer.flushes == 2
+    await sink.send("actions", b"k", b"v")
+    await sink.flush()
+    assert _App.producer.single == [("actions", b"k")]
+    assert _App.producer.flushes == 3
