@@ -19,10 +19,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.paths import RULES
+
 __all__ = ["PARTITIONS", "NullSink", "as_messages", "partitions_of", "run_processor"]
 
-ROOT = Path(__file__).resolve().parent.parent
-RULES = ROOT / "examples" / "default" / "rulebook.yaml"
 PARTITIONS = 4  # as the bench's topics have by default
 
 

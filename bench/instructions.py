@@ -35,9 +35,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.paths import ROOT
+
 __all__ = ["MODES", "count_instructions", "measure_instructions", "parse_refs", "write_workload"]
 
-ROOT = Path(__file__).resolve().parent.parent
 MODES = ("floor", "replay", "processor memory", "processor rocksdb")
 _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
@@ -130,9 +131,9 @@ def _child(mode: str, workload: Path, events: int) -> None:
     if mode == "floor":
         _floor(log)
     elif mode == "replay":
-        from bench.run import _replay_once
+        from bench.core_rows import replay_once
 
-        _replay_once(log)
+        replay_once(log)
     elif mode.startswith("processor "):
         from bench.inprocess import run_processor
 

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import importlib.util
-import inspect
 import json
 import os
 import platform
@@ -29,11 +26,11 @@ from typing import Any
 
 import orjson
 
+from bench.core_rows import pure_core, replay
 from bench.harness import Measurement, create_topic, measure_subprocess, produce_log
+from bench.paths import ROOT, RULES
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "latest.json"
-RULES = ROOT / "examples" / "default" / "rulebook.yaml"
 START = datetime(2026, 3, 2, tzinfo=UTC)
 
 Pipeline = Callable[[str, Path], list[str]]
@@ -146,128 +143,6 @@ async def _ceiling(bootstrap: str, log: list[bytes], keys: list[bytes | None], p
     return await _run_pipeline(
         "raw aiokafka", [sys.executable, "-m", "bench.raw_ceiling"], env, bootstrap=bootstrap,
         topic=topic, group=group, log=log, keys=keys, partitions=partitions, tmp=tmp)
-
-
-def _pure_core(log: list[bytes]) -> Measurement:
-    """decide() over the same events, in-process, via bench/bench_decide.py's run()."""
-    path = ROOT / "bench" / "bench_decide.py"
-    if not path.exists():
-        return Measurement(note="skipped: bench/bench_decide.py is not there")
-    try:
-        spec = importlib.util.spec_from_file_location("bench.bench_decide", path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        run = module.run
-        if len(inspect.signature(run).parameters) == 1:
-            out = run(log)
-        else:  # run(events: list[Event], rulebook, context)
-            from schemas.event import decode_event
-            from service.domain import load_rulebook
-
-            out = run([decode_event(raw) for raw in log], load_rulebook(RULES), {})
-        seconds = float(out["seconds"])
-        return Measurement(events=int(out.get("events", len(log))), seconds=seconds,
-                           cpu_seconds=seconds, ok=True, note="in-process, no Kafka")
-    except Exception as exc:
-        return Measurement(note=f"failed: {type(exc).__name__}: {exc}")
-
-
-REPLAY_RUNS = 3
-
-
-def _replay_once(log: list[bytes]) -> tuple[float, Any]:
-    """Seconds for one replay of `log` (decode, decide, encode each action), and the replayer."""
-    from schemas.codec import dumps_line
-    from schemas.event import decode_event
-    from service.domain import load_rulebook
-    from service.replay.runner import Replayer, quiet_gc
-
-    replayer = Replayer(load_rulebook(RULES))
-    out: list[bytes] = []
-    with quiet_gc() as collector:  # (its one full collection before the run is not timed)
-        started = time.perf_counter()
-        for number, raw in enumerate(log):
-            if not number & 0x3FF:
-                collector.after_batch()
-            try:
-                outcome = replayer.apply(decode_event(raw))
-            except Exception:  # bad events are skipped, as in replay
-                continue
-            if outcome.actions:  # as replay_stream writes them
-                for action in outcome.actions:
-                    out.append(dumps_line(action))
-        seconds = time.perf_counter() - started
-    return seconds, replayer
-
-
-def _replay(log: list[bytes]) -> tuple[Measurement, dict[str, float]]:
-    """`touchflow replay`'s engine over the same events (decode + decide + encode, one core),
-    the median of `REPLAY_RUNS` runs (one run moves by +/-5 % here), and the memory a profile
-    takes: Python heap per profile in memory (tracemalloc), and the mean size of a profile as
-    stored (RocksDB value and changelog record)."""
-    from schemas.event import decode_event
-    from service.domain import load_rulebook
-    from service.replay.runner import Replayer
-
-    runs = [_replay_once(log) for _ in range(REPLAY_RUNS)]
-    times = sorted(seconds for seconds, _ in runs)
-    seconds = times[len(times) // 2]
-    replayer = runs[-1][1]
-    del runs
-    profiles = list(replayer.profiles.values())
-    stored = sum(len(p.to_bytes()) for p in profiles) / max(1, len(profiles))
-    # Python-object memory per profile, traced on a fresh replay of the first 40k events
-    import tracemalloc
-
-    sample = Replayer(load_rulebook(RULES))
-    tracemalloc.start()
-    for raw in log[:40_000]:
-        with contextlib.suppress(Exception):
-            sample.apply(decode_event(raw))
-    traced, _peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    memory = {"profiles": len(profiles),
-              "heap_bytes_per_profile": round(traced / max(1, len(sample.profiles))),
-              "stored_bytes_per_profile": round(stored), **_profile_codec(profiles, log)}
-    spread = ", ".join(f"{len(log) / t:,.0f}" for t in times)
-    return (Measurement(events=len(log), seconds=seconds, cpu_seconds=seconds, ok=True,
-                        note=f"in-process, no Kafka; median of {spread}/s"), memory)
-
-
-def _profile_codec(profiles: list[Any], log: list[bytes]) -> dict[str, float]:
-    """Microseconds to encode and decode a profile (what the worker does per touched profile
-    per batch, and per store read): mean over the bench's profiles (mostly one or two events
-    each), and for a returning customer whose id ring is full (the same customer's profile
-    after `remember_events` + 10 of the log's events re-keyed to it)."""
-    import orjson
-
-    from schemas.event import decode_event
-    from service.domain import Profile, load_rulebook
-    from service.replay.runner import Replayer
-
-    def timed(items: list[Any], work: Any) -> float:
-        started = time.perf_counter()
-        for item in items:
-            work(item)
-        return (time.perf_counter() - started) / len(items) * 1e6
-
-    sample = profiles[:20_000]
-    stored = [p.to_bytes() for p in sample]
-    rulebook = load_rulebook(RULES)
-    regular = Replayer(rulebook)
-    for number, raw in enumerate(log[:rulebook.remember_events + 10]):
-        data = orjson.loads(raw)
-        data["identity"] = {"customer_id": "c-regular"}
-        data["event_id"] = f"regular-{number}"
-        regular.apply(decode_event(orjson.dumps(data)))
-    full = [regular.profiles[b"customer_id:c-regular"]] * 20_000
-    full_stored = [p.to_bytes() for p in full]
-    return {"encode_us": round(timed(sample, Profile.to_bytes), 2),
-            "decode_us": round(timed(stored, Profile.from_bytes), 2),
-            "full_ring_encode_us": round(timed(full, Profile.to_bytes), 2),
-            "full_ring_decode_us": round(timed(full_stored, Profile.from_bytes), 2),
-            "full_ring_stored_bytes": len(full_stored[0])}
 
 
 def _worker_counts(spec: str | None) -> list[int]:
@@ -396,8 +271,8 @@ async def _main(args: argparse.Namespace) -> int:
                 await proxy.stop()
     memory: dict[str, float] = {}
     if "core" in wanted:
-        rows.append(("pure core (decide)", _pure_core(log)))
-        replayed, memory = _replay(log)
+        rows.append(("pure core (decide)", pure_core(log)))
+        replayed, memory = replay(log)
         rows.append(("replay", replayed))
     instructions: dict[str, Any] = {}
     if "instructions" in wanted:

@@ -26,25 +26,19 @@ import asyncio
 import base64
 import logging
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any
 
-from schemas.codec import dumps, loads
+from schemas.codec import dumps
 from schemas.event import Event, EventError, decode_event
+from service.batch import BatchStats, Message, PendingBatch, Record
+from service.batch_metrics import BatchMetrics
 from service.domain.decide import decide
-from service.domain.identity import (
-    MAX_LINKS,
-    alias_keys,
-    merge_profiles,
-    merge_record,
-    plan_link,
-    refusal_record,
-)
 from service.domain.learning import LearningState
 from service.domain.profile import Profile
 from service.domain.rules import Rulebook
+from service.identity_control import IdentityControl, control_kind
 from service.partitioning import partition_for_key
 from service.propensities import SharedPropensities
 from service.recovery import recover_partitions
@@ -66,92 +60,12 @@ _CORE_TYPES = frozenset(
 )
 _CACHE_LIMIT = 200_000
 _ACK_TIMEOUT_S = 60.0
-_CONTROL_HEADER = "tf-ctl"
-_CONTROL_KINDS = {b"link": "link", b"merge": "merge", b"erase": "erase"}
-
-
-def _control_kind(message: Record) -> str | None:
-    """"link"/"merge"/"erase" for identity control records on the repartition topic."""
-    for name, value in message.headers:
-        if name == _CONTROL_HEADER:
-            return _CONTROL_KINDS.get(value)
-    return None
 
 
 async def _acknowledged(acks: asyncio.Future[Any]) -> None:
     """Wait for a shipment's acknowledgement; a timeout fails the step without cancelling
     the shipment (its future is shared, and aiokafka's batches under it)."""
     await asyncio.wait_for(asyncio.shield(acks), _ACK_TIMEOUT_S)
-
-
-class Record(Protocol):
-    """What the processor reads of a consumed Kafka record. aiokafka's `ConsumerRecord` fits
-    as it is (the lean runtime hands its records over without a copy: building a `Message`
-    per record was 0.4 us, 2 % of the worker), and so does `Message`."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
-    @property
-    def timestamp(self) -> int | None:
-        """Milliseconds since the epoch (the record's Kafka timestamp)."""
-    @property
-    def headers(self) -> Sequence[tuple[str, bytes]]: ...
-
-
-class Message(NamedTuple):
-    """A consumed Kafka record built by hand (Faust runtime, tests): a `Record`."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: int | None = None  # ms since the epoch
-    headers: Sequence[tuple[str, bytes]] = ()
-
-
-@dataclass(slots=True)
-class BatchStats:
-    """What one `process()` call did."""
-
-    received: int = 0
-    processed: int = 0
-    duplicates: int = 0
-    forwarded: int = 0
-    deadlettered: int = 0
-    actions: int = 0
-    decisions: int = 0
-    profiles_written: int = 0
-    seconds: float = 0.0
-    sent_actions: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass(slots=True, eq=False)
-class PendingBatch:
-    """A batch between `Processor.begin` and `Processor.complete`."""
-
-    stats: BatchStats
-    started: float
-    event_counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-    dead_reasons: Counter[str] = field(default_factory=Counter)
-    actions: list[dict[str, Any]] = field(default_factory=list)
-    clocks: list[tuple[int, int | None]] = field(default_factory=list)
-    decisions: list[dict[str, Any]] = field(default_factory=list)  # for the metrics
-    stored: set[bytes] = field(default_factory=set)  # keys that held a profile before it
-    source_offsets: dict[int, str] = field(default_factory=dict)
-    encoded: dict[int, dict[bytes, bytes | None]] = field(default_factory=dict)
-    last_sent: dict[int, Awaitable[int]] = field(default_factory=dict)
-    acks: asyncio.Future[Any] | None = None  # what must be acknowledged before the next step
-    acked_at: float | None = None  # when the output was (the event-to-action clock)
-    learning: Any = None  # the learned propensities before it (Processor.abandon)
 
 
 class Processor:
@@ -188,7 +102,10 @@ class Processor:
         self._recovered: set[int] = set()
         self._partition_of: dict[bytes, int] = {}
         self._lock = asyncio.Lock()
-        self._type_labels = rulebook.event_types | _CORE_TYPES
+        self._batch_metrics = BatchMetrics(metrics, rulebook.event_types | _CORE_TYPES) \
+            if metrics is not None else None
+        self.identity = IdentityControl(sink, topics, rulebook, self.partition_for,
+                                        self._dead_letter)
         self._signal_specs = list(rulebook.signals.values()) if topics.signal_feed else []
         learning = rulebook.policy.learning
         # Learned propensities: per-partition tallies shared through a compacted topic
@@ -368,7 +285,7 @@ class Processor:
         in_place = self.in_place
         for message in messages:
             if message.topic == repartition and message.headers and message.key is not None \
-                    and _control_kind(message) is not None:
+                    and control_kind(message) is not None:
                 ordered.append((message.partition, message, None, message.key))
                 continue
             try:
@@ -440,7 +357,7 @@ class Processor:
                 else:
                     profile = None
             if maybe_event is None:
-                stats.decisions += await self._control(message, key, profile, touched)
+                stats.decisions += await self.identity.apply(message, key, profile, touched)
                 continue
             event = maybe_event
             if profile is not None and profile.redirect is not None:
@@ -469,7 +386,7 @@ class Processor:
                 dead_reasons["decision_error"] += 1
                 stats.deadlettered += 1
                 continue
-            if outcome.duplicate:  # (types the rulebook does not name: "other", in _observe)
+            if outcome.duplicate:  # (types the rulebook does not name: "other", batch_metrics.py)
                 stats.duplicates += 1
                 event_counts[(event.channel, event.type, "duplicate")] += 1
                 continue
@@ -482,9 +399,9 @@ class Processor:
             touched[key] = outcome.profile
             if outcome.profile is None:
                 if profile is not None and profile.links:
-                    await self._send_control("erase", profile.key, profile.links, event)
+                    await self.identity.send_control("erase", profile.key, profile.links, event)
             elif event.type == "identified":
-                stats.decisions += await self._request_links(outcome.profile, event)
+                stats.decisions += await self.identity.request_links(outcome.profile, event)
             for action in outcome.actions:
                 encoded_action = dumps(action)
                 customer = str(action["customer_id"]).encode()
@@ -575,88 +492,12 @@ class Processor:
                 stats.profiles_written += len(values)
         self._unwritten.popleft()
         stats.seconds = time.perf_counter() - batch.started
-        self._count_decisions(batch.decisions)  # counted once complete: never twice
-        self._observe(stats, batch.event_counts, batch.dead_reasons, batch.actions,
-                      batch.clocks, batch.acked_at or self._clock())
+        if self._batch_metrics is not None:  # counted once complete: never twice
+            self._batch_metrics.count_decisions(batch.decisions)
+            self._batch_metrics.observe(stats, batch.event_counts, batch.dead_reasons,
+                                        batch.actions, batch.clocks,
+                                        batch.acked_at or self._clock())
         return stats
-
-    # -- identity control records (service/domain/identity.py) --------------------------------
-
-    async def _request_links(self, profile: Profile, event: Event) -> int:
-        """After an `identified` event: ask each new alias's partition to link it here."""
-        new = [alias for alias in alias_keys(event) if alias not in profile.links]
-        room = MAX_LINKS - len(profile.links)
-        refused = 0
-        for alias in new[max(room, 0):]:
-            refused += 1
-            record = refusal_record(
-                profile.key, profile.customer_id, event.event_id, event.occurred_at,
-                self.rulebook, f"identifier limit of {MAX_LINKS} reached; "
-                f"{alias.split(':', 1)[0]} not linked")
-            await self.sink.send(self.topics.decisions, profile.key.encode(), dumps(record))
-        await self._send_control("link", profile.key, new[:max(room, 0)], event)
-        return refused
-
-    async def _send_control(self, kind: str, canonical: str, aliases: Sequence[str],
-                            event: Event) -> None:
-        for alias in aliases:
-            target = alias.encode()
-            body = {"alias": alias, "canonical": canonical, "event_id": event.event_id,
-                    "occurred_at": event.occurred_at}
-            await self.sink.send(self.topics.repartition, target, dumps(body),
-                                 partition=self.partition_for(target),
-                                 headers=[(_CONTROL_HEADER, kind.encode())])
-
-    async def _control(self, message: Record, key: bytes, profile: Profile | None,
-                       touched: dict[bytes, Profile | None]) -> int:
-        """Apply a link, merge or erase record addressed to the profile under `key`."""
-        kind = _control_kind(message)
-        try:
-            body = loads(message.value or b"")
-            alias, canonical = str(body["alias"]), str(body["canonical"])
-            event_id, occurred_at = str(body["event_id"]), str(body["occurred_at"])
-        except (ValueError, KeyError, TypeError):
-            await self._dead_letter(message, "bad_control", "unreadable identity control record")
-            return 0
-        rulebook = self.rulebook
-        if kind == "link":
-            plan = plan_link(alias, profile, canonical)
-            if plan.kind == "refuse":
-                await self._dead_letter(message, "identity_conflict", plan.reason)
-                customer = canonical[12:] if canonical.startswith("customer_id:") else canonical
-                record = refusal_record(canonical, customer, event_id, occurred_at, rulebook,
-                                        plan.reason)
-                await self.sink.send(self.topics.decisions, canonical.encode(), dumps(record))
-                return 1
-            if plan.kind == "merge":
-                history = plan.history.to_dict() if plan.history is not None else None
-                target = canonical.encode()
-                merge = {"alias": alias, "canonical": canonical, "event_id": event_id,
-                         "occurred_at": occurred_at, "history": history}
-                await self.sink.send(self.topics.repartition, target, dumps(merge),
-                                     partition=self.partition_for(target),
-                                     headers=[(_CONTROL_HEADER, b"merge")])
-                touched[key] = plan.redirect
-            return 0
-        if kind == "merge":
-            base = profile if profile is not None else Profile(canonical)
-            raw_history = body.get("history")
-            other = Profile.from_bytes(dumps(raw_history)) if raw_history else None
-            merged, changed = merge_profiles(base, alias, other, rulebook)
-            if changed:
-                touched[key] = merged
-                record = merge_record(merged, alias, event_id, occurred_at, rulebook)
-            elif alias in base.links:
-                return 0
-            else:
-                record = refusal_record(canonical, base.customer_id, event_id, occurred_at,
-                                        rulebook, f"identifier limit of {MAX_LINKS} reached")
-            await self.sink.send(self.topics.decisions, key, dumps(record))
-            return 1
-        # erase: the alias of an erased profile forgets everything too (tombstone).
-        if profile is not None and profile.redirect == canonical:
-            touched[key] = None
-        return 0
 
     async def _dead_letter(self, message: Record, reason: str, error: str) -> None:
         value = message.value or b""
@@ -690,51 +531,3 @@ class Processor:
                     self.topics.signal_feed, f"{spec.name}\x1f{group}".encode(),
                     dumps({"signal": spec.name, "group": group, "event_id": event.event_id,
                            "ts_ms": event.ts_ms}))
-
-    def _count_decisions(self, decisions: list[dict[str, Any]]) -> None:
-        if self.metrics is None:
-            return
-        metrics = self.metrics
-        for record in decisions:
-            kind = record.get("kind")
-            if kind == "action":
-                if record.get("suppressed_by") is not None:  # suppressed or held out
-                    metrics.suppressed.labels(
-                        str(record.get("action")), str(record.get("suppressed_by"))
-                    ).inc()
-            elif kind == "response":
-                metrics.responses.labels(str(record.get("action")), str(record.get("outcome")),
-                                         str(record.get("arm"))).inc()
-            elif kind == "attribution":
-                metrics.conversions.labels(str(record.get("action")),
-                                           str(record.get("arm"))).inc()
-
-    def _observe(
-        self,
-        stats: BatchStats,
-        event_counts: Counter[tuple[str, str, str]],
-        dead_reasons: Counter[str],
-        actions: list[dict[str, Any]],
-        clocks: list[tuple[int, int | None]],
-        now: float,
-    ) -> None:
-        metrics = self.metrics
-        if metrics is None:
-            return
-        labels = self._type_labels
-        for (channel, etype, outcome), count in event_counts.items():
-            label = etype if etype in labels else "other"  # the label set stays bounded
-            metrics.events.labels(channel, label, outcome).inc(count)
-        for reason, count in dead_reasons.items():
-            metrics.deadletters.labels(reason).inc(count)
-            metrics.events.labels("unknown", "unknown", "deadletter").inc(count)
-        for action in actions:
-            metrics.actions.labels(action["action"], action["channel"]).inc()
-        histogram = metrics.event_to_action
-        for event_ms, ingest_ms in clocks:
-            histogram.labels("event_time").observe(max(0.0, now - event_ms / 1000))
-            if ingest_ms:
-                histogram.labels("ingest").observe(max(0.0, now - ingest_ms / 1000))
-        metrics.batch_size.observe(stats.received)
-        metrics.batch_seconds.observe(stats.seconds)
-        metrics.last_batch.set(now)

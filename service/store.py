@@ -92,7 +92,7 @@ class RocksStore:
     """One RocksDB database per partition under the data directory."""
 
     def __init__(self, path: Path) -> None:
-        from rocksdict import Options, Rdict, WriteOptions
+        from rocksdict import BlockBasedOptions, Options, Rdict, WriteOptions
 
         self.path = path
         self._write_options = WriteOptions()
@@ -103,6 +103,16 @@ class RocksStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             options = Options(raw_mode=True)
             options.create_if_missing(True)
+            # Bloom filters on the tables and the memtable: a new customer's lookup (half the
+            # events of the bench's 100k-customer workload) is answered "absent" without a
+            # seek through the memtable's skip list or each level's index (valgrind: 1 % of
+            # the worker's instructions in-process, where no table is flushed yet; more once
+            # the profiles are on disk). 10 bits a key: 1.2 MiB per million profiles.
+            table = BlockBasedOptions()
+            table.set_bloom_filter(10, False)
+            options.set_block_based_table_factory(table)
+            options.set_memtable_prefix_bloom_ratio(0.1)
+            options.set_memtable_whole_key_filtering(True)
             self._db = Rdict(str(path), options)
         except Exception as exc:
             raise StoreError(
