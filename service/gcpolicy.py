@@ -9,12 +9,10 @@ The policy: after each batch, collect the young generations (`gc.collect(1)`: at
 thousand objects, well under a millisecond, and where fresh cyclic garbage such as asyncio
 internals lives), then move every survivor into the permanent generation (`gc.freeze()`,
 constant time), so the collector only ever scans objects created since the last batch. The
-young generation's threshold goes from 700 allocations to `young_threshold` (50,000): a batch
-of a thousand events allocates some 40,000 containers, most of them freed by reference
-counting within the event, and at 700 the collector ran every few events and rescanned the
-batch's live events and records each time (py-spy: 6.5 % of the worker in `gc_collect_main`;
-at 50,000, 2 % fewer instructions per event under valgrind and 2-3 % more events/s, three of
-three A/B runs of the worker row).
+young threshold stays at CPython's 700: at 50,000 the worker ran 2-3 % faster under backlog
+(py-spy had 6.5 % of it in `gc_collect_main`) but the p99 of event-to-action at half load rose
+from 57-60 ms to 77-84 ms (two A/B pairs, `python -m bench --only latency`), fewer but longer
+collections landing inside batches.
 Profile data has no reference cycles and is freed by reference counting when dropped from the
 cache, frozen or not. Cyclic garbage that still got frozen is reclaimed by one full
 collection every `full_every_s` (default 10 minutes): unfreeze, collect, freeze; its pause is
@@ -36,7 +34,7 @@ class GcPolicy:
     """Call `after_batch()` after each processed batch (cheap: a clock read, mostly)."""
 
     def __init__(self, *, freeze_every_s: float = 0.0, full_every_s: float = 600.0,
-                 collect_young: bool = True, young_threshold: int | None = 50_000) -> None:
+                 collect_young: bool = True) -> None:
         self.freeze_every_s = freeze_every_s
         # False: freeze without collecting the young generations first (replay: no asyncio
         # cycles, and the automatic young collections still run between calls; the explicit
@@ -47,9 +45,6 @@ class GcPolicy:
         self._frozen_at = now
         self._full_at = now
         self.full_collections = 0
-        self._thresholds = gc.get_threshold()
-        if young_threshold is not None:  # (None: leave the collector's thresholds alone)
-            gc.set_threshold(young_threshold, *self._thresholds[1:])
 
     def after_batch(self) -> None:
         now = time.monotonic()
@@ -70,7 +65,5 @@ class GcPolicy:
             self._frozen_at = now
 
     def close(self) -> None:
-        """Give the objects back to the collector and its thresholds back to what they were
-        (tests and embedded use)."""
+        """Give the objects back to the collector (tests and embedded use)."""
         gc.unfreeze()
-        gc.set_threshold(*self._thresholds)

@@ -53,22 +53,3 @@ def test_worker_policy_collects_young_garbage_before_freezing_and_replay_policy_
         finally:
             policy.close()
             gc.collect()
-
-
-def test_young_threshold_is_raised_while_the_policy_runs_and_restored_by_close() -> None:
-    """The young generation's threshold is `young_threshold` from the policy's start (so the
-    collector stops rescanning a batch's live events every 700 allocations) and what it was
-    before once the policy closes; None leaves it alone."""
-    before = gc.get_threshold()
-    policy = GcPolicy(young_threshold=50_000)
-    try:
-        assert gc.get_threshold() == (50_000, *before[1:])
-    finally:
-        policy.close()
-    assert gc.get_threshold() == before
-    untouched = GcPolicy(young_threshold=None)
-    try:
-        assert gc.get_threshold() == before
-    finally:
-        untouched.close()
-    assert gc.get_threshold() == before
