@@ -18,11 +18,12 @@ Rec = namedtuple("Rec", "topic partition offset key value timestamp headers")
 
 
 class _Consumer:
-    """Hands out three one-record batches, then asks the runtime to stop."""
+    """Hands out `count` one-record batches, then asks the runtime to stop."""
 
-    def __init__(self, runtime: KafkaRuntime, log: list[str]) -> None:
+    def __init__(self, runtime: KafkaRuntime, log: list[str], count: int = 3) -> None:
         self.runtime, self.log = runtime, log
-        self.batches = [{TP("t", 0): [Rec("t", 0, n, None, b"{}", 0, ())]} for n in range(3)]
+        self.batches = [{TP("t", 0): [Rec("t", 0, n, None, b"{}", 0, ())]}
+                        for n in range(count)]
         self.in_flight = 0
 
     async def getmany(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
@@ -43,22 +44,40 @@ class _Consumer:
         return set()
 
 
+class _Batch:
+    """A begun batch: its record's offset, and its last shipment's acknowledgement, which
+    the broker gives `ack_s` after the shipment."""
+
+    def __init__(self, offset: int, ack_s: float) -> None:
+        self.offset, self.ack_s = offset, ack_s
+        self.acks = self.ship()
+
+    def ship(self) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(self.ack_s, future.set_result, None)
+        return future
+
+
 class _Processor:
-    """The pipeline's three steps, logged; a batch is named by its record's offset."""
+    """The pipeline's three steps, logged; a batch is named by its record's offset. Like the
+    real processor's, a step waits for the acknowledgement of the step before it."""
 
-    def __init__(self, log: list[str]) -> None:
-        self.log = log
+    def __init__(self, log: list[str], ack_s: float = 0.0) -> None:
+        self.log, self.ack_s = log, ack_s
 
-    async def begin(self, messages: list[Any]) -> int:
+    async def begin(self, messages: list[Any]) -> _Batch:
         self.log.append(f"process {messages[-1].offset}")
         await asyncio.sleep(0.01)
-        return int(messages[-1].offset)
+        return _Batch(int(messages[-1].offset), self.ack_s)
 
-    async def send_changelog(self, batch: int) -> None:
-        self.log.append(f"changelog {batch}")
+    async def send_changelog(self, batch: _Batch) -> None:
+        await batch.acks
+        self.log.append(f"changelog {batch.offset}")
+        batch.acks = batch.ship()
 
-    async def complete(self, batch: int) -> None:
-        self.log.append(f"complete {batch}")
+    async def complete(self, batch: _Batch) -> None:
+        await batch.acks
+        self.log.append(f"complete {batch.offset}")
 
     async def close(self) -> None:
         self.log.append("close")
@@ -88,3 +107,4 @@ async def test_commits_follow_their_batch_in_order_and_finish_before_stop() -> N
             assert log.index(f"commit start {n}") > log.index(f"commit done {n - 1}")
     assert log.index("commit done 3") < log.index("close")
     assert log.index("process 1") < log.index("complete 0")  # overlap: not one at a time
+
