@@ -33,6 +33,13 @@ __all__ = ["KafkaRuntime"]
 
 log = logging.getLogger(__name__)
 _RETRY_MAX_S = 10.0
+# Event-loop turns given to aiokafka's fetcher after each batch is taken, before deciding it.
+# The fetcher sends a partition's next Fetch only once its buffered records are consumed, and
+# it takes two turns to do so (wake on the "consumed" signal, then the request task writes);
+# without them the request waited for the batch's whole decision (10-25 ms at half load) and
+# its round trip came after it. Measured, `python -m bench --only latency`, three A/B pairs:
+# p99 of event-to-action 46-60 ms against 79-90 ms without, p50 17-20 against 24-28 ms.
+_FETCH_YIELDS = 3
 
 
 class KafkaRuntime:
@@ -147,7 +154,8 @@ class KafkaRuntime:
                     continue
                 messages = list(chain.from_iterable(batch.values()))  # ConsumerRecords
                 offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
-                async with self._pipe:
+                async with self._pipe:  # (a rebalance waits: these partitions are still ours)
+                    await _let_the_fetcher_send()
                     await self._begin(messages, offsets)
                     await self._advance(keep=1)
                 await self._observe_lag()
@@ -329,6 +337,13 @@ class KafkaRuntime:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
+
+
+async def _let_the_fetcher_send() -> None:
+    """Yield `_FETCH_YIELDS` turns of the event loop (see there), so that the next Fetch
+    request is on its way while this batch is decided."""
+    for _ in range(_FETCH_YIELDS):
+        await asyncio.sleep(0)
 
 
 class _InFlight:
