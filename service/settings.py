@@ -45,10 +45,8 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9108, ge=0, le=65535, description="Port of metrics/health")
     partitions: int = Field(8, ge=1, le=10_000, description="Partitions of topics we create")
     replication_factor: int = Field(1, ge=1, le=10, description="Replication of created topics")
-    # A cap that binds only when the worker is behind (a batch is what the fetches buffered):
-    # 4000 against 1000 gave 44-47k events/s against 38-45k (median of three interleaved
-    # runs each, +11 %; `python -m bench --only touchflow`), the latency row unchanged.
-    batch_max_events: int = Field(4000, ge=1, le=100_000, description="Max events per batch")
+    # (x4 while the worker catches up: service/runtime.py, `_CATCH_UP_LAG`)
+    batch_max_events: int = Field(1000, ge=1, le=100_000, description="Max events per batch")
     batch_max_wait_ms: int = Field(10, ge=0, le=10_000, description="Max wait to fill a batch")
     session_timeout_ms: int = Field(
         10_000, ge=1_000, le=300_000, description="Consumer group session timeout"

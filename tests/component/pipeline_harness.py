@@ -204,6 +204,10 @@ class Consumer:
     def assignment(self) -> set[Any]:
         return set()
 
+    def highwater(self, tp: Any) -> int | None:
+        """No Fetch response has told a high watermark (the batches keep their cap)."""
+        return None
+
 
 @dataclass
 class Run:

@@ -20,13 +20,20 @@ Rec = namedtuple("Rec", "topic partition offset key value timestamp headers")
 class _Consumer:
     """Hands out `count` one-record batches, then asks the runtime to stop."""
 
-    def __init__(self, runtime: KafkaRuntime, log: list[str], count: int = 3) -> None:
+    def __init__(self, runtime: KafkaRuntime, log: list[str], count: int = 3,
+                 high: int | None = None) -> None:
         self.runtime, self.log = runtime, log
         self.batches = [{TP("t", 0): [Rec("t", 0, n, None, b"{}", 0, ())]}
                         for n in range(count)]
+        self.high = high  # the partition's high watermark, as Fetch responses tell it
+        self.caps: list[int] = []
         self.in_flight = 0
 
+    def highwater(self, tp: Any) -> int | None:
+        return self.high
+
     async def getmany(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+        self.caps.append(max_records)
         if not self.batches:
             self.runtime.stop()
             return {}
@@ -134,3 +141,25 @@ async def test_the_next_fetch_is_sent_before_a_batch_is_decided() -> None:
     for n in range(3):
         assert log.index(f"fetch sent {n}") < log.index(f"process {n}")
 
+
+
+async def test_batches_grow_while_catching_up_and_not_near_real_time() -> None:
+    """Far behind the high watermark (more than eight batches' worth), the next batch may hold
+    four times TOUCHFLOW_BATCH_MAX_EVENTS; a few batches behind, or with no watermark known
+    yet, the cap stays as set."""
+    for high, expected in ((100_000, 4_000), (5_000, 1_000), (None, 1_000)):
+        settings = load_settings(store="memory://", broker="kafka://127.0.0.1:1",
+                                 topic_prefix="rt", batch_max_events=1_000)
+        log: list[str] = []
+        runtime = KafkaRuntime(settings, TopicNames.from_settings(settings),
+                               lambda sink: None)  # type: ignore
+        consumer = _Consumer(runtime, log, count=2, high=high)
+
+        async def start_clients(consumer: _Consumer = consumer,
+                                runtime: KafkaRuntime = runtime, log: list[str] = log) -> None:
+            runtime._consumer = consumer
+            runtime.processor = _Processor(log)  # type: ignore[assignment]
+
+        runtime._start_clients = start_clients  # type: ignore[method-assign]
+        await asyncio.wait_for(runtime.run(), 10)
+        assert consumer.caps[0] == 1_000 and consumer.caps[1] == expected, (high, consumer.caps)
