@@ -59,15 +59,15 @@ class _Consumer:
 
 class _Batch:
     """A begun batch: its record's offset, and its last shipment's acknowledgement, which
-    the broker gives `ack_s` after the shipment."""
+    the broker gives a turn of the event loop after the shipment."""
 
-    def __init__(self, offset: int, ack_s: float) -> None:
-        self.offset, self.ack_s = offset, ack_s
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
         self.acks = self.ship()
 
     def ship(self) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        asyncio.get_running_loop().call_later(self.ack_s, future.set_result, None)
+        asyncio.get_running_loop().call_soon(future.set_result, None)
         return future
 
 
@@ -75,13 +75,13 @@ class _Processor:
     """The pipeline's three steps, logged; a batch is named by its record's offset. Like the
     real processor's, a step waits for the acknowledgement of the step before it."""
 
-    def __init__(self, log: list[str], ack_s: float = 0.0) -> None:
-        self.log, self.ack_s = log, ack_s
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
 
     async def begin(self, messages: list[Any]) -> _Batch:
         self.log.append(f"process {messages[-1].offset}")
         await asyncio.sleep(0.01)
-        return _Batch(int(messages[-1].offset), self.ack_s)
+        return _Batch(int(messages[-1].offset))
 
     async def send_changelog(self, batch: _Batch) -> None:
         await batch.acks
@@ -96,15 +96,15 @@ class _Processor:
         self.log.append("close")
 
 
-async def test_commits_follow_their_batch_in_order_and_finish_before_stop() -> None:
-    """Batch n+1 begins before batch n completes, but no commit starts before its batch
-    completed or before the previous commit finished, and the last commit is done before the
-    processor closes."""
-    settings = load_settings(store="memory://", broker="kafka://127.0.0.1:1",
-                             topic_prefix="rt")
+async def _run(*, count: int = 3, high: int | None = None,
+               **settings: Any) -> tuple[list[str], _Consumer]:
+    """The runtime's loop over a scripted consumer and processor until the batches run out:
+    the steps' log, and the consumer (what it was asked)."""
     log: list[str] = []
-    runtime = KafkaRuntime(settings, TopicNames.from_settings(settings), lambda sink: None)  # type: ignore
-    consumer = _Consumer(runtime, log)
+    loaded = load_settings(store="memory://", broker="kafka://127.0.0.1:1", topic_prefix="rt",
+                           **settings)
+    runtime = KafkaRuntime(loaded, TopicNames.from_settings(loaded), lambda sink: None)  # type: ignore
+    consumer = _Consumer(runtime, log, count=count, high=high)
 
     async def start_clients() -> None:
         runtime._consumer = consumer
@@ -112,6 +112,14 @@ async def test_commits_follow_their_batch_in_order_and_finish_before_stop() -> N
 
     runtime._start_clients = start_clients  # type: ignore[method-assign]
     await asyncio.wait_for(runtime.run(), 10)
+    return log, consumer
+
+
+async def test_commits_follow_their_batch_in_order_and_finish_before_stop() -> None:
+    """Batch n+1 begins before batch n completes, but no commit starts before its batch
+    completed or before the previous commit finished, and the last commit is done before the
+    processor closes."""
+    log, _consumer = await _run()
     for n in (1, 2, 3):  # the commit of offset n follows the completion of record n - 1
         assert log.index(f"complete {n - 1}") > log.index(f"changelog {n - 1}") \
             > log.index(f"process {n - 1}")
@@ -126,21 +134,9 @@ async def test_the_next_fetch_is_sent_before_a_batch_is_decided() -> None:
     """After taking a batch the loop gives the event loop the turns aiokafka's fetcher needs
     to send its next Fetch request (two), so the request's round trip overlaps the decision
     instead of following it (the p99 of event-to-action at half load fell by a third)."""
-    settings = load_settings(store="memory://", broker="kafka://127.0.0.1:1",
-                             topic_prefix="rt")
-    log: list[str] = []
-    runtime = KafkaRuntime(settings, TopicNames.from_settings(settings), lambda sink: None)  # type: ignore
-    consumer = _Consumer(runtime, log)
-
-    async def start_clients() -> None:
-        runtime._consumer = consumer
-        runtime.processor = _Processor(log)  # type: ignore[assignment]
-
-    runtime._start_clients = start_clients  # type: ignore[method-assign]
-    await asyncio.wait_for(runtime.run(), 10)
+    log, _consumer = await _run()
     for n in range(3):
         assert log.index(f"fetch sent {n}") < log.index(f"process {n}")
-
 
 
 async def test_batches_grow_while_catching_up_and_not_near_real_time() -> None:
@@ -148,18 +144,5 @@ async def test_batches_grow_while_catching_up_and_not_near_real_time() -> None:
     four times TOUCHFLOW_BATCH_MAX_EVENTS; a few batches behind, or with no watermark known
     yet, the cap stays as set."""
     for high, expected in ((100_000, 4_000), (5_000, 1_000), (None, 1_000)):
-        settings = load_settings(store="memory://", broker="kafka://127.0.0.1:1",
-                                 topic_prefix="rt", batch_max_events=1_000)
-        log: list[str] = []
-        runtime = KafkaRuntime(settings, TopicNames.from_settings(settings),
-                               lambda sink: None)  # type: ignore
-        consumer = _Consumer(runtime, log, count=2, high=high)
-
-        async def start_clients(consumer: _Consumer = consumer,
-                                runtime: KafkaRuntime = runtime, log: list[str] = log) -> None:
-            runtime._consumer = consumer
-            runtime.processor = _Processor(log)  # type: ignore[assignment]
-
-        runtime._start_clients = start_clients  # type: ignore[method-assign]
-        await asyncio.wait_for(runtime.run(), 10)
+        _log, consumer = await _run(count=2, high=high, batch_max_events=1_000)
         assert consumer.caps[0] == 1_000 and consumer.caps[1] == expected, (high, consumer.caps)
