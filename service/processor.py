@@ -34,17 +34,17 @@ from schemas.codec import dumps
 from schemas.event import Event, EventError, decode_event
 from service.batch import BatchStats, Message, PendingBatch, Record
 from service.batch_metrics import BatchMetrics
-from service.domain.decide import decide
+from service.domain.context_table import ContextTable
 from service.domain.learning import LearningState
 from service.domain.profile import Profile
 from service.domain.rules import Rulebook
-from service.identity_control import IdentityControl, control_kind
+from service.domain.step import Control, step_control, step_event
+from service.identity_control import CONTROL_HEADER, control_kind
 from service.partitioning import partition_for_key
-from service.propensities import SharedPropensities
 from service.recovery import recover_partitions
 from service.settings import Settings
 from service.sink import Sink
-from service.store import PartitionStore, open_store
+from service.store import LEARNING_KEY, PartitionStore, open_store
 from service.topics import TopicNames
 
 if TYPE_CHECKING:
@@ -78,19 +78,20 @@ class Processor:
         rulebook: Rulebook,
         sink: Sink,
         *,
-        context: Mapping[str, Any] | None = None,
+        context: ContextTable | Mapping[str, Any] | None = None,
         metrics: Metrics | None = None,
         readiness: Readiness | None = None,
         in_place: bool = True,
         recover: Callable[[Mapping[int, PartitionStore]], Awaitable[Any]] | None = None,
         clock: Callable[[], float] = time.time,
-        propensities: Mapping[str, Any] | None = None,
     ) -> None:
         self.settings = settings
         self.topics = topics
         self.rulebook = rulebook
         self.sink = sink
-        self.context: Mapping[str, Any] = context if context is not None else {}
+        # reference data versioned in event time (the context reader's table, kept current)
+        self.context = context if isinstance(context, ContextTable) else \
+            ContextTable.of(context or {})
         self.metrics = metrics
         self.readiness = readiness
         self.in_place = in_place
@@ -104,15 +105,13 @@ class Processor:
         self._lock = asyncio.Lock()
         self._batch_metrics = BatchMetrics(metrics, rulebook.event_types | _CORE_TYPES) \
             if metrics is not None else None
-        self.identity = IdentityControl(sink, topics, rulebook, self.partition_for,
-                                        self._dead_letter)
         self._signal_specs = list(rulebook.signals.values()) if topics.signal_feed else []
+        # Learned propensities: one tally per partition, in the partition's store and
+        # changelog like a profile (service/domain/learning.py)
         learning = rulebook.policy.learning
-        # Learned propensities: per-partition tallies shared through a compacted topic
-        # (service/propensities.py); `propensities` is that topic's table, as read so far.
-        self.shared = SharedPropensities(propensities if propensities is not None else {})
-        self.learning = LearningState(learning.refresh, self.shared.snapshot) \
-            if learning is not None else None
+        self._refresh_ms = learning.refresh if learning is not None else None
+        self.learning: dict[int, LearningState] = {}
+        self._context_late = self.context.late
 
     # -- partitions -------------------------------------------------------------------------
 
@@ -142,7 +141,7 @@ class Processor:
             for partition in partitions:
                 self._recovered.discard(partition)
                 self._cache.pop(partition, None)
-                self.shared.release(partition)
+                self.learning.pop(partition, None)
                 store = self._stores.pop(partition, None)
                 if store is not None:
                     store.close()
@@ -183,7 +182,7 @@ class Processor:
         for partition, store in stores.items():
             self._recovered.add(partition)
             self._cache[partition] = {}
-            self.shared.adopt(partition)
+            self._load_learning(partition)
             if self.readiness is not None:
                 self.readiness.mark_recovered(partition)
             if self.metrics is not None:
@@ -247,37 +246,30 @@ class Processor:
 
     def abandon(self) -> None:
         """Forget every batch begun and not completed (a step failed): the caches go, so the
-        next batches read the store, which holds exactly the completed ones; the learned
-        propensities go back to where the oldest of them began (else processing them again
-        would count their responses twice); records not yet handed to the producer are
-        dropped (processing the batches again sends them again)."""
+        next batches read the store, which holds exactly the completed ones, and so do the
+        learned tallies; records not yet handed to the producer are dropped (processing the
+        batches again sends them again)."""
         for partition in self._cache:
             self._cache[partition] = {}
-        if self._unwritten:
-            self._restore_learning(self._unwritten[0].learning)
         self._unwritten.clear()
+        for partition in list(self.learning):
+            self._load_learning(partition)
         self.sink.discard()
 
-    def _learning_checkpoint(self) -> Any:
-        """What `abandon` restores of the cross-customer learning state (None: no learning)."""
-        if self.learning is None:
-            return None
-        shared, learning = self.shared, self.learning
-        own = {p: {k: list(c) for k, c in t.counts.items()} for p, t in shared.own.items()}
-        return own, set(shared.dirty), learning.checkpoint()
-
-    def _restore_learning(self, saved: Any) -> None:
-        if saved is None or self.learning is None:
+    def _load_learning(self, partition: int) -> None:
+        """The partition's learned tallies as the newest batch encoded them, else as stored."""
+        if self._refresh_ms is None:
             return
-        own, dirty, learning = saved
-        self.shared.restore(own, dirty)
-        self.learning.restore(learning)
+        raw = self._last_written_raw(partition, LEARNING_KEY)
+        self.learning[partition] = LearningState.from_bytes(raw, self._refresh_ms) \
+            if raw is not None else LearningState(self._refresh_ms)
 
     def _route(self, messages: Sequence[Record]
                ) -> tuple[list[tuple[int, Record, Event | None, bytes]],
                           list[tuple[Record, str, str]], list[tuple[bytes, Record, int]]]:
-        """Decode each message once: (partition, message, event, key) to decide here, the
-        bad ones, and the ones to forward to the partition that owns their profile."""
+        """Decode each message once: (partition, message, event, key) to apply here (event
+        None: an identity control record), the bad ones, and the ones to forward to the
+        partition that owns their profile."""
         ordered: list[tuple[int, Record, Event | None, bytes]] = []
         bad: list[tuple[Record, str, str]] = []
         forwards: list[tuple[bytes, Record, int]] = []
@@ -308,8 +300,7 @@ class Processor:
         return ordered, bad, forwards
 
     async def _begin(self, messages: Sequence[Record]) -> PendingBatch:
-        batch = PendingBatch(BatchStats(received=len(messages)), time.perf_counter(),
-                             learning=self._learning_checkpoint())
+        batch = PendingBatch(BatchStats(received=len(messages)), time.perf_counter())
         self._unwritten.append(batch)  # from here on, a failure abandons it with the others
         stats = batch.stats
         sink = self.sink
@@ -327,8 +318,7 @@ class Processor:
         stats.forwarded += len(forwards)
 
         changed: dict[int, dict[bytes, Profile | None]] = {}
-        # In arrival order across partitions (cross-customer state, e.g. learned propensities,
-        # then evolves as in replay); each partition's store is recovered before its first use.
+        # Each partition's store is recovered before its first use.
         for partition in sorted({item[0] for item in ordered}):
             await self._ensure_recovered(partition)
             changed.setdefault(partition, {})
@@ -336,7 +326,10 @@ class Processor:
         stored = batch.stored  # keys that held a profile before this batch
         stores = self._stores
         caches = {partition: self._cached(partition) for partition in changed}
-        learning, rulebook, signals = self.learning, self.rulebook, bool(self._signal_specs)
+        rulebook, signals = self.rulebook, self._signal_specs
+        learning, learned = self.learning, set()
+        as_of = self.context.as_of
+        newest_ts = self.context.decided_ms
         channel_topics = self.settings.channel_topics
         counted = batch.decisions if self.metrics is not None else None
         for partition, message, maybe_event, key in ordered:
@@ -357,26 +350,24 @@ class Processor:
                 else:
                     profile = None
             if maybe_event is None:
-                stats.decisions += await self.identity.apply(message, key, profile, touched)
+                stats.decisions += await self._apply_control(message, key, profile, touched)
                 continue
             event = maybe_event
-            if profile is not None and profile.redirect is not None:
-                # An alias merged into another profile: that profile decides.
-                target = profile.redirect.encode()
-                await sink.send(repartition, target, message.value,
-                                partition=self.partition_for(target))
-                stats.forwarded += 1
-                continue
-            if profile is None:
-                profile_key = key.decode()
-                if profile_key != event.key():
-                    profile = Profile(profile_key)
-            context = self.context if learning is None else learning.context(
-                event.ts_ms, self.context)
+            ts = event.ts_ms
+            if ts > newest_ts:
+                newest_ts = ts
+            tallies = learning.get(partition)
+            context = as_of(ts) if tallies is None else tallies.context(ts, as_of(ts))
+            # Events are atomic: a failed step leaves the profile as it was before the event.
+            # The first touch in a batch restores from the last encoded state; a later one
+            # from a copy taken here (rare: one customer twice in one batch).
+            before = profile.clone() if profile is not None and key in touched else None
             try:
-                outcome = decide(profile, event, context, rulebook)
+                outcome = step_event(profile, key.decode(), event, context, rulebook, signals)
             except Exception as exc:  # a bug must not stop the partition: dead-letter it
-                if key not in touched:  # decide() may have half-updated the cached object
+                if key in touched:
+                    touched[key] = before
+                else:
                     cache[key] = self._last_written(partition, key)
                 log.error("decide() failed", extra={"error": type(exc).__name__,
                                                     "offset": message.offset})
@@ -386,22 +377,31 @@ class Processor:
                 dead_reasons["decision_error"] += 1
                 stats.deadlettered += 1
                 continue
+            effects = outcome.effects
+            if effects is not None and effects.forward is not None:
+                # An alias merged into another profile: that profile decides.
+                target = effects.forward.encode()
+                await sink.send(repartition, target, message.value,
+                                partition=self.partition_for(target))
+                stats.forwarded += 1
+                continue
             if outcome.duplicate:  # (types the rulebook does not name: "other", batch_metrics.py)
                 stats.duplicates += 1
                 event_counts[(event.channel, event.type, "duplicate")] += 1
                 continue
             stats.processed += 1
             event_counts[(event.channel, event.type, "processed")] += 1
-            if outcome.responses and learning is not None:
-                self.shared.observe(partition, outcome.responses)
-            if signals:
-                await self._feed_signals(event)
+            if outcome.responses and tallies is not None:
+                tallies.observe(outcome.responses, ts)
+                learned.add(partition)
             touched[key] = outcome.profile
-            if outcome.profile is None:
-                if profile is not None and profile.links:
-                    await self.identity.send_control("erase", profile.key, profile.links, event)
-            elif event.type == "identified":
-                stats.decisions += await self.identity.request_links(outcome.profile, event)
+            if effects is not None:
+                for name, group in effects.feeds:
+                    await sink.send(topics.signal_feed, f"{name}\x1f{group}".encode(), dumps(
+                        {"signal": name, "group": group, "event_id": event.event_id,
+                         "ts_ms": ts}))
+                for control in effects.controls:
+                    await self._send_control(control)
             for action in outcome.actions:
                 encoded_action = dumps(action)
                 customer = str(action["customer_id"]).encode()
@@ -410,18 +410,16 @@ class Processor:
                     await sink.send(topics.channel_actions(action["channel"]), customer,
                                     encoded_action)
                 actions.append(action)
-                clocks.append((event.ts_ms, message.timestamp))
+                clocks.append((ts, message.timestamp))
             if outcome.decisions:
                 for record in outcome.decisions:
                     await sink.send(topics.decisions, key, dumps(record))
                 stats.decisions += len(outcome.decisions)
                 if counted is not None:
                     counted.extend(outcome.decisions)
+        self.context.decided_ms = newest_ts
         for partition, last in last_of.items():
             batch.source_offsets[partition] = f"{last.topic}:{last.partition}:{last.offset}"
-        if self.shared.dirty and topics.propensities:
-            for tally_key, tally in self.shared.drain():
-                await sink.send(topics.propensities, tally_key, tally)
         # Encode now, before the next batch updates these profile objects in place.
         for partition, touched in changed.items():
             cache = caches[partition]
@@ -429,6 +427,8 @@ class Processor:
             for key, profile in touched.items():
                 values[key] = profile.to_bytes() if profile is not None else None
                 cache[key] = profile
+            if partition in learned:
+                values[LEARNING_KEY] = learning[partition].to_bytes()
         stats.actions = len(actions)
         stats.sent_actions = actions
         batch.acks = await sink.ship()
@@ -441,6 +441,30 @@ class Processor:
         batch.acks.add_done_callback(acknowledged)
         return batch
 
+    async def _apply_control(self, message: Record, key: bytes, profile: Profile | None,
+                             touched: dict[bytes, Profile | None]) -> int:
+        """Apply an identity control record (service/domain/step.py); the audit records it
+        wrote are returned as a count."""
+        kind = control_kind(message) or ""
+        result = step_control(profile, key.decode(), kind, message.value, self.rulebook)
+        if result.dead is not None:
+            await self._dead_letter(message, *result.dead)
+        for control in result.controls:
+            await self._send_control(control)
+        audit_key = result.audit_key.encode() if result.audit_key else key
+        for record in result.decisions:
+            await self.sink.send(self.topics.decisions, audit_key, dumps(record))
+        if result.changed:
+            touched[key] = result.profile
+        return len(result.decisions)
+
+    async def _send_control(self, control: Control) -> None:
+        """An identity control record, to the partition that owns the key it addresses."""
+        target = control.target.encode()
+        await self.sink.send(self.topics.repartition, target, control.body,
+                             partition=self.partition_for(target),
+                             headers=[(CONTROL_HEADER, control.kind.encode())])
+
     def _cached(self, partition: int) -> dict[bytes, Profile | None]:
         """The partition's cache; past its limit, emptied but for the keys of batches not
         yet in the store (their state is nowhere else)."""
@@ -452,13 +476,16 @@ class Processor:
 
     def _last_written(self, partition: int, key: bytes) -> Profile | None:
         """A profile as the newest batch that changed it encoded it, else as stored."""
+        raw = self._last_written_raw(partition, key)
+        return Profile.from_bytes(raw) if raw is not None else None
+
+    def _last_written_raw(self, partition: int, key: bytes) -> bytes | None:
         for batch in reversed(self._unwritten):
             values = batch.encoded.get(partition)
             if values is not None and key in values:
-                raw = values[key]
-                return Profile.from_bytes(raw) if raw is not None else None
-        raw = self._stores[partition].get(key)
-        return Profile.from_bytes(raw) if raw is not None else None
+                return values[key]
+        store = self._stores.get(partition)
+        return store.get(key) if store is not None else None
 
     async def _send_changelog(self, batch: PendingBatch) -> None:
         # Changelog after the actions are acknowledged: see the module docstring.
@@ -520,14 +547,3 @@ class Processor:
             extra={"reason": reason, "error": error, "topic": message.topic,
                    "partition": message.partition, "offset": message.offset},
         )
-
-    async def _feed_signals(self, event: Event) -> None:
-        """One small record per (signal, group) the event counts in, keyed by the group, for
-        the worker that owns the group's partition (service/signal_aggregator.py)."""
-        for spec in self._signal_specs:
-            group = spec.group_of(event)
-            if group is not None:
-                await self.sink.send(
-                    self.topics.signal_feed, f"{spec.name}\x1f{group}".encode(),
-                    dumps({"signal": spec.name, "group": group, "event_id": event.event_id,
-                           "ts_ms": event.ts_ms}))

@@ -19,9 +19,18 @@ from collections.abc import Container, Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["MemoryStore", "PartitionStore", "RocksStore", "StoreError", "open_store"]
+__all__ = ["LEARNING_KEY", "MemoryStore", "PartitionStore", "RocksStore", "StoreError",
+           "is_profile_key", "open_store"]
 
 _CHECKPOINT_KEY = b"\x00touchflow:changelog-offset"
+# A partition's learned propensity tallies: stored and changelogged like a profile, under a
+# key no identifier can take (profile keys are `<field>:<value>`).
+LEARNING_KEY = b"\x00touchflow:learning"
+
+
+def is_profile_key(key: bytes) -> bool:
+    """Profile keys, as opposed to the store's own entries (checkpoint, learned tallies)."""
+    return not key.startswith(b"\x00")
 _NO_CHECKPOINT = -1
 
 
@@ -75,10 +84,10 @@ class MemoryStore:
         return self._checkpoint
 
     def count(self) -> int:
-        return len(self._data)
+        return sum(1 for key in self._data if is_profile_key(key))
 
     def keys(self) -> Iterable[bytes]:
-        return list(self._data)
+        return [key for key in self._data if is_profile_key(key)]
 
     def close(self) -> None:
         """Nothing to release."""
@@ -122,7 +131,8 @@ class RocksStore:
         self._count = self._count_keys()
 
     def _count_keys(self) -> int:
-        return sum(1 for key in self._db.keys() if key != _CHECKPOINT_KEY)  # noqa: SIM118
+        return sum(1 for key in self._db.keys()  # noqa: SIM118
+                   if isinstance(key, bytes) and is_profile_key(key))
 
     def get(self, key: bytes) -> bytes | None:
         value = self._db.get(key)
@@ -136,6 +146,12 @@ class RocksStore:
         db = self._db
         known = existing if existing is not None else db
         for key, value in items.items():
+            if not is_profile_key(key):
+                if value is None:
+                    batch.delete(key)
+                else:
+                    batch.put(key, value)
+                continue
             existed = key in known
             if value is None:
                 if existed:
@@ -157,7 +173,7 @@ class RocksStore:
         return self._count
 
     def keys(self) -> Iterable[bytes]:
-        return [k for k in self._db.keys() if isinstance(k, bytes) and k != _CHECKPOINT_KEY]  # noqa: SIM118
+        return [k for k in self._db.keys() if isinstance(k, bytes) and is_profile_key(k)]  # noqa: SIM118
 
     def close(self) -> None:
         self._db.flush()  # without a WAL, the memtable is the only copy of recent batches

@@ -29,7 +29,6 @@ class TopicNames:
     changelog: str
     operations: str = ""
     signal_feed: str = ""
-    propensities: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TopicNames:
@@ -44,7 +43,6 @@ class TopicNames:
             changelog=settings.internal_topic("profiles-changelog"),
             operations=settings.topic("operations"),
             signal_feed=settings.internal_topic("signal-feed"),
-            propensities=settings.internal_topic("propensities"),
         )
 
     def channel_actions(self, channel: str) -> str:
@@ -89,8 +87,8 @@ async def ensure_topics(settings: Settings, topics: TopicNames) -> dict[str, int
     from aiokafka.errors import TopicAlreadyExistsError
 
     wanted = [*topics.all_public(), topics.repartition, topics.changelog]
-    wanted += [name for name in (topics.signal_feed, topics.propensities) if name]
-    compacted = {topics.changelog, topics.propensities}
+    wanted += [name for name in (topics.signal_feed,) if name]
+    compacted = {topics.changelog}
     existing = await topic_partition_counts(settings, wanted)
     missing = [name for name in wanted if name not in existing]
     if missing:

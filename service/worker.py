@@ -127,13 +127,11 @@ def run_worker(settings: Settings, *, tasks: Sequence[Callable[[], Coroutine[Any
 
 
 def _check_faust_runtime(settings: Settings, rulebook: Any) -> None:
-    """The Faust runtime has no signal aggregator and keeps learned tallies per process: a
-    rulebook that needs either would run wrong without a word, so it is refused."""
+    """The Faust runtime has no signal aggregator: a rulebook with signals would run wrong
+    without a word, so it is refused."""
     needs = []
     if rulebook.signals:
         needs.append("cross-customer signals")
-    if rulebook.policy.learning is not None:
-        needs.append("learned propensities")
     if needs:
         raise StartupError(
             f"TOUCHFLOW_RUNTIME=faust cannot run the rulebook {settings.rules}: it uses "
@@ -172,7 +170,6 @@ async def _run_kafka(settings: Settings, rulebook: Any,
     log.info(f"metrics and health on http://{settings.metrics_host}:{http.port}/metrics")
     context = ContextReader(settings, topics.context)
     aggregator: Any = None
-    shared: ContextReader | None = None
     extra: list[asyncio.Task[None]] = []
     try:
         counts = await wait_for_broker(settings, topics, attempts=broker_attempts)
@@ -182,15 +179,7 @@ async def _run_kafka(settings: Settings, rulebook: Any,
             log.warning("events topic partitions differ from TOUCHFLOW_PARTITIONS: "
                         "every event is repartitioned (slower)")
         await context.start()
-        if rulebook.policy.learning is not None:
-            from service.propensities import apply_counts_record
-
-            shared = ContextReader(settings, topics.propensities, apply_counts_record,
-                                   label="propensities")
-            await shared.start()
         await context.wait_loaded()
-        if shared is not None:
-            await shared.wait_loaded()
         if rulebook.signals:
             from service.signal_aggregator import SignalAggregator
 
@@ -199,8 +188,7 @@ async def _run_kafka(settings: Settings, rulebook: Any,
 
         def make_processor(sink: Sink) -> Processor:
             return Processor(settings, topics, rulebook, sink, context=context.table,
-                             metrics=metrics, readiness=readiness, in_place=in_place,
-                             propensities=shared.table if shared is not None else None)
+                             metrics=metrics, readiness=readiness, in_place=in_place)
 
         runtime = KafkaRuntime(settings, topics, make_processor, metrics=metrics,
                                readiness=readiness)
@@ -221,8 +209,6 @@ async def _run_kafka(settings: Settings, rulebook: Any,
                 await task
         if aggregator is not None:
             await aggregator.stop()
-        if shared is not None:
-            await shared.stop()
         await context.stop()
         await http.runner.cleanup()
 

@@ -27,13 +27,25 @@ from service.domain.policy import arbitrate, digest32
 from service.domain.profile import Profile, event_digest
 from service.domain.rules import Rulebook
 
-__all__ = ["RESPONSES", "Outcome", "decide"]
+__all__ = ["RESPONSES", "Effects", "Outcome", "decide"]
 
 RESPONSES = frozenset({"shown", "accepted", "declined", "converted"})
 _NO_FIRED: frozenset[str] = frozenset()
 
 
 _NONE: tuple[()] = ()
+
+
+class Effects:
+    """The effects of one input beyond actions and audit records (service/domain/step.py
+    fills them; most events have none, so an `Outcome` carries None instead)."""
+
+    __slots__ = ("controls", "feeds", "forward")
+
+    def __init__(self) -> None:
+        self.forward: str | None = None  # the profile key to deliver the event to instead
+        self.controls: Sequence[Any] = _NONE  # identity control records to send
+        self.feeds: Sequence[tuple[str, str]] = _NONE  # (signal, group) pairs it counts in
 
 
 class Outcome:
@@ -43,7 +55,8 @@ class Outcome:
     cost a quarter of a microsecond per event); the parts most events leave empty share one
     empty tuple instead of a fresh list each. `decisions` is a list: callers add records."""
 
-    __slots__ = ("actions", "decisions", "duplicate", "operations", "profile", "responses")
+    __slots__ = ("actions", "decisions", "duplicate", "effects", "operations", "profile",
+                 "responses")
 
     def __init__(self, profile: Profile | None, actions: Sequence[dict[str, Any]],
                  decisions: list[dict[str, Any]], duplicate: bool,
@@ -56,6 +69,7 @@ class Outcome:
         self.responses = responses
         # messages for `<prefix>.operations` (cross-customer signals; replay's caller sets it)
         self.operations: Sequence[dict[str, Any]] = _NONE
+        self.effects: Effects | None = None  # forward, control records, signal feeds
 
     def __repr__(self) -> str:
         return (f"Outcome(actions={len(self.actions)}, decisions={len(self.decisions)}, "

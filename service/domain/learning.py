@@ -9,21 +9,21 @@ decisions: replay stays byte-identical.
 
 The counts are cross-customer state. decide() stays pure by reading them from the context
 mapping under `propensity:<action>:<segment>` -> [accepted, declined]; who fills it is the
-caller's business: replay (service/replay/runner.py) and the worker's processor keep a
-`PropensityTable` fed by the `action_response` events they process (Outcome.responses), and
-publish a snapshot into the context at a fixed cadence in event time.
+caller's business: the per-input step (service/domain/step.py) keeps one `LearningState` per
+partition, fed by the `action_response` events it applies (Outcome.responses), for the worker
+and replay alike.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from hashlib import blake2b
 from typing import Any
 
-__all__ = [
-    "LearningState", "PropensityTable", "context_key", "propensity", "segment_of", "thompson",
-]
+import orjson
+
+__all__ = ["LearningState", "context_key", "propensity", "segment_of", "thompson"]
 
 SUCCESS = frozenset({"accepted", "converted"})
 FAILURE = frozenset({"declined"})
@@ -62,65 +62,113 @@ def segment_of(segments: Mapping[str, bool], order: tuple[str, ...]) -> str:
     return "all"
 
 
-class PropensityTable:
-    """Accepted/declined counts per (action, segment), and their context snapshot."""
-
-    def __init__(self) -> None:
-        self.counts: dict[tuple[str, str], list[int]] = {}
-
-    def observe(self, action: str, segment: str, response: str) -> None:
-        if response in SUCCESS:
-            index = 0
-        elif response in FAILURE:
-            index = 1
-        else:
-            return
-        counts = self.counts.setdefault((action, segment), [0, 0])
-        counts[index] += 1
-
-    def snapshot(self) -> dict[str, list[int]]:
-        """The context entries decide() reads (copies: later updates do not leak in)."""
-        return {context_key(a, s): list(c) for (a, s), c in self.counts.items()}
-
-    def __iter__(self) -> Iterator[tuple[tuple[str, str], list[int]]]:
-        return iter(sorted(self.counts.items()))
-
-
 class LearningState:
-    """A `PropensityTable` and the snapshot decide() sees, refreshed every `refresh` ms of
-    event time (so a replay of the same log always sees the same snapshots). `source` gives
-    the counts to snapshot (default: this table; the worker sums all partitions')."""
+    """One partition's accepted/declined tallies per (action, segment), bucketed by the event
+    time of each response (epochs of `refresh_ms`), and the snapshot decisions read.
 
-    def __init__(self, refresh_ms: int,
-                 source: Callable[[], dict[str, list[int]]] | None = None) -> None:
-        self.table = PropensityTable()
-        self.source = source if source is not None else self.table.snapshot
+    A decision at event time t reads the responses dated before the start of the epoch
+    *before* t's (one epoch of grace): with `refresh: 10m`, a decision at 10:25 reads the
+    responses dated before 10:10. So what a decision reads depends on event times only, not on
+    when the responses were processed, as long as none arrives more than one epoch late (such
+    a response is counted in `late`; it counts from then on, in the worker and in replay
+    alike). The state is per partition and travels in the partition's store and changelog with
+    the profiles, so a restart or a rebalance continues from exactly the committed counts:
+    never a response counted twice, never one lost. Epochs older than `KEEP_EPOCHS` behind the
+    newest are folded into one base tally (a decision dated that far back reads it whole).
+    """
+
+    KEEP_EPOCHS = 48
+    __slots__ = ("_cache", "_cache_epoch", "base", "base_upto", "epochs", "late", "refresh_ms")
+
+    def __init__(self, refresh_ms: int) -> None:
         self.refresh_ms = max(1, refresh_ms)
-        self._snapshot: dict[str, list[int]] = {}
-        self._next_ms: int | None = None
+        self.epochs: dict[int, dict[str, list[int]]] = {}
+        self.base: dict[str, list[int]] = {}  # every epoch up to `base_upto`, folded
+        self.base_upto = -(2**62)
+        self.late = 0
+        self._cache_epoch: int | None = None
+        self._cache: dict[str, list[int]] = {}
+
+    def observe(self, responses: Sequence[tuple[str, str, str]], ts_ms: int) -> None:
+        """Count the responses of one event dated `ts_ms`."""
+        epoch = ts_ms // self.refresh_ms
+        cached = self._cache_epoch
+        if cached is not None and epoch < cached - 1:
+            self.late += 1  # more than one epoch late: decisions already read without it
+            self._cache_epoch = None
+        bucket = self.base if epoch <= self.base_upto else self.epochs.setdefault(epoch, {})
+        for action, segment, response in responses:
+            if response in SUCCESS:
+                index = 0
+            elif response in FAILURE:
+                index = 1
+            else:
+                continue
+            counts = bucket.setdefault(context_key(action, segment), [0, 0])
+            counts[index] += 1
+        if len(self.epochs) > self.KEEP_EPOCHS:
+            self._fold()
+
+    def _fold(self) -> None:
+        keep = sorted(self.epochs)[-self.KEEP_EPOCHS:]
+        for epoch in sorted(self.epochs):
+            if epoch >= keep[0]:
+                break
+            _add_all(self.base, self.epochs.pop(epoch))
+            self.base_upto = max(self.base_upto, epoch)
+        self._cache_epoch = None
+
+    def snapshot(self, ts_ms: int) -> dict[str, list[int]]:
+        """The counts a decision at `ts_ms` reads (shared: do not modify)."""
+        epoch = ts_ms // self.refresh_ms
+        if epoch != self._cache_epoch:
+            total: dict[str, list[int]] = {}
+            _add_all(total, self.base)
+            for number, bucket in self.epochs.items():
+                if number < epoch - 1:
+                    _add_all(total, bucket)
+            self._cache, self._cache_epoch = total, epoch
+        return self._cache
 
     def context(self, ts_ms: int, base: Mapping[str, Any]) -> Mapping[str, Any]:
-        """The context for an event at `ts_ms`: `base` plus the current propensity snapshot."""
-        if self._next_ms is None or ts_ms >= self._next_ms:
-            self._snapshot = self.source()
-            self._next_ms = (ts_ms // self.refresh_ms + 1) * self.refresh_ms
-        if not self._snapshot:
+        """The context for an event at `ts_ms`: `base` plus the propensity snapshot."""
+        snapshot = self.snapshot(ts_ms)
+        if not snapshot:
             return base
-        return {**base, **self._snapshot} if len(base) < 64 else _Overlay(self._snapshot, base)
+        return {**base, **snapshot} if len(base) < 64 else _Overlay(snapshot, base)
 
-    def observe(self, responses: Sequence[tuple[str, str, str]]) -> None:
-        for action, segment, response in responses:
-            self.table.observe(action, segment, response)
+    def to_bytes(self) -> bytes:
+        """The stored form (the partition's store and changelog)."""
+        return orjson.dumps({"v": 1, "r": self.refresh_ms, "bu": self.base_upto,
+                             "b": self.base, "late": self.late,
+                             "e": {str(k): v for k, v in sorted(self.epochs.items())}})
 
-    def checkpoint(self) -> tuple[Any, ...]:
-        """The state `restore` goes back to (the worker abandoning a batch after a failure)."""
-        return ({key: list(c) for key, c in self.table.counts.items()}, self._snapshot,
-                self._next_ms)
+    @classmethod
+    def from_bytes(cls, data: bytes, refresh_ms: int) -> LearningState:
+        """Read the stored form; tallies kept under another refresh period are re-bucketed
+        into the base (their epochs no longer line up)."""
+        raw = orjson.loads(data)
+        state = cls(refresh_ms)
+        state.late = int(raw.get("late", 0))
+        epochs = {int(k): v for k, v in raw.get("e", {}).items()}
+        if int(raw.get("r", refresh_ms)) == state.refresh_ms:
+            state.base, state.base_upto, state.epochs = raw.get("b", {}), int(raw["bu"]), epochs
+        else:
+            state.base = dict(raw.get("b", {}))
+            for bucket in epochs.values():
+                _add_all(state.base, bucket)
+            state.base_upto = max(epochs, default=int(raw.get("bu", state.base_upto)))
+        return state
 
-    def restore(self, saved: tuple[Any, ...]) -> None:
-        counts, self._snapshot, self._next_ms = saved
-        self.table.counts.clear()
-        self.table.counts.update({key: list(c) for key, c in counts.items()})
+
+def _add_all(total: dict[str, list[int]], counts: Mapping[str, list[int]]) -> None:
+    for key, (accepted, declined) in counts.items():
+        current = total.get(key)
+        if current is None:
+            total[key] = [accepted, declined]
+        else:
+            current[0] += accepted
+            current[1] += declined
 
 
 class _Overlay(Mapping[str, Any]):

@@ -124,6 +124,25 @@ class Profile:
         if forgotten > self.floor_ms:
             self.floor_ms = forgotten
 
+    def clone(self) -> Profile:
+        """An independent copy (every nested list and dict copied): what an event that fails
+        half-way is rolled back to. Several times cheaper than a round trip through bytes."""
+        other = Profile.__new__(Profile)
+        other.key, other.cid, other.redirect = self.key, self.cid, self.redirect
+        other.newest_ms, other.tz_min = self.newest_ms, self.tz_min
+        other.floor_ms, other.sref_ms = self.floor_ms, self.sref_ms
+        other.seen = IdRing(self.seen)
+        other.scores = dict(self.scores)
+        other.hits = dict(self.hits)
+        other.traits = {k: _deep(v) for k, v in self.traits.items()}
+        other.windows = {k: [_deep(e) for e in v] for k, v in self.windows.items()}
+        other.sent = {k: list(v) for k, v in self.sent.items()}
+        other.recent = [list(e) for e in self.recent]
+        other.consent = {k: list(v) for k, v in self.consent.items()}
+        other.responses = {k: dict(v) for k, v in self.responses.items()}
+        other.links = list(self.links)
+        return other
+
     # -- serialisation ----------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -218,3 +237,12 @@ class Profile:
 
     def __repr__(self) -> str:
         return f"Profile({self.key!r}, events={self.seen.size()}, newest_ms={self.newest_ms})"
+
+
+def _deep(value: Any) -> Any:
+    """A copy of a JSON-shaped value (lists and dicts copied at every depth)."""
+    if isinstance(value, list):
+        return [_deep(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _deep(item) for key, item in value.items()}
+    return value

@@ -1,10 +1,7 @@
-"""Replay: the worker's per-event logic over a stream of events, in memory, event time only.
-
-`Replayer.apply` does for one event exactly what `service.processor.Processor` does for a local
-event: look up the profile by `event.key().encode()`, call the same `decide()`, skip the output
-of a duplicate, keep the new profile (or forget it when erased), and turn a `decide()` failure
-into a counted error instead of a crash. Nothing reads a clock, so the same log, rulebook and
-context give byte-identical output run after run.
+"""Replay runs: a log of events through `Replayer` (service/replay/replayer.py, the same
+per-input step as the worker's processor), written as JSONL actions, audit records and
+operations messages, with the tallies behind the summary and the report. Nothing reads a
+clock, so the same log, rulebook and context give byte-identical output run after run.
 """
 
 from __future__ import annotations
@@ -20,21 +17,12 @@ from typing import IO, Any
 
 from schemas.codec import dumps_line
 from schemas.event import Event, EventError, decode_event
-from service.domain.decide import Outcome, decide
-from service.domain.identity import (
-    MAX_LINKS,
-    alias_keys,
-    merge_profiles,
-    merge_record,
-    plan_link,
-    refusal_record,
-)
-from service.domain.learning import LearningState
-from service.domain.profile import Profile
+from service.domain.context_table import ContextTable
+from service.domain.decide import Outcome
 from service.domain.rules import Rulebook, load_rulebook
-from service.domain.signals import SignalState
 from service.gcpolicy import GcPolicy
 from service.replay.reader import BadRecord, LogFile, OnBad, decode_lines
+from service.replay.replayer import DEFAULT_PARTITIONS, Replayer
 
 __all__ = [
     "DEFAULT_BENCH_RULES",
@@ -52,6 +40,7 @@ __all__ = [
 DEFAULT_BENCH_RULES = Path("examples/default/rulebook.yaml")
 _BAD_KEEP = 1000
 Tick = Callable[[int], None]
+Context = ContextTable | Mapping[str, Any] | None
 
 
 @dataclass(slots=True)
@@ -139,6 +128,8 @@ class ReplayResult:
     decision_errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
+    reruns: int = 0  # runs again with keys a decide() failure damaged rolled back (replayer.py)
+    inexact: int = 0  # such keys left damaged: the log could not be read or written again
 
     @property
     def events_per_s(self) -> float:
@@ -166,115 +157,13 @@ def quiet_gc() -> Iterator[GcPolicy]:
         policy.close()
 
 
-class Replayer:
-    """The profiles of one replay and the per-event step of the worker's processor."""
-
-    def __init__(self, rulebook: Rulebook, context: Mapping[str, Any] | None = None) -> None:
-        self.rulebook = rulebook
-        self.context: Mapping[str, Any] = context if context is not None else {}
-        self.profiles: dict[bytes, Profile] = {}
-        learning = rulebook.policy.learning
-        self.learning = LearningState(learning.refresh) if learning is not None else None
-        self.signals: SignalState | None = None
-        if rulebook.signals:
-            # fired signals write into the context, as the worker's aggregator does
-            self.context = dict(self.context)
-            self.signals = SignalState(rulebook.signals, rulebook.version)
-
-    def apply(self, event: Event) -> Outcome:
-        """Decide one event against its profile and keep the new profile; `decide()`'s
-        exceptions propagate (the caller counts them, as the worker dead-letters them).
-
-        Identity links are applied at once, through the same pure steps the worker runs on
-        the alias and canonical partitions (service/domain/identity.py)."""
-        profiles = self.profiles
-        canonical = event.key()
-        key = canonical.encode()
-        profile = profiles.get(key)
-        fresh = False  # a profile made here, not yet kept
-        if profile is not None and profile.redirect is not None:  # an alias: follow the merge
-            canonical = self.resolve(canonical)
-            key = canonical.encode()
-            profile = profiles.get(key)
-            if profile is None:
-                profile, fresh = Profile(canonical), True
-        learning = self.learning
-        context = self.context if learning is None else learning.context(event.ts_ms,
-                                                                         self.context)
-        outcome = decide(profile, event, context, self.rulebook)
-        if outcome.duplicate:
-            return outcome
-        if self.signals is not None:
-            self._signal(event, outcome)
-        if outcome.responses and learning is not None:
-            learning.observe(outcome.responses)
-        kept = outcome.profile
-        if kept is None:
-            erased = profiles.pop(key, None)
-            for alias in (erased.links if erased is not None else ()):
-                profiles.pop(alias.encode(), None)
-            return outcome
-        if fresh or kept is not profile:  # new (decide() updates a given one in place)
-            profiles[key] = kept
-        if event.type == "identified":
-            for alias in alias_keys(event):
-                self._link(alias, canonical, event, outcome)
-        return outcome
-
-    def _signal(self, event: Event, outcome: Outcome) -> None:
-        """Count the event in its cross-customer signals; a firing goes to the operations
-        output and into the context later events see (the event itself decided without it,
-        as in the worker, where the signal arrives through the context topic)."""
-        state = self.signals
-        assert state is not None
-        for name, group in state.feed(event):
-            fired = state.observe(name, group, event.event_id, event.ts_ms)
-            if fired is not None:
-                outcome.operations = [*outcome.operations, fired.message]
-                self.context[fired.context_key] = fired.context_value  # type: ignore[index]
-
-    def resolve(self, key: str) -> str:
-        """The profile key events under `key` are applied to (following merges)."""
-        for _ in range(8):
-            profile = self.profiles.get(key.encode())
-            if profile is None or profile.redirect is None:
-                return key
-            key = profile.redirect
-        return key
-
-    def _link(self, alias: str, canonical: str, event: Event, outcome: Outcome) -> None:
-        profiles = self.profiles
-        rulebook = self.rulebook
-        current = profiles[canonical.encode()]
-        if alias in current.links:
-            return
-        if len(current.links) >= MAX_LINKS:
-            outcome.decisions.append(refusal_record(
-                canonical, current.customer_id, event.event_id, event.occurred_at, rulebook,
-                f"identifier limit of {MAX_LINKS} reached; {alias.split(':', 1)[0]} not linked"))
-            return
-        plan = plan_link(alias, profiles.get(alias.encode()), canonical)
-        if plan.kind == "refuse":
-            outcome.decisions.append(refusal_record(
-                canonical, current.customer_id, event.event_id, event.occurred_at, rulebook,
-                plan.reason))
-            return
-        if plan.kind != "merge" or plan.redirect is None:
-            return
-        merged, changed = merge_profiles(current, alias, plan.history, rulebook)
-        if not changed:
-            return
-        profiles[alias.encode()] = plan.redirect
-        profiles[canonical.encode()] = merged
-        outcome.decisions.append(
-            merge_record(merged, alias, event.event_id, event.occurred_at, rulebook))
-
-
 def replay_events(
-    events: Iterable[Event], rulebook: Rulebook, context: Mapping[str, Any] | None = None
+    events: Iterable[Event], rulebook: Rulebook, context: Context = None, *,
+    partitions: int = DEFAULT_PARTITIONS,
 ) -> Iterator[ReplayStep]:
-    """Replay already-decoded events in order; yield one `ReplayStep` per event."""
-    replayer = Replayer(rulebook, context)
+    """Replay already-decoded events in order; yield one `ReplayStep` per event (a key a
+    `decide()` failure damaged is not rolled back here: see `replay_stream`)."""
+    replayer = Replayer(rulebook, context, partitions=partitions)
     apply = replayer.apply
     for event in events:
         try:
@@ -289,25 +178,68 @@ def replay_stream(
     events: Iterable[tuple[Event, bytes]],
     rulebook: Rulebook,
     *,
-    context: Mapping[str, Any] | None = None,
+    context: Context = None,
     output: IO[bytes] | None = None,
     audit: IO[bytes] | None = None,
     operations: IO[bytes] | None = None,
     result: ReplayResult | None = None,
     observe: bool = False,
     tick: Tick | None = None,
+    partitions: int = DEFAULT_PARTITIONS,
+    again: Callable[[], Iterable[tuple[Event, bytes]]] | None = None,
 ) -> ReplayResult:
     """Replay decoded `(event, raw)` pairs, writing actions (and audit records) as JSONL.
 
     `observe` fills the per-hour/score/suppression tallies the HTML report needs; `tick(n)` is
     called every 1024 events (progress). Ctrl-C ends the run early with `interrupted` set.
+    `partitions`: the worker's partition count (learned tallies are per partition).
+
+    When `decide()` raised on a customer not known to fail (replayer.py), the run is repeated
+    with that customer's profile copied before each event, so the failed events leave no
+    trace, as in the worker: `again()` gives the events anew, and the outputs are rewound
+    (they must be seekable files). Without either, `result.inexact` counts such customers.
     """
-    stats = RunStats(rulebook_version=rulebook.version)
     if result is None:
-        result = ReplayResult(stats)
-    else:
-        result.stats = stats
-    replayer = Replayer(rulebook, context)
+        result = ReplayResult(RunStats(rulebook_version=rulebook.version))
+    bad_state = (result.bad_records, Counter(result.bad_reasons), len(result.bad_examples))
+    outputs = [handle for handle in (output, audit, operations) if handle is not None]
+    marks = _positions(outputs)
+    risky: set[bytes] = set()
+    while True:
+        replayer = Replayer(rulebook, context, partitions=partitions)
+        replayer.risky = set(risky)
+        _run_once(events, replayer, result, output, audit, operations, observe, tick)
+        damaged = replayer.tainted - risky
+        if not damaged or result.interrupted:
+            return result
+        if again is None or marks is None:
+            result.inexact = len(damaged)
+            return result
+        risky |= damaged
+        result.reruns += 1
+        for handle, mark in zip(outputs, marks, strict=True):
+            handle.seek(mark)
+            handle.truncate()
+        result.bad_records, result.bad_reasons = bad_state[0], Counter(bad_state[1])
+        del result.bad_examples[bad_state[2]:]
+        result.decision_errors.clear()
+        events = again()
+
+
+def _positions(outputs: list[IO[bytes]]) -> list[int] | None:
+    """Where each output starts (to rewind it for a second run), None if one cannot seek."""
+    try:
+        if all(getattr(handle, "seekable", lambda: False)() for handle in outputs):
+            return [handle.tell() for handle in outputs]
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _run_once(events: Iterable[tuple[Event, bytes]], replayer: Replayer, result: ReplayResult,
+              output: IO[bytes] | None, audit: IO[bytes] | None,
+              operations: IO[bytes] | None, observe: bool, tick: Tick | None) -> None:
+    stats = result.stats = RunStats(rulebook_version=replayer.rulebook.version)
     apply = replayer.apply
     write_action = output.write if output is not None else None
     write_audit = audit.write if audit is not None else None
@@ -331,7 +263,8 @@ def replay_stream(
                         f"event {event.event_id}: decide() raised {type(exc).__name__}: {exc}"
                     )
                 continue
-            if outcome.duplicate:
+            if outcome.duplicate or (outcome.effects is not None
+                                     and outcome.effects.forward is not None):
                 duplicates += 1
                 continue
             processed += 1
@@ -361,23 +294,23 @@ def replay_stream(
         result.interrupted = True
     finally:
         gc_quiet.close()
-        result.seconds = time.perf_counter() - started
+        result.seconds += time.perf_counter() - started
         stats.events, stats.processed, stats.duplicates = count, processed, duplicates
         stats.actions, stats.decisions, stats.erased = actions, decisions, erased
-    return result
 
 
 def replay_file(
     path: str | Path,
     rulebook: Rulebook,
     *,
-    context: Mapping[str, Any] | None = None,
+    context: Context = None,
     output: IO[bytes] | None = None,
     audit: IO[bytes] | None = None,
     operations: IO[bytes] | None = None,
     on_bad: OnBad | None = None,
     observe: bool = False,
     tick: Tick | None = None,
+    partitions: int = DEFAULT_PARTITIONS,
 ) -> ReplayResult:
     """Replay a JSONL (or gzip JSONL) log; bad lines are counted (and passed to `on_bad`)."""
     log = LogFile(path)
@@ -385,12 +318,16 @@ def replay_file(
 
     def bad(record: BadRecord) -> None:
         result.on_bad(record)
-        if on_bad is not None:
+        if on_bad is not None and not result.reruns:  # reported once, not again per run
             on_bad(record)
 
+    def events() -> Iterable[tuple[Event, bytes]]:
+        return decode_lines(log, bad, log.label)
+
     return replay_stream(
-        decode_lines(log, bad, log.label), rulebook, context=context, output=output,
-        audit=audit, operations=operations, result=result, observe=observe, tick=tick,
+        events(), rulebook, context=context, output=output, audit=audit,
+        operations=operations, result=result, observe=observe, tick=tick,
+        partitions=partitions, again=events,
     )
 
 
@@ -405,7 +342,7 @@ class _Sink:
 def run(
     events: list[bytes],
     rules_path: str | Path = DEFAULT_BENCH_RULES,
-    context: Mapping[str, Any] | None = None,
+    context: Context = None,
 ) -> dict[str, float]:
     """Benchmark entry: decode, decide and encode every action of `events` (raw JSON values)
     with the rulebook at `rules_path`, on this thread; return events, seconds, events/s."""

@@ -91,7 +91,7 @@ def journey_lines(tmp: Path) -> list[bytes]:
 
 
 def learning_lines(tmp: Path) -> list[bytes]:
-    """The learning example's first 2,000 events (responses move shared propensities)."""
+    """The learning example's first 2,000 events (responses move the learned tallies)."""
     return (LEARNING / "events.jsonl").read_bytes().splitlines()[:2000]
 
 
@@ -141,12 +141,12 @@ def outcome(processor: Processor, sink: MemorySink) -> dict[str, Any]:
             stores[partition] = ({key: store.get(key) for key in store.keys()},  # noqa: SIM118
                                  store.checkpoint(), store.count())
     topic_of = {"actions": topics.actions, "decisions": topics.decisions,
-                "deadletter": topics.deadletter, "changelog": topics.changelog,
-                "propensities": topics.propensities}
+                "deadletter": topics.deadletter, "changelog": topics.changelog}
     return {name: [(r.key, r.value, r.partition, r.offset) for r in sink.on(topic)]
             for name, topic in topic_of.items() if topic} | {
         "stores": stores,
-        "tallies": {p: dict(t.counts) for p, t in processor.shared.own.items()}}
+        "tallies": {p: t.to_bytes() for p, t in processor.learning.items()
+                    if t.epochs or t.base}}
 
 
 def profiles(result: dict[str, Any]) -> dict[int, Any]:

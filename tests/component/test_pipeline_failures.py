@@ -58,8 +58,8 @@ async def test_learned_propensities_are_not_counted_twice_after_a_refused_shipme
     tmp_path: Path, fail_at: int
 ) -> None:
     """Batches processed again after a failure put the learned propensity tallies back to
-    where the oldest abandoned batch began first: the published tallies equal a run without
-    the failure (they are shared by every worker and outlive restarts)."""
+    where the oldest abandoned batch began first (the last encoded tallies, as for profiles):
+    the tallies equal a run without the failure (they outlive restarts in the changelog)."""
     rules = LEARNING / "rulebook.yaml"
     expected = await sequential(tmp_path, "memory://", learning_lines, rules)
     run = await pipelined(tmp_path, "memory://", Broker(fail_at=fail_at), learning_lines, rules)

@@ -3,10 +3,12 @@ converging to the best offer."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.domain.learning import LearningState, PropensityTable, propensity, thompson
+from service.domain.learning import LearningState, propensity, thompson
 from service.learning_sim import TRUE_RATES, simulate_learning
 from service.replay.runner import Replayer, replay_events
 from tests.unit.domain.replaykit import EXAMPLES, load_example
@@ -37,19 +39,54 @@ def test_propensity_is_one_while_warming_up_then_learned() -> None:
 
 def test_counts_only_grow_and_ignore_other_responses() -> None:
     """accepted/converted count as success, declined as failure, shown as neither."""
-    table = PropensityTable()
+    state = LearningState(600_000)
     for response in ("accepted", "converted", "declined", "shown", "bogus"):
-        table.observe("a", "all", response)
-    assert table.snapshot() == {"propensity:a:all": [2, 1]}
+        state.observe([("a", "all", response)], 0)
+    assert state.snapshot(1_200_000) == {"propensity:a:all": [2, 1]}
 
 
-def test_snapshots_refresh_on_event_time_only() -> None:
-    """decide() sees counts as of the last refresh boundary in event time, not live ones."""
+def test_decisions_read_the_responses_dated_one_epoch_before_their_own() -> None:
+    """A decision reads the responses dated before the start of the epoch before its own
+    (one epoch of grace): with 10-minute epochs, a response at 00:05 is read from 00:20 on."""
     state = LearningState(600_000)
     assert state.context(0, {}) == {}
-    state.observe([("a", "all", "accepted")])
-    assert state.context(599_999, {}) == {}
-    assert state.context(600_000, {}) == {"propensity:a:all": [1, 0]}
+    state.observe([("a", "all", "accepted")], 300_000)
+    assert state.context(600_000, {}) == {}
+    assert state.context(1_199_999, {}) == {}
+    assert state.context(1_200_000, {}) == {"propensity:a:all": [1, 0]}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 20), st.sampled_from(["accepted", "declined"]),
+                          st.integers(0, 20)), max_size=40), st.randoms(use_true_random=False))
+def test_what_a_decision_reads_does_not_depend_on_processing_order(
+        items: list[tuple[int, str, int]], random: Any) -> None:
+    """Responses processed in any order within one epoch of lateness give every decision the
+    same counts: the snapshot at t depends on the responses' event times only."""
+    epoch = 1000
+    responses = [(minute * epoch, response) for minute, response, _ in items]
+    asks = sorted({ask * epoch + 500 for _, _, ask in items})
+    one, other = LearningState(epoch), LearningState(epoch)
+    for ts, response in sorted(responses):
+        one.observe([("a", "all", response)], ts)
+    shuffled = list(responses)
+    random.shuffle(shuffled)
+    for ts, response in shuffled:
+        other.observe([("a", "all", response)], ts)
+    for ask in asks:
+        assert one.snapshot(ask) == other.snapshot(ask)
+
+
+def test_tallies_survive_their_stored_form_and_fold_old_epochs() -> None:
+    """The stored form reads back to the same snapshots; past KEEP_EPOCHS epochs the oldest
+    fold into the base tally, and the newest ones stay apart."""
+    state = LearningState(10)
+    for n in range(LearningState.KEEP_EPOCHS + 10):
+        state.observe([("a", "all", "accepted" if n % 2 else "declined")], n * 10)
+    assert len(state.epochs) == LearningState.KEEP_EPOCHS and state.base
+    again = LearningState.from_bytes(state.to_bytes(), 10)
+    for ts in range(0, 700, 7):
+        assert again.snapshot(ts) == state.snapshot(ts)
 
 
 def test_learning_example_converges_to_the_best_offer_and_beats_uniform() -> None:

@@ -16,7 +16,6 @@ import pytest
 from schemas.event import EventError, decode_event
 from service.domain.rules import load_rulebook
 from service.processor import Message, Processor
-from service.propensities import apply_counts_record
 from service.replay.reader import load_context
 from service.replay.runner import replay_file
 from service.settings import load_settings
@@ -36,9 +35,8 @@ async def _through_processor(rules: Path, log: Path, context: dict[str, Any], st
                              channel_topics=False, broker="kafka://127.0.0.1:1")
     topics = TopicNames.from_settings(settings)
     sink = MemorySink()
-    published: dict[str, Any] = {}  # the propensities topic as a worker's reader sees it
     processor = Processor(settings, topics, load_rulebook(rules), sink, context=context,
-                          recover=_no_recovery, propensities=published)
+                          recover=_no_recovery)
     offsets = [0] * settings.partitions
     messages = []
     for raw in log.read_bytes().splitlines():
@@ -74,8 +72,6 @@ async def _through_processor(rules: Path, log: Path, context: dict[str, Any], st
     for number, start in enumerate(range(0, len(messages), size)):
         await processor.process(messages[start:start + size])
         await feedback()
-        for record in sink.on(topics.propensities):
-            apply_counts_record(published, record.key, record.value)
         if restart_every and number % restart_every == restart_every - 1:
             await processor.close()  # next batch reopens the stores: profiles from bytes
     await processor.close()
@@ -102,7 +98,7 @@ async def test_replay_output_equals_the_processor_output(
     rules, log, context_path = found[scenario]
     context = load_context(context_path) if context_path else {}
     out = io.BytesIO()
-    result = replay_file(log, load_rulebook(rules), context=context, output=out)
+    result = replay_file(log, load_rulebook(rules), context=context, output=out, partitions=4)
     replayed = [orjson.loads(line) for line in out.getvalue().splitlines()]
     produced, dead = await _through_processor(rules, log, context, store, tmp_path / "data",
                                               restart_every)

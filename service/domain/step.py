@@ -1,0 +1,204 @@
+"""The per-input step: what one event or one identity control record does to the state it is
+addressed to, and every effect it has. The worker's processor and replay both drive it.
+
+Pure: no Kafka, no clock, no I/O. A driver looks the profile up under the input's profile key,
+calls `step_event` or `step_control`, keeps what comes back and carries out the effects:
+
+- an event under an alias that was merged into another profile is *forwarded* to that
+  profile's key (`Outcome.effects.forward`); the driver delivers it there (the worker through
+  the repartition topic, replay in process), where the same step applies it;
+- an event that reached a profile key other than its own (forwarded) starts that profile;
+- `decide()` runs; its exceptions propagate: the driver restores the profile as it was before
+  the event (events are atomic) and dead-letters or counts it;
+- after an `identified` event, one `link` control record per new identifier (refusal records
+  beyond `MAX_LINKS`); after an erasure, one `erase` record per linked identifier, naming every
+  key of the erased profile, so an alias of an alias (anonymous -> loyalty -> customer) is
+  erased too;
+- the (signal, group) pairs the event counts in, for the cross-customer signal counters;
+- the responses learned from go to the partition's `LearningState` (the driver's, by
+  partition, as both keep it).
+
+Control records (`link`, `merge`, `erase`) are applied by `step_control`, at the partition
+that owns the key they are addressed to (service/domain/identity.py has the protocol).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+from schemas.codec import dumps, loads
+from schemas.event import Event
+from service.domain.decide import Effects, Outcome, decide
+from service.domain.identity import (
+    MAX_LINKS,
+    alias_keys,
+    merge_profiles,
+    merge_record,
+    plan_link,
+    refusal_record,
+)
+from service.domain.profile import Profile
+from service.domain.rules import Rulebook
+from service.domain.signals import SignalSpec
+
+__all__ = [
+    "CONTROL_KINDS",
+    "Control",
+    "ControlResult",
+    "Effects",
+    "step_control",
+    "step_event",
+]
+
+CONTROL_KINDS = frozenset({"link", "merge", "erase"})
+
+
+class Control(NamedTuple):
+    """An identity control record to deliver to the partition that owns `target`."""
+
+    kind: str
+    target: str
+    body: bytes
+
+
+class ControlResult:
+    """What one control record did: `changed` (then `profile` is the key's new state, None:
+    removed), audit records (Kafka key `audit_key`), control records to send, a dead letter."""
+
+    __slots__ = ("audit_key", "changed", "controls", "dead", "decisions", "profile")
+
+    def __init__(self, profile: Profile | None = None, changed: bool = False) -> None:
+        self.profile = profile
+        self.changed = changed
+        self.decisions: list[dict[str, Any]] = []
+        self.audit_key = ""
+        self.controls: list[Control] = []
+        self.dead: tuple[str, str] | None = None
+
+
+def _effects(outcome: Outcome) -> Effects:
+    effects = outcome.effects
+    if effects is None:
+        effects = outcome.effects = Effects()
+    return effects
+
+
+def _control(kind: str, target: str, canonical: str, event_id: str, occurred_at: str,
+             **extra: Any) -> Control:
+    body = {"alias": target, "canonical": canonical, "event_id": event_id,
+            "occurred_at": occurred_at, **extra}
+    return Control(kind, target, dumps(body))
+
+
+def step_event(profile: Profile | None, key: str, event: Event, context: Mapping[str, Any],
+               rulebook: Rulebook, signals: Sequence[SignalSpec] = ()) -> Outcome:
+    """Apply `event` to the profile stored under `key` (None: none yet); see the module doc.
+    `decide()` may update `profile` in place; the returned `Outcome.profile` is the new state
+    (None: erased) unless the event was forwarded (`effects.forward`) or a duplicate."""
+    if profile is not None and profile.redirect is not None:
+        outcome = Outcome(profile, (), [], False)
+        _effects(outcome).forward = profile.redirect
+        return outcome
+    if profile is None and key != event.key():
+        profile = Profile(key)  # forwarded here: the profile this alias was merged into
+    links = profile.links if profile is not None else ()
+    outcome = decide(profile, event, context, rulebook)
+    if outcome.duplicate:
+        return outcome
+    if signals:
+        feeds = [(spec.name, group) for spec in signals
+                 if (group := spec.group_of(event)) is not None]
+        if feeds:
+            _effects(outcome).feeds = feeds
+    kept = outcome.profile
+    if kept is None:
+        if links:
+            via = [key, *links]
+            _effects(outcome).controls = [
+                _control("erase", alias, key, event.event_id, event.occurred_at, via=via)
+                for alias in links]
+    elif event.type == "identified":
+        _request_links(kept, event, rulebook, outcome)
+    return outcome
+
+
+def _request_links(profile: Profile, event: Event, rulebook: Rulebook, outcome: Outcome) -> None:
+    new = [alias for alias in alias_keys(event) if alias not in profile.links]
+    if not new:
+        return
+    room = max(MAX_LINKS - len(profile.links), 0)
+    for alias in new[room:]:
+        outcome.decisions.append(refusal_record(
+            profile.key, profile.customer_id, event.event_id, event.occurred_at, rulebook,
+            f"identifier limit of {MAX_LINKS} reached; {alias.split(':', 1)[0]} not linked"))
+    if room:
+        _effects(outcome).controls = [
+            _control("link", alias, profile.key, event.event_id, event.occurred_at)
+            for alias in new[:room]]
+
+
+def step_control(profile: Profile | None, key: str, kind: str, value: bytes | None,
+                 rulebook: Rulebook) -> ControlResult:
+    """Apply a `link`, `merge` or `erase` record addressed to the profile under `key`."""
+    try:
+        body = loads(value or b"")
+        alias, canonical = str(body["alias"]), str(body["canonical"])
+        event_id, occurred_at = str(body["event_id"]), str(body["occurred_at"])
+    except (ValueError, KeyError, TypeError):
+        result = ControlResult(profile)
+        result.dead = ("bad_control", "unreadable identity control record")
+        return result
+    if kind == "link":
+        return _link(profile, alias, canonical, event_id, occurred_at, rulebook)
+    if kind == "merge":
+        return _merge(profile, key, alias, canonical, event_id, occurred_at,
+                      body.get("history"), rulebook)
+    if kind == "erase":
+        # The alias of an erased profile forgets too: when it redirects to any key of that
+        # profile (`via`: the profile's key and every identifier linked into it).
+        via = body.get("via")
+        keys = set(via) if isinstance(via, list) else {canonical}
+        if profile is not None and profile.redirect is not None and profile.redirect in keys:
+            return ControlResult(None, True)
+        return ControlResult(profile)
+    result = ControlResult(profile)
+    result.dead = ("bad_control", f"unknown identity control record kind {kind!r}")
+    return result
+
+
+def _link(profile: Profile | None, alias: str, canonical: str, event_id: str,
+          occurred_at: str, rulebook: Rulebook) -> ControlResult:
+    plan = plan_link(alias, profile, canonical)
+    if plan.kind == "refuse":
+        result = ControlResult(profile)
+        result.dead = ("identity_conflict", plan.reason)
+        customer = canonical[12:] if canonical.startswith("customer_id:") else canonical
+        result.decisions.append(refusal_record(canonical, customer, event_id, occurred_at,
+                                               rulebook, plan.reason))
+        result.audit_key = canonical
+        return result
+    if plan.kind != "merge":
+        return ControlResult(profile)
+    result = ControlResult(plan.redirect, True)
+    history = plan.history.to_dict() if plan.history is not None else None
+    result.controls.append(Control("merge", canonical, dumps(
+        {"alias": alias, "canonical": canonical, "event_id": event_id,
+         "occurred_at": occurred_at, "history": history})))
+    return result
+
+
+def _merge(profile: Profile | None, key: str, alias: str, canonical: str, event_id: str,
+           occurred_at: str, raw_history: Any, rulebook: Rulebook) -> ControlResult:
+    base = profile if profile is not None else Profile(canonical)
+    other = Profile.from_bytes(dumps(raw_history)) if raw_history else None
+    merged, changed = merge_profiles(base, alias, other, rulebook)
+    result = ControlResult(merged if changed else profile, changed)
+    result.audit_key = key
+    if changed:
+        result.decisions.append(merge_record(merged, alias, event_id, occurred_at, rulebook))
+    elif alias not in base.links:
+        result.decisions.append(refusal_record(
+            canonical, base.customer_id, event_id, occurred_at, rulebook,
+            f"identifier limit of {MAX_LINKS} reached"))
+    return result
