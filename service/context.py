@@ -1,10 +1,16 @@
 """Reference data from `<prefix>.context`, read by every worker in full (a global table).
 
-Messages are JSON objects ``{"key": "stock:sku-1:store-7", "value": 4}`` (the Kafka key may
-carry the key instead); a null value deletes the key. Each worker reads every partition from
-the beginning and keeps following it, so all workers see the same reference data. Readiness
-waits until the reader has caught up to the high watermark once (Fetch-response high watermark,
-not ListOffsets, for the same reason as in recovery.py).
+Messages are JSON objects ``{"key": "stock:sku-1:store-7", "value": 4, "valid_from": ...}``
+(the Kafka key may carry the key instead, the message then being the value alone); a null
+value deletes the key from `valid_from` on. `valid_from` is epoch milliseconds or an ISO-8601
+time with offset; when absent the record holds from the Kafka record's timestamp, and from the
+beginning of time when there is none (a context file). The table is a `ContextTable`: decisions
+read the value in force at their event's time (service/domain/context_table.py).
+
+Each worker reads every partition from the beginning and keeps following it, so all workers
+see the same reference data. Readiness waits until the reader has caught up to the high
+watermark once (Fetch-response high watermark, not ListOffsets, for the same reason as in
+recovery.py).
 """
 
 from __future__ import annotations
@@ -12,42 +18,78 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from schemas.codec import JSONDecodeError, loads
 from service.background import Background
+from service.domain.context_table import BEGINNING, ContextTable
 from service.settings import Settings
 
-__all__ = ["ContextReader", "apply_context_record"]
+__all__ = ["Apply", "ContextReader", "apply_context_record", "parse_valid_from",
+           "record_time"]
 
 log = logging.getLogger(__name__)
 
+_LATEST = 2**62  # valid_from beyond this (or before BEGINNING) is not a time: malformed
 
-def apply_context_record(table: dict[str, Any], key: bytes | None, value: bytes | None) -> bool:
-    """Apply one context message to `table`; return False (and change nothing) if malformed."""
-    if value is None:
+
+def record_time(timestamp: int | None) -> int | None:
+    """A Kafka record's timestamp in ms, or None when it has none (Kafka writes -1)."""
+    return timestamp if timestamp is not None and timestamp >= 0 else None
+
+
+def parse_valid_from(raw: Any, default_ms: int) -> int | None:
+    """Epoch ms of a record's `valid_from` (absent or null: `default_ms`); None if malformed.
+
+    Accepted: an integer of epoch milliseconds, or an ISO-8601 time with a UTC offset (`Z`
+    allowed). A time without offset is rejected: it would mean a different instant per host.
+    """
+    if raw is None:
+        return default_ms
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw if BEGINNING <= raw <= _LATEST else None
+    if not isinstance(raw, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.strip())  # Python 3.11 reads a trailing Z too
+    except ValueError:
+        return None
+    if moment.utcoffset() is None:
+        return None
+    return int(moment.timestamp() * 1000)
+
+
+def apply_context_record(table: ContextTable, key: bytes | None, value: bytes | None,
+                         timestamp_ms: int | None) -> bool:
+    """Apply one context message to `table`; return False (and change nothing) if malformed.
+
+    `timestamp_ms` is the Kafka record's timestamp (None for a file line): the record holds
+    from its `valid_from`, else from that timestamp, else from the beginning of time.
+    """
+    default_ms = BEGINNING if timestamp_ms is None else timestamp_ms
+    if value is None:  # a tombstone: the Kafka key is deleted from the record's time on
         if key:
-            table.pop(key.decode("utf-8", "replace"), None)
+            table.put(key.decode("utf-8", "replace"), None, default_ms)
             return True
         return False
     try:
         data = loads(value)
     except JSONDecodeError:
         return False
-    if isinstance(data, dict) and "key" in data and isinstance(data["key"], str):
-        name = data["key"]
-        if data.get("value") is None:
-            table.pop(name, None)
-        else:
-            table[name] = data["value"]
+    if isinstance(data, dict) and isinstance(data.get("key"), str):
+        valid_from = parse_valid_from(data.get("valid_from"), default_ms)
+        if valid_from is None:
+            return False
+        table.put(data["key"], data.get("value"), valid_from)
         return True
-    if key:
-        table[key.decode("utf-8", "replace")] = data
+    if key:  # the Kafka key names the entry and the message is its value
+        table.put(key.decode("utf-8", "replace"), data, default_ms)
         return True
     return False
 
 
-Apply = Callable[[dict[str, Any], bytes | None, bytes | None], bool]
+Apply = Callable[[ContextTable, bytes | None, bytes | None, int | None], bool]
 
 
 class ContextReader(Background):
@@ -62,9 +104,10 @@ class ContextReader(Background):
         self.topic = topic
         self.label = label
         self.apply = apply
-        self.table: dict[str, Any] = {}
+        self.table = ContextTable()
         self.caught_up = asyncio.Event()
         self.malformed = 0
+        self._next: dict[int, int] = {}  # partition -> next offset, so a retry resumes there
 
 
     async def wait_loaded(self, warn_every_s: float = 30.0) -> None:
@@ -92,13 +135,21 @@ class ContextReader(Background):
                 partitions = consumer.partitions_for_topic(self.topic) or {0}
                 tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
                 consumer.assign(tps)
-                await consumer.seek_to_beginning(*tps)
+                fresh = [tp for tp in tps if tp.partition not in self._next]
+                if fresh:
+                    await consumer.seek_to_beginning(*fresh)
+                for tp in tps:  # a retry resumes: re-applied records would count as late
+                    if tp.partition in self._next:
+                        consumer.seek(tp, self._next[tp.partition])
                 while True:
                     batch = await consumer.getmany(timeout_ms=500, max_records=5000)
-                    for records in batch.values():
+                    for tp, records in batch.items():
                         for record in records:
-                            if not self.apply(self.table, record.key, record.value):
+                            if not self.apply(self.table, record.key, record.value,
+                                              record_time(record.timestamp)):
                                 self.malformed += 1
+                        if records:
+                            self._next[tp.partition] = records[-1].offset + 1
                     if not self.caught_up.is_set():
                         done = True
                         for tp in tps:

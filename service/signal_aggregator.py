@@ -7,7 +7,9 @@ one group meet in one partition. This aggregator, one per worker, consumes that 
 own consumer group (`<app_id>-signals`), so each group is counted by exactly one worker; it
 feeds the pure `SignalState` and, when a signal fires, publishes the message to
 `<prefix>.operations` (keyed by the group) and the pause to `<prefix>.context` (which every
-worker's context reader follows), flushes, and only then commits its offsets.
+worker's context reader follows), flushes, and only then commits its offsets. The pause carries
+`valid_from`, the time of the event that made the signal fire: decisions read it from that
+event time on, not from the wall-clock time it was published at (the record's timestamp).
 
 State is in memory and rebuilt on every assignment: the aggregator seeks its partitions to
 the beginning and re-reads them silently up to the committed offset (nothing is published
@@ -119,7 +121,8 @@ class SignalAggregator(Background):
                                     value=dumps(fired.message))
                 await producer.send(self.topics.context, key=fired.context_key.encode(),
                                     value=dumps({"key": fired.context_key,
-                                                 "value": fired.context_value}))
+                                                 "value": fired.context_value,
+                                                 "valid_from": fired.at_ms}))
                 published = True
                 self.fired += 1
                 if self.metrics is not None:

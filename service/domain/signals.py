@@ -67,11 +67,13 @@ class SignalSpec:
 
 @dataclass(frozen=True, slots=True)
 class Fired:
-    """A signal that fired: the operations message and the context entry it sets."""
+    """A signal that fired: the operations message and the context entry it sets, in force
+    from `at_ms`, the time of the event whose count made it fire (its `valid_from`)."""
 
     message: dict[str, Any]
     context_key: str
     context_value: dict[str, Any]
+    at_ms: int
 
 
 class _Track:
@@ -143,4 +145,4 @@ class SignalState:
         }
         value = {"since_ms": newest, "until_ms": track.until_ms, "count": len(entries),
                  "signal_id": signal_id, "reason": reason}
-        return Fired(message, context_key(name, group), value)
+        return Fired(message, context_key(name, group), value, ts_ms)

@@ -2,6 +2,7 @@
 
     touchflow replay --rules R.yaml --input LOG.jsonl[.gz] [--context C.jsonl]
                      [--output ACTIONS.jsonl] [--audit DECISIONS.jsonl] [--report R.html]
+    touchflow replay --rules R.yaml --input LOG --context-from-topic   (reads <prefix>.context)
     touchflow replay --rules A.yaml --compare B.yaml --input LOG [--output CHANGES.jsonl]
     touchflow replay --rules R.yaml --from-topic touchpoints.events --since -7d [--until T]
     touchflow replay --input LOG --publish staging.events --speed 10
@@ -20,9 +21,12 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from service.replay.reader import BadRecord, ReplayInputError
+
+if TYPE_CHECKING:
+    from service.domain.context_table import ContextTable
 
 __all__ = ["register", "run_replay"]
 
@@ -49,7 +53,11 @@ def register(subparsers: Any) -> None:
     source.add_argument("--broker", metavar="URL",
                         help="kafka://host:port (default: TOUCHFLOW_BROKER)")
     source.add_argument("--context", metavar="FILE",
-                        help='reference data, JSONL lines {"key": ..., "value": ...}')
+                        help='reference data, JSONL lines {"key": ..., "value": ..., '
+                        '"valid_from": ...} (no valid_from: from the beginning of time)')
+    source.add_argument("--context-from-topic", action="store_true",
+                        help="read the reference data from <prefix>.context on the broker, "
+                        "as the worker does (record timestamps stand in for valid_from)")
     rules = parser.add_argument_group("decisions")
     rules.add_argument("--rules", "-r", metavar="FILE", help="the rulebook (A when comparing)")
     rules.add_argument("--compare", metavar="OTHER_RULES",
@@ -110,6 +118,8 @@ def _check(args: argparse.Namespace) -> str | None:
         return "give exactly one input: --input LOG or --from-topic NAME"
     if (args.since or args.until) and not args.from_topic:
         return "--since and --until select a time range of --from-topic"
+    if args.context and args.context_from_topic:
+        return "give one source of reference data: --context FILE or --context-from-topic"
     if args.publish:
         if args.compare or args.audit or args.report:
             return "--publish only re-publishes: drop --compare, --audit and --report"
@@ -159,10 +169,8 @@ def _source(args: argparse.Namespace, reporter: _Reporter) -> tuple[Any, Any, st
         return (decode_lines(log, reporter, log.label),
                 lambda: (log.bytes_read, log.total_bytes), log.label)
     from service.replay.topic import TopicSource, parse_time
-    from service.settings import load_settings
 
-    overrides = {"broker": args.broker} if args.broker else {}
-    settings = load_settings(**overrides)
+    settings = _settings(args)
     try:
         since = parse_time(args.since) if args.since else None
         until = parse_time(args.until) if args.until else None
@@ -185,7 +193,7 @@ def _run(args: argparse.Namespace) -> int:
 
     with _open_out(args.errors) as errors:
         reporter = _Reporter(errors)
-        context = _load_context(args.context, reporter)
+        context = _load_context(args, reporter)
         events, position, label = _source(args, reporter)
         progress = _progress(args, position)
         try:
@@ -200,13 +208,32 @@ def _run(args: argparse.Namespace) -> int:
                 progress.close()
 
 
-def _load_context(path: str | None, reporter: _Reporter) -> dict[str, Any]:
+def _settings(args: argparse.Namespace) -> Any:
+    from service.settings import load_settings
+
+    return load_settings(**({"broker": args.broker} if args.broker else {}))
+
+
+def _load_context(args: argparse.Namespace, reporter: _Reporter) -> ContextTable:
+    """The reference data, versioned in time: a file, the context topic, or none."""
+    from service.domain.context_table import ContextTable
     from service.replay.reader import load_context
 
-    return load_context(path, reporter) if path else {}
+    if args.context:
+        return load_context(args.context, reporter)
+    if args.context_from_topic:
+        from service.replay.context_topic import load_context_topic
+        from service.topics import TopicNames
+
+        settings = _settings(args)
+        topic = TopicNames.from_settings(settings).context
+        table = load_context_topic(settings, topic, reporter)
+        _say(f"context: {len(table):,} keys from {topic}")
+        return table
+    return ContextTable()
 
 
-def _single(args: argparse.Namespace, events: Any, context: dict[str, Any],
+def _single(args: argparse.Namespace, events: Any, context: ContextTable,
             reporter: _Reporter, progress: Any, label: str,
             format_duration: Callable[[float], str]) -> int:
     from service.domain.rules import load_rulebook
@@ -243,7 +270,7 @@ def _single(args: argparse.Namespace, events: Any, context: dict[str, Any],
     return 130 if result.interrupted else 0
 
 
-def _compare(args: argparse.Namespace, events: Any, context: dict[str, Any],
+def _compare(args: argparse.Namespace, events: Any, context: ContextTable,
              reporter: _Reporter, progress: Any, label: str) -> int:
     from service.domain.rules import load_rulebook
     from service.replay.diff import compare_stream, format_table
@@ -277,10 +304,8 @@ def _compare(args: argparse.Namespace, events: Any, context: dict[str, Any],
 
 def _publish(args: argparse.Namespace, events: Any, progress: Any) -> int:
     from service.replay.publish import publish_events
-    from service.settings import load_settings
 
-    overrides = {"broker": args.broker} if args.broker else {}
-    settings = load_settings(**overrides)
+    settings = _settings(args)
 
     async def main() -> Any:
         stop = asyncio.Event()

@@ -18,6 +18,7 @@ from typing import IO, Any
 
 from schemas.codec import dumps_line
 from schemas.event import Event
+from service.domain.context_table import ContextTable
 from service.domain.decide import Outcome
 from service.domain.rules import Rulebook
 from service.replay.runner import Replayer, ReplayResult, RunStats, Tick, quiet_gc
@@ -164,7 +165,7 @@ def compare_stream(
     rulebook_a: Rulebook,
     rulebook_b: Rulebook,
     *,
-    context: Mapping[str, Any] | None = None,
+    context: ContextTable | Mapping[str, Any] | None = None,
     changes_out: IO[bytes] | None = None,
     result_a: ReplayResult | None = None,
     tick: Tick | None = None,

@@ -18,12 +18,14 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from schemas.event import Event, EventError, decode_event
 from service.context import apply_context_record
+from service.domain.context_table import ContextTable
 
 __all__ = [
+    "CONTEXT_SHAPE",
     "BadRecord",
     "LogFile",
     "OnBad",
@@ -32,6 +34,8 @@ __all__ = [
     "load_context",
 ]
 
+CONTEXT_SHAPE = ('context records must be objects {"key": "...", "value": ...} with an '
+                 "optional valid_from (epoch ms, or ISO-8601 with an offset)")
 _GZIP_MAGIC = b"\x1f\x8b"
 _READ_BUFFER = 1024 * 1024
 
@@ -139,16 +143,17 @@ def decode_lines(
         yield event, raw
 
 
-def load_context(path: str | Path, on_bad: OnBad | None = None) -> dict[str, Any]:
-    """Read reference data from JSONL lines ``{"key": ..., "value": ...}`` into a table.
+def load_context(path: str | Path, on_bad: OnBad | None = None) -> ContextTable:
+    """Read reference data from JSONL lines ``{"key": ..., "value": ..., "valid_from": ...}``.
 
-    Lines are applied in order with the worker's semantics (`apply_context_record`): a later
-    line overrides an earlier one, a null value deletes the key. Malformed lines go to `on_bad`.
+    Lines are applied in order with the worker's semantics (`apply_context_record`): a null
+    value deletes the key from `valid_from` on, and of two lines for one key and instant the
+    later wins. A file has no record timestamp, so a line without `valid_from` holds from the
+    beginning of time. Malformed lines go to `on_bad`.
     """
-    table: dict[str, Any] = {}
+    table = ContextTable()
     log = LogFile(path)
     for number, raw in log:
-        if not apply_context_record(table, None, raw.strip()) and on_bad is not None:
-            on_bad(BadRecord(f"{log.label}:{number}", "bad_context",
-                             'context lines must be objects {"key": "...", "value": ...}'))
+        if not apply_context_record(table, None, raw.strip(), None) and on_bad is not None:
+            on_bad(BadRecord(f"{log.label}:{number}", "bad_context", CONTEXT_SHAPE))
     return table

@@ -29,7 +29,7 @@ from schemas.event import Event, EventError, decode_event
 from service.replay.reader import BadRecord, OnBad, ReplayInputError
 from service.settings import Settings
 
-__all__ = ["TopicSource", "parse_time"]
+__all__ = ["TopicSource", "assign_topics", "open_consumer", "parse_time"]
 
 _RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -61,6 +61,40 @@ def parse_time(text: str, now: datetime | None = None) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
+
+
+async def open_consumer(settings: Settings) -> Any:
+    """A started plain consumer (no group, nothing committed) on the configured broker."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, group_id=None,
+        enable_auto_commit=False, auto_offset_reset="earliest",
+        client_id="touchflow-replay", **settings.kafka_security(),
+    )
+    try:
+        await asyncio.wait_for(consumer.start(), _TIMEOUT_S)
+    except (TimeoutError, OSError, Exception) as exc:
+        await consumer.stop()
+        raise ReplayInputError(
+            f"cannot reach the broker {settings.broker}: {exc!r}; "
+            "set --broker or TOUCHFLOW_BROKER") from None
+    return consumer
+
+
+async def assign_topics(consumer: Any, topics: list[str], settings: Settings) -> list[Any]:
+    """Assign every partition of `topics` to `consumer`; one sentence if a topic is missing."""
+    from aiokafka import TopicPartition
+
+    existing = await asyncio.wait_for(consumer.topics(), _TIMEOUT_S)
+    tps: list[Any] = []
+    for topic in topics:
+        if topic not in existing:
+            raise ReplayInputError(f"topic {topic!r} does not exist on {settings.broker}")
+        partitions = consumer.partitions_for_topic(topic) or {0}
+        tps.extend(TopicPartition(topic, p) for p in sorted(partitions))
+    consumer.assign(tps)
+    return tps
 
 
 class TopicSource:
@@ -134,30 +168,9 @@ class TopicSource:
             self._put(None)
 
     async def _read(self) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers, group_id=None,
-            enable_auto_commit=False, auto_offset_reset="earliest",
-            client_id="touchflow-replay", **self.settings.kafka_security(),
-        )
+        consumer = await open_consumer(self.settings)
         try:
-            await asyncio.wait_for(consumer.start(), _TIMEOUT_S)
-        except (TimeoutError, OSError, Exception) as exc:
-            await consumer.stop()
-            raise ReplayInputError(
-                f"cannot reach the broker {self.settings.broker}: {exc!r}; "
-                "set --broker or TOUCHFLOW_BROKER") from None
-        try:
-            existing = await asyncio.wait_for(consumer.topics(), _TIMEOUT_S)
-            tps: list[Any] = []
-            for topic in self.topics:
-                if topic not in existing:
-                    raise ReplayInputError(f"topic {topic!r} does not exist on "
-                                           f"{self.settings.broker}")
-                partitions = consumer.partitions_for_topic(topic) or {0}
-                tps.extend(TopicPartition(topic, p) for p in sorted(partitions))
-            consumer.assign(tps)
+            tps = await assign_topics(consumer, self.topics, self.settings)
             empty = await self._seek(consumer, tps)
             await self._merge(consumer, [tp for tp in tps if tp not in empty])
         finally:

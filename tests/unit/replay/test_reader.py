@@ -9,6 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from service.domain.context_table import BEGINNING
 from service.replay.reader import BadRecord, LogFile, ReplayInputError, decode_lines, load_context
 from service.replay.topic import parse_time
 
@@ -73,14 +74,34 @@ def test_truncated_gzip_is_reported_with_the_last_good_line(tmp_path: Path) -> N
 
 
 def test_context_file_uses_the_worker_semantics(tmp_path: Path) -> None:
-    """Context lines apply in order: later values win, null deletes, malformed lines are bad."""
+    """Context lines apply in order: later values win, null deletes, malformed lines are bad;
+    a line without valid_from holds from the beginning of time (a file has no timestamp)."""
     path = tmp_path / "context.jsonl"
     path.write_text('{"key": "stock:a", "value": 3}\n{"key": "stock:b", "value": 1}\n'
                     '{"key": "stock:a", "value": 5}\n{"key": "stock:b", "value": null}\n'
                     "[1, 2]\n")
     bad: list[BadRecord] = []
-    assert load_context(path, bad.append) == {"stock:a": 5}
+    table = load_context(path, bad.append)
+    assert table.as_of(BEGINNING) == {"stock:a": 5}
+    assert table.versions("stock:a") == [(BEGINNING, 5)]
     assert [b.where for b in bad] == [f"{path}:5"]
+
+
+def test_context_file_lines_carry_valid_from(tmp_path: Path) -> None:
+    """Versions of one key in a file apply from their valid_from (ISO or epoch ms), in any
+    line order; a bad valid_from makes the line bad and changes nothing."""
+    path = tmp_path / "context.jsonl"
+    path.write_text(
+        '{"key": "stock:a", "value": 0, "valid_from": "2026-03-02T11:00:00Z"}\n'
+        '{"key": "stock:a", "value": 5, "valid_from": "2026-03-02T09:00:00+00:00"}\n'
+        '{"key": "stock:a", "value": 7, "valid_from": 1772456400000}\n'
+        '{"key": "stock:a", "value": 1, "valid_from": "noon"}\n')
+    bad: list[BadRecord] = []
+    table = load_context(path, bad.append)
+    nine = parse_time("2026-03-02T09:00:00Z")
+    assert table.versions("stock:a") == [(nine, 5), (nine + 2 * 3_600_000, 0),
+                                         (1772456400000, 7)]
+    assert [(b.where, b.reason) for b in bad] == [(f"{path}:4", "bad_context")]
 
 
 @pytest.mark.parametrize(
