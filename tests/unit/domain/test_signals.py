@@ -72,6 +72,19 @@ def test_fires_again_after_the_hold() -> None:
     assert first.message["signal_id"] != again.message["signal_id"]
 
 
+def test_a_firing_carries_the_time_of_the_event_that_made_it_fire() -> None:
+    """`Fired.at_ms` is the firing event's time (the pause's valid_from), also when that
+    event arrives after a newer one of the same window."""
+    state = _state()
+    state.observe("surge", "a", "e1", 0)
+    state.observe("surge", "a", "e3", 30 * MIN)
+    fired = state.observe("surge", "a", "e2", 20 * MIN)  # late, completes the window
+    assert fired is not None and fired.at_ms == 20 * MIN
+    fresh = _state()
+    last = [fresh.observe("surge", "b", f"x{n}", n * MIN) for n in range(3)][-1]
+    assert last is not None and last.at_ms == 2 * MIN
+
+
 def test_signal_condition_reads_the_context_at_event_time() -> None:
     """`is_active` holds from the firing until `until_ms` (exclusive), judged by event time."""
     state = _state()
