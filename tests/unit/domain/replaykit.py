@@ -12,6 +12,8 @@ import orjson
 
 from schemas.event import Event, decode_event, parse_event
 from service.domain import Outcome, Profile, Rulebook, decide, load_rulebook
+from service.domain.context_table import ContextTable
+from service.replay.reader import BadRecord, load_context
 
 __all__ = ["EXAMPLES", "Replay", "load_example", "make_event", "run_events"]
 
@@ -49,31 +51,34 @@ class Replay:
 
 
 def run_events(rulebook: Rulebook, events: Iterable[Event],
-               context: Mapping[str, Any] | None = None) -> Replay:
-    """Apply `events` in order through decide(), keeping profiles by key like the worker."""
+               context: ContextTable | Mapping[str, Any] | None = None) -> Replay:
+    """Apply `events` in order through decide(), keeping profiles by key like the worker;
+    a `ContextTable` is read as of each event's time, as the worker and replay read it."""
     replay = Replay(rulebook)
+    table = context if isinstance(context, ContextTable) else ContextTable.of(context or {})
     for event in events:
         key = event.key()
-        outcome = decide(replay.profiles.get(key), event, context or {}, rulebook)
+        outcome = decide(replay.profiles.get(key), event, table.as_of(event.ts_ms), rulebook)
         replay.profiles[key] = outcome.profile
         replay.outcomes.append((event, outcome))
     return replay
 
 
-def load_example(name: str) -> tuple[Rulebook, list[Event], dict[str, Any]]:
-    """An example folder: rulebook.yaml, events.jsonl and the optional context.jsonl."""
+def load_example(name: str) -> tuple[Rulebook, list[Event], ContextTable]:
+    """An example folder: rulebook.yaml, events.jsonl and the optional context.jsonl (read
+    by replay's own reader, valid_from and all; a bad line fails the test)."""
     folder = EXAMPLES / name
     rulebook = load_rulebook(folder / "rulebook.yaml")
     events = [decode_event(line) for line in (folder / "events.jsonl").read_bytes().splitlines()
               if line.strip()]
-    context: dict[str, Any] = {}
     context_file = folder / "context.jsonl"
-    if context_file.exists():
-        for line in context_file.read_bytes().splitlines():
-            if line.strip():
-                record = orjson.loads(line)
-                context[record["key"]] = record["value"]
-    return rulebook, events, context
+    if not context_file.exists():
+        return rulebook, events, ContextTable()
+
+    def bad(record: BadRecord) -> None:
+        raise AssertionError(f"examples/{name}/context.jsonl: {record}")
+
+    return rulebook, events, load_context(context_file, bad)
 
 
 _ids = itertools.count(1)

@@ -116,6 +116,18 @@ def test_examples_folder_documents_context_files() -> None:
     assert "context.jsonl" in text and Path(EXAMPLES / "grocery_store" / "context.jsonl").exists()
 
 
+@pytest.mark.parametrize("name", sorted(p.parent.name for p in EXAMPLES.glob("*/context.jsonl")))
+def test_example_context_holds_from_before_the_first_event(name: str) -> None:
+    """Every line of an example's context.jsonl carries a valid_from before the example's
+    first event: published on the topic today (record timestamp now), it still applies."""
+    _, events, context = load_example(name)
+    first = min(event.ts_ms for event in events)
+    lines = (EXAMPLES / name / "context.jsonl").read_bytes().splitlines()
+    assert all(b'"valid_from"' in line for line in lines if line.strip())
+    assert all(valid_from < first for key in context.names()
+               for valid_from, _ in context.versions(key))
+
+
 def test_product_issue() -> None:
     """Short stock suppresses the promotion; the 4th complaint call about phone-x within an
     hour fires one `product_issue` message and pauses phone-x's promotion for 6 hours only."""
