@@ -228,7 +228,9 @@ def _load_context(args: argparse.Namespace, reporter: _Reporter) -> ContextTable
         settings = _settings(args)
         topic = TopicNames.from_settings(settings).context
         table = load_context_topic(settings, topic, reporter)
-        _say(f"context: {len(table):,} keys from {topic}")
+        count = len(table)
+        _say(f"context read from {topic}: {count:,} {'key' if count == 1 else 'keys'} "
+             "present at its end")
         return table
     return ContextTable()
 
