@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas.codec import JSONDecodeError, loads
@@ -32,6 +32,8 @@ __all__ = ["Apply", "ContextReader", "apply_context_record", "parse_valid_from",
 log = logging.getLogger(__name__)
 
 _LATEST = 2**62  # valid_from beyond this (or before BEGINNING) is not a time: malformed
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
 
 
 def record_time(timestamp: int | None) -> int | None:
@@ -57,7 +59,7 @@ def parse_valid_from(raw: Any, default_ms: int) -> int | None:
         return None
     if moment.utcoffset() is None:
         return None
-    return int(moment.timestamp() * 1000)
+    return (moment - _EPOCH) // _MS  # exact integer ms, floored (also before 1970)
 
 
 def apply_context_record(table: ContextTable, key: bytes | None, value: bytes | None,

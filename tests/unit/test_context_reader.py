@@ -35,6 +35,15 @@ def test_valid_from_in_iso_or_epoch_ms(valid_from: object) -> None:
     assert table.versions("stock:a") == [(MARCH_1, 4)]
 
 
+def test_iso_valid_from_keeps_every_millisecond() -> None:
+    """Milliseconds of an ISO valid_from are exact (no float rounding down by one)."""
+    table = ContextTable()
+    for ms in range(1, 1000, 7):
+        assert _apply(table, {"key": f"k{ms}", "value": 1,
+                              "valid_from": f"2026-03-01T00:00:00.{ms:03d}Z"})
+        assert table.versions(f"k{ms}") == [(MARCH_1 + ms, 1)]
+
+
 def test_without_valid_from_the_record_timestamp_applies() -> None:
     """A record with no valid_from (or a null one) holds from its Kafka record timestamp."""
     table = ContextTable()
