@@ -39,6 +39,7 @@ from service.domain.learning import LearningState
 from service.domain.profile import Profile
 from service.domain.rules import Rulebook
 from service.domain.step import Control, step_control, step_event
+from service.fencing import GENERATION_HEADER, stamp
 from service.identity_control import CONTROL_HEADER, control_kind
 from service.partitioning import partition_for_key
 from service.recovery import recover_partitions
@@ -84,8 +85,13 @@ class Processor:
         in_place: bool = True,
         recover: Callable[[Mapping[int, PartitionStore]], Awaitable[Any]] | None = None,
         clock: Callable[[], float] = time.time,
+        fence: Callable[[], int | None] | None = None,
     ) -> None:
         self.settings = settings
+        # Called before a batch's changelog records are sent: raises if this worker may have
+        # lost its partitions, else names the group generation to stamp on them (None: no
+        # stamp). The lean runtime sets it (service/fencing.py); Faust's passes none.
+        self.fence = fence
         self.topics = topics
         self.rulebook = rulebook
         self.sink = sink
@@ -493,11 +499,14 @@ class Processor:
         # the offset of its last record; the acknowledgement has raised if any was lost.
         assert batch.acks is not None
         await _acknowledged(batch.acks)
+        generation = self.fence() if self.fence is not None else None
         sink = self.sink
         changelog = self.topics.changelog
         last_sent = batch.last_sent
         for partition, values in batch.encoded.items():
             header = [("src", batch.source_offsets.get(partition, "").encode())]
+            if generation is not None:
+                header.append((GENERATION_HEADER, stamp(generation, self._stores[partition])))
             fut = None
             for key, value in values.items():
                 fut = await sink.send(changelog, key, value, partition=partition, headers=header)

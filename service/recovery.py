@@ -7,6 +7,13 @@ end is the high watermark carried by the Fetch responses themselves, which every
 compatible broker fills in correctly, and recovery reads until its position reaches it.
 
 All partitions assigned together are recovered by one consumer, in parallel fetches.
+
+Stale writers: a record stamped with a lower group generation than one already applied in its
+partition was written by a worker that had lost the partition (paused past its session
+timeout) after the new owner's records, and is ignored (service/fencing.py). Reading starts
+at the checkpoint's own record, whose generation is the floor for the records after it, and
+the highest generation seen is kept in the store for the next recovery and for the writers.
+What this does not guarantee, with compaction: docs/decisions.md, "Stale writers fenced".
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from service.fencing import GENERATION_KEY, generation_of
 from service.settings import Settings
 from service.store import PartitionStore
 
@@ -36,6 +44,7 @@ class RecoveryResult:
     end_offset: int
     records: int
     seconds: float
+    stale: int = 0  # records ignored: written under an older generation than one applied
 
 
 async def recover_partitions(
@@ -70,11 +79,14 @@ async def recover_partitions(
     last = {p: s - 1 for p, s in start.items()}
     records = dict.fromkeys(stores, 0)
     pending: dict[int, dict[bytes, bytes | None]] = {p: {} for p in stores}
+    saved = {p: _saved_generation(store) for p, store in stores.items()}
+    newest = dict(saved)  # per partition, the highest generation applied (-1: none)
+    stale = dict.fromkeys(stores, 0)
     done: dict[int, float] = {}
     try:
         consumer.assign(list(tps))
         for tp, p in tps.items():
-            consumer.seek(tp, start[p])
+            consumer.seek(tp, max(start[p] - 1, 0))  # the checkpoint's record: its generation
         deadline = started + timeout_s
         while len(done) < len(stores):
             if time.monotonic() > deadline:
@@ -83,12 +95,25 @@ async def recover_partitions(
             for tp, messages in batch.items():
                 p = tps[tp]
                 values = pending[p]
+                first, highest, ignored = start[p], newest[p], 0
                 for message in messages:
+                    generation = generation_of(message.headers)
+                    if message.offset < first:  # applied already: only its generation counts
+                        if generation is not None and generation > highest:
+                            highest = generation
+                        continue
+                    last[p] = message.offset
+                    records[p] += 1
+                    if generation is not None:
+                        if generation < highest:
+                            ignored += 1
+                            continue
+                        highest = generation
                     if message.key is not None:
                         values[message.key] = message.value
-                    last[p] = message.offset
-                records[p] += len(messages)
+                newest[p], stale[p] = highest, stale[p] + ignored
                 if len(values) >= _APPLY_EVERY:
+                    saved[p] = _save_generation(values, newest[p], saved[p])
                     stores[p].write(values, last[p])
                     pending[p] = {}
             for tp, p in tps.items():
@@ -104,6 +129,7 @@ async def recover_partitions(
                                        "highwater": highwater})
                     stores[p].wipe()
                     start[p], last[p], pending[p] = 0, -1, {}
+                    saved[p] = newest[p] = -1
                     consumer.seek(tp, 0)
                     continue
                 position = await consumer.position(tp)
@@ -114,12 +140,19 @@ async def recover_partitions(
                     consumer.pause(tp)
         results = []
         for p in sorted(stores):
+            saved[p] = _save_generation(pending[p], newest[p], saved[p])
             if pending[p] or last[p] >= start[p]:
                 stores[p].write(pending[p], last[p])
             results.append(RecoveryResult(p, start[p], last[p] + 1, records[p],
-                                          done[p] - started))
+                                          done[p] - started, stale[p]))
     finally:
         await consumer.stop()
+    stale_by_partition = {r.partition: r.stale for r in results if r.stale}
+    if stale_by_partition:
+        log.warning("ignored changelog records written under an older group generation (a "
+                    "worker that had lost the partition wrote them after its new owner)",
+                    extra={"records": sum(stale_by_partition.values()),
+                           "partitions": sorted(stale_by_partition)})
     log.info(
         "recovered partitions",
         extra={"partitions": [r.partition for r in results],
@@ -127,3 +160,17 @@ async def recover_partitions(
                "seconds": round(time.monotonic() - started, 3)},
     )
     return results
+
+
+def _saved_generation(store: PartitionStore) -> int:
+    """The highest generation an earlier recovery saw in the partition's changelog."""
+    raw = store.get(GENERATION_KEY)
+    return int(raw) if raw is not None else -1
+
+
+def _save_generation(values: dict[bytes, bytes | None], newest: int, saved: int) -> int:
+    """Add the highest generation seen to a store write when it rose; the value now saved."""
+    if newest > saved:
+        values[GENERATION_KEY] = str(newest).encode()
+        return newest
+    return saved

@@ -10,6 +10,11 @@ checkpoint order of the module docstring in service/processor.py, with no Faust 
 Partitions of the events, responses and repartition topics are assigned co-partitioned (range
 assignor over topics with equal partition counts), so partition p of each lands on the worker
 that owns profile partition p.
+
+A worker that may have been evicted from the group (no heartbeat answered for half the
+session timeout: paused, frozen) writes no changelog and commits nothing: its processor's
+fence raises, the batches in flight are abandoned and their partitions rewound, and the loop
+takes no new batch until the group answers again (service/fencing.py).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from itertools import chain
 from typing import Any
 
+from service.fencing import AssignmentLost, GroupLease, first_offsets
 from service.processor import PendingBatch, Processor, Record
 from service.settings import Settings
 from service.sink import BatchingKafkaSink, Sink
@@ -76,6 +82,8 @@ class KafkaRuntime:
         self._pipe = asyncio.Lock()
         self._inflight: deque[_InFlight] = deque()
         self._committing: asyncio.Task[None] | None = None
+        self.lease = GroupLease(settings.session_timeout_ms)
+        self._lapsed = False  # the lease expired: fetching paused until it is renewed
 
     def stop(self) -> None:
         """Ask the loop to finish its current batch, commit, and leave the group."""
@@ -95,6 +103,8 @@ class KafkaRuntime:
         )
         await asyncio.wait_for(self._producer.start(), 30)
         self.processor = self._processor_factory(BatchingKafkaSink(self._producer))
+        if self.processor.fence is None:  # the factory (service/worker.py) does not know it
+            self.processor.fence = self.lease.check
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap_servers,
             client_id=f"{settings.app_id}-worker",
@@ -109,12 +119,15 @@ class KafkaRuntime:
             **settings.group_member(),
         )
         await asyncio.wait_for(self._consumer.start(), 30)
+        self.lease.attach(self._consumer)
         self._consumer.subscribe(
             [self.topics.events, self.topics.responses, self.topics.repartition],
             listener=_listener(self),
         )
 
     async def _on_assigned(self, assigned: set[Any]) -> None:
+        self.lease.assigned()
+        self._lapsed = False  # (a new assignment is not paused)
         self._assigned = set(assigned)
         self._next_offsets = {}
         # Profile partitions are those of the repartition topic; the input topics' partitions
@@ -159,6 +172,7 @@ class KafkaRuntime:
         cap = settings.batch_max_events
         try:
             while not self._stopping.is_set():
+                self._follow_lease()
                 batch = await consumer.getmany(timeout_ms=wait_ms, max_records=cap)
                 if not batch:
                     async with self._pipe:
@@ -244,6 +258,8 @@ class KafkaRuntime:
                     break
         except asyncio.CancelledError:
             raise
+        except AssignmentLost as exc:
+            self._fenced(exc)
         except Exception as exc:
             if retry:
                 await self._recover(exc)
@@ -262,11 +278,49 @@ class KafkaRuntime:
         entries, self._inflight = list(self._inflight), deque()
         self.processor.abandon()
         for number, entry in enumerate(entries):
-            if not await self._process_with_retry(entry.messages):
+            try:
+                processed = await self._process_with_retry(entry.messages)
+            except AssignmentLost as lost:
+                self._inflight = deque(entries[number:])
+                self._fenced(lost)
+                return
+            if not processed:
                 log.warning("stopping with batches not processed; the restart replays them",
                             extra={"batches": len(entries) - number})
                 return
             await self._schedule_commit(entry.offsets)
+
+    def _fenced(self, exc: AssignmentLost) -> None:
+        """The lease expired: abandon the batches in flight, and rewind their partitions to
+        their first messages, so that they are processed again if they stay ours (else
+        their next owner processes them from the committed offsets)."""
+        assert self.processor is not None
+        log.warning("group membership may be lost: batches in flight abandoned, no changelog "
+                    "written", extra={"error": str(exc), "batches": len(self._inflight)})
+        first = first_offsets(entry.messages for entry in self._inflight)
+        self._inflight.clear()
+        self.processor.abandon()
+        for tp in self._consumer.assignment():
+            offset = first.get((tp.topic, tp.partition))
+            if offset is not None:
+                self._consumer.seek(tp, offset)
+                self._next_offsets[tp] = offset
+
+    def _follow_lease(self) -> None:
+        """While no heartbeat was answered lately, fetch nothing (a new batch's actions would
+        be sent again once it is abandoned; the batches in flight stop at their changelog);
+        `getmany` goes on, as aiokafka needs it to, and returns nothing."""
+        lapsed = bool(self._assigned) and not self.lease.live()
+        if lapsed == self._lapsed:
+            return
+        self._lapsed = lapsed
+        partitions = self._consumer.assignment()
+        if lapsed:
+            log.warning("no heartbeat answered lately: fetching paused until the group answers",
+                        extra={"heartbeat_age_s": round(self.lease.age() or 0.0, 1)})
+            self._consumer.pause(*partitions)
+        else:
+            self._consumer.resume(*partitions)
 
     def _abandon(self, exc: Exception) -> None:
         assert self.processor is not None
@@ -294,7 +348,7 @@ class KafkaRuntime:
                 if self.readiness is not None:
                     self.readiness.clear_crashed("worker")
                 return True
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, AssignmentLost):
                 raise
             except Exception as exc:
                 if self._stopping.is_set():
@@ -323,6 +377,10 @@ class KafkaRuntime:
     async def _commit(self, offsets: dict[Any, int]) -> None:
         from aiokafka.errors import CommitFailedError, IllegalStateError
 
+        if not self.lease.live():  # the partitions may be another worker's by now
+            log.warning("commit skipped: group membership may be lost",
+                        extra={"heartbeat_age_s": self.lease.age()})
+            return
         try:
             await asyncio.wait_for(self._consumer.commit(offsets), 30)
         except (CommitFailedError, IllegalStateError) as exc:
