@@ -333,7 +333,7 @@ class Processor:
         stores = self._stores
         caches = {partition: self._cached(partition) for partition in changed}
         rulebook, signals = self.rulebook, self._signal_specs
-        learning, learned = self.learning, set()
+        learning = self.learning
         as_of = self.context.as_of
         newest_ts = self.context.decided_ms
         channel_topics = self.settings.channel_topics
@@ -399,7 +399,6 @@ class Processor:
             event_counts[(event.channel, event.type, "processed")] += 1
             if outcome.responses and tallies is not None:
                 tallies.observe(outcome.responses, ts)
-                learned.add(partition)
             touched[key] = outcome.profile
             if effects is not None:
                 for name, group in effects.feeds:
@@ -433,8 +432,10 @@ class Processor:
             for key, profile in touched.items():
                 values[key] = profile.to_bytes() if profile is not None else None
                 cache[key] = profile
-            if partition in learned:
-                values[LEARNING_KEY] = learning[partition].to_bytes()
+            tallies = learning.get(partition)
+            if tallies is not None and tallies.dirty:
+                values[LEARNING_KEY] = tallies.to_bytes()
+                tallies.dirty = False
         stats.actions = len(actions)
         stats.sent_actions = actions
         batch.acks = await sink.ship()

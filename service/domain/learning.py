@@ -78,7 +78,8 @@ class LearningState:
     """
 
     KEEP_EPOCHS = 48
-    __slots__ = ("_cache", "_cache_epoch", "base", "base_upto", "epochs", "late", "refresh_ms")
+    __slots__ = ("_cache", "_cache_epoch", "base", "base_upto", "decided_epoch", "dirty",
+                 "epochs", "late", "refresh_ms")
 
     def __init__(self, refresh_ms: int) -> None:
         self.refresh_ms = max(1, refresh_ms)
@@ -86,15 +87,19 @@ class LearningState:
         self.base: dict[str, list[int]] = {}  # every epoch up to `base_upto`, folded
         self.base_upto = -(2**62)
         self.late = 0
+        self.decided_epoch = -(2**62)  # the newest epoch a decision read a snapshot for
+        self.dirty = False  # changed since last stored (the worker writes it with its batch)
         self._cache_epoch: int | None = None
         self._cache: dict[str, list[int]] = {}
 
     def observe(self, responses: Sequence[tuple[str, str, str]], ts_ms: int) -> None:
         """Count the responses of one event dated `ts_ms`."""
         epoch = ts_ms // self.refresh_ms
+        self.dirty = True
+        if epoch < self.decided_epoch - 1:
+            self.late += 1  # more than one epoch late: decisions already read without it
         cached = self._cache_epoch
         if cached is not None and epoch < cached - 1:
-            self.late += 1  # more than one epoch late: decisions already read without it
             self._cache_epoch = None
         bucket = self.base if epoch <= self.base_upto else self.epochs.setdefault(epoch, {})
         for action, segment, response in responses:
@@ -121,6 +126,9 @@ class LearningState:
     def snapshot(self, ts_ms: int) -> dict[str, list[int]]:
         """The counts a decision at `ts_ms` reads (shared: do not modify)."""
         epoch = ts_ms // self.refresh_ms
+        if epoch > self.decided_epoch:
+            self.decided_epoch = epoch
+            self.dirty = True
         if epoch != self._cache_epoch:
             total: dict[str, list[int]] = {}
             _add_all(total, self.base)
@@ -140,7 +148,7 @@ class LearningState:
     def to_bytes(self) -> bytes:
         """The stored form (the partition's store and changelog)."""
         return orjson.dumps({"v": 1, "r": self.refresh_ms, "bu": self.base_upto,
-                             "b": self.base, "late": self.late,
+                             "b": self.base, "late": self.late, "de": self.decided_epoch,
                              "e": {str(k): v for k, v in sorted(self.epochs.items())}})
 
     @classmethod
@@ -150,6 +158,7 @@ class LearningState:
         raw = orjson.loads(data)
         state = cls(refresh_ms)
         state.late = int(raw.get("late", 0))
+        state.decided_epoch = int(raw.get("de", state.decided_epoch))
         epochs = {int(k): v for k, v in raw.get("e", {}).items()}
         if int(raw.get("r", refresh_ms)) == state.refresh_ms:
             state.base, state.base_upto, state.epochs = raw.get("b", {}), int(raw["bu"]), epochs
