@@ -1,0 +1,98 @@
+"""Issue 16, item 6: a worker paused past its session timeout (SIGSTOP here; a long GC or a
+frozen VM alike) must not land changelog records after its successor's when it resumes, or a
+later recovery rolls the successor's state back.
+
+The story: worker A owns every partition and is stopped in the middle of a stream, with
+batches in flight. Worker B starts, takes the partitions once A's session expires, processes
+the rest of the stream and a report per customer (which writes every customer's profile).
+A is resumed: its batches from before the pause must not reach the changelog. Then B stops,
+A takes every partition back and recovers them from the changelog: the score of each customer
+must count every ping and both reports, nothing rolled back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from typing import Any
+
+from tests.integration.conftest import WorkerEnv, consume, event, produce
+
+CUSTOMERS = [f"s-{n:03d}" for n in range(16)]
+PINGS = 30
+
+
+def _ping(customer: str, n: int) -> bytes:
+    return event(f"{customer}-p{n}", customer, "ping",
+                 at=f"2026-03-02T{9 + n // 60:02d}:{n % 60:02d}:00Z")
+
+
+async def _stream(bootstrap: str, topic: str, stop_at: int) -> None:
+    """One ping per customer every 20 ms, `stop_at` rounds: a steady stream, so the worker
+    always has batches in flight when it is paused."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1)
+    await asyncio.wait_for(producer.start(), 20)
+    try:
+        for n in range(stop_at):
+            for customer in CUSTOMERS:
+                await producer.send(topic, _ping(customer, n), key=f"c:{customer}".encode())
+            await producer.flush()
+            await asyncio.sleep(0.02)
+    finally:
+        await producer.stop()
+
+
+async def _reports(env: WorkerEnv, tag: str, timeout: float = 40) -> dict[str, float]:
+    """Send one `report` per customer; the score each `score_report` action carries."""
+    bootstrap = env.broker.bootstrap
+    await produce(bootstrap, env.topic("events"), [
+        event(f"{c}-{tag}", c, "report", at="2026-03-03T00:00:00Z") for c in CUSTOMERS])
+    wanted = {f"{c}-{tag}" for c in CUSTOMERS}
+    deadline = time.monotonic() + timeout
+    actions: list[Any] = []
+    while time.monotonic() < deadline:
+        actions = await consume(bootstrap, env.topic("actions"), count=10**9, timeout=1.5)
+        if wanted <= {a["trigger_event_id"] for a in actions}:
+            break
+    return {a["customer_id"]: float(a["payload"]["pings"]) for a in actions
+            if a["trigger_event_id"] in wanted}
+
+
+async def test_a_worker_paused_past_its_session_timeout_rolls_nothing_back(
+        worker_env: WorkerEnv) -> None:
+    """A worker stopped mid-stream for longer than its session timeout, while a second one
+    takes over and writes newer state for the same customers, writes none of its stale
+    batches when resumed (it logs that it abandoned them); the state recovered from the
+    changelog afterwards counts every event once."""
+    bootstrap = worker_env.broker.bootstrap
+    first = worker_env.start_worker("a")
+    worker_env.wait_ready(first)
+    stream = asyncio.create_task(_stream(bootstrap, worker_env.topic("events"), PINGS))
+    await asyncio.sleep(0.4)
+    first.send_signal(signal.SIGSTOP)  # mid-stream: batches in flight, fetches buffered
+    paused = time.monotonic()
+    try:
+        await stream
+        second = worker_env.start_worker("b")
+        worker_env.wait_ready(second)
+        middle = await _reports(worker_env, "mid")  # B owns every partition by now
+        assert middle == dict.fromkeys(CUSTOMERS, float(PINGS + 1)), worker_env.logs()[-3000:]
+        assert time.monotonic() - paused > 6.0, "paused for less than the session timeout"
+    finally:
+        first.send_signal(signal.SIGCONT)
+    first_log = worker_env.log_paths[first.pid]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # until A noticed, abandoned its batches, rejoined
+        _, noticed, after = first_log.read_text().partition("group membership may be lost")
+        if noticed and "partitions assigned" in after:
+            break
+        await asyncio.sleep(0.2)
+    assert worker_env.stop(second) == 0  # A takes every partition, recovered from the changelog
+    final = await _reports(worker_env, "end")
+    assert final == dict.fromkeys(CUSTOMERS, float(PINGS + 2)), worker_env.logs()[-4000:]
+    text = first_log.read_text()
+    assert "group membership may be lost" in text, "A had batches in flight; it must say so"
+    assert worker_env.stop(first) == 0
