@@ -41,6 +41,7 @@ class BrokerModel:
     fail_next: str | None = None
     uncertain: set[tuple[str, bytes | None]] = field(default_factory=set)
     shipments: int = 0
+    landed: list[Message] = field(default_factory=list)  # every record, in landing order
 
     def log(self, topic: str, partition: int) -> list[Message]:
         return self.logs.setdefault((topic, partition), [])
@@ -50,10 +51,15 @@ class BrokerModel:
         records = self.log(topic, partition)
         message = Message(topic, partition, len(records), key, value, 0, tuple(headers))
         records.append(message)
+        self.landed.append(message)
         return message
 
     def records(self, topic: str) -> list[Message]:
         return [m for (name, _), log in sorted(self.logs.items()) if name == topic for m in log]
+
+    def records_in_order(self, topic: str) -> list[Message]:
+        """A topic's records in the order they landed, across partitions."""
+        return [m for m in self.landed if m.topic == topic]
 
     # -- the Sink protocol ---------------------------------------------------------------
 

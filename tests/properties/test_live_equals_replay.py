@@ -49,14 +49,12 @@ from service.settings import load_settings
 from service.store import LEARNING_KEY
 from service.topics import TopicNames
 from tests.properties.broker_model import BrokerModel
+from tests.properties.histories import CUSTOMERS, bodies, identities, links
 
 RULES = Path(__file__).resolve().parents[1] / "data" / "machine_rulebook.yaml"
 PARTITIONS = 3
 SOAK = os.environ.get("TOUCHFLOW_SOAK") == "1"
 START = datetime(2026, 3, 2, 9, tzinfo=UTC)
-CUSTOMERS = ["c1", "c2"]
-ANONYMOUS = ["a1", "a2", "a3"]
-LOYALTY = ["l1"]
 POISON = "-poison"
 
 
@@ -77,32 +75,6 @@ def _flaky(real: Any) -> Any:
         return outcome
 
     return decide
-
-
-identities = st.one_of(
-    st.builds(lambda c: {"customer_id": c}, st.sampled_from(CUSTOMERS)),
-    st.builds(lambda a: {"anonymous_id": a}, st.sampled_from(ANONYMOUS)),
-    st.builds(lambda card: {"loyalty_id": card}, st.sampled_from(LOYALTY)),
-)
-links = st.one_of(
-    st.builds(lambda c, a: {"customer_id": c, "anonymous_id": a},
-              st.sampled_from(CUSTOMERS), st.sampled_from(ANONYMOUS)),
-    st.builds(lambda card, a: {"loyalty_id": card, "anonymous_id": a},
-              st.sampled_from(LOYALTY), st.sampled_from(ANONYMOUS)),
-    st.builds(lambda c, card: {"customer_id": c, "loyalty_id": card},
-              st.sampled_from(CUSTOMERS), st.sampled_from(LOYALTY)),
-)
-bodies = st.one_of(
-    st.just(("ping", {})),
-    st.builds(lambda s: ("view", {"sku": s}), st.sampled_from(["sku-1", "sku-2"])),
-    st.just(("app_opened", {})),
-    st.just(("ping", {})),
-    st.just(("app_opened", {})),
-    st.just(("purchase", {})),
-    st.builds(lambda g: ("consent_changed", {"channel": "email", "granted": g}), st.booleans()),
-    st.builds(lambda a, r: ("action_response", {"action": a, "response": r}),
-              st.sampled_from(["offer_a", "offer_b"]), st.sampled_from(["accepted", "declined"])),
-)
 
 
 class LiveEqualsReplay(RuleBasedStateMachine):
