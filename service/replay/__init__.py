@@ -37,7 +37,7 @@ _WHERE = {
     "load_context": "reader",
     "ReplayResult": "runner",
     "ReplayStep": "runner",
-    "Replayer": "runner",
+    "Replayer": "replayer",
     "replay_events": "runner",
     "replay_file": "runner",
     "Comparison": "diff",

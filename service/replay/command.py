@@ -60,6 +60,9 @@ def register(subparsers: Any) -> None:
                         "as the worker does (record timestamps stand in for valid_from)")
     rules = parser.add_argument_group("decisions")
     rules.add_argument("--rules", "-r", metavar="FILE", help="the rulebook (A when comparing)")
+    rules.add_argument("--partitions", type=int, metavar="N",
+                       help="the workers' partition count, for learned propensities (kept "
+                       "per partition); default TOUCHFLOW_PARTITIONS")
     rules.add_argument("--compare", metavar="OTHER_RULES",
                        help="diff the decisions of --rules (A) and this rulebook (B)")
     out = parser.add_argument_group("output")
@@ -208,6 +211,15 @@ def _run(args: argparse.Namespace) -> int:
                 progress.close()
 
 
+def _partitions(args: argparse.Namespace) -> int:
+    if args.partitions is not None:
+        if args.partitions < 1:
+            raise ReplayInputError("--partitions must be at least 1")
+        return int(args.partitions)
+    partitions: int = _settings(args).partitions
+    return partitions
+
+
 def _settings(args: argparse.Namespace) -> Any:
     from service.settings import load_settings
 
@@ -244,11 +256,18 @@ def _single(args: argparse.Namespace, events: Any, context: ContextTable,
     rulebook = load_rulebook(args.rules)
     result = ReplayResult(RunStats())
     reporter.sink = result.on_bad
+    again = None
+    if args.input and args.input != "-":  # a file can be read again (replay_stream says why)
+        from service.replay.reader import LogFile, decode_lines
+
+        def again() -> Any:
+            return decode_lines(LogFile(args.input), result.on_bad, label)
+
     with _open_out(args.output) as output, _open_out(args.audit) as audit, \
             _open_out(args.operations) as operations:
         replay_stream(events, rulebook, context=context, output=output, audit=audit,
                       operations=operations, result=result, observe=bool(args.report),
-                      tick=progress)
+                      tick=progress, partitions=_partitions(args), again=again)
     if progress is not None:
         progress.close()
     stats = result.stats
@@ -261,6 +280,13 @@ def _single(args: argparse.Namespace, events: Any, context: ContextTable,
          + (" - INTERRUPTED" if result.interrupted else ""))
     for line in result.decision_errors[:_SHOWN_BAD]:
         _say(line)
+    if result.reruns:
+        _say(f"decide() failed on customers not seen failing before: replayed {result.reruns} "
+             "more time(s) so that the failed events leave no trace, as in the worker")
+    if result.inexact:
+        _say(f"warning: {result.inexact:,} customers' later decisions may differ from the "
+             "worker's (a decide() failure left their profiles half-updated; replay a file "
+             "into file outputs to have them rolled back)")
     if result.bad_reasons:
         _say("bad records by reason: " + ", ".join(
             f"{reason} {count:,}" for reason, count in result.bad_reasons.most_common()))
@@ -285,7 +311,8 @@ def _compare(args: argparse.Namespace, events: Any, context: ContextTable,
     changes_path = args.output if args.output != "-" else None
     with _open_out(changes_path) as changes:
         comparison = compare_stream(events, rulebook_a, rulebook_b, context=context,
-                                    changes_out=changes, result_a=result_a, tick=progress)
+                                    changes_out=changes, result_a=result_a, tick=progress,
+                                    partitions=_partitions(args))
     comparison.b.bad_records = result_a.bad_records
     if progress is not None:
         progress.close()

@@ -21,7 +21,8 @@ from schemas.event import Event
 from service.domain.context_table import ContextTable
 from service.domain.decide import Outcome
 from service.domain.rules import Rulebook
-from service.replay.runner import Replayer, ReplayResult, RunStats, Tick, quiet_gc
+from service.replay.replayer import DEFAULT_PARTITIONS, Replayer
+from service.replay.runner import ReplayResult, RunStats, Tick, quiet_gc
 
 __all__ = ["ActionDiff", "Change", "Comparison", "compare_stream", "explain", "format_table"]
 
@@ -169,6 +170,7 @@ def compare_stream(
     changes_out: IO[bytes] | None = None,
     result_a: ReplayResult | None = None,
     tick: Tick | None = None,
+    partitions: int = DEFAULT_PARTITIONS,
 ) -> Comparison:
     """Replay `events` under both rulebooks and collect every differing decision, in order.
 
@@ -182,7 +184,8 @@ def compare_stream(
     a.stats = stats_a
     b = ReplayResult(stats_b)
     comparison = Comparison(a, b)
-    run_a, run_b = Replayer(rulebook_a, context), Replayer(rulebook_b, context)
+    run_a = Replayer(rulebook_a, context, partitions=partitions)
+    run_b = Replayer(rulebook_b, context, partitions=partitions)
     pending: dict[str, dict[MatchKey, Change]] = {"lost": {}, "gained": {}}
     started = time.perf_counter()
     count = 0

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -19,6 +20,8 @@ from service.domain.rules import load_rulebook
 from service.replay.reader import BadRecord
 from service.replay.runner import replay_events, replay_file, run
 from tests.unit.replay.conftest import ROOT, event
+
+TEST_RULES = ROOT / "tests" / "data" / "rulebook.yaml"
 
 
 def _replay_bytes(log: Path, rules: Path) -> tuple[bytes, bytes]:
@@ -145,3 +148,33 @@ def test_benchmark_entry_reports_events_per_second(
     stats = run(raw, write_rulebook())
     assert stats["events"] == 200 and stats["seconds"] > 0
     assert stats["events_per_s"] == pytest.approx(200 / stats["seconds"])
+
+
+def test_a_failed_decide_leaves_no_trace_in_replay_as_in_the_worker(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """decide() failing half-way (after updating the profile) on one customer's event: replay
+    runs the log again with that customer's profile copied before each event, so the failed
+    event leaves no trace (the 10th ping is the 10th, not the 11th) and the output files hold
+    the second run only."""
+    import service.domain.step as step_module
+
+    real = step_module.decide
+
+    def flaky(profile: Any, event: Any, context: Any, rulebook: Any) -> Any:
+        outcome = real(profile, event, context, rulebook)
+        if event.event_id == "p-3":
+            raise ValueError("a bug")
+        return outcome
+
+    monkeypatch.setattr(step_module, "decide", flaky)
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b"".join(orjson.dumps({
+        "event_id": f"p-{n}", "occurred_at": f"2026-03-02T09:{n:02d}:00Z", "channel": "web",
+        "type": "ping", "identity": {"customer_id": "c-1"}, "properties": {}}) + b"\n"
+        for n in range(12)))
+    out = tmp_path / "actions.jsonl"
+    with out.open("wb") as handle:
+        result = replay_file(log, load_rulebook(TEST_RULES), output=handle)
+    assert result.reruns == 1 and result.inexact == 0 and result.stats.errors == 1
+    actions = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert [(a["action"], a["trigger_event_id"]) for a in actions] == [("milestone_10", "p-10")]
