@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint typecheck unit integration bench replay schemas clean soak
+.PHONY: help venv run test lint typecheck unit integration bench replay schemas clean soak \
+	soak-properties
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -52,3 +53,6 @@ clean: ## remove the virtualenv and local state
 
 soak: $(STAMP) ## 10 minutes at a steady rate: memory slope, dead letters, lag (not in CI)
 	$(PY) scripts/soak.py $(SOAK_ARGS)
+
+soak-properties: $(STAMP) ## the live == replay state machine, 500 histories of 80 steps (nights)
+	TOUCHFLOW_SOAK=1 $(VENV)/bin/pytest -q -p no:cacheprovider tests/properties

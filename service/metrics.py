@@ -91,6 +91,14 @@ class Metrics:
         self.last_batch = Gauge(
             "touchflow_last_batch_timestamp_seconds", "Unix time of the last processed batch.",
             registry=r)
+        self.context_late = Counter(
+            "touchflow_context_late_records", "Context records valid from a time before an "
+            "event this worker had already decided: those decisions did not see them, replay "
+            "will (publish reference data before the events it governs).", registry=r)
+        self.learning_late = Gauge(
+            "touchflow_learning_late_responses", "Responses dated more than one epoch before "
+            "a decision already made on their partition (they count from then on), per "
+            "partition.", ["partition"], registry=r)
         self.partitions_assigned = Gauge(
             "touchflow_partitions_assigned", "Input partitions assigned to this worker.",
             registry=r)

@@ -423,6 +423,8 @@ class Processor:
                 if counted is not None:
                     counted.extend(outcome.decisions)
         self.context.decided_ms = newest_ts
+        if self.metrics is not None:
+            self._observe_late(self.metrics, changed)
         for partition, last in last_of.items():
             batch.source_offsets[partition] = f"{last.topic}:{last.partition}:{last.offset}"
         # Encode now, before the next batch updates these profile objects in place.
@@ -447,6 +449,18 @@ class Processor:
 
         batch.acks.add_done_callback(acknowledged)
         return batch
+
+    def _observe_late(self, metrics: Metrics, partitions: Mapping[int, Any]) -> None:
+        """Context records and responses that arrived after decisions they should have
+        informed (the only ways a live decision can differ from replay's)."""
+        late = self.context.late
+        if late > self._context_late:
+            metrics.context_late.inc(late - self._context_late)
+            self._context_late = late
+        for partition in partitions:
+            tallies = self.learning.get(partition)
+            if tallies is not None and tallies.late:
+                metrics.learning_late.labels(str(partition)).set(tallies.late)
 
     async def _apply_control(self, message: Record, key: bytes, profile: Profile | None,
                              touched: dict[bytes, Profile | None]) -> int:
