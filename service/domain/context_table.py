@@ -7,7 +7,8 @@ mapping a decision reads: for each key the newest version with `valid_from <= ts
 and replay read the same way, so a log spanning a stock-out and a restock replays as it ran.
 
 History is bounded: at most `max_versions` per key (default 64; the oldest go first). An event
-dated before a key's oldest kept version reads that oldest version (the closest known value).
+dated before a key's first version reads the key as absent; once versions were dropped, an
+event dated before the oldest kept one reads that version (the closest known value).
 A record whose `valid_from` lies before the newest event time already decided (`decided_ms`,
 set by the worker) arrived *late*: decisions already made did not see it, replay will. Such
 records are counted in `late` (a metric), the only way live and replay can differ on context.
@@ -30,7 +31,7 @@ class ContextTable:
     """Per key, `[valid_from_ms, ...]` and the values in the same order; `latest` holds each
     key's newest version (what events newer than every version read, the common case)."""
 
-    __slots__ = ("_froms", "_values", "decided_ms", "late", "latest", "max_versions",
+    __slots__ = ("_froms", "_pruned", "_values", "decided_ms", "late", "latest", "max_versions",
                  "newest_from")
 
     def __init__(self, max_versions: int = DEFAULT_MAX_VERSIONS) -> None:
@@ -39,6 +40,7 @@ class ContextTable:
         self.max_versions = max_versions
         self._froms: dict[str, list[int]] = {}
         self._values: dict[str, list[Any]] = {}
+        self._pruned: set[str] = set()  # keys whose oldest versions were dropped
         self.latest: dict[str, Any] = {}
         self.newest_from = BEGINNING  # the newest valid_from of any version
         self.decided_ms = BEGINNING  # the newest event time decided so far (the worker's)
@@ -57,6 +59,7 @@ class ContextTable:
         other = ContextTable(self.max_versions)
         other._froms = {key: list(froms) for key, froms in self._froms.items()}
         other._values = {key: list(values) for key, values in self._values.items()}
+        other._pruned = set(self._pruned)
         other.latest = dict(self.latest)
         other.newest_from, other.decided_ms, other.late = \
             self.newest_from, self.decided_ms, self.late
@@ -80,6 +83,7 @@ class ContextTable:
             values.insert(at, value)
             if len(froms) > self.max_versions:
                 del froms[0], values[0]
+                self._pruned.add(key)
         newest = values[-1]
         if newest is _DELETED:
             self.latest.pop(key, None)
@@ -94,7 +98,9 @@ class ContextTable:
         if froms is None:
             return None
         at = bisect_right(froms, ts_ms)
-        return self._values[key][at - 1 if at else 0]
+        if at:
+            return self._values[key][at - 1]
+        return self._values[key][0] if key in self._pruned else None
 
     def as_of(self, ts_ms: int) -> Mapping[str, Any]:
         """The mapping a decision at event time `ts_ms` reads."""

@@ -17,24 +17,30 @@ HOUR = 3_600_000
 
 class Model:
     """The table's promises written the slow, obvious way: per key a dict valid_from ->
-    value; the oldest instant is dropped when a key holds more than `max_versions`."""
+    value; the oldest instant is dropped when a key holds more than `max_versions`. Before
+    a key's first version it is absent; before the oldest kept one, once some were dropped,
+    the oldest kept one holds."""
 
     def __init__(self, max_versions: int) -> None:
         self.max_versions = max_versions
         self.keys: dict[str, dict[int, Any]] = {}
+        self.pruned: set[str] = set()
 
     def put(self, key: str, value: Any, valid_from: int) -> None:
         versions = self.keys.setdefault(key, {})
         versions[valid_from] = value
         if len(versions) > self.max_versions:
             del versions[min(versions)]
+            self.pruned.add(key)
 
     def get_at(self, key: str, ts: int) -> Any:
         versions = self.keys.get(key)
         if not versions:
             return None
         in_force = [at for at in versions if at <= ts]
-        return versions[max(in_force) if in_force else min(versions)]
+        if in_force:
+            return versions[max(in_force)]
+        return versions[min(versions)] if key in self.pruned else None
 
     def as_of(self, ts: int) -> dict[str, Any]:
         seen = {key: self.get_at(key, ts) for key in self.keys}
@@ -92,12 +98,14 @@ def test_records_arriving_out_of_order_are_placed_by_valid_from() -> None:
     assert table.versions("k") == [(10, "early-version"), (20, "late-version")]
 
 
-def test_an_event_before_the_oldest_version_reads_the_oldest() -> None:
-    """Before a key's first known version the closest known value holds (not absence)."""
+def test_an_event_before_the_first_version_reads_the_key_as_absent() -> None:
+    """Before a key's first version the key is absent (a restock valid from 09:00:01 is not
+    in force for a view at 09:00:00; the live == replay state machine found the opposite)."""
     table = ContextTable()
     table.put("k", 3, 100)
-    assert table.get_at("k", 0) == 3
-    assert table.as_of(0) == {"k": 3}
+    assert table.get_at("k", 0) is None
+    assert table.as_of(0) == {}
+    assert table.get_at("k", 100) == 3
 
 
 def test_a_null_value_deletes_the_key_from_its_instant_on() -> None:
@@ -126,8 +134,8 @@ def test_two_records_for_the_same_instant_the_later_wins() -> None:
 
 
 def test_history_is_bounded_and_the_oldest_versions_go_first() -> None:
-    """At most max_versions per key (64 by default); what is older than the oldest kept
-    version reads the oldest kept one."""
+    """At most max_versions per key (64 by default); once versions were dropped, what is
+    older than the oldest kept version reads the oldest kept one (the closest known value)."""
     table = ContextTable()
     for minute in range(100):
         table.put("k", minute, minute * 60_000)
