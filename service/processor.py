@@ -338,7 +338,9 @@ class Processor:
         newest_ts = self.context.decided_ms
         channel_topics = self.settings.channel_topics
         counted = batch.decisions if self.metrics is not None else None
-        for partition, message, maybe_event, key in ordered:
+        used: list[Mapping[str, Any] | None] = []  # the context each event was decided with
+        failed: set[int] = set()  # positions in `ordered` whose step raised
+        for index, (partition, message, maybe_event, key) in enumerate(ordered):
             cache = caches[partition]
             touched = changed[partition]
             last_of[partition] = message
@@ -356,6 +358,7 @@ class Processor:
                 else:
                     profile = None
             if maybe_event is None:
+                used.append(None)
                 stats.decisions += await self._apply_control(message, key, profile, touched)
                 continue
             event = maybe_event
@@ -364,15 +367,14 @@ class Processor:
                 newest_ts = ts
             tallies = learning.get(partition)
             context = as_of(ts) if tallies is None else tallies.context(ts, as_of(ts))
-            # Events are atomic: a failed step leaves the profile as it was before the event.
-            # The first touch in a batch restores from the last encoded state; a later one
-            # from a copy taken here (rare: one customer twice in one batch).
-            before = profile.clone() if profile is not None and key in touched else None
+            used.append(context)
             try:
                 outcome = step_event(profile, key.decode(), event, context, rulebook, signals)
             except Exception as exc:  # a bug must not stop the partition: dead-letter it
+                # Events are atomic: the profile goes back to its state before the event.
+                failed.add(index)
                 if key in touched:
-                    touched[key] = before
+                    touched[key] = self._rebuild(partition, key, ordered, used, failed)
                 else:
                     cache[key] = self._last_written(partition, key)
                 log.error("decide() failed", extra={"error": type(exc).__name__,
@@ -449,6 +451,32 @@ class Processor:
 
         batch.acks.add_done_callback(acknowledged)
         return batch
+
+    def _rebuild(self, partition: int, key: bytes,
+                 ordered: Sequence[tuple[int, Record, Event | None, bytes]],
+                 used: Sequence[Mapping[str, Any] | None], failed: set[int]) -> Profile | None:
+        """A profile as it was before the event now failing, when this batch changed it
+        already: its last encoded state with the batch's earlier inputs for it applied again,
+        each with the context it was decided with (outputs dropped: they were sent). No copy
+        per event on the hot path; this runs only when decide() raises."""
+        profile = self._last_written(partition, key)
+        text = key.decode()
+        for index, (where, message, event, other) in enumerate(ordered[:len(used) - 1]):
+            if where != partition or other != key or index in failed:
+                continue
+            if event is None:
+                result = step_control(profile, text, control_kind(message) or "",
+                                      message.value, self.rulebook)
+                if result.changed:
+                    profile = result.profile
+                continue
+            context = used[index]
+            assert context is not None
+            outcome = step_event(profile, text, event, context, self.rulebook)
+            effects = outcome.effects
+            if not outcome.duplicate and (effects is None or effects.forward is None):
+                profile = outcome.profile
+        return profile
 
     def _observe_late(self, metrics: Metrics, partitions: Mapping[int, Any]) -> None:
         """Context records and responses that arrived after decisions they should have

@@ -73,7 +73,8 @@ class Replayer:
         """Apply one event of the log under its own profile key, then deliver what it caused
         (audit records of the identity steps are added to the outcome's); `decide()`'s
         exceptions propagate (the caller counts them, as the worker dead-letters them)."""
-        outcome = self.apply_at(event.key().encode(), event)
+        text = event.key()
+        outcome = self.apply_at(text.encode(), event, text)
         if not self.deliver:
             return outcome
         for _ in range(8):  # a merged alias: the profile it was merged into decides
@@ -86,20 +87,22 @@ class Replayer:
             self._deliver(effects.controls, outcome)
         return outcome
 
-    def apply_at(self, key: bytes, event: Event) -> Outcome:
-        """One step of `event` at the profile under `key` (no delivery of its effects)."""
+    def apply_at(self, key: bytes, event: Event, text: str | None = None) -> Outcome:
+        """One step of `event` at the profile under `key` (`text`: the same, decoded; no
+        delivery of its effects)."""
         profiles = self.profiles
         profile = profiles.get(key)
         ts = event.ts_ms
-        context = self.context.as_of(ts)
+        table = self.context
+        context = table.latest if ts >= table.newest_from else table.as_of(ts)
         tallies = None
         if self._refresh_ms is not None:
             tallies = self._tallies(key)
             context = tallies.context(ts, context)
         before = profile.clone() if profile is not None and key in self.risky else None
         try:
-            outcome = step_event(profile, key.decode(), event, context, self.rulebook,
-                                 self._specs)
+            outcome = step_event(profile, text if text is not None else key.decode(), event,
+                                 context, self.rulebook, self._specs)
         except Exception:
             if key in self.risky:
                 if before is None:
