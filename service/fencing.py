@@ -104,7 +104,8 @@ class GroupLease:
         """Partitions were just assigned: the join renewed the membership, and the
         generation it got is the one this assignment's changelog records carry."""
         generation = getattr(self._coordinator, "generation", None)
-        self.generation = generation if isinstance(generation, int) and generation > 0 \
+        # (Tansu's first generation is 0; aiokafka's "none" is -1)
+        self.generation = generation if isinstance(generation, int) and generation >= 0 \
             else None
         self.renew()
 

@@ -98,6 +98,9 @@ async def test_an_assignment_renews_the_lease_and_names_the_generation_to_stamp(
     assignment's changelog records carry, even if aiokafka later resets its own copy."""
     lease, coordinator, clock = _attached()
     assert not lease.live(), "no membership before the first assignment"
+    coordinator.generation = 0  # Tansu's first
+    lease.assigned()
+    assert lease.check() == 0
     coordinator.generation = 12
     lease.assigned()
     coordinator.generation = -1  # aiokafka's reset_generation(), before a rejoin
