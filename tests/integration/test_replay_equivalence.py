@@ -159,7 +159,8 @@ def _lines(path: Path) -> Iterator[bytes]:
             yield line
 
 
-@pytest.mark.parametrize("scenario", ["lead_scoring", "grocery_store", "default-journeys"])
+@pytest.mark.parametrize("scenario", ["lead_scoring", "grocery_store", "stock_restock",
+                                      "default-journeys"])
 def test_replay_gives_the_same_actions_as_a_live_worker(
     worker_env: WorkerEnv, scenario: str
 ) -> None:
@@ -167,8 +168,10 @@ def test_replay_gives_the_same_actions_as_a_live_worker(
     through `touchflow replay` yields the same actions - same action_id, payload, reasons
     and every other field - with no action missing or extra on either side; and replaying
     the worker's input topic (`--from-topic`) gives them again. Scenarios: the lead-scoring
-    example, the grocery example (reference data on the context topic), and 3,000 generated
-    events over the default rulebook with redeliveries, bad lines and an erasure."""
+    example, the grocery example (reference data on the context topic), a stock-out and a
+    restock in one log (three versions of one context key, each decision reading the one in
+    force at its event time), and 3,000 generated events over the default rulebook with
+    redeliveries, bad lines and an erasure."""
     from service.domain.rules import load_rulebook
     from service.replay.reader import load_context
     from service.replay.runner import ReplayResult, RunStats, replay_file, replay_stream

@@ -12,7 +12,7 @@ from service.domain import load_rulebook
 from tests.unit.domain.replaykit import EXAMPLES, load_example, run_events
 
 SCENARIOS = ["lead_scoring", "flight_delay", "phone_retail", "grocery_store", "contact_fatigue",
-             "product_issue"]
+             "product_issue", "stock_restock"]
 
 
 @pytest.mark.parametrize("name", [*SCENARIOS, "default"])
@@ -118,14 +118,15 @@ def test_examples_folder_documents_context_files() -> None:
 
 @pytest.mark.parametrize("name", sorted(p.parent.name for p in EXAMPLES.glob("*/context.jsonl")))
 def test_example_context_holds_from_before_the_first_event(name: str) -> None:
-    """Every line of an example's context.jsonl carries a valid_from before the example's
-    first event: published on the topic today (record timestamp now), it still applies."""
+    """Every line of an example's context.jsonl carries a valid_from, and each key's first
+    version holds from before the example's first event: published on the topic today (record
+    timestamp now), it still applies (later versions are the example's point, as in
+    stock_restock)."""
     _, events, context = load_example(name)
     first = min(event.ts_ms for event in events)
     lines = (EXAMPLES / name / "context.jsonl").read_bytes().splitlines()
     assert all(b'"valid_from"' in line for line in lines if line.strip())
-    assert all(valid_from < first for key in context.names()
-               for valid_from, _ in context.versions(key))
+    assert all(context.versions(key)[0][0] < first for key in context.names())
 
 
 def test_product_issue() -> None:
@@ -150,3 +151,14 @@ def test_product_issue() -> None:
     assert (message["signal"], message["key"], message["count"], message["trigger_event_id"]) \
         == ("product_issue", "phone-x", 4, "p-9")
     assert message["first_at"] == "2026-05-04T09:20:00+00:00"
+
+
+def test_stock_restock() -> None:
+    """One log across a stock-out and a restock: views before 10:00 and from 14:00 get the
+    banner, the three in between are suppressed by context (stock 0 then)."""
+    replay = run_events(*_example("stock_restock"))
+    sent = [a["trigger_event_id"] for a in replay.actions]
+    assert sent == ["s-1", "s-2", "s-6", "s-7", "s-8"]
+    suppressed = [r["trigger_event_id"] for r in replay.decisions
+                  if r.get("suppressed_by") == "context"]
+    assert suppressed == ["s-3", "s-4", "s-5"]

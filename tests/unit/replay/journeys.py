@@ -70,5 +70,5 @@ def scenarios(tmp: Path) -> dict[str, tuple[Path, Path, Path | None]]:
 
 SCENARIO_NAMES = (
     "contact_fatigue", "flight_delay", "grocery_store", "known_after_login", "learning",
-    "lead_scoring", "phone_retail", "default-journeys",
+    "lead_scoring", "phone_retail", "stock_restock", "default-journeys",
 )
