@@ -15,21 +15,11 @@ from service.replay.context_topic import load_context_topic
 from service.replay.reader import BadRecord, ReplayInputError
 from service.settings import load_settings
 from tests.integration.conftest import WorkerEnv
+from tests.unit.replay.test_versioned_context import RULEBOOK  # the same stock rule
 
 HOUR = 3_600_000
 NINE = 1772409600000  # 2026-03-02T09:00:00+09:00, the replay test logs' first hour
 
-RULEBOOK = """\
-version: "stock-1"
-actions:
-  promo:
-    channel: web
-    consent: exempt
-    when:
-      - event: {type: product_viewed}
-    suppress_unless:
-      - {context: "stock:{event.properties.sku}", gt: 0}
-"""
 
 
 async def _create(bootstrap: str, topic: str, partitions: int) -> None:
