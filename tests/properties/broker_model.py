@@ -39,6 +39,7 @@ class BrokerModel:
     logs: dict[tuple[str, int], list[Message]] = field(default_factory=dict)
     pending: list[Pending] = field(default_factory=list)
     fail_next: str | None = None
+    fail_plan: dict[int, str] = field(default_factory=dict)  # shipment number -> failure
     uncertain: set[tuple[str, bytes | None]] = field(default_factory=set)
     shipments: int = 0
     landed: list[Message] = field(default_factory=list)  # every record, in landing order
@@ -76,6 +77,7 @@ class BrokerModel:
         shipped, self.pending = self.pending, []
         result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         failure, self.fail_next = self.fail_next, None
+        failure = self.fail_plan.pop(self.shipments, failure)
         if failure != "lost":
             for record in shipped:
                 message = self.append(record.topic, record.partition, record.key,

@@ -96,7 +96,8 @@ class LiveEqualsReplay(RuleBasedStateMachine):
         self.workers: list[Processor] = [self._processor(), self._processor()]
         self.committed: dict[tuple[str, int], int] = {}
         self.position: dict[tuple[str, int], int] = {}
-        self.retry: dict[int, list[Message]] = {}  # a worker's failed batch, to process again
+        # a worker's failed batches, to process again in order before anything else
+        self.retry: dict[int, list[list[Message]]] = {}
         self.history: list[Message] = []
         self.produced: list[bytes] = []
         self.clock_ms = 0
@@ -207,17 +208,28 @@ class LiveEqualsReplay(RuleBasedStateMachine):
                 break
         return taken
 
-    def _process(self, worker: int, batch: list[Message], commit: bool) -> bool:
-        try:
-            self.run(self.workers[worker].process(batch))
-        except OSError:
-            self.retry[worker] = batch
-            return False
-        self.retry.pop(worker, None)
+    def _done(self, batch: list[Message], commit: bool) -> None:
         self.history.extend(batch)
         if commit:
             for message in batch:
                 self.committed[(message.topic, message.partition)] = message.offset + 1
+
+    def _next(self, worker: int, partition: int, count: int, mix: list[bool]
+              ) -> list[Message]:
+        queue = self.retry.get(worker)
+        return queue[0] if queue else self._take(partition, count, mix)
+
+    def _process(self, worker: int, batch: list[Message], commit: bool) -> bool:
+        queue = self.retry.setdefault(worker, [])
+        try:
+            self.run(self.workers[worker].process(batch))
+        except OSError:
+            if not queue or queue[0] is not batch:
+                queue.insert(0, batch)
+            return False
+        if queue and queue[0] is batch:
+            queue.pop(0)
+        self._done(batch, commit)
         return True
 
     @rule(partition=st.integers(0, PARTITIONS - 1), count=st.integers(1, 12),
@@ -225,15 +237,55 @@ class LiveEqualsReplay(RuleBasedStateMachine):
           fail=st.sampled_from([None, None, None, None, "lost", "landed"]))
     def deliver(self, partition: int, count: int, mix: list[bool], commit: bool,
                 fail: str | None) -> None:
-        """The owner of a partition takes a batch from its two inputs (its failed batch first,
-        unchanged, as the runtime retries it) and processes it; maybe a shipment fails."""
+        """The owner of a partition takes a batch from its two inputs (its failed batches
+        first, unchanged, as the runtime retries them) and processes it; maybe a shipment
+        fails."""
         worker = self.owner[partition]
-        batch = self.retry.get(worker) or self._take(partition, count, mix)
+        batch = self._next(worker, partition, count, mix)
         if not batch:
             return
         self.broker.fail_next = fail
         self._process(worker, batch, commit)
         self.broker.fail_next = None
+
+    @rule(first=st.integers(0, PARTITIONS - 1), second=st.integers(0, PARTITIONS - 1),
+          counts=st.tuples(st.integers(1, 8), st.integers(1, 8)), commit=st.booleans(),
+          fail=st.sampled_from([None, None, (1, "lost"), (2, "landed"), (3, "lost"),
+                                (4, "landed"), (2, "lost"), (3, "landed")]))
+    def deliver_pipelined(self, first: int, second: int, counts: tuple[int, int],
+                          commit: bool, fail: tuple[int, str] | None) -> None:
+        """The lean runtime's pipeline: the second batch is decided while the first one's
+        output is acknowledged (begin, begin, changelog, complete, changelog, complete); a
+        failed shipment abandons every batch not complete, processed again in order."""
+        worker = self.owner[first]
+        if self.retry.get(worker):
+            return
+        if self.owner[second] != worker:
+            second = first
+        batches = [b for b in (self._take(first, counts[0], []),
+                               self._take(second, counts[1], [])) if b]
+        if not batches:
+            return
+        if fail is not None:
+            self.broker.fail_plan[self.broker.shipments + fail[0]] = fail[1]
+        processor = self.workers[worker]
+        done = 0
+
+        async def pipeline() -> None:
+            nonlocal done
+            begun = [await processor.begin(batch) for batch in batches]
+            for pending, batch in zip(begun, batches, strict=True):
+                await processor.send_changelog(pending)
+                await processor.complete(pending)
+                self._done(batch, commit)
+                done += 1
+
+        try:
+            self.run(pipeline())
+        except OSError:
+            processor.abandon()
+            self.retry[worker] = batches[done:]
+        self.broker.fail_plan.clear()
 
     def _rewind(self, partitions: set[int]) -> None:
         for partition in partitions:
@@ -275,7 +327,7 @@ class LiveEqualsReplay(RuleBasedStateMachine):
             busy = False
             for partition in range(PARTITIONS):
                 worker = self.owner[partition]
-                batch = self.retry.get(worker) or self._take(partition, 50, [])
+                batch = self._next(worker, partition, 50, [])
                 if batch:
                     busy = True
                     assert self._process(worker, batch, True)
