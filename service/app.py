@@ -198,6 +198,7 @@ async def _process_with_retry(
     while True:
         try:
             await processor.process(batch)
+            readiness.clear_crashed(agent)  # a retried batch that succeeds: ready again
             return
         except asyncio.CancelledError:
             raise

@@ -104,3 +104,27 @@ async def test_events_for_another_partition_are_forwarded_then_decided() -> None
     await _feed(touchflow, "touchflow.decide", [value], key=key)
     actions = _values(sink, touchflow.topics.actions)
     assert [(a["action"], a["customer_id"]) for a in actions] == [("apology_call", "c-forward")]
+
+
+async def test_faust_retry_makes_the_worker_ready_again_once_the_batch_succeeds() -> None:
+    """A batch that fails (the broker refused its output) marks the agent crashed, so /readyz
+    says 503; the retry that succeeds clears it (it stayed 503 for good before)."""
+    from service.app import _process_with_retry
+    from service.health import Readiness
+    from service.metrics import Metrics
+
+    class Flaky:
+        calls = 0
+
+        async def process(self, batch: Any) -> None:
+            self.calls += 1
+            if self.calls == 1:
+                raise OSError("broker refused the batch")
+
+    readiness = Readiness()
+    readiness.mark_started()
+    readiness.mark_assigned({0})
+    flaky = Flaky()
+    await _process_with_retry(flaky, [], "ingest", Metrics(), readiness)  # type: ignore[arg-type]
+    assert flaky.calls == 2
+    assert readiness.crashed == {} and readiness.is_ready()
