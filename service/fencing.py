@@ -27,7 +27,7 @@ from service.batch import Record
 from service.store import PartitionStore
 
 __all__ = ["GENERATION_HEADER", "GENERATION_KEY", "LEASE_FRACTION", "AssignmentLost",
-           "GroupLease", "first_offsets", "generation_of", "stamp"]
+           "GroupLease", "generation_of", "rewind", "stamp"]
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +156,10 @@ def generation_of(headers: Iterable[tuple[str, bytes]] | None) -> int | None:
     return None
 
 
-def first_offsets(batches: Iterable[Iterable[Record]]) -> dict[tuple[str, int], int]:
-    """Per (topic, partition), the first offset of the abandoned batches' messages: where the
-    consumer rewinds to, so that a fenced worker that keeps its partitions skips nothing."""
+def rewind(consumer: Any, batches: Iterable[Iterable[Record]]) -> dict[Any, int]:
+    """Seek each partition the consumer still holds back to the first offset the abandoned
+    batches' messages have in it, so that a fenced worker that keeps its partitions skips
+    nothing; the positions set, by topic partition."""
     first: dict[tuple[str, int], int] = {}
     for messages in batches:
         for message in messages:
@@ -166,4 +167,10 @@ def first_offsets(batches: Iterable[Iterable[Record]]) -> dict[tuple[str, int], 
             offset = first.get(slot)
             if offset is None or message.offset < offset:
                 first[slot] = message.offset
-    return first
+    positions = {}
+    for tp in consumer.assignment():
+        offset = first.get((tp.topic, tp.partition))
+        if offset is not None:
+            consumer.seek(tp, offset)
+            positions[tp] = offset
+    return positions

@@ -29,7 +29,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from itertools import chain
 from typing import Any
 
-from service.fencing import AssignmentLost, GroupLease, first_offsets
+from service.commits import OffsetCommits
+from service.fencing import AssignmentLost, GroupLease, rewind
 from service.processor import PendingBatch, Processor, Record
 from service.settings import Settings
 from service.sink import BatchingKafkaSink, Sink
@@ -81,8 +82,9 @@ class KafkaRuntime:
         self._lag_at = 0.0
         self._pipe = asyncio.Lock()
         self._inflight: deque[_InFlight] = deque()
-        self._committing: asyncio.Task[None] | None = None
         self.lease = GroupLease(settings.session_timeout_ms)
+        self._commits = OffsetCommits(lambda: self._consumer, lambda: self.lease.live(),
+                                      lambda: self.lease.age())
         self._lapsed = False  # the lease expired: fetching paused until it is renewed
 
     def stop(self) -> None:
@@ -147,7 +149,7 @@ class KafkaRuntime:
         try:
             async with self._pipe:
                 await self._advance(keep=0, retry=False)
-            await self._last_commit()
+            await self._commits.last()
         finally:
             partitions = self._owned(revoked)
             if self.readiness is not None:
@@ -193,7 +195,7 @@ class KafkaRuntime:
                 async with self._pipe:  # a failure now leaves the batches to the restart
                     await self._advance(keep=0, retry=False)
             finally:
-                await self._last_commit()
+                await self._commits.last()
                 collector.close()
                 await self._shutdown()
 
@@ -250,7 +252,7 @@ class KafkaRuntime:
                     if entry.changelog_sent:
                         await processor.complete(entry.batch)
                         self._inflight.popleft()
-                        await self._schedule_commit(entry.offsets)
+                        await self._commits.schedule(entry.offsets)
                     else:
                         await processor.send_changelog(entry.batch)
                         entry.changelog_sent = True
@@ -288,7 +290,7 @@ class KafkaRuntime:
                 log.warning("stopping with batches not processed; the restart replays them",
                             extra={"batches": len(entries) - number})
                 return
-            await self._schedule_commit(entry.offsets)
+            await self._commits.schedule(entry.offsets)
 
     def _fenced(self, exc: AssignmentLost) -> None:
         """The lease expired: abandon the batches in flight, and rewind their partitions to
@@ -297,14 +299,10 @@ class KafkaRuntime:
         assert self.processor is not None
         log.warning("group membership may be lost: batches in flight abandoned, no changelog "
                     "written", extra={"error": str(exc), "batches": len(self._inflight)})
-        first = first_offsets(entry.messages for entry in self._inflight)
+        self._next_offsets.update(rewind(self._consumer,
+                                         (entry.messages for entry in self._inflight)))
         self._inflight.clear()
         self.processor.abandon()
-        for tp in self._consumer.assignment():
-            offset = first.get((tp.topic, tp.partition))
-            if offset is not None:
-                self._consumer.seek(tp, offset)
-                self._next_offsets[tp] = offset
 
     def _follow_lease(self) -> None:
         """While no heartbeat was answered lately, fetch nothing (a new batch's actions would
@@ -356,41 +354,6 @@ class KafkaRuntime:
                 self._crashed(exc, len(messages), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX_S)
-
-    async def _schedule_commit(self, offsets: dict[Any, int]) -> None:
-        """Commit in the background while the loop goes on; in order, one at a time (a crash
-        before it completes replays the batch, whose effects are all durable already)."""
-        previous, self._committing = self._committing, None
-        if previous is not None:
-            await previous  # (never raises: _commit logs its failures)
-        self._committing = asyncio.ensure_future(self._commit(offsets))
-
-    async def _last_commit(self) -> None:
-        committing, self._committing = self._committing, None
-        if committing is None:
-            return
-        try:
-            await committing
-        except Exception as exc:  # (_commit logs its own failures; this is a cancellation)
-            log.warning("last commit failed", extra={"error": type(exc).__name__})
-
-    async def _commit(self, offsets: dict[Any, int]) -> None:
-        from aiokafka.errors import CommitFailedError, IllegalStateError
-
-        if not self.lease.live():  # the partitions may be another worker's by now
-            log.warning("commit skipped: group membership may be lost",
-                        extra={"heartbeat_age_s": self.lease.age()})
-            return
-        try:
-            await asyncio.wait_for(self._consumer.commit(offsets), 30)
-        except (CommitFailedError, IllegalStateError) as exc:
-            # A rebalance took the partitions; the new owner re-reads the batch and, the
-            # effects being idempotent, changes nothing twice.
-            log.warning("commit skipped after a rebalance", extra={"error": type(exc).__name__})
-        except Exception as exc:
-            # The coordinator did not answer: the next commit covers these offsets too, and
-            # without one the batch is replayed, changing nothing twice.
-            log.warning("offset commit failed", extra={"error": type(exc).__name__})
 
     async def _observe_lag(self) -> None:
         """Per-partition lag from the Fetch responses' high watermark, at most once a second."""

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from collections import namedtuple
 from typing import Any
 
 import pytest
@@ -14,11 +15,13 @@ from service.fencing import (
     GENERATION_KEY,
     AssignmentLost,
     GroupLease,
-    first_offsets,
     generation_of,
+    rewind,
     stamp,
 )
 from service.store import MemoryStore
+
+TP = namedtuple("TP", "topic partition")
 
 
 class _Clock:
@@ -145,9 +148,24 @@ def test_generation_of_reads_the_header_and_tolerates_its_absence() -> None:
     assert generation_of([(GENERATION_HEADER, b"x")]) is None
 
 
-def test_first_offsets_are_where_a_fenced_worker_rewinds_to() -> None:
-    """Per topic partition, the lowest offset among the abandoned batches' messages."""
+def test_a_fenced_worker_rewinds_each_partition_it_holds_to_its_first_abandoned_message(
+) -> None:
+    """Per topic partition, the lowest offset among the abandoned batches' messages, for the
+    partitions the consumer still holds (the others' next owner starts from the committed
+    offsets)."""
     batch1 = [Message("events", 0, 10, None, b"", 0), Message("events", 1, 4, None, b"", 0)]
     batch2 = [Message("events", 0, 12, None, b"", 0), Message("responses", 0, 3, None, b"", 0)]
-    assert first_offsets([batch2, batch1]) == {("events", 0): 10, ("events", 1): 4,
-                                               ("responses", 0): 3}
+
+    class Consumer:
+        seeks: list[tuple[Any, int]] = []
+
+        def assignment(self) -> set[Any]:
+            return {TP("events", 0), TP("events", 1), TP("events", 2)}
+
+        def seek(self, tp: Any, offset: int) -> None:
+            self.seeks.append((tp, offset))
+
+    consumer = Consumer()
+    positions = rewind(consumer, [batch2, batch1])
+    assert positions == {TP("events", 0): 10, TP("events", 1): 4}
+    assert sorted(consumer.seeks) == sorted(positions.items())

@@ -1,0 +1,66 @@
+"""The lean runtime's offset commits: in the background while the loop goes on, in batch
+order, one at a time, and never while the worker may have lost its partitions.
+
+A commit that fails is only logged: the next one covers its offsets too, and without one the
+batch is replayed, its effects being idempotent (service/runtime.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["OffsetCommits"]
+
+log = logging.getLogger("service.runtime")  # (the runtime's lines, as before the split)
+
+
+class OffsetCommits:
+    """`schedule(offsets)` after each completed batch, `last()` before partitions move or the
+    worker stops. `consumer` and `live` are read at each commit: the consumer is started
+    after the runtime is built, and `live` is the group lease (service/fencing.py)."""
+
+    def __init__(self, consumer: Callable[[], Any], live: Callable[[], bool],
+                 heartbeat_age: Callable[[], float | None]) -> None:
+        self._consumer = consumer
+        self._live = live
+        self._heartbeat_age = heartbeat_age
+        self._committing: asyncio.Task[None] | None = None
+
+    async def schedule(self, offsets: dict[Any, int]) -> None:
+        """Commit in the background; in order, one at a time (a crash before it completes
+        replays the batch, whose effects are all durable already)."""
+        previous, self._committing = self._committing, None
+        if previous is not None:
+            await previous  # (never raises: _commit logs its failures)
+        self._committing = asyncio.ensure_future(self._commit(offsets))
+
+    async def last(self) -> None:
+        """Wait for the commit in flight, if any."""
+        committing, self._committing = self._committing, None
+        if committing is None:
+            return
+        try:
+            await committing
+        except Exception as exc:  # (_commit logs its own failures; this is a cancellation)
+            log.warning("last commit failed", extra={"error": type(exc).__name__})
+
+    async def _commit(self, offsets: dict[Any, int]) -> None:
+        from aiokafka.errors import CommitFailedError, IllegalStateError
+
+        if not self._live():  # the partitions may be another worker's by now
+            log.warning("commit skipped: group membership may be lost",
+                        extra={"heartbeat_age_s": self._heartbeat_age()})
+            return
+        try:
+            await asyncio.wait_for(self._consumer().commit(offsets), 30)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # A rebalance took the partitions; the new owner re-reads the batch and, the
+            # effects being idempotent, changes nothing twice.
+            log.warning("commit skipped after a rebalance", extra={"error": type(exc).__name__})
+        except Exception as exc:
+            # The coordinator did not answer: the next commit covers these offsets too, and
+            # without one the batch is replayed, changing nothing twice.
+            log.warning("offset commit failed", extra={"error": type(exc).__name__})
