@@ -177,10 +177,12 @@ def _read_audit(paths: list[str], bad: list[str]) -> Iterable[dict[str, Any]]:
                 bad.append(f"{path}:{number}: not a JSON object")
 
 
-def _replayed(rules: str, log: str, context: str | None) -> list[dict[str, Any]]:
+def _replayed(rules: str, log: str, context: str | None,
+              partitions: int | None = None) -> list[dict[str, Any]]:
     from service.domain.rules import load_rulebook
     from service.replay.reader import LogFile, decode_lines, load_context
     from service.replay.runner import replay_stream
+    from service.settings import load_settings
 
     class _Keep:
         def __init__(self) -> None:
@@ -194,7 +196,8 @@ def _replayed(rules: str, log: str, context: str | None) -> list[dict[str, Any]]
     source = LogFile(log)
     replay_stream(decode_lines(source, lambda record: None, source.label), load_rulebook(rules),
                   context=load_context(context) if context else None,
-                  audit=keep)  # type: ignore[arg-type]
+                  audit=keep,  # type: ignore[arg-type]
+                  partitions=partitions or load_settings().partitions)
     return keep.records
 
 
@@ -208,7 +211,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
                 print("touchflow report: --input needs --rules (the rulebook to replay with)",
                       file=sys.stderr)
                 return 2
-            records: Iterable[dict[str, Any]] = _replayed(args.rules, args.input, args.context)
+            records: Iterable[dict[str, Any]] = _replayed(args.rules, args.input, args.context,
+                                                          args.partitions)
         elif args.audit:
             records = _read_audit(args.audit, bad)
         else:
@@ -243,5 +247,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--rules", "-r", metavar="FILE", help="replay --input with this rulebook")
     parser.add_argument("--input", "-i", metavar="LOG", help="event log to replay")
     parser.add_argument("--context", metavar="FILE", help="reference data for the replay")
+    parser.add_argument("--partitions", type=int, metavar="N", help="the workers' partition "
+                        "count (learned tallies are per partition); default "
+                        "TOUCHFLOW_PARTITIONS")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     parser.set_defaults(handler=_cmd_report)
