@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+import urllib.request
 from typing import Any
 
 from tests.integration.conftest import WorkerEnv, consume, event, produce
@@ -40,6 +41,20 @@ async def _logged(env: WorkerEnv, process: Any, text: str, timeout: float = 30) 
     while text not in env.log_paths[process.pid].read_text():
         assert time.monotonic() < deadline, f"no {text!r} in the log:\n{env.logs()[-3000:]}"
         await asyncio.sleep(0.1)
+
+
+async def _processed(base: str, at_least: int, timeout: float = 30) -> None:
+    """Wait until the worker's metrics count `at_least` events processed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with urllib.request.urlopen(f"{base}/metrics", timeout=2) as response:
+            text = response.read().decode()
+        done = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("touchflow_events_total{"))
+        if done >= at_least:
+            return
+        assert time.monotonic() < deadline, f"only {done} events processed"
+        await asyncio.sleep(0.01)
 
 
 async def _reports(env: WorkerEnv, tag: str, timeout: float = 40) -> dict[str, float]:
@@ -68,8 +83,8 @@ async def test_a_worker_paused_past_its_session_timeout_rolls_nothing_back(
     first = worker_env.start_worker("a")
     await _logged(worker_env, first, "worker started")  # its topics exist
     await produce(bootstrap, worker_env.topic("events"), _pings())  # while A joins the group
-    worker_env.wait_ready(first)
-    await asyncio.sleep(0.2)
+    base = worker_env.wait_ready(first)
+    await _processed(base, at_least=len(CUSTOMERS) * 5)
     first.send_signal(signal.SIGSTOP)  # in the backlog: batches in flight
     paused = time.monotonic()
     try:
