@@ -94,7 +94,11 @@ class Metrics:
         self.context_late = Counter(
             "touchflow_context_late_records", "Context records valid from a time before an "
             "event this worker had already decided: those decisions did not see them, replay "
-            "will (publish reference data before the events it governs).", registry=r)
+            "will. kind=reference: stock and other reference data (publish it before the "
+            "events it governs); kind=signal: fired signals' pauses, late by nature.",
+            ["kind"], registry=r)
+        for kind in ("reference", "signal"):
+            self.context_late.labels(kind)
         self.learning_late = Gauge(
             "touchflow_learning_late_responses", "Responses dated more than one epoch before "
             "a decision already made on their partition (they count from then on), per "

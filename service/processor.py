@@ -117,7 +117,7 @@ class Processor:
         learning = rulebook.policy.learning
         self._refresh_ms = learning.refresh if learning is not None else None
         self.learning: dict[int, LearningState] = {}
-        self._context_late = self.context.late
+        self._context_late = (self.context.late, self.context.late_signals)
 
     # -- partitions -------------------------------------------------------------------------
 
@@ -481,9 +481,12 @@ class Processor:
     def _observe_late(self, metrics: Metrics, partitions: Mapping[int, Any]) -> None:
         """Context records and responses that arrived after decisions they should have
         informed (the only ways a live decision can differ from replay's)."""
-        late = self.context.late
-        if late > self._context_late:
-            metrics.context_late.inc(late - self._context_late)
+        late = (self.context.late, self.context.late_signals)
+        if late != self._context_late:
+            for kind, now, before in zip(("reference", "signal"), late, self._context_late,
+                                         strict=True):
+                if now > before:
+                    metrics.context_late.labels(kind).inc(now - before)
             self._context_late = late
         for partition in partitions:
             tallies = self.learning.get(partition)

@@ -11,7 +11,9 @@ dated before a key's first version reads the key as absent; once versions were d
 event dated before the oldest kept one reads that version (the closest known value).
 A record whose `valid_from` lies before the newest event time already decided (`decided_ms`,
 set by the worker) arrived *late*: decisions already made did not see it, replay will. Such
-records are counted in `late` (a metric), the only way live and replay can differ on context.
+records are counted in `late` (a metric), the only way live and replay can differ on context;
+a fired signal's pause (key `signal:...`) is late by nature (it is published after the event
+that fired it) and is counted apart, in `late_signals`.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ class ContextTable:
     """Per key, `[valid_from_ms, ...]` and the values in the same order; `latest` holds each
     key's newest version (what events newer than every version read, the common case)."""
 
-    __slots__ = ("_froms", "_pruned", "_values", "decided_ms", "late", "latest", "max_versions",
-                 "newest_from")
+    __slots__ = ("_froms", "_pruned", "_values", "decided_ms", "late", "late_signals", "latest",
+                 "max_versions", "newest_from")
 
     def __init__(self, max_versions: int = DEFAULT_MAX_VERSIONS) -> None:
         if max_versions < 1:
@@ -45,6 +47,7 @@ class ContextTable:
         self.newest_from = BEGINNING  # the newest valid_from of any version
         self.decided_ms = BEGINNING  # the newest event time decided so far (the worker's)
         self.late = 0
+        self.late_signals = 0
 
     @classmethod
     def of(cls, values: Mapping[str, Any]) -> ContextTable:
@@ -63,13 +66,17 @@ class ContextTable:
         other.latest = dict(self.latest)
         other.newest_from, other.decided_ms, other.late = \
             self.newest_from, self.decided_ms, self.late
+        other.late_signals = self.late_signals
         return other
 
     def put(self, key: str, value: Any, valid_from_ms: int = BEGINNING) -> None:
         """Record that `key` holds `value` from `valid_from_ms` on (None: absent from then).
         A second record for the same key and instant replaces the first (last writer wins)."""
         if valid_from_ms < self.decided_ms:
-            self.late += 1
+            if key.startswith("signal:"):
+                self.late_signals += 1
+            else:
+                self.late += 1
         froms = self._froms.get(key)
         if froms is None:
             froms = self._froms[key] = []

@@ -14,7 +14,7 @@ from service.logs import ConsoleFormatter, JsonFormatter, configure_logging
 from service.metrics import Metrics
 
 _ALLOWED_LABELS = {"channel", "type", "outcome", "action", "reason", "clock", "topic",
-                   "partition", "agent", "version"}
+                   "partition", "agent", "version", "kind"}
 
 
 def test_metric_names_follow_conventions_and_labels_are_bounded() -> None:
