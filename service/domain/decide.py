@@ -92,8 +92,8 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
     ts = event.ts_ms
     newest = profile.newest_ms
     horizon = newest - rulebook.max_lateness
-    if profile.floor_ms > horizon:
-        horizon = profile.floor_ms
+    if profile.floor_ms >= horizon:  # at the floor's millisecond too (see profile.py)
+        horizon = profile.floor_ms + 1
     if ts < horizon:  # too late to be sure it is new (or to count in its windows)
         if etype == "consent_changed":  # last writer by event time: safe to apply late
             profile.remember(digest, ts, rulebook.remember_events)

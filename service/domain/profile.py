@@ -4,19 +4,23 @@ Idempotence. A profile remembers the ids of the last `remember_events` events ap
 (`event_digest`: an 8-byte XXH3 digest of each id, with the event's time; idring.py), so a
 redelivered event is recognised and changes nothing. When an id is forgotten (pushed out by
 newer arrivals), its event time raises `floor_ms`, the newest event time ever forgotten. An
-event that is not remembered but whose time lies *before* `floor_ms` cannot be told apart from
-a forgotten redelivery, so it is treated as a duplicate too ("too late to be sure"): an event
-is applied at most once, always. Any event newer than `floor_ms` (in practice: later than
-about the last `remember_events` events of this customer) is applied, also when it is older
-than the newest one seen, and counts in the windows it belongs to. Exactness caveat: a
-forgotten event whose time equals `floor_ms` to the millisecond would be applied again.
+event that is not remembered but whose time lies at or *before* `floor_ms` cannot be told
+apart from a forgotten redelivery, so it is treated as a duplicate too ("too late to be
+sure"): an event is applied at most once, always. Any event newer than `floor_ms` (in
+practice: later than about the last `remember_events` events of this customer) is applied,
+also when it is older than the newest one seen, and counts in the windows it belongs to.
+The floor's own millisecond counts as forgotten: when it counted as new, a redelivery of the
+event at the floor was applied again, which forgot the next-oldest id, whose time became the
+floor, and so on: a takeover in a long backlog applied `remember_events + 1` events twice.
+The price: a genuinely new event at exactly the millisecond of a forgotten one is dropped (a
+customer sending more than `remember_events` events within one millisecond).
 
 Serialised form (`to_bytes`): orjson of a dict with `"v": 2` and short keys, the id ring as
 base64 of its buffer (per id, the digest and a little-endian int64 time); unknown versions are
 refused by `from_bytes` with a `ProfileFormatError`. Version 1 (ids digested with BLAKE2b,
 0.36 us per event against XXH3's 0.05) is still read: its digests cannot be compared with new
-ones, so they are dropped and `floor_ms` moves just past the newest of their times, which
-makes every event up to that time "too late to be sure" - a redelivery of an event from before
+ones, so they are dropped and `floor_ms` moves to the newest of their times, which makes
+every event up to that time "too late to be sure" - a redelivery of an event from before
 the upgrade is skipped, never applied twice.
 """
 
@@ -109,7 +113,7 @@ class Profile:
 
     def has_applied(self, digest: bytes, ts_ms: int) -> bool:
         """True if this event (by id digest) was applied, or is too old to be sure it was not."""
-        return self.seen.has(digest) or ts_ms < self.floor_ms
+        return self.seen.has(digest) or ts_ms <= self.floor_ms
 
     def remember(self, digest: bytes, ts_ms: int, limit: int) -> None:
         """Record an applied event id, forgetting the oldest arrivals beyond `limit`."""
@@ -220,7 +224,7 @@ class Profile:
             if ring:
                 newest = max(int.from_bytes(ring[start + 8:start + _V1_ENTRY], "big")
                              for start in range(0, len(ring), _V1_ENTRY))
-                profile.floor_ms = max(profile.floor_ms, newest + 1)
+                profile.floor_ms = max(profile.floor_ms, newest)  # (the floor is inclusive)
         elif ring:
             profile.seen = IdRing.from_stored(ring)
         profile.sref_ms = int(raw.get("sr", -1))

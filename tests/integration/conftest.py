@@ -226,3 +226,35 @@ def event(event_id: str, customer: str, etype: str, *, channel: str = "web",
         "event_id": event_id, "occurred_at": at, "channel": channel, "type": etype,
         "identity": {"customer_id": customer}, "properties": properties,
     })
+
+
+async def processed_at_least(base: str, at_least: int, timeout: float = 60) -> None:
+    """Wait until the worker at `base` (its metrics URL root) counts `at_least` events."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with urllib.request.urlopen(f"{base}/metrics", timeout=2) as response:
+            text = response.read().decode()
+        done = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("touchflow_events_total{"))
+        if done >= at_least:
+            return
+        assert time.monotonic() < deadline, f"only {done} events processed"
+        await asyncio.sleep(0.01)
+
+
+async def report_scores(env: WorkerEnv, customers: list[str], tag: str,
+                        timeout: float = 60) -> dict[str, float]:
+    """Send one `report` per customer (tests/data/rulebook.yaml); the score each
+    `score_report` action carries, by customer."""
+    bootstrap = env.broker.bootstrap
+    await produce(bootstrap, env.topic("events"), [
+        event(f"{c}-{tag}", c, "report", at="2026-03-03T00:00:00Z") for c in customers])
+    wanted = {f"{c}-{tag}" for c in customers}
+    deadline = time.monotonic() + timeout
+    actions: list[Any] = []
+    while time.monotonic() < deadline:
+        actions = await consume(bootstrap, env.topic("actions"), count=10**9, timeout=1.5)
+        if wanted <= {a["trigger_event_id"] for a in actions}:
+            break
+    return {a["customer_id"]: float(a["payload"]["pings"]) for a in actions
+            if a["trigger_event_id"] in wanted}

@@ -19,10 +19,15 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-import urllib.request
 from typing import Any
 
-from tests.integration.conftest import WorkerEnv, consume, event, produce
+from tests.integration.conftest import (
+    WorkerEnv,
+    event,
+    processed_at_least,
+    produce,
+    report_scores,
+)
 
 # A backlog of 16,000 pings the worker takes a second or more to work through; 40 a customer,
 # fewer than a profile remembers event ids of (64), so redelivered ones are always recognised.
@@ -43,36 +48,6 @@ async def _logged(env: WorkerEnv, process: Any, text: str, timeout: float = 30) 
         await asyncio.sleep(0.1)
 
 
-async def _processed(base: str, at_least: int, timeout: float = 30) -> None:
-    """Wait until the worker's metrics count `at_least` events processed."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with urllib.request.urlopen(f"{base}/metrics", timeout=2) as response:
-            text = response.read().decode()
-        done = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("touchflow_events_total{"))
-        if done >= at_least:
-            return
-        assert time.monotonic() < deadline, f"only {done} events processed"
-        await asyncio.sleep(0.01)
-
-
-async def _reports(env: WorkerEnv, tag: str, timeout: float = 40) -> dict[str, float]:
-    """Send one `report` per customer; the score each `score_report` action carries."""
-    bootstrap = env.broker.bootstrap
-    await produce(bootstrap, env.topic("events"), [
-        event(f"{c}-{tag}", c, "report", at="2026-03-03T00:00:00Z") for c in CUSTOMERS])
-    wanted = {f"{c}-{tag}" for c in CUSTOMERS}
-    deadline = time.monotonic() + timeout
-    actions: list[Any] = []
-    while time.monotonic() < deadline:
-        actions = await consume(bootstrap, env.topic("actions"), count=10**9, timeout=1.5)
-        if wanted <= {a["trigger_event_id"] for a in actions}:
-            break
-    return {a["customer_id"]: float(a["payload"]["pings"]) for a in actions
-            if a["trigger_event_id"] in wanted}
-
-
 async def test_a_worker_paused_past_its_session_timeout_rolls_nothing_back(
         worker_env: WorkerEnv) -> None:
     """A worker stopped in a backlog for longer than its session timeout, while a second one
@@ -84,13 +59,13 @@ async def test_a_worker_paused_past_its_session_timeout_rolls_nothing_back(
     await _logged(worker_env, first, "worker started")  # its topics exist
     await produce(bootstrap, worker_env.topic("events"), _pings())  # while A joins the group
     base = worker_env.wait_ready(first)
-    await _processed(base, at_least=len(CUSTOMERS) * 5)
+    await processed_at_least(base, at_least=len(CUSTOMERS) * 5)
     first.send_signal(signal.SIGSTOP)  # in the backlog: batches in flight
     paused = time.monotonic()
     try:
         second = worker_env.start_worker("b")
         worker_env.wait_ready(second)
-        middle = await _reports(worker_env, "mid")  # B owns every partition by now
+        middle = await report_scores(worker_env, CUSTOMERS, "mid")  # B owns every partition by now
         assert middle == dict.fromkeys(CUSTOMERS, float(PINGS + 1)), worker_env.logs()[-3000:]
         assert time.monotonic() - paused > 6.0, "paused for less than the session timeout"
     finally:
@@ -103,7 +78,7 @@ async def test_a_worker_paused_past_its_session_timeout_rolls_nothing_back(
             break
         await asyncio.sleep(0.2)
     assert worker_env.stop(second) == 0  # A takes every partition, recovered from the changelog
-    final = await _reports(worker_env, "end")
+    final = await report_scores(worker_env, CUSTOMERS, "end")
     assert final == dict.fromkeys(CUSTOMERS, float(PINGS + 2)), worker_env.logs()[-4000:]
     text = first_log.read_text()
     assert "batches in flight abandoned" in text, "A had batches in flight; it must say so"

@@ -202,7 +202,7 @@ def test_version_1_profile_is_read_and_skips_pre_upgrade_redeliveries(
         b"\x01" * 8 + ts.to_bytes(6, "big") for ts in profile.seen.times())).decode()
     old = Profile.from_bytes(orjson.dumps(raw))
     assert old.scores == profile.scores and old.traits == profile.traits
-    assert not old.seen and old.floor_ms == max(profile.seen.times()) + 1
+    assert not old.seen and old.floor_ms == max(profile.seen.times())  # inclusive floor
     for view in views:
         again = decide(old, view, {}, book)
         assert again.duplicate and again.profile is not None
@@ -248,3 +248,23 @@ def test_actions_needing_a_pattern_are_skipped_only_when_it_did_not_fire(
     outcomes = run_events(book, views).outcomes
     assert [a["action"] for a in outcomes[0][1].actions] == ["calm"]
     assert sorted(a["action"] for a in outcomes[1][1].actions) == ["burst", "either"]
+
+
+def test_redelivering_a_long_history_applies_nothing_twice(
+    book: Rulebook, event: EventFactory,
+) -> None:
+    """200 events of one customer, then all of them again (a takeover redelivering a long
+    backlog): every redelivery is a duplicate. When the floor's own millisecond counted as
+    new, the event at the floor was applied again, forgot the next id, whose time became the
+    floor, and so on: remember_events + 1 events counted twice (found by a SIGKILL takeover
+    in a 1,000-event-per-customer backlog: scores 1066 instead of 1001)."""
+    views = [event("product_viewed", at=f"2026-03-02T10:{i // 60:02d}:{i % 60:02d}+00:00")
+             for i in range(200)]
+    profile = run_events(book, views).profiles["customer_id:c-1"]
+    assert profile is not None
+    stored = profile.to_bytes()
+    again = Profile.from_bytes(stored)
+    for view in views:
+        outcome = decide(again, view, {}, book)
+        assert outcome.duplicate, view.event_id
+    assert again.to_bytes() == stored
