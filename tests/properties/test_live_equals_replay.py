@@ -304,12 +304,14 @@ class LiveEqualsReplay(RuleBasedStateMachine):
 
     @rule(partition=st.integers(0, PARTITIONS - 1))
     def rebalance(self, partition: int) -> None:
-        """The partition moves to the other worker (its failed batch, if any, is dropped)."""
+        """The partition moves to the other worker. The old owner's failed batches are dropped
+        and every partition they held is consumed again from its committed offset (as the
+        runtime seeks back), not only the one that moved."""
         old = self.owner[partition]
         new = 1 - old
-        self.retry.pop(old, None)
+        dropped = self.retry.pop(old, [])
         self.run(self.workers[old].revoke({partition}))
-        self._rewind({partition})
+        self._rewind({partition} | {m.partition for batch in dropped for m in batch})
         self.owner[partition] = new
         self.run(self.workers[new].assign({partition}))
 

@@ -19,3 +19,16 @@ def test_a_restock_valid_after_an_event_is_not_in_force_for_it() -> None:
     state.deliver(commit=False, count=11, fail=None, mix=[], partition=0)
     state.restock(ahead_s=1, sku="sku-2", stock=2)
     state.teardown()
+
+
+def test_failed_pipelined_batches_dropped_by_a_rebalance_are_consumed_again() -> None:
+    """A pipelined pair of batches (partitions 0 and 2) fails on its first shipment, then
+    partition 0 moves: the second batch's erasure must be consumed again from the committed
+    offset (the model dropped it, so its audit record, shipped before the failure, had no
+    counterpart in replay)."""
+    state = LiveEqualsReplay()
+    state.stock_from_the_start(stock=0)
+    state.erase(identity={"anonymous_id": "a2"}, step_s=0)
+    state.deliver_pipelined(commit=False, counts=(1, 1), fail=(1, "lost"), first=0, second=2)
+    state.rebalance(partition=0)
+    state.teardown()
