@@ -266,25 +266,39 @@ class LiveEqualsReplay(RuleBasedStateMachine):
                                self._take(second, counts[1], [])) if b]
         if not batches:
             return
+        failing = None
         if fail is not None:
-            self.broker.fail_plan[self.broker.shipments + fail[0]] = fail[1]
+            failing = self.broker.shipments + fail[0]
+            self.broker.fail_plan[failing] = fail[1]
         processor = self.workers[worker]
         done = 0
+        changelog_of: list[int] = []  # the shipment that carried each batch's changelog
 
         async def pipeline() -> None:
             nonlocal done
             begun = [await processor.begin(batch) for batch in batches]
             for pending, batch in zip(begun, batches, strict=True):
                 await processor.send_changelog(pending)
+                changelog_of.append(self.broker.shipments)
                 await processor.complete(pending)
                 self._done(batch, commit)
                 done += 1
 
+        landed_before = len(self.broker.landed)
         try:
             self.run(pipeline())
         except OSError:
             processor.abandon()
             self.retry[worker] = batches[done:]
+            # What the abandoned batches shipped before the failure stays on the broker; if
+            # they are not retried as they were (a crash, a rebalance), it is the remainder.
+            self.broker.uncertain.update((m.topic, m.value)
+                                         for m in self.broker.landed[landed_before:])
+            if fail is not None and fail[1] == "landed" and failing in changelog_of[done:]:
+                # Its changelog landed (the acknowledgement was lost): a worker that crashes
+                # now recovers the batch's effects, so replay must have applied it here; if
+                # the batch is retried instead, the retry applies nothing twice.
+                self.history.extend(batches[changelog_of.index(failing)])
         self.broker.fail_plan.clear()
 
     def _rewind(self, partitions: set[int]) -> None:
