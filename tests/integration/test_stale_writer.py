@@ -29,8 +29,8 @@ from tests.integration.conftest import (
     report_scores,
 )
 
-# A backlog of 16,000 pings the worker takes a second or more to work through; 40 a customer,
-# fewer than a profile remembers event ids of (64), so redelivered ones are always recognised.
+# A backlog of 16,000 pings the worker takes a second or more to work through, 40 a customer
+# (longer per-customer backlogs: test_takeover_backlog.py).
 CUSTOMERS = [f"s-{n:03d}" for n in range(400)]
 PINGS = 40
 
