@@ -79,4 +79,3 @@ class PendingBatch:
     last_sent: dict[int, Awaitable[int]] = field(default_factory=dict)
     acks: asyncio.Future[Any] | None = None  # what must be acknowledged before the next step
     acked_at: float | None = None  # when the output was (the event-to-action clock)
-    learning: Any = None  # the learned propensities before it (Processor.abandon)

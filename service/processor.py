@@ -38,7 +38,7 @@ from service.domain.context_table import ContextTable
 from service.domain.learning import LearningState
 from service.domain.profile import Profile
 from service.domain.rules import Rulebook
-from service.domain.step import Control, step_control, step_event
+from service.domain.step import Control, event_context, step_control, step_event
 from service.fencing import GENERATION_HEADER, stamp
 from service.identity_control import CONTROL_HEADER, control_kind
 from service.partitioning import partition_for_key
@@ -333,8 +333,7 @@ class Processor:
         stores = self._stores
         caches = {partition: self._cached(partition) for partition in changed}
         rulebook, signals = self.rulebook, self._signal_specs
-        learning = self.learning
-        as_of = self.context.as_of
+        learning, table = self.learning, self.context
         newest_ts = self.context.decided_ms
         channel_topics = self.settings.channel_topics
         counted = batch.decisions if self.metrics is not None else None
@@ -366,7 +365,7 @@ class Processor:
             if ts > newest_ts:
                 newest_ts = ts
             tallies = learning.get(partition)
-            context = as_of(ts) if tallies is None else tallies.context(ts, as_of(ts))
+            context = event_context(table, tallies, ts)
             used.append(context)
             try:
                 outcome = step_event(profile, key.decode(), event, context, rulebook, signals)

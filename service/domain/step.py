@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 
 from schemas.codec import dumps, loads
 from schemas.event import Event
+from service.domain.context_table import ContextTable
 from service.domain.decide import Effects, Outcome, decide
 from service.domain.identity import (
     MAX_LINKS,
@@ -38,6 +39,7 @@ from service.domain.identity import (
     plan_link,
     refusal_record,
 )
+from service.domain.learning import LearningState
 from service.domain.profile import Profile
 from service.domain.rules import Rulebook
 from service.domain.signals import SignalSpec
@@ -47,6 +49,7 @@ __all__ = [
     "Control",
     "ControlResult",
     "Effects",
+    "event_context",
     "step_control",
     "step_event",
 ]
@@ -89,6 +92,15 @@ def _control(kind: str, target: str, canonical: str, event_id: str, occurred_at:
     body = {"alias": target, "canonical": canonical, "event_id": event_id,
             "occurred_at": occurred_at, **extra}
     return Control(kind, target, dumps(body))
+
+
+def event_context(table: ContextTable, tallies: LearningState | None,
+                  ts_ms: int) -> Mapping[str, Any]:
+    """What a decision at event time `ts_ms` reads: the reference data in force then, plus
+    the learned counts of the profile's partition (None: the rulebook does not learn)."""
+    # ContextTable.as_of's fast path, inlined: this is every event's path
+    base = table.latest if ts_ms >= table.newest_from else table.as_of(ts_ms)
+    return base if tallies is None else tallies.context(ts_ms, base)
 
 
 def step_event(profile: Profile | None, key: str, event: Event, context: Mapping[str, Any],

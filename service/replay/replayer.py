@@ -30,7 +30,13 @@ from service.domain.learning import LearningState
 from service.domain.profile import Profile
 from service.domain.rules import Rulebook
 from service.domain.signals import SignalState
-from service.domain.step import Control, ControlResult, step_control, step_event
+from service.domain.step import (
+    Control,
+    ControlResult,
+    event_context,
+    step_control,
+    step_event,
+)
 from service.partitioning import partition_for_key
 from service.settings import Settings
 
@@ -93,12 +99,8 @@ class Replayer:
         profiles = self.profiles
         profile = profiles.get(key)
         ts = event.ts_ms
-        table = self.context
-        context = table.latest if ts >= table.newest_from else table.as_of(ts)
-        tallies = None
-        if self._refresh_ms is not None:
-            tallies = self._tallies(key)
-            context = tallies.context(ts, context)
+        tallies = self._tallies(key) if self._refresh_ms is not None else None
+        context = event_context(self.context, tallies, ts)
         before = profile.clone() if profile is not None and key in self.risky else None
         try:
             outcome = step_event(profile, text if text is not None else key.decode(), event,
@@ -155,15 +157,6 @@ class Replayer:
             result = self.apply_control(control.target.encode(), control.kind, control.body)
             decisions.extend(result.decisions)
             queue.extend(result.controls)
-
-    def resolve(self, key: str) -> str:
-        """The profile key events under `key` are applied to (following merges)."""
-        for _ in range(8):
-            profile = self.profiles.get(key.encode())
-            if profile is None or profile.redirect is None:
-                return key
-            key = profile.redirect
-        return key
 
     # -- cross-customer state ----------------------------------------------------------------
 
