@@ -118,7 +118,10 @@ class DecisionRecord(BaseModel):
 
 
 class DeadLetter(BaseModel):
-    """A rejected message on `<prefix>.deadletter`: the original bytes and why."""
+    """A rejected message on `<prefix>.deadletter`: where it came from, why, and the message
+    without personal data (service/deadletter.py): identifiers and detected e-mail addresses
+    and phone numbers replaced by `[redacted:<kind>:<digest>]`, salted digests
+    (HMAC-SHA256 with TOUCHFLOW_PII_SALT, 16 hex characters)."""
 
     model_config = ConfigDict(extra="allow", frozen=True, title="DeadLetter")
 
@@ -128,7 +131,16 @@ class DeadLetter(BaseModel):
     partition: int
     offset: int
     timestamp_ms: int | None = None
-    key_b64: str | None = None
-    value_b64: str = Field(description="The original message value, base64.")
-    value_truncated: bool = False
+    key_digest: str | None = Field(
+        None, pattern=r"^[0-9a-f]{16}$",
+        description="Salted digest of the message's Kafka key (a customer identifier); also "
+        "the dead letter's own key.")
+    value_bytes: int = Field(ge=0, description="Length of the original message value.")
+    value_digest: str = Field(pattern=r"^[0-9a-f]{16}$",
+                              description="Salted digest of the original message value.")
+    value: dict[str, Any] | None = Field(
+        None, description="The message as a JSON object, redacted: identity values, detected "
+        "personal data and unknown top-level fields replaced by markers. Null when the message "
+        "was not a JSON object, larger than 256 KiB, or an identity control record.")
+    value_redacted: int = Field(0, ge=0, description="How many values `value` had replaced.")
     worker: str | None = None

@@ -24,6 +24,7 @@ import faust
 from service.context import ContextReader
 from service.domain.rules import Rulebook, load_rulebook
 from service.health import Readiness
+from service.logs import error_summary
 from service.metrics import Metrics
 from service.processor import Message, Processor
 from service.settings import Settings
@@ -207,7 +208,7 @@ async def _process_with_retry(
             readiness.mark_crashed(agent, type(exc).__name__)
             log.error(
                 "batch failed, retrying",
-                extra={"agent": agent, "error": repr(exc), "retry_in_s": delay,
+                extra={"agent": agent, "error": error_summary(exc), "retry_in_s": delay,
                        "events": len(batch)},
             )
             await asyncio.sleep(delay)

@@ -14,11 +14,24 @@ from typing import Any
 
 from schemas.codec import dumps
 
-__all__ = ["ConsoleFormatter", "JsonFormatter", "configure_logging"]
+__all__ = ["ConsoleFormatter", "JsonFormatter", "configure_logging", "error_summary"]
 
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message", "asctime", "taskName"}
 _QUIET = ("aiokafka", "kafka", "faust", "mode", "aiohttp.access", "asyncio")
+
+
+def error_summary(exc: BaseException) -> str:
+    """An exception as its type and where it was raised (`KeyError at processor.py:312`),
+    without its message: a message may quote the data it failed on, e.g. a customer key."""
+    frame = None
+    tb = exc.__traceback__
+    while tb is not None:
+        frame, tb = tb, tb.tb_next
+    if frame is None:
+        return type(exc).__name__
+    name = frame.tb_frame.f_code.co_filename.rsplit("/", 1)[-1]
+    return f"{type(exc).__name__} at {name}:{frame.tb_lineno}"
 
 
 def _context(record: logging.LogRecord) -> dict[str, Any]:

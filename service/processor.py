@@ -23,7 +23,6 @@ is safe).
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 from collections import deque
@@ -34,6 +33,7 @@ from schemas.codec import dumps
 from schemas.event import Event, EventError, decode_event
 from service.batch import BatchStats, Message, PendingBatch, Record
 from service.batch_metrics import BatchMetrics
+from service.deadletter import dead_letter, pii_salt
 from service.domain.context_table import ContextTable
 from service.domain.learning import LearningState
 from service.domain.profile import Profile
@@ -55,7 +55,6 @@ if TYPE_CHECKING:
 __all__ = ["BatchStats", "Message", "PendingBatch", "Processor", "Record"]
 
 log = logging.getLogger(__name__)
-_DLQ_VALUE_LIMIT = 256 * 1024
 _CORE_TYPES = frozenset(
     {"identified", "consent_changed", "erasure_requested", "action_response"}
 )
@@ -88,6 +87,7 @@ class Processor:
         fence: Callable[[], int | None] | None = None,
     ) -> None:
         self.settings = settings
+        self._salt = pii_salt(settings)  # of the digests in dead letters
         # Called before a batch's changelog records are sent: raises if this worker may have
         # lost its partitions, else names the group generation to stamp on them (None: no
         # stamp). The lean runtime sets it (service/fencing.py); Faust's passes none.
@@ -581,21 +581,9 @@ class Processor:
         return stats
 
     async def _dead_letter(self, message: Record, reason: str, error: str) -> None:
-        value = message.value or b""
-        record = {
-            "reason": reason,
-            "error": error,
-            "topic": message.topic,
-            "partition": message.partition,
-            "offset": message.offset,
-            "timestamp_ms": message.timestamp,
-            "key_b64": base64.b64encode(message.key).decode() if message.key else None,
-            "value_b64": base64.b64encode(value[:_DLQ_VALUE_LIMIT]).decode(),
-            "value_truncated": len(value) > _DLQ_VALUE_LIMIT,
-            "value_bytes": len(value),
-            "worker": self.settings.app_id,
-        }
-        await self.sink.send(self.topics.deadletter, message.key, dumps(record))
+        """Send a dead letter without personal data or identifiers (service/deadletter.py)."""
+        key, value = dead_letter(message, reason, error, self._salt, self.settings.app_id)
+        await self.sink.send(self.topics.deadletter, key, value)
         log.warning(
             "dead-lettered a message",
             extra={"reason": reason, "error": error, "topic": message.topic,

@@ -31,6 +31,7 @@ from typing import Any
 
 from service.commits import OffsetCommits
 from service.fencing import AssignmentLost, GroupLease, rewind
+from service.logs import error_summary
 from service.processor import PendingBatch, Processor, Record
 from service.settings import Settings
 from service.sink import BatchingKafkaSink, Sink
@@ -333,7 +334,7 @@ class KafkaRuntime:
         if self.readiness is not None:
             self.readiness.mark_crashed("worker", type(exc).__name__)
         log.error("batch failed; retrying (effects are idempotent)",
-                  extra={"error": repr(exc), "retry_in_s": delay, "events": events})
+                  extra={"error": error_summary(exc), "retry_in_s": delay, "events": events})
 
     async def _process_with_retry(self, messages: Sequence[Record]) -> bool:
         """Process a batch, retrying with backoff; False if the worker was asked to stop

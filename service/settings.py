@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     ssl_cafile: Path | None = None
+    # Salt of the digests that stand for identifiers and personal data in dead letters
+    # (service/deadletter.py); unset: a random salt per process, with a start-up warning.
+    pii_salt: SecretStr | None = None
 
     @field_validator("broker")
     @classmethod
@@ -138,7 +141,7 @@ def _explain(error: ValidationError) -> str:
     if first["type"] == "literal_error":
         expected = message.removeprefix("Input should be ")
         message = f"must be {expected}"
-    shown = "" if "password" in name else f"={given!r}"
+    shown = "" if "password" in name or "salt" in name else f"={given!r}"
     if isinstance(given, dict):
         shown = ""
     return f"{variable}{shown} is not valid: {message}."
