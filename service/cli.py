@@ -1,4 +1,5 @@
-"""The `touchflow` command line: dev, worker, simulate, replay, rules check, schemas export.
+"""The `touchflow` command line: dev, worker, simulate, replay, rules check, schemas export,
+profile show|export.
 
 Every expected failure (bad setting, bad rulebook, unreachable broker, unwritable data
 directory) ends with one readable sentence on stderr and a non-zero exit code, no traceback.
@@ -16,7 +17,7 @@ __all__ = ["main"]
 
 Handler = Callable[[argparse.Namespace], int]
 # Subcommands contributed by their own modules: each has register(subparsers).
-_PLUGINS = ("service.simulator", "service.replay.command", "service.report")
+_PLUGINS = ("service.simulator", "service.replay.command", "service.report", "service.access")
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
