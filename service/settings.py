@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     ssl_cafile: Path | None = None
+    tombstone_margin_s: int = Field(
+        7 * 86_400, ge=0, le=10 * 365 * 86_400,
+        description="Erasure tombstones are kept until the partition's event time passes the "
+        "erasure by the rulebook's max lateness plus this margin (seconds)",
+    )
 
     @field_validator("broker")
     @classmethod
