@@ -428,6 +428,8 @@ class Processor:
                 stats.ignored += 1
                 event_counts[(event.channel, event.type, "ignored")] += 1
                 await self._audit(outcome.decisions, counted, stats)
+                for control in effects.controls:
+                    await self._send_control(control)
                 continue
             stats.processed += 1
             event_counts[(event.channel, event.type, "processed")] += 1

@@ -147,9 +147,18 @@ def step_event(profile: Profile | None, key: str, event: Event, context: Mapping
 
 def _ignored(profile: Profile | None, key: str, event: Event, erased_ms: int,
              rulebook: Rulebook) -> Outcome:
+    """An event dated at or before its customer's erasure: audited, nothing else; but a
+    login names identifiers that were the erased customer's then, and they are erased too
+    (`claimed`: also when they hold a profile of their own, never linked)."""
     outcome = Outcome(profile, (), [ignored_record(
         key, "event", event.event_id, event.occurred_at, erased_ms, rulebook)], False)
-    _effects(outcome).ignored = True
+    effects = _effects(outcome)
+    effects.ignored = True
+    if event.type == "identified":
+        effects.controls = [
+            _control("erase", alias, key, event.event_id, event.occurred_at, event.ts_ms,
+                     via=[key], erased_ms=erased_ms, claimed=True)
+            for alias in alias_keys(event)]
     return outcome
 
 
@@ -166,11 +175,8 @@ def _erase(outcome: Outcome, profile: Profile | None, key: str, event: Event,
     effects.notice = erasure_notice(key, [key, *links], erased_ms, event.event_id,
                                     event.occurred_at)
     if links:
-        via = [key, *links]
-        effects.controls = [
-            _control("erase", alias, key, event.event_id, event.occurred_at, event.ts_ms,
-                     via=via, erased_ms=erased_ms)
-            for alias in links]
+        effects.controls = _erase_all(links, key, event.event_id, event.occurred_at,
+                                      event.ts_ms, [key, *links], erased_ms)
 
 
 def _request_links(profile: Profile, event: Event, rulebook: Rulebook, outcome: Outcome) -> None:
@@ -206,11 +212,21 @@ def step_control(profile: Profile | None, key: str, kind: str, value: bytes | No
     if kind == "erase":
         # The alias of an erased profile forgets too: when it redirects to any key of that
         # profile (`via`: the profile's key and every identifier linked into it).
+        # A login dated before the erasure `claimed` the alias for the erased customer: its
+        # own profile (never linked) is erased too, unless it belongs to another customer.
         via = body.get("via")
         keys = set(via) if isinstance(via, list) else {canonical}
-        if profile is not None and profile.redirect is not None and profile.redirect in keys:
-            result = ControlResult(None, True)
-            result.tombstone = max(int(body.get("erased_ms", ts_ms)), profile.erased_ms)
+        redirect = profile.redirect if profile is not None else None
+        if redirect in keys if redirect is not None else bool(body.get("claimed")):
+            result = ControlResult(None, profile is not None)
+            erased_ms = max(int(body.get("erased_ms", ts_ms)),
+                            profile.erased_ms if profile is not None else -1,
+                            profile.newest_ms if profile is not None else -1)
+            result.tombstone = erased_ms
+            links = [link for link in profile.links if link not in keys] \
+                if profile is not None else []
+            result.controls = _erase_all(links, key, event_id, occurred_at, ts_ms,
+                                         sorted({*keys, key, *links}), erased_ms)
             return result
         return ControlResult(profile)
     if kind not in ("link", "merge"):
@@ -223,9 +239,12 @@ def step_control(profile: Profile | None, key: str, kind: str, value: bytes | No
         result.decisions.append(ignored_record(key, kind, event_id, occurred_at, barrier,
                                                rulebook))
         result.audit_key = "erased:" + key_digest(key)
-        if kind == "merge":
-            result.controls.append(_control("erase", alias, key, event_id, occurred_at, ts_ms,
-                                            via=[key], erased_ms=barrier))
+        if kind == "merge":  # the alias and what was linked into it were the customer's
+            history = body.get("history")
+            linked = history.get("l") if isinstance(history, dict) else None
+            aliases = [alias, *(str(k) for k in linked)] if isinstance(linked, list) else [alias]
+            result.controls = _erase_all(aliases, key, event_id, occurred_at, ts_ms,
+                                         [key, *aliases], barrier)
         return result
     if profile is None and barrier >= 0:
         profile = Profile(key)  # a fresh start after an erasure: it keeps the erasure time
@@ -234,6 +253,13 @@ def step_control(profile: Profile | None, key: str, kind: str, value: bytes | No
         return _link(profile, alias, canonical, event_id, occurred_at, ts_ms, rulebook)
     return _merge(profile, key, alias, canonical, event_id, occurred_at, ts_ms,
                   body.get("history"), rulebook)
+
+
+def _erase_all(aliases: list[str], key: str, event_id: str, occurred_at: str, ts_ms: int,
+               via: list[str], erased_ms: int) -> list[Control]:
+    """`erase` records for `aliases` of an erased `key` (`via`: every key of the profile)."""
+    return [_control("erase", alias, key, event_id, occurred_at, ts_ms, via=via,
+                     erased_ms=erased_ms) for alias in aliases]
 
 
 def _epoch_ms(occurred_at: str) -> int:

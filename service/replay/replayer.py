@@ -127,8 +127,11 @@ class Replayer:
         effects = outcome.effects
         if outcome.duplicate or (effects is not None and (
                 effects.forward is not None or effects.ignored)):
-            if effects is not None and effects.forward is not None and not self.deliver:
-                self.undelivered.append((effects.forward.encode(), event))
+            if effects is not None and not self.deliver:
+                if effects.forward is not None:
+                    self.undelivered.append((effects.forward.encode(), event))
+                elif effects.controls:
+                    self.undelivered.extend((c.target.encode(), c) for c in effects.controls)
             return outcome
         if tombs is not None:
             tombs.advance(ts, self._tombstone_horizon)
