@@ -84,6 +84,12 @@ class Action(BaseModel):
     expires_at: AwareDatetime
     payload: dict[str, Any] = Field(default_factory=dict)
     experiment: dict[str, str] | None = None
+    legal_basis: Literal["consent", "service", "legitimate_interest"] = Field(
+        "consent", description="Why Touchflow may contact the customer this way: `consent` "
+        "(given for the channel and purpose), `service` (a transactional message, e.g. an "
+        "order status or a delay apology) or `legitimate_interest` (for `purpose`; the "
+        "customer may object).")
+    purpose: str | None = Field(None, description="The purpose the action serves, if named.")
 
 
 class DecisionRecord(BaseModel):
@@ -118,6 +124,12 @@ class DecisionRecord(BaseModel):
         "(treated) or held out by an experiment (holdout)."
     )
     reasons: list[str] = Field(default_factory=list)
+    legal_basis: Literal["consent", "service", "legitimate_interest"] | None = Field(
+        None, description="Why Touchflow may contact the customer this way: `consent` "
+        "(given for the channel and purpose), `service` (a transactional message, e.g. an "
+        "order status or a delay apology) or `legitimate_interest` (for `purpose`; the "
+        "customer may object).")
+    purpose: str | None = Field(None, description="The purpose the action serves, if named.")
 
 
 class ErasedIdentifier(BaseModel):
