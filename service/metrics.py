@@ -8,6 +8,9 @@ outcomes, action ids, reasons, topics and partition numbers, all bounded sets.
 from __future__ import annotations
 
 from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -32,6 +35,10 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        # process_* (resident memory, CPU, open fds), python_info and python_gc_*: the
+        # default registry's collectors, registered on ours too (they read the process).
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(collector)
         self.events = Counter(
             "touchflow_events", "Events consumed, by channel, event type and outcome "
             "(processed, duplicate, deadletter).", ["channel", "type", "outcome"], registry=r)
