@@ -14,7 +14,7 @@ from service.logs import ConsoleFormatter, JsonFormatter, configure_logging
 from service.metrics import Metrics
 
 _ALLOWED_LABELS = {"channel", "type", "outcome", "action", "reason", "clock", "topic",
-                   "partition", "agent", "version", "kind"}
+                   "partition", "agent", "version", "kind", "component"}
 # prometheus_client's process, platform and GC collectors (process_*, python_*): their names
 # and labels describe the interpreter, never a customer.
 _STANDARD = ("process_", "python_")
