@@ -19,6 +19,7 @@ import math
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from schemas.codec import JSONDecodeError, dumps, loads
@@ -205,6 +206,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from service.replay.reader import ReplayInputError
 
     bad: list[str] = []
+    if args.json and args.json != "-" and not Path(args.json).parent.is_dir():
+        print(f"touchflow report: cannot write --json {args.json}: the directory "
+              f"{Path(args.json).parent} does not exist", file=sys.stderr)
+        return 2
     try:
         if args.input:
             if not args.rules:

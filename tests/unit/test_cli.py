@@ -105,6 +105,18 @@ def test_report_json_dash_writes_json_to_stdout(capsys: pytest.CaptureFixture[st
     assert "accept %" in captured.err
 
 
+def test_report_refuses_an_unwritable_json_before_running(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`touchflow report --json /missing/dir/f.json` says so in one sentence, exit 2,
+    before replaying anything (no table printed)."""
+    missing = tmp_path / "missing" / "figures.json"
+    code = main(["report", "--rules", str(EXAMPLE / "rulebook.yaml"),
+                 "--input", str(EXAMPLE / "events.jsonl"), "--json", str(missing)])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert str(missing.parent) in _one_sentence(captured.err)
+
+
 def test_unknown_variables_are_named_with_a_suggestion() -> None:
     """Only TOUCHFLOW_* names no setting reads are reported, each with the closest known
     name when one is close (a misspelling), else none."""
