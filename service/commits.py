@@ -5,8 +5,9 @@ A commit that fails is not retried: the next one covers its offsets too, and wit
 batch is replayed, its effects being idempotent (service/runtime.py). But it shows: each is
 counted in `touchflow_commit_failures_total{reason}`, and after `FAILING_AFTER` failures in a
 row (error or fenced; a rebalance is expected) `/readyz` says commits are failing until one
-succeeds. `committed` holds the last offsets the group took, from which the runtime computes
-the consumer lag, so a worker that cannot commit shows a growing lag too.
+succeeds. `committed` holds the last offsets the group took (without asking the coordinator,
+which may be the one away), from which the runtime computes the consumer lag, so a worker
+that cannot commit shows a growing lag too.
 """
 
 from __future__ import annotations
@@ -38,6 +39,14 @@ class OffsetCommits:
         self._committing: asyncio.Task[None] | None = None
         self.failures = 0  # in a row (error or fenced)
         self.committed: dict[Any, int] = {}  # partition -> last offset the group took
+
+    def taken(self, batch: dict[Any, list[Any]]) -> None:
+        """A batch was fetched: the first batch of a partition since its assignment starts
+        at the group's committed offset (or where the group started reading), which stands
+        for `committed` until this worker commits."""
+        for tp, records in batch.items():
+            if records and tp not in self.committed:
+                self.committed[tp] = records[0].offset
 
     def forget(self, partitions: Any) -> None:
         """Partitions moved: their committed offsets are no longer ours to report."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 import tempfile
@@ -49,7 +50,7 @@ def run_dev(*, rate: float, customers: int, seed: int, metrics_port: int) -> int
     """Run broker + worker + simulator + live action lines until Ctrl-C."""
     from service.embedded import EmbeddedBroker
     from service.logs import configure_logging
-    from service.settings import load_settings
+    from service.settings import load_settings, warn_unknown_variables
     from service.simulator import simulate
     from service.worker import run_worker
 
@@ -71,6 +72,7 @@ def run_dev(*, rate: float, customers: int, seed: int, metrics_port: int) -> int
                 os.environ[name] = value
         settings = load_settings()
         configure_logging("warning", "console")
+        warn_unknown_variables(logging.getLogger("service.dev"), os.environ)
         print(
             "touchflow dev\n"
             f"  broker   {broker.url} (embedded Tansu, in memory)\n"

@@ -133,7 +133,7 @@ class KafkaRuntime:
         self._lapsed = False  # (a new assignment is not paused)
         self._assigned = set(assigned)
         self._next_offsets = {}
-        self._commits.forget(assigned)  # (asked again: another worker may have committed)
+        self._commits.forget(assigned)  # (another worker may have committed since)
         # Profile partitions are those of the repartition topic; the input topics' partitions
         # are co-partitioned with them when their counts match (else all events are forwarded).
         partitions = self._owned(assigned)
@@ -185,6 +185,7 @@ class KafkaRuntime:
                     await self._observe_lag()
                     continue
                 messages = list(chain.from_iterable(batch.values()))  # ConsumerRecords
+                self._commits.taken(batch)
                 offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
                 cap = self._next_cap(offsets)
                 async with self._pipe:  # (a rebalance waits: these partitions are still ours)
@@ -376,8 +377,7 @@ class KafkaRuntime:
     async def _observe_lag(self) -> None:
         """Per-partition lag, the Fetch responses' high watermark less the last committed
         offset (so a worker that reads on but cannot commit shows a growing lag), at most
-        once a second. Before this worker's first commit of a partition, the group's
-        committed offset is asked once (none yet: the fetch position stands in)."""
+        once a second (service/commits.py says where the committed offsets come from)."""
         now = time.monotonic()
         if self.metrics is None or now - self._lag_at < 1.0:
             return
@@ -388,15 +388,11 @@ class KafkaRuntime:
             high = consumer.highwater(tp)
             if high is None:
                 continue
-            if tp not in committed:
-                try:
-                    committed[tp] = (await consumer.committed(tp)
-                                     or await consumer.position(tp))
-                except Exception as exc:  # (the coordinator is away: the next look asks again)
-                    log.debug("committed offset unknown", extra={"error": type(exc).__name__})
-                    continue
+            base = committed.get(tp)
+            if base is None:  # nothing taken since the assignment: still at the committed
+                base = await consumer.position(tp)
             self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
-                max(0, high - committed[tp]))
+                max(0, high - base))
 
     async def _shutdown(self) -> None:
         started = time.monotonic()

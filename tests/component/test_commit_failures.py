@@ -7,6 +7,7 @@ on without committing shows a growing lag."""
 from __future__ import annotations
 
 import asyncio
+from collections import namedtuple
 from typing import Any
 
 from service.commits import FAILING_AFTER, OffsetCommits
@@ -122,11 +123,11 @@ async def test_rebalances_and_fencing_are_counted_apart() -> None:
 
 class _Lagging:
     """A consumer that fetched up to `position` of a partition whose high watermark is
-    `high`; the group holds `committed` for it."""
+    `high` (it never asks the coordinator: that may be what is away)."""
 
-    def __init__(self, high: int, position: int, committed: int | None) -> None:
+    def __init__(self, high: int, position: int) -> None:
         self.tp = TP("cf.events", 0)
-        self.high, self.position_, self.committed_ = high, position, committed
+        self.high, self.position_ = high, position
 
     def assignment(self) -> set[Any]:
         return {self.tp}
@@ -137,20 +138,18 @@ class _Lagging:
     async def position(self, tp: Any) -> int:
         return self.position_
 
-    async def committed(self, tp: Any) -> int | None:
-        return self.committed_
-
 
 async def test_lag_counts_from_the_committed_offset() -> None:
-    """The lag gauge is the high watermark less the committed offset (the group's, then the
-    worker's own last successful commit), not less the fetch position: reading on while
-    commits fail, the lag grows."""
+    """The lag gauge is the high watermark less the committed offset, not less the fetch
+    position: before any batch the position is the committed offset; once batches are
+    taken from offset 100 and their commits fail, the lag grows with what is read; a commit
+    that goes through brings it down; a new assignment starts over from the position."""
     settings = load_settings(store="memory://", broker="kafka://127.0.0.1:1", topic_prefix="cf")
     metrics = Metrics()
     runtime = KafkaRuntime(settings, TopicNames.from_settings(settings),
                            lambda sink: None,  # type: ignore[arg-type,return-value]
                            metrics=metrics)
-    consumer = _Lagging(high=120, position=100, committed=10)
+    consumer = _Lagging(high=120, position=100)
     runtime._consumer = consumer
 
     async def lag() -> float | None:
@@ -159,11 +158,14 @@ async def test_lag_counts_from_the_committed_offset() -> None:
         return metrics.registry.get_sample_value("touchflow_consumer_lag_messages",
                                                  {"topic": "cf.events", "partition": "0"})
 
-    assert await lag() == 110
+    assert await lag() == 20
+    record = namedtuple("record", "offset")
+    runtime._commits.taken({consumer.tp: [record(100), record(101)]})
+    runtime._commits.taken({consumer.tp: [record(102)]})
     consumer.high, consumer.position_ = 220, 200  # read on; the commits fail
-    assert await lag() == 210
+    assert await lag() == 120
     runtime._commits.committed[consumer.tp] = 200  # a commit went through
     assert await lag() == 20
-    runtime._commits.forget({consumer.tp})  # reassigned: the group's offset is asked again
-    consumer.committed_ = None  # (none yet: the fetch position stands in)
-    assert await lag() == 20
+    runtime._commits.forget({consumer.tp})
+    consumer.position_ = 210
+    assert await lag() == 10
