@@ -53,6 +53,15 @@ class OffsetCommits:
         for tp in partitions:
             self.committed.pop(tp, None)
 
+    def assigned(self, partitions: Any) -> None:
+        """A new assignment (the group answers again): the failure streak starts over, so an
+        idle worker, with nothing to commit, does not stay not ready."""
+        self.forget(partitions)
+        if self.failures:
+            self.failures = 0
+            if self._readiness is not None:
+                self._readiness.clear_failing("commits")
+
     async def schedule(self, offsets: dict[Any, int]) -> None:
         """Commit in the background; in order, one at a time (a crash before it completes
         replays the batch, whose effects are all durable already)."""

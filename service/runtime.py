@@ -133,7 +133,7 @@ class KafkaRuntime:
         self._lapsed = False  # (a new assignment is not paused)
         self._assigned = set(assigned)
         self._next_offsets = {}
-        self._commits.forget(assigned)  # (another worker may have committed since)
+        self._commits.assigned(assigned)
         # Profile partitions are those of the repartition topic; the input topics' partitions
         # are co-partitioned with them when their counts match (else all events are forwarded).
         partitions = self._owned(assigned)

@@ -95,7 +95,8 @@ async def test_a_commit_that_succeeds_clears_the_streak() -> None:
 async def test_rebalances_and_fencing_are_counted_apart() -> None:
     """A commit refused by a rebalance is counted as reason=rebalance and does not count
     toward the streak; one skipped because group membership may be lost is reason=fenced
-    and does."""
+    and does; a new assignment starts the streak over (an idle worker has nothing to
+    commit that would clear it)."""
     from aiokafka.errors import CommitFailedError
 
     metrics = Metrics()
@@ -119,6 +120,8 @@ async def test_rebalances_and_fencing_are_counted_apart() -> None:
     await commits.last()
     assert _failures(metrics, "fenced") == FAILING_AFTER
     assert readiness.failing["commits"].startswith(f"{FAILING_AFTER} offset commits failed")
+    commits.assigned({TP("t", 0)})  # a new assignment: the group answers again
+    assert commits.failures == 0 and not readiness.failing
 
 
 class _Lagging:
