@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     sasl_username: str | None = Field(None, description="SASL user name")
     sasl_password: SecretStr | None = Field(None, description="SASL password (never logged)")
     ssl_cafile: Path | None = Field(None, description="CA bundle for SSL (default: the system's)")
+    tombstone_margin_s: int = Field(
+        7 * 86_400, ge=0, le=10 * 365 * 86_400,
+        description="Erasure tombstones are kept until the partition's event time passes the "
+        "erasure by the rulebook's max lateness plus this margin (seconds)",
+    )
 
     @field_validator("broker")
     @classmethod
