@@ -54,9 +54,9 @@ def run_dev(*, rate: float, customers: int, seed: int, metrics_port: int) -> int
     from service.simulator import simulate
     from service.worker import run_worker
 
-    data_dir = tempfile.mkdtemp(prefix="touchflow-dev-")
     broker = EmbeddedBroker()
-    broker.start()
+    broker.start()  # (first: without the embedded extra it stops here, leaving nothing)
+    data_dir = tempfile.mkdtemp(prefix="touchflow-dev-")
     try:
         defaults = {
             "TOUCHFLOW_BROKER": broker.url,
