@@ -244,15 +244,20 @@ def step_control(profile: Profile | None, key: str, kind: str, value: bytes | No
             linked = history.get("l") if isinstance(history, dict) else None
             aliases = [alias, *(str(k) for k in linked)] if isinstance(linked, list) else [alias]
             result.controls = _erase_all(aliases, key, event_id, occurred_at, ts_ms,
-                                         [key, *aliases], barrier)
+                                         sorted({key, canonical, *aliases}), barrier)
+        return result
+    if kind == "merge" and profile is not None and profile.redirect is not None:
+        # The key was itself merged into another profile meanwhile (a chain, cookie -> card
+        # -> customer, whose links crossed): the history belongs there.
+        result = ControlResult(profile)
+        result.controls.append(Control("merge", profile.redirect, value or b""))
         return result
     if profile is None and barrier >= 0:
         profile = Profile(key)  # a fresh start after an erasure: it keeps the erasure time
         profile.erased_ms = barrier
     if kind == "link":
         return _link(profile, alias, canonical, event_id, occurred_at, ts_ms, rulebook)
-    return _merge(profile, key, alias, canonical, event_id, occurred_at, ts_ms,
-                  body.get("history"), rulebook)
+    return _merge(profile, key, alias, event_id, occurred_at, body.get("history"), rulebook)
 
 
 def _erase_all(aliases: list[str], key: str, event_id: str, occurred_at: str, ts_ms: int,
@@ -292,9 +297,9 @@ def _link(profile: Profile | None, alias: str, canonical: str, event_id: str,
     return result
 
 
-def _merge(profile: Profile | None, key: str, alias: str, canonical: str, event_id: str,
-           occurred_at: str, ts_ms: int, raw_history: Any, rulebook: Rulebook) -> ControlResult:
-    base = profile if profile is not None else Profile(canonical)
+def _merge(profile: Profile | None, key: str, alias: str, event_id: str, occurred_at: str,
+           raw_history: Any, rulebook: Rulebook) -> ControlResult:
+    base = profile if profile is not None else Profile(key)
     other = Profile.from_bytes(dumps(raw_history)) if raw_history else None
     merged, changed = merge_profiles(base, alias, other, rulebook)
     result = ControlResult(merged if changed else profile, changed)
@@ -303,6 +308,6 @@ def _merge(profile: Profile | None, key: str, alias: str, canonical: str, event_
         result.decisions.append(merge_record(merged, alias, event_id, occurred_at, rulebook))
     elif alias not in base.links:
         result.decisions.append(refusal_record(
-            canonical, base.customer_id, event_id, occurred_at, rulebook,
+            key, base.customer_id, event_id, occurred_at, rulebook,
             f"identifier limit of {MAX_LINKS} reached"))
     return result

@@ -214,3 +214,21 @@ def test_no_order_brings_an_erased_customer_back(order: list[int], redeliver: li
         assert replayer.profiles[b"customer_id:someone-else"].scores["pings"] == 1.0
 
 
+
+
+def test_a_merge_reaching_an_alias_that_was_merged_meanwhile_goes_on_to_its_profile() -> None:
+    """cookie -> card and card -> customer logins whose link records cross: the cookie's merge
+    reaches the card after the card became a redirect; it is passed on to the customer, so the
+    cookie's history counts there and the customer's profile lists the cookie (which its
+    erasure then follows)."""
+    replayer = Replayer(_RULEBOOK, deliver=False)
+    replayer.apply(_event("a1", "ping", 1, anonymous_id="a-7"))
+    replayer.apply(_event("l1", "identified", 2, loyalty_id="L-7", anonymous_id="a-7"))
+    cookie_link = replayer.undelivered.pop()
+    replayer.apply(_event("c1", "identified", 3, customer_id="c-7", loyalty_id="L-7"))
+    _drain(replayer)  # the card is merged into the customer first
+    replayer.undelivered.append(cookie_link)
+    _drain(replayer)
+    customer = replayer.profiles[b"customer_id:c-7"]
+    assert customer.scores["pings"] == 1.0
+    assert sorted(customer.links) == ["anonymous_id:a-7", "loyalty_id:L-7"]
