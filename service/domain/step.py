@@ -20,6 +20,11 @@ calls `step_event` or `step_control`, keeps what comes back and carries out the 
 
 Control records (`link`, `merge`, `erase`) are applied by `step_control`, at the partition
 that owns the key they are addressed to (service/domain/identity.py has the protocol).
+
+Erasure (service/domain/erasure.py): the driver passes the key's tombstone time when it holds
+no profile; an input dated at or before it is ignored (`effects.ignored`, one audit record),
+and an erasure asks the driver to keep a tombstone (`effects.tombstone`, `tombstone` of a
+control result) and to publish `effects.notice`.
 """
 
 from __future__ import annotations
