@@ -80,6 +80,14 @@ class Metrics:
         self.profiles = Gauge(
             "touchflow_profiles", "Customer profiles held in the local store, per partition.",
             ["partition"], registry=r)
+        self.erasures = Counter(
+            "touchflow_erasures", "Erasure audit records: outcome=erased (a customer erased) "
+            "or ignored (an input dated before its customer's erasure).", ["outcome"],
+            registry=r)
+        self.tombstones = Gauge(
+            "touchflow_erasure_tombstones", "Erasure tombstones held, per partition (they "
+            "expire after the rulebook's max lateness plus TOUCHFLOW_TOMBSTONE_MARGIN_S).",
+            ["partition"], registry=r)
         self.recovery_remaining = Gauge(
             "touchflow_recovery_remaining_messages", "Changelog records still to read before "
             "a partition is ready.", ["partition"], registry=r)

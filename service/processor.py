@@ -385,7 +385,8 @@ class Processor:
             if maybe_event is None:
                 used.append(None)
                 stats.decisions += await self._apply_control(message, key, profile, touched,
-                                                             tombs[partition], erased_ms)
+                                                             tombs[partition], erased_ms,
+                                                             counted)
                 continue
             event = maybe_event
             ts = event.ts_ms
@@ -563,6 +564,8 @@ class Processor:
                           if where == partition and event is not None), default=-1)
             tombstones.advance(newest, self._tombstone_horizon)
         if tombstones.pending:
+            if self.metrics is not None:
+                self.metrics.tombstones.labels(str(partition)).set(len(tombstones))
             for digest, erased_ms in tombstones.pending.items():
                 values[tombstone_key(digest)] = \
                     str(erased_ms).encode() if erased_ms is not None else None
@@ -570,9 +573,9 @@ class Processor:
 
     async def _apply_control(self, message: Record, key: bytes, profile: Profile | None,
                              touched: dict[bytes, Profile | None], tombstones: Tombstones,
-                             erased_ms: int) -> int:
+                             erased_ms: int, counted: list[dict[str, Any]] | None) -> int:
         """Apply an identity control record (service/domain/step.py); the audit records it
-        wrote are returned as a count."""
+        wrote are returned as a count (and added to `counted`, for the metrics)."""
         kind = control_kind(message) or ""
         result = step_control(profile, key.decode(), kind, message.value, self.rulebook,
                               erased_ms)
@@ -585,6 +588,8 @@ class Processor:
         audit_key = result.audit_key.encode() if result.audit_key else key
         for record in result.decisions:
             await self.sink.send(self.topics.decisions, audit_key, dumps(record))
+        if counted is not None:
+            counted.extend(result.decisions)
         if result.changed:
             touched[key] = result.profile
         return len(result.decisions)

@@ -39,13 +39,17 @@ async def test_erasure_tombstones_profile_and_linked_aliases() -> None:
     customer and the cookie key and an erasure tombstone for each (by digest, with the
     erasure time), an erasure audit record and one erasures-topic notice naming both
     identifiers are written; a redelivered ping from before the erasure is ignored (audited
-    by digest, nothing in the changelog), and a later cookie ping starts a fresh profile with
-    one point."""
+    by digest, nothing in the changelog; counted in the erasure and event metrics), and a later
+    cookie ping starts a fresh profile with one point."""
     settings = load_settings(rules=RULES, store="memory://", partitions=4,
                              broker="kafka://127.0.0.1:1", topic_prefix="idc")
     topics = TopicNames.from_settings(settings)
     sink = MemorySink()
-    processor = Processor(settings, topics, load_rulebook(RULES), sink, recover=_no_recovery)
+    from service.metrics import Metrics
+
+    metrics = Metrics()
+    processor = Processor(settings, topics, load_rulebook(RULES), sink, recover=_no_recovery,
+                          metrics=metrics)
     offsets: dict[tuple[str, int], int] = {}
     looped = 0
 
@@ -92,6 +96,12 @@ async def test_erasure_tombstones_profile_and_linked_aliases() -> None:
     assert (ignored["outcome"], ignored["suppressed_by"]) == ("ignored", "erased")
     assert ignored["customer_id"] == "erased:" + key_digest("anonymous_id:a-1")
     assert sink.on(topics.changelog)[-1].key == tombstone_key(key_digest("anonymous_id:a-1"))
+    text = metrics.render().decode()
+    assert 'touchflow_erasures_total{outcome="erased"} 1.0' in text
+    assert 'touchflow_erasures_total{outcome="ignored"} 1.0' in text
+    assert 'outcome="ignored",type="ping"} 1.0' in text
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("touchflow_erasure_tombstones{")) == 2.0
 
     await deliver(_event("p3", "ping", 6, anonymous_id="a-1"))
     await deliver(_event("r2", "report", 7, anonymous_id="a-1"))
