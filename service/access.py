@@ -151,6 +151,9 @@ class _KeysOnly:
     def keys(self) -> Iterable[bytes]:
         return [key for key in self.data if is_profile_key(key)]
 
+    def scan(self, prefix: bytes) -> Iterable[tuple[bytes, bytes]]:
+        return sorted((k, v) for k, v in self.data.items() if k.startswith(prefix))
+
     def close(self) -> None:
         """Nothing to release."""
 
