@@ -212,7 +212,8 @@ def _check_identity_exact(identity: object) -> tuple[dict[str, str], str]:
     out: dict[str, str] = {}
     for name, value in identity.items():
         if name not in _ID_NAMES:
-            raise EventError("bad_identity", f"identity.{name} is not a known identifier")
+            raise EventError("bad_identity", f"{_named('identity', name)} is not a known "
+                             "identifier")
         if value is None:
             continue
         if not isinstance(value, str) or not value or len(value) > MAX_ID_LEN:
@@ -229,6 +230,18 @@ def _check_identity_exact(identity: object) -> tuple[dict[str, str], str]:
             "missing_identity", "identity carries none of " + ", ".join(IDENTIFIER_FIELDS)
         )
     return out, _profile_key(out)
+
+
+def _named(where: str, name: object) -> str:
+    """A field named in an error message: `where.name` (a long name cut), or EventError when
+    the name itself holds personal data (it must not reach the dead letter or the logs)."""
+    text = str(name)
+    finding = find_personal({text: None}, where or "the event")
+    if finding is not None:
+        raise EventError("personal_data", finding.sentence())
+    shown = repr(text[:64] + ("..." if len(text) > 64 else ""))
+    return f"{where}.{text}" if where and text.isidentifier() and len(text) <= 64 else \
+        (f"{where}[{shown}]" if where else shown)
 
 
 def _check_pii(properties: Mapping[str, Any], where: str) -> None:
@@ -249,7 +262,8 @@ def parse_event(data: object, *, plain: bool = False) -> Event:
         raise EventError("not_an_object", "event must be a JSON object")
     if not _TOP_FIELDS.issuperset(data):
         unknown = data.keys() - _TOP_FIELDS
-        raise EventError("unknown_field", f"unknown field {sorted(unknown)[0]!r}")
+        name = sorted(unknown)[0]
+        raise EventError("unknown_field", f"unknown field {_named('', name)}")
     event_id = data.get("event_id")
     if not isinstance(event_id, str) or not event_id or len(event_id) > MAX_ID_LEN:
         raise EventError("bad_event_id", "event_id must be a non-empty string of <= 200 chars")

@@ -14,7 +14,8 @@ def _full_width(text: str) -> str:
     return "".join(chr(ord(ch) + 0xFEE0) if "!" <= ch <= "~" else ch for ch in text)
 
 
-#: (name, {"properties": ..., "context": ...}, the sentence expected in the rejection)
+#: (name, parts of the event (properties, context, or a top-level field), the sentence
+#: expected in the rejection)
 HOSTILE: list[tuple[str, dict[str, Any], str]] = [
     ("e-mail in a nested list", {"properties": {"items": [
         {"sku": "SKU-1"}, {"sku": "SKU-2"}, {"contact": "jane.doe@example.com"}]}},
@@ -38,6 +39,10 @@ HOSTILE: list[tuple[str, dict[str, Any], str]] = [
      "properties.deep[0][0][0][0][0][0][0] holds a raw e-mail address"),
     ("e-mail under an odd key", {"properties": {"who is it?": "jane.doe@example.com"}},
      'properties["who is it?"] holds a raw e-mail address'),
+    ("e-mail as an unknown top-level field", {"jane.doe@example.com": "x"},
+     "the event has a key that holds a raw e-mail address"),
+    ("e-mail as an identity field name", {"identity": {"jane.doe@example.com": "c-1"}},
+     "identity has a key that holds a raw e-mail address"),
     ("E.164 phone nested", {"properties": {"delivery": {"recipients": [
         {"tel": "+44 20 7946 0958"}]}}},
      "properties.delivery.recipients[0].tel holds a raw phone number"),
