@@ -114,45 +114,54 @@ _TREES = st.recursive(
     max_leaves=12)
 
 
-def _plant(tree: Any, where: list[int], value: str, path: str) -> tuple[Any, str]:
-    """`tree` with `value` planted at a point chosen by `where`, and that point's path."""
+def _plant(tree: Any, where: list[int], value: str, path: str,
+           as_key: bool) -> tuple[Any, str]:
+    """`tree` with `value` planted (as a value, or as a dict key) at a point chosen by
+    `where`, and that point's path: the value's own path, or the path of the dict whose
+    key it is."""
     choice = where.pop() if where else 0
     if isinstance(tree, dict) and tree and choice % 3:
         keys = sorted(tree)
         key = keys[choice % len(keys)]
-        inner, inner_path = _plant(tree[key], where, value, f"{path}.{key}")
+        inner, inner_path = _plant(tree[key], where, value, f"{path}.{key}", as_key)
         return {**tree, key: inner}, inner_path
     if isinstance(tree, list) and tree and choice % 3:
         index = choice % len(tree)
-        inner, inner_path = _plant(tree[index], where, value, f"{path}[{index}]")
+        inner, inner_path = _plant(tree[index], where, value, f"{path}[{index}]", as_key)
         return [*tree[:index], inner, *tree[index + 1:]], inner_path
-    container = {"planted_here": value}
+    if as_key:
+        if isinstance(tree, dict):
+            return {**tree, value: 1}, path
+        if isinstance(tree, list):
+            return [*tree, {value: 1}], f"{path}[{len(tree)}]"
+        return {value: tree}, path
     if isinstance(tree, dict):
         return {**tree, "planted_here": value}, f"{path}.planted_here"
     if isinstance(tree, list):
         return [*tree, value], f"{path}[{len(tree)}]"
-    return container, f"{path}.planted_here"
+    return {"planted_here": value}, f"{path}.planted_here"
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tree=st.dictionaries(_KEYS, _TREES, max_size=4), where=st.lists(st.integers(0, 99)),
        planted=st.one_of(_EMAILS.map(lambda v: ("email", v)), _PHONES.map(lambda v: ("phone", v))),
        section=st.sampled_from(["properties", "context"]),
-       sentence=st.booleans())
+       sentence=st.booleans(), as_key=st.booleans())
 def test_planted_personal_data_is_always_found_at_its_path(
         tree: dict[str, Any], where: list[int], planted: tuple[str, str], section: str,
-        sentence: bool) -> None:
+        sentence: bool, as_key: bool) -> None:
     """An e-mail address (any of three "@" forms) or a phone number (E.164 with spaces,
-    US national, bare E.164), alone or inside a sentence, planted anywhere in a random
-    nested payload of SKUs, order numbers, prices, timestamps and words, is rejected with
-    exactly its path, and the message never echoes it."""
+    US national, bare E.164), alone or inside a sentence, planted as a value or as a key
+    anywhere in a random nested payload of SKUs, order numbers, prices, timestamps and
+    words, is rejected with exactly its path, and the message never echoes it."""
     kind, value = planted
     text = f"contact me: {value} please" if sentence else value
-    payload, path = _plant(tree, list(where), text, section)
+    payload, path = _plant(tree, list(where), text, section, as_key)
     with pytest.raises(EventError) as info:
         decode_event(_event(**{section: payload}))
     label = "e-mail address" if kind == "email" else "phone number"
-    assert str(info.value) == f"{path} holds a raw {label}"
+    holds = "has a key that holds" if as_key else "holds"
+    assert str(info.value) == f"{path} {holds} a raw {label}"
     assert value not in str(info.value)
 
 
