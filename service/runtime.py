@@ -328,7 +328,7 @@ class KafkaRuntime:
     def _abandon(self, exc: Exception) -> None:
         assert self.processor is not None
         log.error("batches in flight abandoned; they are replayed from the committed offsets",
-                  extra={"error": repr(exc), "batches": len(self._inflight)})
+                  extra={"error": error_summary(exc), "batches": len(self._inflight)})
         self._inflight.clear()
         self.processor.abandon()
 
