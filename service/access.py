@@ -25,10 +25,11 @@ from typing import Any
 import orjson
 
 from schemas.event import IDENTIFIER_FIELDS
+from service.domain.erasure import key_digest
 from service.domain.profile import Profile, ProfileFormatError
 from service.partitioning import partition_for_key
 from service.settings import Settings
-from service.store import is_profile_key
+from service.store import TOMBSTONE_PREFIX, is_profile_key, tombstone_key
 
 __all__ = ["AccessError", "Holding", "describe", "export", "read_holdings", "register", "render"]
 
@@ -40,12 +41,20 @@ class AccessError(RuntimeError):
 
 
 class Holding:
-    """One stored record of a key: its partition, where it was read, and the profile."""
+    """One stored record of a key: its partition, where it was read, the profile, and the
+    time of its erasure when a tombstone for the key is held (None: none)."""
 
-    __slots__ = ("key", "partition", "profile", "source")
+    __slots__ = ("erased_ms", "key", "partition", "profile", "source")
 
-    def __init__(self, key: str, partition: int, source: str, profile: Profile | None) -> None:
+    def __init__(self, key: str, partition: int, source: str, profile: Profile | None,
+                 erased_ms: int | None = None) -> None:
         self.key, self.partition, self.source, self.profile = key, partition, source, profile
+        self.erased_ms = erased_ms
+
+
+def _erased(raw: bytes | None) -> int | None:
+    """A tombstone's value (epoch ms as ASCII digits), or None."""
+    return int(raw) if raw is not None and raw.isdigit() else None
 
 
 def parse_key(text: str) -> str:
@@ -74,9 +83,10 @@ def _store_dir(settings: Settings, partition: int) -> Path:
     return settings.data_dir / settings.app_id / "profiles" / f"p{partition:04d}"
 
 
-def _read_store(path: Path, key: bytes) -> bytes | None:
-    """One key from a partition's RocksDB (opened, as the worker opens it, holding its lock:
-    a running worker's store is refused rather than read half-written)."""
+def _read_store(path: Path, key: bytes) -> tuple[bytes | None, bytes | None]:
+    """A key's record and its erasure tombstone from a partition's RocksDB (opened, as the
+    worker opens it, holding its lock: a running worker's store is refused rather than read
+    half-written)."""
     from rocksdict import Options, Rdict
 
     options = Options(raw_mode=True)
@@ -92,7 +102,9 @@ def _read_store(path: Path, key: bytes) -> bytes | None:
         raise AccessError(f"cannot open the profile store at {path} ({text})") from None
     try:
         value = db.get(key)
-        return None if value is None else bytes(value)
+        tombstone = db.get(tombstone_key(key_digest(key.decode())))
+        return (None if value is None else bytes(value),
+                None if tombstone is None else bytes(tombstone))
     finally:
         db.close()
 
@@ -108,12 +120,16 @@ def _from_store(settings: Settings, key: str) -> Holding:
     others = sorted(p for p in root.glob("p[0-9][0-9][0-9][0-9]") if p != path)
     # The owner's store first; then the others, in case TOUCHFLOW_PARTITIONS differs from
     # the partition count the worker ran with.
+    erased: Holding | None = None
     for candidate in ([path] if path.is_dir() else []) + others:
-        raw = _read_store(candidate, key.encode())
+        raw, tombstone = _read_store(candidate, key.encode())
         if raw is not None:
             return Holding(key, int(candidate.name[1:]), f"store {candidate}",
-                           _decode(key, raw))
-    return Holding(key, partition, f"store {root}", None)
+                           _decode(key, raw), _erased(tombstone))
+        if tombstone is not None and erased is None:
+            erased = Holding(key, int(candidate.name[1:]), f"store {candidate}", None,
+                             _erased(tombstone))
+    return erased or Holding(key, partition, f"store {root}", None)
 
 
 # -- the changelog topic ----------------------------------------------------------------------
@@ -134,7 +150,8 @@ class _KeysOnly:
     def write(self, items: Mapping[bytes, bytes | None], checkpoint: int,
               existing: Container[bytes] | None = None) -> None:
         for key, value in items.items():
-            if is_profile_key(key) and key not in self.wanted:
+            if key not in self.wanted and (is_profile_key(key)
+                                           or key.startswith(TOMBSTONE_PREFIX)):
                 continue
             if value is None:
                 self.data.pop(key, None)
@@ -190,14 +207,15 @@ async def _from_changelog(settings: Settings, topic: str, key: str, partitions: 
     from service.recovery import recover_partitions
 
     partition = partition_for_key(key.encode(), partitions)
-    store = _KeysOnly({key.encode()})
+    tombstone = tombstone_key(key_digest(key))
+    store = _KeysOnly({key.encode(), tombstone})
     try:
         await recover_partitions(settings, topic, {partition: store}, timeout_s=120)
     except (TimeoutError, OSError) as exc:
         raise AccessError(f"cannot read the changelog topic {topic} from {settings.broker} "
                           f"({type(exc).__name__}); check that the broker is running") from None
     return Holding(key, partition, f"changelog {topic} partition {partition}",
-                   _decode(key, store.get(key.encode())))
+                   _decode(key, store.get(key.encode())), _erased(store.get(tombstone)))
 
 
 # -- reading with redirects -----------------------------------------------------------------
@@ -234,6 +252,7 @@ def describe(profile: Profile) -> dict[str, Any]:
     return {
         "key": profile.key,
         "customer_id": profile.cid,
+        "erased_before": _iso(profile.erased_ms),
         "redirect_to": profile.redirect,
         "linked_identifiers": list(profile.links),
         "newest_event_at": _iso(profile.newest_ms),
@@ -267,6 +286,7 @@ def export(requested: str, chain: list[Holding]) -> dict[str, Any]:
                       for h in chain[:-1] if h.profile is not None],
         "source": last.source,
         "partition": last.partition,
+        "erased_at": _iso(last.erased_ms),
         "profile": describe(last.profile) if last.profile is not None else None,
     }
 
@@ -305,7 +325,8 @@ def render(requested: str, chain: list[Holding]) -> str:
                    f"({holding.source}); following it.")
     last = chain[-1]
     if last.profile is None:
-        out.append(f"no profile held for {last.key} ({last.source}).")
+        erased = f"; erased at {_iso(last.erased_ms)}" if last.erased_ms is not None else ""
+        out.append(f"no profile held for {last.key} ({last.source}){erased}.")
         return "\n".join(out)
     out.append(f"profile {last.key} ({last.source})")
     out.extend(_lines(describe(last.profile), "  "))

@@ -32,8 +32,8 @@ async def test_profile_export_from_the_changelog_follows_aliases_and_sees_erasur
     """Pings of an anonymous visitor, a login linking them to customer c-42, more pings, and
     a second customer who asks for erasure: exporting the anonymous id from the changelog
     names its redirect and gives c-42's merged profile (every ping counted once, the alias
-    listed); the erased customer has "no profile held" (exit 1); an unreachable broker is
-    one sentence (exit 2)."""
+    listed); the erased customer has "no profile held", with the erasure time its tombstone
+    keeps (exit 1); an unreachable broker is one sentence (exit 2)."""
     worker = worker_env.start_worker()
     worker_env.wait_ready(worker)
     await produce(worker_env.broker.bootstrap, worker_env.topic("events"), [
@@ -67,11 +67,12 @@ async def test_profile_export_from_the_changelog_follows_aliases_and_sees_erasur
     deadline = time.monotonic() + 30
     while True:
         gone = _profile(worker_env, "show", "--customer-id", "c-gone", "--from-changelog")
-        if gone.returncode == 1 or time.monotonic() > deadline:
+        if "erased at" in gone.stdout or time.monotonic() > deadline:
             break
         time.sleep(1)
     assert gone.returncode == 1, gone.stdout + gone.stderr
     assert gone.stdout.startswith("no profile held for customer_id:c-gone (changelog ")
+    assert gone.stdout.rstrip().endswith("; erased at 2026-03-02T09:02:00.000Z.")
 
     down = _profile(worker_env, "show", "customer_id:c-42", "--from-changelog",
                     TOUCHFLOW_BROKER="kafka://127.0.0.1:1")

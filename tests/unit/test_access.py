@@ -112,6 +112,22 @@ def test_a_key_without_a_profile_says_no_profile_held(tmp_path: Path) -> None:
     assert export("customer_id:c-404", chain)["held"] is False
 
 
+def test_an_erased_key_says_when_it_was_erased(tmp_path: Path) -> None:
+    """A key whose profile was erased holds only its tombstone (no identifier): the answer
+    is "no profile held ...; erased at T", and export's `erased_at`."""
+    from service.domain.erasure import key_digest
+    from service.store import tombstone_key
+
+    settings = _settings(tmp_path)
+    partition = partition_for_key(b"customer_id:c-gone", 4)
+    store = RocksStore(settings.data_dir / settings.app_id / "profiles" / f"p{partition:04d}")
+    store.write({tombstone_key(key_digest("customer_id:c-gone")): str(AT).encode()}, 0)
+    store.close()
+    chain = read_holdings(settings, "customer_id:c-gone", from_changelog=False)
+    assert render("customer_id:c-gone", chain).endswith("; erased at 2026-03-02T00:30:00.000Z.")
+    assert export("customer_id:c-gone", chain)["erased_at"] == "2026-03-02T00:30:00.000Z"
+
+
 def test_a_store_in_use_by_a_running_worker_is_refused_in_one_sentence(tmp_path: Path) -> None:
     """While a worker holds the partition's RocksDB open (its lock), the command refuses and
     says to stop it or read the changelog."""
