@@ -47,6 +47,7 @@ from service.settings import Settings
 from service.sink import Sink
 from service.store import LEARNING_KEY, PartitionStore, open_store
 from service.topics import TopicNames
+from service.tracing import trace_headers
 
 if TYPE_CHECKING:
     from service.health import Readiness
@@ -320,7 +321,8 @@ class Processor:
             dead_reasons[reason] += 1
         stats.deadlettered += len(bad)
         for key, message, owner in forwards:
-            await sink.send(repartition, key, message.value, partition=owner)
+            await sink.send(repartition, key, message.value, partition=owner,
+                            headers=trace_headers(message.headers))
         stats.forwarded += len(forwards)
 
         changed: dict[int, dict[bytes, Profile | None]] = {}
@@ -385,11 +387,12 @@ class Processor:
                 stats.deadlettered += 1
                 continue
             effects = outcome.effects
+            trace = trace_headers(message.headers)  # W3C trace context, passed on (tracing.py)
             if effects is not None and effects.forward is not None:
                 # An alias merged into another profile: that profile decides.
                 target = effects.forward.encode()
                 await sink.send(repartition, target, message.value,
-                                partition=self.partition_for(target))
+                                partition=self.partition_for(target), headers=trace)
                 stats.forwarded += 1
                 continue
             if outcome.duplicate:  # (types the rulebook does not name: "other", batch_metrics.py)
@@ -411,15 +414,15 @@ class Processor:
             for action in outcome.actions:
                 encoded_action = dumps(action)
                 customer = str(action["customer_id"]).encode()
-                await sink.send(topics.actions, customer, encoded_action)
+                await sink.send(topics.actions, customer, encoded_action, headers=trace)
                 if channel_topics:
                     await sink.send(topics.channel_actions(action["channel"]), customer,
-                                    encoded_action)
+                                    encoded_action, headers=trace)
                 actions.append(action)
                 clocks.append((ts, message.timestamp))
             if outcome.decisions:
                 for record in outcome.decisions:
-                    await sink.send(topics.decisions, key, dumps(record))
+                    await sink.send(topics.decisions, key, dumps(record), headers=trace)
                 stats.decisions += len(outcome.decisions)
                 if counted is not None:
                     counted.extend(outcome.decisions)
@@ -595,7 +598,8 @@ class Processor:
             "value_bytes": len(value),
             "worker": self.settings.app_id,
         }
-        await self.sink.send(self.topics.deadletter, message.key, dumps(record))
+        await self.sink.send(self.topics.deadletter, message.key, dumps(record),
+                             headers=trace_headers(message.headers))
         log.warning(
             "dead-lettered a message",
             extra={"reason": reason, "error": error, "topic": message.topic,
