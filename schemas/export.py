@@ -8,6 +8,7 @@ import orjson
 from pydantic import BaseModel
 
 from schemas.models import Action, DeadLetter, DecisionRecord, TouchpointEvent
+from schemas.topic_models import ContextRecord, IdentityControl, OperationsSignal, SignalFeedRecord
 
 __all__ = ["MODELS", "export_schemas", "render_schemas"]
 
@@ -16,6 +17,10 @@ MODELS: dict[str, type[BaseModel]] = {
     "action.v1.json": Action,
     "decision_record.v1.json": DecisionRecord,
     "dead_letter.v1.json": DeadLetter,
+    "context_record.v1.json": ContextRecord,
+    "operations_signal.v1.json": OperationsSignal,
+    "identity_control.v1.json": IdentityControl,
+    "signal_feed.v1.json": SignalFeedRecord,
 }
 
 
@@ -33,10 +38,13 @@ def render_schemas() -> dict[str, bytes]:
 
 
 def export_schemas(directory: Path) -> list[Path]:
-    """Write every schema file into `directory`; return the paths written."""
+    """Write every schema file, and the AsyncAPI document that refers to them, into
+    `directory`; return the paths written."""
+    from schemas.asyncapi import ASYNCAPI_FILE, render_asyncapi
+
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, content in render_schemas().items():
+    for name, content in [*render_schemas().items(), (ASYNCAPI_FILE, render_asyncapi())]:
         path = directory / name
         path.write_bytes(content)
         written.append(path)
