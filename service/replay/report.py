@@ -1,7 +1,8 @@
 """A self-contained HTML report of a replay or a comparison: inline SVG charts, no scripts.
 
-Charts: actions per hour per rulebook, actions per action, suppression reasons, and the score
-distribution of candidate actions; with a comparison, the per-action diff table and every
+Charts: actions per hour per rulebook, actions per action, suppression reasons, the score
+distribution of candidate actions, the decision funnel per action and the customers who
+received nothing (report_funnel.py); with a comparison, the per-action diff table and every
 changed decision with both explanations side by side. The page has no wall-clock time or
 timings in it, so the same input gives the same report, byte for byte.
 """
@@ -16,6 +17,7 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from service.replay.report_funnel import FUNNEL_CSS, funnel_sections
 from service.replay.runner import ReplayResult
 
 if TYPE_CHECKING:
@@ -297,7 +299,7 @@ def render_report(results: Sequence[ReplayResult], *, comparison: Comparison | N
     parts = [
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
         f'content="width=device-width,initial-scale=1"><title>Touchflow - {title}</title>'
-        f"<style>{_CSS}</style></head><body><main>",
+        f"<style>{_CSS}{FUNNEL_CSS}</style></head><body><main>",
         f"<h1>{title}</h1><p class=sub>{versions} over <code>{escape(source)}</code></p>",
         _kpis(results, names),
     ]
@@ -312,6 +314,7 @@ def render_report(results: Sequence[ReplayResult], *, comparison: Comparison | N
         f"{bar_chart(suppressed, 'Suppression reasons')}</section>",
         "<h2>Score distribution</h2><section><p class=muted>Scores of every candidate action "
         f"considered.</p>{histogram(scores, 'Score distribution')}</section>",
+        funnel_sections([r.stats.funnel for r in results], names),
         f"<h2>Totals</h2><section>{_summary(results, names)}</section>",
         _bad_section(results[0]),
         "</main></body></html>\n",
