@@ -20,7 +20,9 @@ NO_CANDIDATE = "no eligible action"
 class FunnelTally:
     """Per action: candidates (eligible), how many each policy removed, how many were sent.
     Per customer (the profile key the events name): events, whether any action was sent, and
-    why candidates were stopped."""
+    for each event that sent nothing, why: the policy that stopped its best-ranked candidate
+    (audit records come in rank order; the others were often stopped only because of it, e.g.
+    by `arbitration` after a holdout), or `NO_CANDIDATE`."""
 
     by_action: dict[str, Counter[str]] = field(default_factory=dict)
     events: Counter[str] = field(default_factory=Counter)
@@ -33,6 +35,7 @@ class FunnelTally:
         self.events[customer] += 1
         if actions:
             self.reached.add(customer)
+        best: str | None = None  # what stopped the event's best-ranked candidate
         for record in decisions:
             if record.get("kind", "action") != "action":
                 continue
@@ -46,7 +49,10 @@ class FunnelTally:
                 counts["sent"] += 1
             elif policy:
                 counts[str(policy)] += 1
-                self.stopped.setdefault(customer, Counter())[str(policy)] += 1
+                if best is None:
+                    best = str(policy)
+        if not actions:
+            self.stopped.setdefault(customer, Counter())[best or NO_CANDIDATE] += 1
 
     def policies(self) -> list[str]:
         """The policies that removed anything, in the order they are checked (unknown ones
@@ -56,15 +62,12 @@ class FunnelTally:
 
     def unreached(self) -> list[tuple[str, int, str]]:
         """(customer, events, most common reason) of each customer no action was sent to,
-        most events first; the reason is the policy that stopped their candidates most often,
-        or `NO_CANDIDATE` when no action was ever eligible."""
+        most events first; the reason is the most common over their events (see above)."""
         out = []
         for customer, count in self.events.items():
             if customer in self.reached:
                 continue
-            reasons = self.stopped.get(customer)
-            reason = _most_common(reasons) if reasons else NO_CANDIDATE
-            out.append((customer, count, reason))
+            out.append((customer, count, _most_common(self.stopped[customer])))
         out.sort(key=lambda row: (-row[1], row[0]))
         return out
 

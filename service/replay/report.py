@@ -106,7 +106,9 @@ def line_chart(series: Mapping[str, Mapping[int, int]], title: str,
         if i % label_every == 0:
             x = _ML + (i * step if len(hours) > 1 else plot_w / 2)
             stamp = datetime.fromtimestamp(hour / 1000, UTC).strftime("%m-%d %H:00")
-            parts.append(f'<text x="{x:.1f}" y="{_H - _MB + 16}" text-anchor="middle">'
+            # A label near the right edge ends at its tick, so it is not cut off.
+            anchor = "end" if x > _W - _MR - 40 else "middle"
+            parts.append(f'<text x="{x:.1f}" y="{_H - _MB + 16}" text-anchor="{anchor}">'
                          f"{stamp}</text>")
     for index, (name, values) in enumerate(series.items()):
         color = COLORS[index % len(COLORS)]

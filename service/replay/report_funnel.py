@@ -17,9 +17,11 @@ _POLICY_COLORS = ("#f59e0b", "#ef4444", "#8b5cf6", "#0ea5e9", "#64748b", "#ec489
 _SHOWN_ACTIONS = 20
 _SHOWN_CUSTOMERS = 20
 FUNNEL_CSS = """
-.pair{display:grid;grid-template-columns:repeat(auto-fit,minmax(0,1fr));gap:16px}
+.pair{display:grid;grid-template-columns:repeat(auto-fit,minmax(340px,1fr));gap:16px}
 .pair>div{min-width:0}.pair h3{font-size:15px;margin:0 0 8px}
 .scroll{overflow-x:auto;max-width:100%}
+table.funnel th{overflow-wrap:anywhere;font-size:12px}
+table.funnel td,table.funnel th{padding:5px 6px}
 """
 
 
@@ -74,7 +76,8 @@ def _funnel_table(tally: FunnelTally, policies: Sequence[str]) -> str:
         rows.append(f"<tr><td><code>{escape(name)}</code></td>"
                     f'<td class="n">{counts["eligible"]:,}</td>{cells}'
                     f'<td class="n">{counts["sent"]:,}</td></tr>')
-    return (f'<div class="scroll"><table><tr><th>action</th><th class="n">eligible</th>{head}'
+    return (f'<div class="scroll"><table class="funnel"><tr><th>action</th>'
+            f'<th class="n">eligible</th>{head}'
             f'<th class="n">sent</th></tr>{"".join(rows)}</table></div>')
 
 

@@ -64,19 +64,25 @@ def test_funnel_counts_each_policy_in_order_and_the_unreached(tmp_path: Path) ->
                                  ("customer_id:hal", 1, NO_CANDIDATE)]
 
 
-def test_most_common_reason_breaks_ties_by_policy_order() -> None:
-    """A customer stopped once by contact_cap and once by context gets `context`, the policy
-    checked first; unknown policies are listed after the known ones."""
+def test_reason_is_what_stopped_the_best_candidate_and_ties_go_by_policy_order() -> None:
+    """An event's reason is what stopped its best-ranked candidate (the first audit record),
+    not the arbitration that followed a holdout; over a customer's events the most common
+    wins, a tie going to the policy checked first; unknown policies are listed last."""
     tally = FunnelTally()
-    tally.observe("k", [], [{"kind": "action", "action": "a", "outcome": "suppressed",
-                             "suppressed_by": "contact_cap"},
-                            {"kind": "action", "action": "a", "outcome": "suppressed",
-                             "suppressed_by": "context"},
-                            {"kind": "action", "action": "b", "outcome": "suppressed",
-                             "suppressed_by": "zz_new_policy"},
-                            {"kind": "merge", "outcome": "merged"}])
-    assert tally.unreached() == [("k", 1, "context")]
-    assert tally.policies() == ["context", "contact_cap", "zz_new_policy"]
+
+    def stop(action: str, policy: str) -> dict[str, str]:
+        return {"kind": "action", "action": action, "outcome": "suppressed",
+                "suppressed_by": policy}
+
+    tally.observe("held", [], [stop("a", "experiment_holdout"), stop("b", "arbitration"),
+                               stop("c", "arbitration"), {"kind": "merge"}])
+    tally.observe("k", [], [stop("a", "contact_cap"), stop("b", "context")])
+    tally.observe("k", [], [stop("a", "context")])
+    tally.observe("k", [], [stop("b", "zz_new_policy")])
+    tally.observe("k", [], [])
+    assert tally.unreached() == [("k", 4, "context"), ("held", 1, "experiment_holdout")]
+    assert tally.policies() == ["context", "arbitration", "contact_cap", "experiment_holdout",
+                                "zz_new_policy"]
 
 
 def test_report_has_the_funnel_and_unreached_sections(tmp_path: Path) -> None:
