@@ -11,7 +11,10 @@ __all__ = ["TRACEPARENT", "TRACESTATE", "trace_headers", "valid_traceparent"]
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
-_HEX = frozenset(b"0123456789abcdef")
+_DASH = ord("-")
+_HEX_AND_DASH = b"0123456789abcdef-"
+_ZERO_TRACE = b"0" * 32
+_ZERO_PARENT = b"0" * 16
 _MAX_TRACESTATE = 512  # the W3C limit a propagator must carry at least
 
 
@@ -19,16 +22,17 @@ def valid_traceparent(value: bytes) -> bool:
     """True for a W3C `traceparent` this service can pass on: `version-traceid-parentid-flags`
     in lowercase hex, trace id and parent id not all zeros, version not `ff` (a later version
     may append fields after the flags, as the specification allows)."""
-    if len(value) < 55 or (len(value) > 55 and value[55:56] != b"-"):
+    size = len(value)
+    if size < 55 or value[2] != _DASH or value[35] != _DASH or value[52] != _DASH:
         return False
-    version, trace_id, parent_id, flags = value[:2], value[3:35], value[36:52], value[53:55]
-    if value[2:3] != b"-" or value[35:36] != b"-" or value[52:53] != b"-":
+    head = value[:55]
+    # translate() deletes the allowed bytes in C: anything left is not lowercase hex.
+    if head.translate(None, _HEX_AND_DASH) or head.count(b"-") != 3:
         return False
-    if not all(set(part) <= _HEX for part in (version, trace_id, parent_id, flags)):
+    version = value[:2]
+    if version == b"ff" or (size > 55 and (version == b"00" or value[55] != _DASH)):
         return False
-    if version == b"ff" or (version == b"00" and len(value) != 55):
-        return False
-    return trace_id != b"0" * 32 and parent_id != b"0" * 16
+    return value[3:35] != _ZERO_TRACE and value[36:52] != _ZERO_PARENT
 
 
 def trace_headers(headers: Sequence[tuple[str, bytes]] | None

@@ -35,6 +35,7 @@ class FunnelTally:
         self.events[customer] += 1
         if actions:
             self.reached.add(customer)
+            self.stopped.pop(customer, None)  # only the unreached need their reasons
         best: str | None = None  # what stopped the event's best-ranked candidate
         for record in decisions:
             if record.get("kind", "action") != "action":
@@ -51,7 +52,7 @@ class FunnelTally:
                 counts[str(policy)] += 1
                 if best is None:
                     best = str(policy)
-        if not actions:
+        if not actions and customer not in self.reached:
             self.stopped.setdefault(customer, Counter())[best or NO_CANDIDATE] += 1
 
     def policies(self) -> list[str]:
