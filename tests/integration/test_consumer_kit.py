@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from service.partitioning import partition_for_key
 from tests.integration.conftest import ROOT, WorkerEnv, consume, event, produce
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -19,14 +20,15 @@ PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01".encode()
 
 
 async def _produce_with_headers(bootstrap: str, topic: str, key: bytes, value: bytes,
-                                headers: list[tuple[str, bytes]]) -> None:
+                                headers: list[tuple[str, bytes]],
+                                partition: int | None = None) -> None:
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await asyncio.wait_for(producer.start(), 20)
     try:
-        await asyncio.wait_for(producer.send_and_wait(topic, value, key=key, headers=headers),
-                               20)
+        await asyncio.wait_for(producer.send_and_wait(
+            topic, value, key=key, headers=headers, partition=partition), 20)
     finally:
         await producer.stop()
 
@@ -53,7 +55,9 @@ async def _records(bootstrap: str, topic: str, count: int,
 async def test_traceparent_reaches_actions_and_audit_records(worker_env: WorkerEnv) -> None:
     """An event sent with `traceparent` and `tracestate` headers gives an action (on the
     actions topic and its channel topic) and an audit record that carry the same trace
-    context; an event without one gives records without one (none is invented)."""
+    context, also when it arrives on a partition that does not own its profile (forwarded
+    through the repartition topic); an event without one gives records without one (none is
+    invented)."""
     worker = worker_env.start_worker()
     worker_env.wait_ready(worker)
     bootstrap = worker_env.broker.bootstrap
@@ -63,14 +67,21 @@ async def test_traceparent_reaches_actions_and_audit_records(worker_env: WorkerE
         bootstrap, worker_env.topic("events"), b"customer_id:c-traced",
         event("t0", "c-traced", "call", channel="call_center", reason="complaint"),
         [("traceparent", PARENT), ("tracestate", b"vendor=1")])
+    key = b"customer_id:c-moved"
+    wrong = 1 - partition_for_key(key, worker_env.partitions)  # not the owner: forwarded
+    await _produce_with_headers(
+        bootstrap, worker_env.topic("events"), key,
+        event("m0", "c-moved", "call", channel="call_center", reason="complaint"),
+        [("traceparent", PARENT), ("tracestate", b"vendor=1")], partition=wrong)
 
     for topic in ("actions", "actions.call_center", "decisions"):
-        records = await _records(bootstrap, worker_env.topic(topic), count=2)
+        records = await _records(bootstrap, worker_env.topic(topic), count=3)
         by_event = {orjson.loads(r.value)["trigger_event_id"]: r for r in records}
-        assert set(by_event) == {"u0", "t0"}, (topic, worker_env.logs()[-3000:])
-        traced = dict(by_event["t0"].headers)
-        assert traced.get("traceparent", b"")[3:35].decode() == TRACE_ID, topic
-        assert traced.get("tracestate") == b"vendor=1", topic
+        assert set(by_event) == {"u0", "t0", "m0"}, (topic, worker_env.logs()[-3000:])
+        for traced_id in ("t0", "m0"):
+            traced = dict(by_event[traced_id].headers)
+            assert traced.get("traceparent", b"")[3:35].decode() == TRACE_ID, topic
+            assert traced.get("tracestate") == b"vendor=1", topic
         assert "traceparent" not in dict(by_event["u0"].headers), topic
     assert worker_env.stop(worker) == 0
 
