@@ -387,7 +387,8 @@ class Processor:
                 stats.deadlettered += 1
                 continue
             effects = outcome.effects
-            trace = trace_headers(message.headers)  # W3C trace context, passed on (tracing.py)
+            # W3C trace context, passed on (tracing.py); most events carry no header at all.
+            trace = trace_headers(message.headers) if message.headers else None
             if effects is not None and effects.forward is not None:
                 # An alias merged into another profile: that profile decides.
                 target = effects.forward.encode()
