@@ -16,14 +16,13 @@ import json
 import sys
 import time
 from datetime import UTC, datetime
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
-from touchflow_consumer import ActionError, Deduplicator, decode, trace_id
+from touchflow_consumer import Action, ActionError, Deduplicator, decode, trace_id
 
 
-def handle(action: Any, trace: str | None) -> None:
+def handle(action: Action, trace: str | None) -> None:
     """What the real service would do (show the offer, queue the call...): here, print it."""
     print(json.dumps({"handled": action.action_id, "action": action.action,
                       "channel": action.channel, "trace_id": trace}), flush=True)

@@ -56,8 +56,8 @@ async def test_traceparent_reaches_actions_and_audit_records(worker_env: WorkerE
     """An event sent with `traceparent` and `tracestate` headers gives an action (on the
     actions topic and its channel topic) and an audit record that carry the same trace
     context, also when it arrives on a partition that does not own its profile (forwarded
-    through the repartition topic); an event without one gives records without one (none is
-    invented)."""
+    through the repartition topic), and a malformed one's dead letter; an event without one
+    gives records without one (none is invented)."""
     worker = worker_env.start_worker()
     worker_env.wait_ready(worker)
     bootstrap = worker_env.broker.bootstrap
@@ -83,6 +83,10 @@ async def test_traceparent_reaches_actions_and_audit_records(worker_env: WorkerE
             assert traced.get("traceparent", b"")[3:35].decode() == TRACE_ID, topic
             assert traced.get("tracestate") == b"vendor=1", topic
         assert "traceparent" not in dict(by_event["u0"].headers), topic
+    await _produce_with_headers(bootstrap, worker_env.topic("events"), b"k", b'{"bad": ',
+                                [("traceparent", PARENT)])
+    dead = await _records(bootstrap, worker_env.topic("deadletter"), count=1)
+    assert [dict(r.headers).get("traceparent") for r in dead] == [PARENT]
     assert worker_env.stop(worker) == 0
 
 
