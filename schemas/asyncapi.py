@@ -49,6 +49,9 @@ _MESSAGES: dict[str, tuple[str, str, str, str]] = {
     "DeadLetter": ("dead_letter.v1.json", "Dead letter",
                    "A rejected input message: the original bytes, where it was and why.",
                    "The original message's key."),
+    "ErasureNotice": ("erasure_notice.v1.json", "Erasure notice",
+                      "A customer was erased: erase what Touchflow sent you about them too.",
+                      "key_digest of the erased profile key."),
     "ContextRecord": ("context_record.v1.json", "Context record",
                       "Reference data in force from valid_from (stock, pauses, ...).",
                       "Optional: the context key when the value is the bare entry."),
@@ -81,6 +84,8 @@ _CHANNELS: dict[str, tuple[str, str, tuple[str, ...], bool]] = {
                    ("DeadLetter",), False),
     "operations": ("{prefix}.operations", "Cross-customer signals that fired.",
                    ("OperationsSignal",), False),
+    "erasures": ("{prefix}.erasures", "One record per erased customer, for the services "
+                 "that keep what Touchflow sent them.", ("ErasureNotice",), False),
     "repartition": ("{app_id}-{prefix}.events-by-profile", "Internal: events forwarded to the "
                     "partition owning their profile, and identity control records.",
                     ("TouchpointEvent", "IdentityControl"), True),
@@ -103,6 +108,7 @@ _OPERATIONS: dict[str, tuple[str, str, str]] = {
     "sendDecisions": ("send", "decisions", "One audit record per decision."),
     "sendDeadLetters": ("send", "deadletter", "Rejected input, never dropped."),
     "sendOperations": ("send", "operations", "One message per signal episode."),
+    "sendErasures": ("send", "erasures", "One notice per erasure."),
     "sendRepartition": ("send", "repartition", "Forwards and identity control records."),
     "receiveRepartition": ("receive", "repartition", "The owning partition applies them."),
     "sendSignalFeed": ("send", "signalFeed", "Events a signal counts."),

@@ -13,7 +13,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["CHANNELS", "Action", "ActionError", "decode"]
+__all__ = ["CHANNELS", "LEGAL_BASES", "Action", "ActionError", "decode"]
 
 CHANNELS = frozenset({"web", "mobile", "store", "call_center", "email", "sms", "social"})
 
@@ -38,7 +38,8 @@ class ActionError(ValueError):
 class Action:
     """One next-best action (wire contract v1). `action_id` is the de-duplication key: the same
     decision delivered twice has the same id; `expires_at` is when acting on it stops making
-    sense; `reasons` explain the choice, most important first."""
+    sense; `reasons` explain the choice, most important first; `legal_basis` (consent,
+    service, legitimate_interest) and `purpose` say on what ground the customer is contacted."""
 
     action_id: str
     customer_id: str
@@ -52,6 +53,8 @@ class Action:
     expires_at: datetime
     payload: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     experiment: Mapping[str, str] | None = None
+    legal_basis: str = "consent"
+    purpose: str | None = None
     extra: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
 
     def expired(self, now: datetime) -> bool:
@@ -61,7 +64,8 @@ class Action:
 
 _STRINGS = ("action_id", "customer_id", "action", "trigger_event_id", "rulebook_version")
 _KNOWN = frozenset((*_STRINGS, "channel", "score", "reasons", "decided_at", "expires_at",
-                    "payload", "experiment"))
+                    "payload", "experiment", "legal_basis", "purpose"))
+LEGAL_BASES = frozenset({"consent", "service", "legitimate_interest"})
 
 
 def _string(data: Mapping[str, Any], name: str) -> str:
@@ -113,11 +117,19 @@ def decode(raw: bytes | bytearray | memoryview | str) -> Action:
             not isinstance(experiment, dict)
             or not all(isinstance(v, str) for v in experiment.values())):
         raise ActionError("action field 'experiment' must be an object of strings")
+    legal_basis = data.get("legal_basis", "consent")
+    if legal_basis not in LEGAL_BASES:
+        raise ActionError("action field 'legal_basis' is not one of "
+                          f"{', '.join(sorted(LEGAL_BASES))}")
+    purpose = data.get("purpose")
+    if purpose is not None and not isinstance(purpose, str):
+        raise ActionError("action field 'purpose' must be a string")
     extra = {k: v for k, v in data.items() if k not in _KNOWN}
     return Action(
         channel=channel, score=float(score), reasons=tuple(reasons),
         decided_at=_time(data, "decided_at"), expires_at=_time(data, "expires_at"),
         payload=MappingProxyType(payload),
         experiment=MappingProxyType(experiment) if experiment is not None else None,
+        legal_basis=legal_basis, purpose=purpose,
         extra=MappingProxyType(extra) if extra else _EMPTY, **strings,
     )

@@ -11,8 +11,8 @@ from typing import Any
 __all__ = ["NO_CANDIDATE", "POLICY_ORDER", "FunnelTally"]
 
 # The order service/domain/policy.py checks a candidate in; each records the first that stops it.
-POLICY_ORDER = ("context", "once_only", "cooldown", "no_consent", "quiet_hours", "arbitration",
-                "contact_cap", "experiment_holdout")
+POLICY_ORDER = ("context", "once_only", "cooldown", "no_consent", "objection", "quiet_hours",
+                "arbitration", "contact_cap", "experiment_holdout")
 NO_CANDIDATE = "no eligible action"
 
 

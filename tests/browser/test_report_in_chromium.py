@@ -157,7 +157,7 @@ async def test_comparison_report_renders_cleanly_side_by_side(tmp_path: Path) ->
     assert plain != text and wider != plain
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
     a.write_text(plain)
-    b.write_text(wider.replace('version: "learning-2"', 'version: "wider-control"'))
+    b.write_text(re.sub(r'(?m)^version: .*$', 'version: "wider-control"', wider))
     report = tmp_path / "compare.html"
     assert main(["replay", "--rules", str(a), "--compare", str(b), "--input",
                  str(_log(tmp_path)), "--output", str(tmp_path / "c.jsonl"), "--report",

@@ -108,7 +108,8 @@ def test_every_topic_the_worker_uses_has_a_channel() -> None:
     assert {f"touchpoints.actions.{c}" for c in CHANNELS} <= set(addresses)
     sends = {op["channel"]["$ref"].rsplit("/", 1)[1] for op in doc["operations"].values()
              if op["action"] == "send"}
-    assert {"actions", "channelActions", "decisions", "deadletter", "operations"} <= sends
+    assert {"actions", "channelActions", "decisions", "deadletter", "operations",
+            "erasures"} <= sends
 
 
 def test_action_payload_schema_accepts_what_replay_writes() -> None:

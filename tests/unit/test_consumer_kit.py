@@ -24,6 +24,7 @@ SAMPLE = {
     "trigger_event_id": "e-1001", "rulebook_version": "2026-03-01.1",
     "decided_at": "2026-03-02T09:30:00+09:00", "expires_at": "2026-03-03T09:30:00+09:00",
     "payload": {"script": "callback"}, "experiment": {"e1": "treated"}, "rank_note": "x",
+    "legal_basis": "legitimate_interest", "purpose": "service_quality",
 }
 
 
@@ -39,6 +40,7 @@ def test_decode_reads_every_contract_field() -> None:
     assert action.payload == {"script": "callback"}
     assert action.experiment == {"e1": "treated"}
     assert action.extra == {"rank_note": "x"}
+    assert (action.legal_basis, action.purpose) == ("legitimate_interest", "service_quality")
     assert not action.expired(datetime(2026, 3, 3, 0, 29, tzinfo=UTC))
     assert action.expired(datetime(2026, 3, 3, 0, 30, tzinfo=UTC))
     ActionModel.model_validate_json(raw)
@@ -74,6 +76,8 @@ def test_decode_accepts_what_the_worker_writes() -> None:
     ({"expires_at": "2026-03-03T09:30:00"}, "action field 'expires_at' has no UTC offset"),
     ({"payload": []}, "action field 'payload' must be an object"),
     ({"experiment": {"e1": 1}}, "action field 'experiment' must be an object of strings"),
+    ({"legal_basis": "because"}, "action field 'legal_basis' is not one of"),
+    ({"purpose": 3}, "action field 'purpose' must be a string"),
 ])
 def test_decode_errors_name_the_field(change: dict[str, object], message: str) -> None:
     """Each contract violation raises ActionError with one sentence naming the field, never
