@@ -24,7 +24,7 @@ run: $(STAMP) ## embedded broker + worker + simulator + metrics; Ctrl-C stops al
 	$(VENV)/bin/touchflow dev
 
 lint: $(STAMP) ## ruff
-	$(VENV)/bin/ruff check service schemas tests bench scripts
+	$(VENV)/bin/ruff check service schemas tests bench scripts touchflow_consumer examples
 
 typecheck: $(STAMP) ## mypy --strict on service/ and schemas/
 	$(VENV)/bin/mypy

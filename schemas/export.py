@@ -8,6 +8,7 @@ import orjson
 from pydantic import BaseModel
 
 from schemas.models import Action, DeadLetter, DecisionRecord, ErasureNotice, TouchpointEvent
+from schemas.topic_models import ContextRecord, IdentityControl, OperationsSignal, SignalFeedRecord
 
 __all__ = ["MODELS", "export_schemas", "render_schemas"]
 
@@ -17,6 +18,10 @@ MODELS: dict[str, type[BaseModel]] = {
     "decision_record.v1.json": DecisionRecord,
     "dead_letter.v1.json": DeadLetter,
     "erasure_notice.v1.json": ErasureNotice,
+    "context_record.v1.json": ContextRecord,
+    "operations_signal.v1.json": OperationsSignal,
+    "identity_control.v1.json": IdentityControl,
+    "signal_feed.v1.json": SignalFeedRecord,
 }
 
 
@@ -34,10 +39,13 @@ def render_schemas() -> dict[str, bytes]:
 
 
 def export_schemas(directory: Path) -> list[Path]:
-    """Write every schema file into `directory`; return the paths written."""
+    """Write every schema file, and the AsyncAPI document that refers to them, into
+    `directory`; return the paths written."""
+    from schemas.asyncapi import ASYNCAPI_FILE, render_asyncapi
+
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, content in render_schemas().items():
+    for name, content in [*render_schemas().items(), (ASYNCAPI_FILE, render_asyncapi())]:
         path = directory / name
         path.write_bytes(content)
         written.append(path)

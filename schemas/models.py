@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from schemas.event import IDENTIFIER_FIELDS
+
 __all__ = [
     "SCHEMA_VERSION",
     "Action",
@@ -27,10 +29,16 @@ Channel = Literal["web", "mobile", "store", "call_center", "email", "sms", "soci
 _HexDigest = Field(pattern=r"^[0-9a-f]{64}$")
 
 
+# "At least one identifier" in the JSON Schema itself: one branch per identifier, each
+# requiring it as a string (a null does not count, as in the validator below).
+_AT_LEAST_ONE: dict[str, Any] = {"anyOf": [
+    {"required": [name], "properties": {name: {"type": "string"}}} for name in IDENTIFIER_FIELDS]}
+
+
 class Identity(BaseModel):
     """Identifiers of the person behind an event; at least one must be present."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_AT_LEAST_ONE)
 
     customer_id: str | None = Field(None, min_length=1, max_length=200)
     anonymous_id: str | None = Field(None, min_length=1, max_length=200)

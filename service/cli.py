@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     schemas = sub.add_parser("schemas", help="wire contract tools")
     schemas_sub = schemas.add_subparsers(dest="schemas_command", metavar="SUBCOMMAND")
     schemas_sub.required = True
-    export = schemas_sub.add_parser("export", help="write the JSON Schema files")
+    export = schemas_sub.add_parser(
+        "export", help="write the JSON Schema files and the AsyncAPI document (asyncapi.yaml)")
     export.add_argument("--out", default="schemas/jsonschema")
     export.set_defaults(handler=_cmd_schemas_export)
     for name in _PLUGINS:

@@ -54,6 +54,7 @@ from service.store import (
     tombstone_key,
 )
 from service.topics import TopicNames
+from service.tracing import trace_headers
 
 if TYPE_CHECKING:
     from service.health import Readiness
@@ -344,7 +345,8 @@ class Processor:
             dead_reasons[reason] += 1
         stats.deadlettered += len(bad)
         for key, message, owner in forwards:
-            await sink.send(repartition, key, message.value, partition=owner)
+            await sink.send(repartition, key, message.value, partition=owner,
+                            headers=trace_headers(message.headers))
         stats.forwarded += len(forwards)
 
         changed: dict[int, dict[bytes, Profile | None]] = {}
@@ -414,11 +416,13 @@ class Processor:
                 stats.deadlettered += 1
                 continue
             effects = outcome.effects
+            # W3C trace context, passed on (tracing.py); most events carry no header at all.
+            trace = trace_headers(message.headers) if message.headers else None
             if effects is not None and effects.forward is not None:
                 # An alias merged into another profile: that profile decides.
                 target = effects.forward.encode()
                 await sink.send(repartition, target, message.value,
-                                partition=self.partition_for(target))
+                                partition=self.partition_for(target), headers=trace)
                 stats.forwarded += 1
                 continue
             if outcome.duplicate:  # (types the rulebook does not name: "other", batch_metrics.py)
@@ -449,15 +453,15 @@ class Processor:
             for action in outcome.actions:
                 encoded_action = dumps(action)
                 customer = str(action["customer_id"]).encode()
-                await sink.send(topics.actions, customer, encoded_action)
+                await sink.send(topics.actions, customer, encoded_action, headers=trace)
                 if channel_topics:
                     await sink.send(topics.channel_actions(action["channel"]), customer,
-                                    encoded_action)
+                                    encoded_action, headers=trace)
                 actions.append(action)
                 clocks.append((ts, message.timestamp))
             if outcome.decisions:
                 for record in outcome.decisions:
-                    await sink.send(topics.decisions, key, dumps(record))
+                    await sink.send(topics.decisions, key, dumps(record), headers=trace)
                 stats.decisions += len(outcome.decisions)
                 if counted is not None:
                     counted.extend(outcome.decisions)
@@ -668,7 +672,8 @@ class Processor:
     async def _dead_letter(self, message: Record, reason: str, error: str) -> None:
         """Send a dead letter without personal data or identifiers (service/deadletter.py)."""
         key, value = dead_letter(message, reason, error, self._salt, self.settings.app_id)
-        await self.sink.send(self.topics.deadletter, key, value)
+        await self.sink.send(self.topics.deadletter, key, value,
+                             headers=trace_headers(message.headers))
         log.warning(
             "dead-lettered a message",
             extra={"reason": reason, "error": error, "topic": message.topic,

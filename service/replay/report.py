@@ -1,7 +1,8 @@
 """A self-contained HTML report of a replay or a comparison: inline SVG charts, no scripts.
 
-Charts: actions per hour per rulebook, actions per action, suppression reasons, and the score
-distribution of candidate actions; with a comparison, the per-action diff table and every
+Charts: actions per hour per rulebook, actions per action, suppression reasons, the score
+distribution of candidate actions, the decision funnel per action and the customers who
+received nothing (report_funnel.py); with a comparison, the per-action diff table and every
 changed decision with both explanations side by side. The page has no wall-clock time or
 timings in it, so the same input gives the same report, byte for byte.
 """
@@ -16,6 +17,7 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from service.replay.report_funnel import FUNNEL_CSS, funnel_sections
 from service.replay.runner import ReplayResult
 
 if TYPE_CHECKING:
@@ -104,7 +106,9 @@ def line_chart(series: Mapping[str, Mapping[int, int]], title: str,
         if i % label_every == 0:
             x = _ML + (i * step if len(hours) > 1 else plot_w / 2)
             stamp = datetime.fromtimestamp(hour / 1000, UTC).strftime("%m-%d %H:00")
-            parts.append(f'<text x="{x:.1f}" y="{_H - _MB + 16}" text-anchor="middle">'
+            # A label near the right edge ends at its tick, so it is not cut off.
+            anchor = "end" if x > _W - _MR - 40 else "middle"
+            parts.append(f'<text x="{x:.1f}" y="{_H - _MB + 16}" text-anchor="{anchor}">'
                          f"{stamp}</text>")
     for index, (name, values) in enumerate(series.items()):
         color = COLORS[index % len(COLORS)]
@@ -297,7 +301,7 @@ def render_report(results: Sequence[ReplayResult], *, comparison: Comparison | N
     parts = [
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
         f'content="width=device-width,initial-scale=1"><title>Touchflow - {title}</title>'
-        f"<style>{_CSS}</style></head><body><main>",
+        f"<style>{_CSS}{FUNNEL_CSS}</style></head><body><main>",
         f"<h1>{title}</h1><p class=sub>{versions} over <code>{escape(source)}</code></p>",
         _kpis(results, names),
     ]
@@ -312,6 +316,7 @@ def render_report(results: Sequence[ReplayResult], *, comparison: Comparison | N
         f"{bar_chart(suppressed, 'Suppression reasons')}</section>",
         "<h2>Score distribution</h2><section><p class=muted>Scores of every candidate action "
         f"considered.</p>{histogram(scores, 'Score distribution')}</section>",
+        funnel_sections([r.stats.funnel for r in results], names),
         f"<h2>Totals</h2><section>{_summary(results, names)}</section>",
         _bad_section(results[0]),
         "</main></body></html>\n",

@@ -21,6 +21,7 @@ from service.domain.context_table import ContextTable
 from service.domain.decide import Outcome
 from service.domain.rules import Rulebook, load_rulebook
 from service.gcpolicy import GcPolicy
+from service.replay.funnel import FunnelTally
 from service.replay.reader import BadRecord, LogFile, OnBad, decode_lines
 from service.replay.replayer import DEFAULT_PARTITIONS, Replayer
 
@@ -66,6 +67,7 @@ class RunStats:
     action_scores: Counter[float] = field(default_factory=Counter)
     first_ms: int | None = None
     last_ms: int | None = None
+    funnel: FunnelTally = field(default_factory=FunnelTally)
 
     def observe(self, event: Event, outcome: Outcome) -> None:
         """Fold one event's outcome into the tallies (used for reports and comparisons)."""
@@ -92,6 +94,7 @@ class RunStats:
             score = record.get("score")
             if isinstance(score, int | float) and record.get("kind", "action") == "action":
                 self.candidate_scores[round(float(score), 2)] += 1
+        self.funnel.observe(event.key(), outcome.actions, outcome.decisions)
 
     def to_dict(self) -> dict[str, Any]:
         return {
