@@ -93,7 +93,8 @@ class DecisionRecord(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True, title="DecisionRecord")
 
     decision_id: str = Field(description="Deterministic digest, unique per record.")
-    kind: Literal["action", "erasure", "merge", "identity_refused", "response", "attribution"] = (
+    kind: Literal["action", "erasure", "merge", "identity_refused", "response", "attribution",
+                  "late"] = (
         "action"
     )
     customer_id: str
@@ -101,7 +102,7 @@ class DecisionRecord(BaseModel):
     rulebook_version: str
     decided_at: AwareDatetime
     outcome: Literal["sent", "suppressed", "held_out", "erased", "merged", "refused", "shown",
-                     "accepted", "declined", "converted"]
+                     "accepted", "declined", "converted", "late"]
     action: str | None = None
     channel: Channel | None = None
     action_id: str | None = None

@@ -34,7 +34,7 @@ class Metrics:
         r = self.registry
         self.events = Counter(
             "touchflow_events", "Events consumed, by channel, event type and outcome "
-            "(processed, duplicate, deadletter).", ["channel", "type", "outcome"], registry=r)
+            "(processed, duplicate, late, deadletter).", ["channel", "type", "outcome"], registry=r)
         self.actions = Counter(
             "touchflow_actions", "Next-best actions sent, by action id and channel.",
             ["action", "channel"], registry=r)

@@ -272,7 +272,8 @@ def _single(args: argparse.Namespace, events: Any, context: ContextTable,
         progress.close()
     stats = result.stats
     _say(f"{label}: {stats.events:,} events ({stats.processed:,} decided, "
-         f"{stats.duplicates:,} duplicates, {stats.errors:,} decide() errors, "
+         f"{stats.duplicates:,} duplicates, {stats.late:,} late, "
+         f"{stats.errors:,} decide() errors, "
          f"{result.bad_records:,} bad records skipped) -> {stats.actions:,} actions, "
          f"{stats.decisions:,} audit records, {stats.signals:,} signals; "
          f"rulebook {stats.rulebook_version}; "
