@@ -107,6 +107,7 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
         if ts <= profile.floor_ms:  # may be a forgotten redelivery: "too late to be sure"
             return Outcome(profile, _NONE, [], True)
         return _late(profile, event, rulebook)
+    prior = profile.clone() if rulebook.needs_prior else None  # for `crosses` conditions
     # profile.remember(), inlined: this is every event's path
     seen += digest + ts.to_bytes(8, "little", signed=True)
     if len(seen) > ENTRY_BYTES * rulebook.remember_events:
@@ -152,6 +153,7 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
     if not catalog:
         return Outcome(profile, _NONE, audit, False, responses)
     env = Env(event, profile, context, fired)
+    env.prior = prior
     eligible = []
     for action in catalog:
         if action.when.test(env):

@@ -83,13 +83,16 @@ class TraitSpec(_Strict):
     """A value derived from the customer's own events."""
 
     description: str | None = None
-    kind: Literal["last", "count", "sum", "max", "min", "mean", "distinct"]
+    kind: Literal["last", "count", "sum", "max", "min", "mean", "distinct", "top",
+                  "distinct_count"]
     field: str | None = None
     when: Any = None
     clear_when: Any = None
     max_items: int = Field(default=20, ge=1, le=200)
     bands: dict[str, float] | None = None
     default: Any = None
+    within: Duration | None = None  # a sliding window in event time (service/domain/windowed.py)
+    keep: int = Field(default=100, ge=1, le=1000)  # windowed: newest matching events kept
 
 
 class PatternSpec(_Strict):
