@@ -55,14 +55,17 @@ def _event(index: int, etype: str, ts: int, x: int = 0, k: str = "a") -> Event:
 @st.composite
 def _histories(draw: st.DrawFn) -> list[Event]:
     """Up to 40 events of one customer (fewer than the 64 remembered ids, so only lateness
-    drops events), time wandering forward and back, some far back, some redelivered."""
+    drops events), time wandering forward and back, some far back, some exactly a window or
+    the lateness horizon away, some redelivered."""
     events: list[Event] = []
     clock = T0
     for index in range(draw(st.integers(1, 40))):
         if events and draw(st.integers(0, 9)) == 0:
             events.append(draw(st.sampled_from(events)))  # a redelivery
             continue
-        clock += draw(st.one_of(st.integers(-2, 2), st.integers(-10 * HOUR, 4 * HOUR)))
+        clock += draw(st.one_of(st.integers(-2, 2), st.integers(-10 * HOUR, 4 * HOUR),
+                                st.sampled_from([WITHIN, -WITHIN, LATENESS, -LATENESS,
+                                                 WITHIN + 1, -LATENESS - 1])))
         etype = draw(st.sampled_from(["v", "v", "v", "up", "down", "other"]))
         events.append(_event(index, etype, clock, draw(st.integers(-5, 20)),
                              draw(st.sampled_from(["a", "b", "c"]))))
