@@ -55,6 +55,11 @@ def _cmd_schemas_export(args: argparse.Namespace) -> int:
     from schemas.export import export_schemas
 
     written = export_schemas(Path(args.out))
+    from service.domain.rulebook_schema import RULEBOOK_SCHEMA_FILE, render_rulebook_schema
+
+    rulebook_schema = Path(args.out) / RULEBOOK_SCHEMA_FILE  # for editors (examples/README.md)
+    rulebook_schema.write_bytes(render_rulebook_schema())
+    written.append(rulebook_schema)
     for path in written:
         print(path)
     return 0

@@ -123,6 +123,8 @@ class ScoreInfo:
 class ConditionCompiler:
     """Compiles conditions against the rulebook's symbol tables."""
 
+    SUBJECTS = _SUBJECTS  # the condition subjects (also for the rulebook's JSON Schema)
+
     def __init__(
         self,
         scores: dict[str, ScoreInfo],
