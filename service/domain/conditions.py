@@ -20,9 +20,10 @@ Paths: `event.(type|channel|properties.X|context.X|identity.X)`, `trait.X`, `sco
 placeholders; a string that is exactly one placeholder keeps the value's JSON type.
 
 `crosses: T` (score and trait subjects, or a `value` path into them) holds only on the event
-that takes the value from below T (or unset) to T or more: the value before the event is read
-from the profile as it was before the event was applied (`Env.prior`, which `decide()` keeps
-only for a rulebook that has a crossing). An operator whose operand is `{path: P}` compares
+that takes the value from below T (or unset) to T or more: `decide()` reads every crossing's
+value before it applies the event (`Env.prior`, by the crossing's index in the rulebook's
+`crossings`; only for a rulebook that has one), which costs a read per crossing, not a copy
+of the profile. An operator whose operand is `{path: P}` compares
 with the value of path P (eq, ne, and for numbers gt, gte, lt, lte; a missing side is false).
 """
 
@@ -67,15 +68,8 @@ class Env:
         self.fired = fired
         self.segments: dict[str, bool] = {}
         self.item: Any = None
-        # the profile before this event (only for rulebooks with a crossing, else None)
-        self.prior: Profile | None = None
-
-    def before(self) -> Env:
-        """This event's env over the profile as it was before the event (for crossings)."""
-        assert self.prior is not None
-        other = Env(self.event, self.prior, self.context, self.fired)
-        other.item = self.item
-        return other
+        # each crossing's value before this event (only for rulebooks with one, else None)
+        self.prior: tuple[Any, ...] | None = None
 
 
 class Cond:
@@ -140,7 +134,8 @@ class ConditionCompiler:
         self.segments: dict[str, Cond] = {}
         self.patterns = patterns
         self._compiling: list[str] = []
-        self.crossings = 0  # conditions compiled with `crosses` (decide() keeps Env.prior)
+        # the value getter of each `crosses` condition: decide() reads them before the event
+        self.crossings: list[EnvGetter] = []
 
     # -- paths and templates ----------------------------------------------------------------
 
@@ -314,6 +309,7 @@ class ConditionCompiler:
         tests: list[Callable[[Env], bool]] = []
         texts: list[str] = []
         others: list[tuple[str, EnvGetter]] = []
+        index = -1
         constant = {k: v for k, v in spec.items() if k in OPS and not _is_path_operand(v)}
         if constant:
             check, optext = compile_ops(constant)
@@ -340,9 +336,10 @@ class ConditionCompiler:
             if path.partition(".")[0] not in ("score", "trait"):
                 raise SpecError(("crosses",), "a crossing needs a score or a trait (the value "
                                               "before the event is read from the profile)")
-            tests.append(_crossing(get, float(spec["crosses"])))
+            index = len(self.crossings)
+            self.crossings.append(get)
+            tests.append(_crossing(get, float(spec["crosses"]), index))
             texts.append(f"crosses {fmt(spec['crosses'])}")
-            self.crossings += 1
         test = tests[0] if len(tests) == 1 else _conjunction(tuple(tests))
         optext = ", ".join(texts)
         label = path.partition(".")[2] if subject == "score" else path
@@ -350,7 +347,7 @@ class ConditionCompiler:
         def explain(env: Env) -> list[str]:
             line = f"{label} {_text(get(env))} {optext}"
             if "crosses" in spec and env.prior is not None:
-                line += f" (was {_text(get(env.before())) or 'unset'})"
+                line += f" (was {_text(env.prior[index]) or 'unset'})"
             for other_path, other in others:
                 line += f" ({other_path} = {_text(other(env)) or 'unset'})"
             return [line]
@@ -499,14 +496,15 @@ def _compare(op: Callable[[Any, Any], bool], left: EnvGetter, right: EnvGetter
     return test
 
 
-def _crossing(get: EnvGetter, threshold: float) -> Callable[[Env], bool]:
-    """True when the value is >= threshold now and was below it (or unset) before the event."""
+def _crossing(get: EnvGetter, threshold: float, index: int) -> Callable[[Env], bool]:
+    """True when the value is >= threshold now and was below it (or unset) before the event
+    (`env.prior[index]`, read by decide() before it applied the event)."""
 
     def test(env: Env) -> bool:
         now = get(env)
         if not is_number(now) or now < threshold or env.prior is None:
             return False
-        before = get(env.before())
+        before = env.prior[index]
         return not is_number(before) or before < threshold
 
     return test

@@ -107,7 +107,11 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
         if ts <= profile.floor_ms:  # may be a forgotten redelivery: "too late to be sure"
             return Outcome(profile, _NONE, [], True)
         return _late(profile, event, rulebook)
-    prior = profile.clone() if rulebook.needs_prior else None  # for `crosses` conditions
+    prior = None
+    crossings = rulebook.crossings
+    if crossings:  # `crosses` conditions: their values before this event
+        before = Env(event, profile, context, _NO_FIRED)
+        prior = tuple(get(before) for get in crossings)
     # profile.remember(), inlined: this is every event's path
     seen += digest + ts.to_bytes(8, "little", signed=True)
     if len(seen) > ENTRY_BYTES * rulebook.remember_events:

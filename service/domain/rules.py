@@ -101,8 +101,8 @@ class Rulebook:
         self.event_types: frozenset[str] = frozenset(
             points.types() | traits.types() | patterns.types() | actions.types() | extra_types
         )
-        # a condition uses `crosses`: decide() keeps the profile as it was before each event
-        self.needs_prior = False
+        # the value getters of `crosses` conditions: decide() reads them before each event
+        self.crossings: tuple[Callable[[Any], Any], ...] = ()
 
     def __repr__(self) -> str:
         return f"Rulebook({self.version!r}, actions={sorted(self.action_names)})"
@@ -211,7 +211,7 @@ class _Compiler:
         rulebook = Rulebook(model, text, source, TypeIndex(rules), TypeIndex(traits),
                             TypeIndex(patterns), TypeIndex(actions), policy, infos, extra,
                             attribution, signals)
-        rulebook.needs_prior = conditions.crossings > 0
+        rulebook.crossings = tuple(conditions.crossings)
         return rulebook
 
     def _signals(self) -> dict[str, SignalSpec]:
