@@ -290,3 +290,23 @@ def test_new_conditions_report_mistakes_with_file_line_and_field(fragment: str,
     with pytest.raises(RulebookError) as caught:
         parse_rulebook(text, "bad.yaml")
     assert message in str(caught.value) and "bad.yaml:" in str(caught.value)
+
+
+def test_crossing_fires_once_per_climb_and_its_reason_says_what_it_was() -> None:
+    """A level condition would hold on every event above 25; `crosses: 25` holds on the one
+    that climbs past it, again only after the value fell below, and its reason gives the value
+    before the event."""
+    profile = None
+    sent = []
+    reasons = []
+    steps = ["up", "up", "up", "up", "down", "down", "up", "up", "down", "down", "down",
+             "down", "up"]
+    for index, etype in enumerate(steps):
+        outcome = decide(profile, _event(index, etype, T0 + index), {}, BOOK)
+        profile = outcome.profile
+        for action in outcome.actions:
+            sent.append((index, action["action"]))
+            reasons.extend(action["reasons"])
+    # lead: 10 20 30 40 33 26 36 46 39 32 25 18 28: 26 and 25 are not below 25; 18 is
+    assert sent == [(2, "lead_crossed"), (12, "lead_crossed")]
+    assert reasons == ["lead 30 crosses 25 (was 20)", "lead 28 crosses 25 (was 18)"]
