@@ -107,7 +107,8 @@ class DecisionRecord(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True, title="DecisionRecord")
 
     decision_id: str = Field(description="Deterministic digest, unique per record.")
-    kind: Literal["action", "erasure", "merge", "identity_refused", "response", "attribution"] = (
+    kind: Literal["action", "erasure", "merge", "identity_refused", "response", "attribution",
+                  "late"] = (
         "action"
     )
     customer_id: str
@@ -115,10 +116,11 @@ class DecisionRecord(BaseModel):
     rulebook_version: str
     decided_at: AwareDatetime
     outcome: Literal["sent", "suppressed", "held_out", "erased", "ignored", "merged", "refused",
-                     "shown", "accepted", "declined", "converted"] = Field(
+                     "shown", "accepted", "declined", "converted", "late"] = Field(
         description="`ignored` (kind erasure, suppressed_by `erased`): an input dated at or "
         "before its customer's erasure; the record names the customer only as "
-        "`erased:<key digest>`.")
+        "`erased:<key digest>`; `late` (kind late): an event dropped for lateness, never "
+        "applied.")
     action: str | None = None
     channel: Channel | None = None
     action_id: str | None = None

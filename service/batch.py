@@ -53,6 +53,7 @@ class BatchStats:
     received: int = 0
     processed: int = 0
     duplicates: int = 0
+    late: int = 0  # dropped for lateness (service/domain/decide.py), audited
     ignored: int = 0  # dated before their customer's erasure
     forwarded: int = 0
     deadlettered: int = 0

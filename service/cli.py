@@ -1,5 +1,5 @@
-"""The `touchflow` command line: dev, worker, simulate, replay, rules check, schemas export,
-profile show|export.
+"""The `touchflow` command line: dev, worker, simulate, replay, rules check/test, schemas
+export, profile show|export.
 
 Every expected failure (bad setting, bad rulebook, unreachable broker, unwritable data
 directory) ends with one readable sentence on stderr and a non-zero exit code, no traceback.
@@ -57,10 +57,26 @@ def _cmd_rules_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_rules_test(args: argparse.Namespace) -> int:
+    from service.cases import run_files
+
+    out, err, code = run_files(args.files)
+    for line in out:
+        print(line)
+    for line in err:
+        print(line, file=sys.stderr)
+    return code
+
+
 def _cmd_schemas_export(args: argparse.Namespace) -> int:
     from schemas.export import export_schemas
 
     written = export_schemas(Path(args.out))
+    from service.domain.rulebook_schema import RULEBOOK_SCHEMA_FILE, render_rulebook_schema
+
+    rulebook_schema = Path(args.out) / RULEBOOK_SCHEMA_FILE  # for editors (examples/README.md)
+    rulebook_schema.write_bytes(render_rulebook_schema())
+    written.append(rulebook_schema)
     for path in written:
         print(path)
     return 0
@@ -95,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = rules_sub.add_parser("check", help="validate rulebooks; errors name file:line:field")
     check.add_argument("files", nargs="+", metavar="FILE", help="a rulebook ('-': stdin)")
     check.set_defaults(handler=_cmd_rules_check)
+    cases = rules_sub.add_parser("test", help="run persona regression cases (cases.yaml); "
+                                 "exit 1 with a diff when one fails")
+    cases.add_argument("files", nargs="+")
+    cases.set_defaults(handler=_cmd_rules_test)
     schemas = sub.add_parser("schemas", help="wire contract tools")
     schemas_sub = schemas.add_subparsers(dest="schemas_command", metavar="SUBCOMMAND")
     schemas_sub.required = True

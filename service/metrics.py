@@ -41,7 +41,8 @@ class Metrics:
             r.register(collector)
         self.events = Counter(
             "touchflow_events", "Events consumed, by channel, event type and outcome "
-            "(processed, duplicate, ignored: dated before the customer's erasure, deadletter).",
+            "(processed, duplicate, late, ignored: dated before the customer's erasure, "
+            "deadletter).",
             ["channel", "type", "outcome"], registry=r)
         self.actions = Counter(
             "touchflow_actions", "Next-best actions sent, by action id and channel.",

@@ -426,6 +426,15 @@ class Processor:
                 stats.forwarded += 1
                 continue
             if outcome.duplicate:  # (types the rulebook does not name: "other", batch_metrics.py)
+                if outcome.late:  # not applied, but a loss: counted apart, and audited
+                    stats.late += 1
+                    event_counts[(event.channel, event.type, "late")] += 1
+                    for record in outcome.decisions:
+                        await sink.send(topics.decisions, key, dumps(record))
+                    stats.decisions += len(outcome.decisions)
+                    if counted is not None:
+                        counted.extend(outcome.decisions)
+                    continue
                 stats.duplicates += 1
                 event_counts[(event.channel, event.type, "duplicate")] += 1
                 continue

@@ -193,6 +193,9 @@ def _trait(out: _Writer, trait: Trait, etype: str | None) -> None:
             return
         _guard(out, match)
     kind = trait.kind
+    if trait.folds:  # windowed or top: the trait's own fold (windowed.py), one call
+        out.line(f"{out.const(trait.fold)}(profile, event)")
+        return
     if kind == "count":
         out.line(f"traits[{name}] = traits.get({name}, 0) + 1")
         return

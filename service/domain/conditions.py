@@ -12,10 +12,19 @@ Condition grammar (YAML): a list means "all of"; a mapping names one subject and
     - {context: "stock:{item}:{event.properties.store_id}", gt: 0,
        for_any: trait.cart_skus, missing: false}    # reference data; `item` binds each element
     - {not: CONDITION}  {any: [CONDITIONS]}  {all: [CONDITIONS]}
+    - {score: lead_score, crosses: 25}               # edge: below 25 before this event, >= now
+    - {value: event.properties.price, lt: {path: trait.max_price}}  # compare two fields
 
 Paths: `event.(type|channel|properties.X|context.X|identity.X)`, `trait.X`, `score.X`,
 `segment.X`, `profile.customer_id`, `profile.key`, `item`. Templates are strings with `{path}`
 placeholders; a string that is exactly one placeholder keeps the value's JSON type.
+
+`crosses: T` (score and trait subjects, or a `value` path into them) holds only on the event
+that takes the value from below T (or unset) to T or more: `decide()` reads every crossing's
+value before it applies the event (`Env.prior`, by the crossing's index in the rulebook's
+`crossings`; only for a rulebook that has one), which costs a read per crossing, not a copy
+of the profile. An operator whose operand is `{path: P}` compares
+with the value of path P (eq, ne, and for numbers gt, gte, lt, lte; a missing side is false).
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from service.domain.fields import (
     compile_match,
     compile_ops,
     fmt,
+    is_number,
 )
 from service.domain.profile import Profile
 from service.domain.scoring import awarded
@@ -48,7 +58,7 @@ EnvGetter = Callable[["Env"], Any]
 class Env:
     """What one evaluation sees: the event, the updated profile, context data, fired patterns."""
 
-    __slots__ = ("context", "event", "fired", "item", "profile", "segments")
+    __slots__ = ("context", "event", "fired", "item", "prior", "profile", "segments")
 
     def __init__(self, event: Event, profile: Profile, context: Mapping[str, Any],
                  fired: frozenset[str] | set[str]) -> None:
@@ -58,6 +68,8 @@ class Env:
         self.fired = fired
         self.segments: dict[str, bool] = {}
         self.item: Any = None
+        # each crossing's value before this event (only for rulebooks with one, else None)
+        self.prior: tuple[Any, ...] | None = None
 
 
 class Cond:
@@ -105,6 +117,8 @@ class ScoreInfo:
 class ConditionCompiler:
     """Compiles conditions against the rulebook's symbol tables."""
 
+    SUBJECTS = _SUBJECTS  # the condition subjects (also for the rulebook's JSON Schema)
+
     def __init__(
         self,
         scores: dict[str, ScoreInfo],
@@ -120,6 +134,8 @@ class ConditionCompiler:
         self.segments: dict[str, Cond] = {}
         self.patterns = patterns
         self._compiling: list[str] = []
+        # the value getter of each `crosses` condition: decide() reads them before the event
+        self.crossings: list[EnvGetter] = []
 
     # -- paths and templates ----------------------------------------------------------------
 
@@ -218,6 +234,8 @@ class ConditionCompiler:
             raise SpecError((), "a condition names exactly one of " + ", ".join(_SUBJECTS))
         subject = subjects[0]
         allowed = set(OPS) | {subject}
+        if subject in ("score", "trait", "value"):
+            allowed.add("crosses")
         if subject == "context":
             allowed |= {"for_any", "missing"}
         if subject == "signal":
@@ -265,11 +283,14 @@ class ConditionCompiler:
             described = self.patterns[arg]
             return Cond(lambda env: arg in env.fired,
                         lambda env: [f"pattern {arg}: {described}"], f"pattern {arg}")
-        check, optext = compile_ops(spec)
         if subject == "context":
+            check, optext = compile_ops(spec)
             return self._context(arg, spec, check, optext)
         path = arg if subject == "value" else f"{subject}.{arg}"
         get = self.getter(path)
+        if "crosses" in spec or _has_path_operand(spec):
+            return self._relational(subject, path, get, spec)
+        check, optext = compile_ops(spec)
         if subject == "score":
             info = self.scores[arg]
 
@@ -281,6 +302,57 @@ class ConditionCompiler:
             return Cond(lambda env: check(get(env)), explain_score, f"{arg} {optext}")
         return Cond(lambda env: check(get(env)),
                     lambda env: [f"{path} = {_text(get(env))} {optext}"], f"{path} {optext}")
+
+    def _relational(self, subject: str, path: str, get: EnvGetter, spec: dict[str, Any]
+                    ) -> Cond:
+        """A condition with a crossing and/or operators comparing with another path."""
+        tests: list[Callable[[Env], bool]] = []
+        texts: list[str] = []
+        others: list[tuple[str, EnvGetter]] = []
+        index = -1
+        constant = {k: v for k, v in spec.items() if k in OPS and not _is_path_operand(v)}
+        if constant:
+            check, optext = compile_ops(constant)
+            tests.append(lambda env: check(get(env)))
+            texts.append(optext)
+        for name, operand in spec.items():
+            if name in OPS and _is_path_operand(operand):
+                if name not in _COMPARE:
+                    raise SpecError((name,), "compares with a {path: ...} only as eq, ne, gt, "
+                                             "gte, lt or lte")
+                other_path = operand["path"]
+                if not isinstance(other_path, str):
+                    raise SpecError((name, "path"), "needs a field path, e.g. trait.max_price")
+                try:
+                    other = self.getter(other_path)
+                except SpecError as exc:
+                    raise SpecError((name, "path"), exc.message) from None
+                tests.append(_compare(_COMPARE[name], get, other))
+                texts.append(f"{OPS[name]} {other_path}")
+                others.append((other_path, other))
+        if "crosses" in spec:
+            if not is_number(spec["crosses"]):
+                raise SpecError(("crosses",), "needs a number, e.g. crosses: 25")
+            if path.partition(".")[0] not in ("score", "trait"):
+                raise SpecError(("crosses",), "a crossing needs a score or a trait (the value "
+                                              "before the event is read from the profile)")
+            index = len(self.crossings)
+            self.crossings.append(get)
+            tests.append(_crossing(get, float(spec["crosses"]), index))
+            texts.append(f"crosses {fmt(spec['crosses'])}")
+        test = tests[0] if len(tests) == 1 else _conjunction(tuple(tests))
+        optext = ", ".join(texts)
+        label = path.partition(".")[2] if subject == "score" else path
+
+        def explain(env: Env) -> list[str]:
+            line = f"{label} {_text(get(env))} {optext}"
+            if "crosses" in spec and env.prior is not None:
+                line += f" (was {_text(env.prior[index]) or 'unset'})"
+            for other_path, other in others:
+                line += f" ({other_path} = {_text(other(env)) or 'unset'})"
+            return [line]
+
+        return Cond(test, explain, f"{label} {optext}")
 
     def _signal(self, name: str, spec: dict[str, Any]) -> Cond:
         if name not in self.signals:
@@ -388,6 +460,54 @@ class ConditionCompiler:
         if not parts:
             raise SpecError((), "needs at least one condition")
         return parts
+
+
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "eq": lambda a, b: a == b, "ne": lambda a, b: a != b,
+    "gt": lambda a, b: a > b, "gte": lambda a, b: a >= b,
+    "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b,
+}
+
+
+def _is_path_operand(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"path"}
+
+
+def _has_path_operand(spec: dict[str, Any]) -> bool:
+    return any(key in OPS and _is_path_operand(value) for key, value in spec.items())
+
+
+def _compare(op: Callable[[Any, Any], bool], left: EnvGetter, right: EnvGetter
+             ) -> Callable[[Env], bool]:
+    """Two paths' values compared: both numbers (not booleans), or for eq/ne, any two set
+    values of one JSON type; a missing side makes the comparison false."""
+    ordering = op not in (_COMPARE["eq"], _COMPARE["ne"])
+
+    def test(env: Env) -> bool:
+        a, b = left(env), right(env)
+        if a is None or b is None:
+            return False
+        if is_number(a) and is_number(b):
+            return op(a, b)
+        if ordering or isinstance(a, bool) != isinstance(b, bool):
+            return False
+        return op(a, b)
+
+    return test
+
+
+def _crossing(get: EnvGetter, threshold: float, index: int) -> Callable[[Env], bool]:
+    """True when the value is >= threshold now and was below it (or unset) before the event
+    (`env.prior[index]`, read by decide() before it applied the event)."""
+
+    def test(env: Env) -> bool:
+        now = get(env)
+        if not is_number(now) or now < threshold or env.prior is None:
+            return False
+        before = env.prior[index]
+        return not is_number(before) or before < threshold
+
+    return test
 
 
 def _conjunction(tests: tuple[Callable[[Env], bool], ...]) -> Callable[[Env], bool]:

@@ -3,6 +3,9 @@
 Ownership: the caller hands the profile over; the returned `Outcome.profile` may be the same
 object, updated in place (the worker and replay store what comes back). A duplicate (or too
 late, see `Profile`) event leaves the profile untouched and returns it with `duplicate=True`.
+A *late* one (older than `max_lateness` before the customer's newest event, and newer than the
+idempotence floor, so provably never applied) is not applied either: `duplicate=True` as well
+(nothing to store), `late=True`, and one audit record of kind `late` says what was lost.
 `decide` has no clock, no I/O and no randomness: the same profile, event, context and rulebook
 always give the same outcome, byte for byte once encoded with orjson.
 
@@ -23,7 +26,7 @@ from schemas.event import Event
 from service.domain.attribution import attribute, find_booked, response_record
 from service.domain.conditions import Env
 from service.domain.idring import ENTRY_BYTES
-from service.domain.policy import arbitrate, digest32
+from service.domain.policy import arbitrate, digest32, format_ms
 from service.domain.profile import Profile, event_digest
 from service.domain.rules import Rulebook
 
@@ -59,7 +62,7 @@ class Outcome:
     cost a quarter of a microsecond per event); the parts most events leave empty share one
     empty tuple instead of a fresh list each. `decisions` is a list: callers add records."""
 
-    __slots__ = ("actions", "decisions", "duplicate", "effects", "operations", "profile",
+    __slots__ = ("actions", "decisions", "duplicate", "effects", "late", "operations", "profile",
                  "responses")
 
     def __init__(self, profile: Profile | None, actions: Sequence[dict[str, Any]],
@@ -74,6 +77,8 @@ class Outcome:
         # messages for `<prefix>.operations` (cross-customer signals; replay's caller sets it)
         self.operations: Sequence[dict[str, Any]] = _NONE
         self.effects: Effects | None = None  # forward, control records, signal feeds
+        # not applied because it came too late (then `duplicate` is True too: nothing changed)
+        self.late = False
 
     def __repr__(self) -> str:
         return (f"Outcome(actions={len(self.actions)}, decisions={len(self.decisions)}, "
@@ -103,7 +108,14 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
             profile.remember(digest, ts, rulebook.remember_events)
             _consent(profile, event)
             return Outcome(profile, _NONE, [], False)
-        return Outcome(profile, _NONE, [], True)
+        if ts <= profile.floor_ms:  # may be a forgotten redelivery: "too late to be sure"
+            return Outcome(profile, _NONE, [], True)
+        return _late(profile, event, rulebook)
+    prior = None
+    crossings = rulebook.crossings
+    if crossings:  # `crosses` conditions: their values before this event
+        before = Env(event, profile, context, _NO_FIRED)
+        prior = tuple(get(before) for get in crossings)
     # profile.remember(), inlined: this is every event's path
     seen += digest + ts.to_bytes(8, "little", signed=True)
     if len(seen) > ENTRY_BYTES * rulebook.remember_events:
@@ -149,6 +161,7 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
     if not catalog:
         return Outcome(profile, _NONE, audit, False, responses)
     env = Env(event, profile, context, fired)
+    env.prior = prior
     eligible = []
     for action in catalog:
         if action.when.test(env):
@@ -177,6 +190,32 @@ def _erase(profile: Profile | None, event: Event, rulebook: Rulebook) -> Outcome
         "reasons": [f"erasure requested by event {event.event_id}"],
     }
     return Outcome(None, _NONE, [record], False)
+
+
+def _late(profile: Profile, event: Event, rulebook: Rulebook) -> Outcome:
+    """An event the profile provably never applied (newer than its idempotence floor) that is
+    older than the lateness horizon: dropped, with an audit record saying so."""
+    lateness = format_ms(rulebook.max_lateness)
+    record = {
+        "decision_id": digest32(profile.key, "late", event.event_id, rulebook.version),
+        "kind": "late",
+        "customer_id": profile.customer_id,
+        "trigger_event_id": event.event_id,
+        "rulebook_version": rulebook.version,
+        "decided_at": event.occurred_at,
+        "outcome": "late",
+        "action": None,
+        "channel": None,
+        "action_id": None,
+        "suppressed_by": None,
+        "score": None,
+        "reasons": [f"event time is more than {lateness} (max_lateness) before the customer's "
+                    f"newest event ({(profile.newest_ms - event.ts_ms) / 3_600_000:.1f}h earlier): "
+                    "dropped, not applied"],
+    }
+    outcome = Outcome(profile, _NONE, [record], True)
+    outcome.late = True
+    return outcome
 
 
 def _consent(profile: Profile, event: Event) -> None:

@@ -22,7 +22,8 @@ Merge semantics (`merge_profiles`): as if both histories had been one customer's
 combined counters imply (a `max_times: 1` rule pays once, an `nth: 2` rule pays when the
 counts together reach 2); decayed scores are brought to the later reference time before they
 are added; traits combined by kind (last: the newer value; count/sum: added; max/min; mean:
-sums and counts added; distinct: united, newest kept); pattern windows, sent-action history,
+sums and counts added; distinct: united, newest kept; windowed: entries united; top: counts
+added); pattern windows, sent-action history,
 consent (newer statement wins) and response counters united. Merging evaluates no action: the
 next event of the person does, with the merged profile.
 """
@@ -38,6 +39,7 @@ from service.domain.policy import digest32
 from service.domain.profile import Profile
 from service.domain.rules import Rulebook
 from service.domain.scoring import awarded
+from service.domain.windowed import merge_top, merge_window
 
 __all__ = [
     "MAX_LINKS",
@@ -210,7 +212,14 @@ def _merge_traits(merged: Profile, other: Profile, rulebook: Rulebook) -> None:
             merged.traits[name] = theirs
             continue
         kind = spec.kind
-        if kind == "last":
+        if spec.within is not None:  # windowed: entries united, trimmed (windowed.py)
+            if isinstance(mine, list) and isinstance(theirs, list):
+                merged.traits[name] = merge_window(
+                    mine, theirs, max(merged.newest_ms, other.newest_ms), spec.within, spec.keep)
+        elif kind == "top":
+            if isinstance(mine, list) and isinstance(theirs, list):
+                merged.traits[name] = merge_top(mine, theirs, spec.max_items)
+        elif kind == "last":
             if theirs[1] > mine[1]:
                 merged.traits[name] = theirs
         elif kind in ("count", "sum"):

@@ -13,9 +13,10 @@ import re
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 __all__ = [
+    "DURATION_SCHEMA",
     "ActionSpec",
     "Arbitration",
     "Attribution",
@@ -50,7 +51,12 @@ def parse_duration(value: object) -> int:
     raise ValueError("must be a positive duration such as 90s, 30m, 24h, 30d or 2w")
 
 
-Duration = Annotated[int, BeforeValidator(parse_duration)]
+#: how a duration looks in the rulebook's JSON Schema (rulebook_schema.py)
+DURATION_SCHEMA: dict[str, Any] = {
+    "type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d|w)\s*$", "x-duration": True,
+    "description": "a duration such as 90s, 30m, 24h, 30d or 2w",
+}
+Duration = Annotated[int, BeforeValidator(parse_duration), WithJsonSchema(DURATION_SCHEMA)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")]
 
 
@@ -83,13 +89,16 @@ class TraitSpec(_Strict):
     """A value derived from the customer's own events."""
 
     description: str | None = None
-    kind: Literal["last", "count", "sum", "max", "min", "mean", "distinct"]
+    kind: Literal["last", "count", "sum", "max", "min", "mean", "distinct", "top",
+                  "distinct_count"]
     field: str | None = None
     when: Any = None
     clear_when: Any = None
     max_items: int = Field(default=20, ge=1, le=200)
     bands: dict[str, float] | None = None
     default: Any = None
+    within: Duration | None = None  # a sliding window in event time (service/domain/windowed.py)
+    keep: int = Field(default=100, ge=1, le=1000)  # windowed: newest matching events kept
 
 
 class PatternSpec(_Strict):
@@ -216,7 +225,8 @@ def _version_text(value: object) -> object:
 class RulebookModel(_Strict):
     """The whole rulebook file."""
 
-    version: Annotated[str, BeforeValidator(_version_text), Field(min_length=1, max_length=100)]
+    version: Annotated[str, BeforeValidator(_version_text), Field(min_length=1, max_length=100),
+                       WithJsonSchema({"type": ["string", "number"]})]
     description: str | None = None
     scores: dict[Name, ScoreSpec] = Field(default_factory=dict)
     traits: dict[Name, TraitSpec] = Field(default_factory=dict)

@@ -101,6 +101,8 @@ class Rulebook:
         self.event_types: frozenset[str] = frozenset(
             points.types() | traits.types() | patterns.types() | actions.types() | extra_types
         )
+        # the value getters of `crosses` conditions: decide() reads them before each event
+        self.crossings: tuple[Callable[[Any], Any], ...] = ()
 
     def __repr__(self) -> str:
         return f"Rulebook({self.version!r}, actions={sorted(self.action_names)})"
@@ -206,9 +208,11 @@ class _Compiler:
             extra |= spec.match.types or set()
         if self.problems:
             return None
-        return Rulebook(model, text, source, TypeIndex(rules), TypeIndex(traits),
-                        TypeIndex(patterns), TypeIndex(actions), policy, infos, extra,
-                        attribution, signals)
+        rulebook = Rulebook(model, text, source, TypeIndex(rules), TypeIndex(traits),
+                            TypeIndex(patterns), TypeIndex(actions), policy, infos, extra,
+                            attribution, signals)
+        rulebook.crossings = tuple(conditions.crossings)
+        return rulebook
 
     def _signals(self) -> dict[str, SignalSpec]:
         out: dict[str, SignalSpec] = {}
@@ -253,13 +257,18 @@ class _Compiler:
             if spec.field and self.attempt(
                     (*path, "field"), compile_event_getter, spec.field) is None:
                 continue
-            if spec.bands is not None and spec.kind in ("last", "distinct"):
+            if spec.bands is not None and spec.kind in ("last", "distinct", "top"):
                 self.problems.append(self.locator.problem(
                     (*path, "bands"), "bands need a numeric trait (count/sum/max/min/mean)"))
+            if spec.kind == "distinct_count" and spec.within is None:
+                self.problems.append(self.locator.problem(
+                    (*path, "within"), "a distinct_count trait needs a window (within: 30d); "
+                    "without one, use kind distinct"))
+                continue
             match = self.match((*path, "when"), spec.when)
             clear = self.match((*path, "clear_when"), spec.clear_when)
             trait = Trait(name, spec.kind, spec.field, match, clear, spec.max_items, spec.bands,
-                          spec.default)
+                          spec.default, spec.within, spec.keep)
             out.append((trait, trait.types()))
         return out
 

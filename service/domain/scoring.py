@@ -11,7 +11,9 @@ arrival order (clamping aside).
 Traits. Values derived from the customer's own events: `last` (the field's value at the newest
 event time, arrival order does not matter), `count`, `sum`, `max`, `min`, `mean`, `distinct`
 (a bounded set of the newest distinct values, emptied by `clear_when`). `bands` turns a numeric
-trait into a label (the band with the highest lower bound not above the value).
+trait into a label (the band with the highest lower bound not above the value). `top` keeps the
+most frequent value; with `within`, a trait is read over a sliding event-time window
+(windowed.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 from schemas.event import Event
 from service.domain.fields import EventMatch, compile_event_getter, fmt, is_number
 from service.domain.profile import Profile
+from service.domain.windowed import fold_top, fold_window, read_top, read_window
 
 __all__ = ["PointRule", "Trait", "apply_points", "awarded"]
 
@@ -108,12 +111,12 @@ def apply_points(profile: Profile, event: Event, rule: PointRule) -> bool:
 class Trait:
     """A compiled trait: `update(profile, event)` on matching events, `read(profile)`."""
 
-    __slots__ = ("bands", "clear", "default", "field", "field_path", "kind", "match", "max_items",
-                 "name")
+    __slots__ = ("bands", "clear", "default", "field", "field_path", "keep", "kind", "match",
+                 "max_items", "name", "within")
 
     def __init__(self, name: str, kind: str, field: str | None, match: EventMatch | None,
                  clear: EventMatch | None, max_items: int, bands: dict[str, float] | None,
-                 default: Any) -> None:
+                 default: Any, within: int | None = None, keep: int = 100) -> None:
         self.name = name
         self.kind = kind
         self.field_path = field
@@ -125,6 +128,22 @@ class Trait:
         self.max_items = max_items
         self.bands = sorted(bands.items(), key=lambda kv: (-kv[1], kv[0])) if bands else None
         self.default = default
+        self.within = within  # a sliding window in event time (ms), or None
+        self.keep = keep  # windowed: at most this many newest matching events
+
+    @property
+    def folds(self) -> bool:
+        """True when `fold` updates this trait (windowed or top), not the inline kinds."""
+        return self.within is not None or self.kind == "top"
+
+    def fold(self, profile: Profile, event: Event) -> None:
+        """Fold a matching event into a windowed or `top` trait (windowed.py)."""
+        value = self.field(event) if self.field is not None else None
+        if self.within is not None:
+            fold_window(profile, self.name, self.kind, self.within, self.keep, value,
+                        event.ts_ms)
+        elif value is not None:
+            fold_top(profile, self.name, self.max_items, value, event.ts_ms)
 
     def types(self) -> frozenset[str] | None:
         """Event types that can change this trait (None: any type)."""
@@ -146,6 +165,9 @@ class Trait:
         if self.match is not None and not self.match.test(event):
             return
         kind = self.kind
+        if self.within is not None or kind == "top":
+            self.fold(profile, event)
+            return
         if kind == "count":
             traits[name] = traits.get(name, 0) + 1
             return
@@ -183,8 +205,12 @@ class Trait:
     def read(self, profile: Profile) -> Any:
         """The trait's value for conditions and templates (banded if `bands` is set)."""
         raw = profile.traits.get(self.name)
-        if raw is None:
-            value: Any = 0 if self.kind in ("count", "sum") else None
+        if self.within is not None:
+            value: Any = read_window(profile, raw, self.kind, self.within)
+        elif self.kind == "top":
+            value = read_top(raw)
+        elif raw is None:
+            value = 0 if self.kind in ("count", "sum") else None
         elif self.kind == "last":
             value = raw[0]
         elif self.kind == "mean":

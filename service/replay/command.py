@@ -290,7 +290,7 @@ def _single(args: argparse.Namespace, events: Any, context: ContextTable,
         progress.close()
     stats = result.stats
     _say(f"{label}: {stats.events:,} events ({stats.processed:,} decided, "
-         f"{stats.duplicates:,} duplicates, "
+         f"{stats.duplicates:,} duplicates, {stats.late:,} late, "
          + (f"{stats.ignored:,} ignored as erased, " if stats.ignored else "")
          + f"{stats.errors:,} decide() errors, "
          f"{result.bad_records:,} bad records skipped) -> {stats.actions:,} actions, "

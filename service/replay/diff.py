@@ -150,7 +150,12 @@ def _step(replayer: Replayer, stats: RunStats, result: ReplayResult,
             result.decision_errors.append(f"event {event.event_id}: {message}")
         return None, message
     if outcome.duplicate:
-        stats.duplicates += 1
+        if outcome.late:
+            stats.late += 1
+            stats.decisions += len(outcome.decisions)
+            stats.observe(event, outcome)
+        else:
+            stats.duplicates += 1
         return None, None
     if outcome.effects is not None and outcome.effects.ignored:
         stats.ignored += 1

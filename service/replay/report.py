@@ -223,6 +223,7 @@ def _kpis(results: Sequence[ReplayResult], names: list[str]) -> str:
 
 def _summary(results: Sequence[ReplayResult], names: list[str]) -> str:
     rows = [("events", "events"), ("decided", "processed"), ("duplicates", "duplicates"),
+            ("late (dropped)", "late"),
             ("decide() errors", "errors"), ("actions", "actions"),
             ("audit records", "decisions"), ("profiles erased", "erased")]
     head = "".join(f'<th class="n">{escape(n)}</th>' for n in names)

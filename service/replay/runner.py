@@ -52,6 +52,7 @@ class RunStats:
     events: int = 0
     processed: int = 0
     duplicates: int = 0
+    late: int = 0
     errors: int = 0
     actions: int = 0
     decisions: int = 0
@@ -102,6 +103,7 @@ class RunStats:
             "events": self.events,
             "processed": self.processed,
             "duplicates": self.duplicates,
+            "late": self.late,
             "errors": self.errors,
             "actions": self.actions,
             "decisions": self.decisions,
@@ -248,7 +250,7 @@ def _run_once(events: Iterable[tuple[Event, bytes]], replayer: Replayer, result:
     apply = replayer.apply
     write_action = output.write if output is not None else None
     write_audit = audit.write if audit is not None else None
-    count = processed = duplicates = actions = decisions = erased = ignored = 0
+    count = processed = duplicates = late = actions = decisions = erased = ignored = 0
     gc_quiet = contextlib.ExitStack()
     collector = gc_quiet.enter_context(quiet_gc())
     started = time.perf_counter()  # after quiet_gc's one full collection
@@ -270,6 +272,15 @@ def _run_once(events: Iterable[tuple[Event, bytes]], replayer: Replayer, result:
                 continue
             if outcome.duplicate or (outcome.effects is not None
                                      and outcome.effects.forward is not None):
+                if outcome.late:  # dropped for lateness: counted apart, its audit record kept
+                    late += 1
+                    decisions += len(outcome.decisions)
+                    if write_audit is not None:
+                        for record in outcome.decisions:
+                            write_audit(dumps_line(record))
+                    if observe:
+                        stats.observe(event, outcome)
+                    continue
                 duplicates += 1
                 continue
             if outcome.effects is not None and outcome.effects.ignored:
@@ -310,6 +321,7 @@ def _run_once(events: Iterable[tuple[Event, bytes]], replayer: Replayer, result:
         gc_quiet.close()
         result.seconds += time.perf_counter() - started
         stats.events, stats.processed, stats.duplicates = count, processed, duplicates
+        stats.late = late
         stats.actions, stats.decisions, stats.erased = actions, decisions, erased
         stats.ignored = ignored
 

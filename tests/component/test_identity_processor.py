@@ -187,3 +187,28 @@ async def test_event_metrics_label_unknown_types_other_and_count_duplicates() ->
     assert 'touchflow_events_total{channel="web",outcome="processed",type="other"} 2.0' in text
     assert 'touchflow_events_total{channel="web",outcome="duplicate",type="other"} 1.0' in text
     assert "made_up_type" not in text
+
+
+async def test_late_event_is_counted_late_and_audited_by_the_worker() -> None:
+    """An event dropped for lateness (more than max_lateness before the customer's newest) is
+    counted with outcome="late", not "duplicate", and its `late` audit record is sent to the
+    decisions topic, as replay writes it."""
+    from service.metrics import Metrics
+
+    settings = load_settings(rules=RULES, store="memory://", partitions=1,
+                             broker="kafka://127.0.0.1:1", topic_prefix="lat")
+    topics = TopicNames.from_settings(settings)
+    metrics = Metrics()
+    sink = MemorySink()
+    processor = Processor(settings, topics, load_rulebook(RULES), sink,
+                          recover=_no_recovery, metrics=metrics)
+    late = orjson.loads(_event("l0", "ping", 0, anonymous_id="a-1"))
+    late["occurred_at"] = "2026-02-01T09:00:00Z"
+    raws = [_event("l1", "ping", 1, anonymous_id="a-1"), orjson.dumps(late)]
+    await processor.process([Message(topics.events, 0, n, None, raw)
+                             for n, raw in enumerate(raws)])
+    text = metrics.render().decode()
+    assert 'touchflow_events_total{channel="web",outcome="late",type="ping"} 1.0' in text
+    assert 'outcome="duplicate"' not in text
+    kinds = [orjson.loads(r.value or b"{}")["kind"] for r in sink.on(topics.decisions)]
+    assert kinds.count("late") == 1

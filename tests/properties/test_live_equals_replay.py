@@ -381,6 +381,8 @@ class LiveEqualsReplay(RuleBasedStateMachine):
                 continue  # poisoned: dead-lettered by the worker, nothing applied
             if outcome.duplicate or (outcome.effects is not None
                                      and outcome.effects.forward is not None):
+                if outcome.late:  # not applied, but audited (kind "late"), as the worker does
+                    self.expected_audit.update(dumps(r) for r in outcome.decisions)
                 continue
             self.expected_actions.update(dumps(a) for a in outcome.actions)
             self._expect(outcome.decisions)

@@ -58,6 +58,15 @@ EXOTIC_TEXT = dedent("""\
         clear_when: {type: b}
       nested: {kind: last, field: properties.basket.total}
       typed: {kind: last, field: type, when: {type: b}}
+      recent_n: {kind: count, when: {type: a}, within: 2h, keep: 3}
+      recent_sum: {kind: sum, field: properties.amount, within: 90m}
+      recent_top: {kind: top, field: properties.sku, within: 1d}
+      kinds_seen: {kind: distinct_count, field: properties.sku, within: 3h}
+      fav:
+        kind: top
+        field: properties.reason
+        max_items: 2
+        clear_when: {type: c, properties: {flag: true}}
     actions:
       hello: {channel: web, consent: exempt, when: [{score: plain, gte: 1}]}
     """)

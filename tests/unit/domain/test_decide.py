@@ -93,6 +93,39 @@ def test_too_late_event_is_ignored(book: Rulebook, event: EventFactory) -> None:
     assert old.duplicate and old.profile is not None and "interest" not in old.profile.scores
 
 
+def test_late_event_is_its_own_outcome_with_an_audit_record(book: Rulebook,
+                                                             event: EventFactory) -> None:
+    """An event older than max_lateness that the profile provably never applied (newer than
+    its idempotence floor) is `late`: not applied, and one `late` audit record (deterministic
+    id) says it was dropped; a redelivery of an applied event stays a plain duplicate."""
+    first = event("page_viewed", at="2026-03-20T10:00:00+00:00")
+    now = decide(None, first, {}, book).profile
+    old = event("product_viewed", at="2026-03-01T10:00:00+00:00")
+    outcome = decide(now, old, {}, book)
+    assert outcome.late and outcome.duplicate and not outcome.actions
+    [record] = outcome.decisions
+    assert record["kind"] == "late" and record["outcome"] == "late"
+    assert record["trigger_event_id"] == old.event_id and "max_lateness" in record["reasons"][0]
+    assert decide(now, old, {}, book).decisions == [record]  # same id on a redelivery
+    redelivered = decide(now, first, {}, book)
+    assert redelivered.duplicate and not redelivered.late and not redelivered.decisions
+
+
+def test_event_under_the_floor_is_a_duplicate_not_late(book: Rulebook,
+                                                       event: EventFactory) -> None:
+    """At or before the idempotence floor an old event may be a forgotten redelivery ("too
+    late to be sure"): it counts as a duplicate, never as a late loss, however old."""
+    profile = None
+    events = [event("page_viewed", at=f"2026-03-{1 + i // 24:02d}T{i % 24:02d}:00:00+00:00")
+              for i in range(70)]
+    for item in events:
+        profile = decide(profile, item, {}, book).profile
+    assert profile is not None and profile.floor_ms == events[5].ts_ms
+    ancient = event("page_viewed", at="2026-02-01T00:00:00+00:00")
+    outcome = decide(profile, ancient, {}, book)
+    assert outcome.duplicate and not outcome.late and not outcome.decisions
+
+
 def test_erasure_returns_no_profile_and_one_record(book: Rulebook, event: EventFactory) -> None:
     """erasure_requested -> profile None and one 'erasure' record with outcome 'erased'."""
     profile = decide(None, event("product_viewed"), {}, book).profile

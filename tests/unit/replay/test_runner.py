@@ -128,6 +128,24 @@ def test_duplicates_are_skipped_like_the_worker_does(
     assert out.getvalue().count(b"\n") == 1
 
 
+def test_late_events_are_counted_apart_from_duplicates_and_audited(
+    write_rulebook: Callable[..., Path], tmp_path: Path
+) -> None:
+    """An event older than max_lateness is counted as `late` (not as a duplicate) in the
+    replay summary, and its `late` audit record is written with the others."""
+    late = orjson.loads(event("e-0", "c-1"))
+    late["occurred_at"] = "2026-02-01T09:00:00+09:00"
+    lines = [event("e-1", "c-1"), event("e-1", "c-1"), orjson.dumps(late)]
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b"\n".join(lines))
+    audit = io.BytesIO()
+    result = replay_file(log, load_rulebook(write_rulebook()), audit=audit)
+    assert (result.stats.processed, result.stats.duplicates, result.stats.late) == (1, 1, 1)
+    kinds = [orjson.loads(line)["kind"] for line in audit.getvalue().splitlines()]
+    assert kinds.count("late") == 1
+    assert result.stats.to_dict()["late"] == 1
+
+
 def test_replay_events_library_api_yields_one_step_per_event(
     write_rulebook: Callable[..., Path],
 ) -> None:
