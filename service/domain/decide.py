@@ -23,6 +23,7 @@ from schemas.event import Event
 from service.domain.attribution import attribute, find_booked, response_record
 from service.domain.conditions import Env
 from service.domain.idring import ENTRY_BYTES
+from service.domain.localtime import ZONE_PROPERTY, note_zone
 from service.domain.policy import arbitrate, digest32
 from service.domain.profile import Profile, event_digest
 from service.domain.rules import Rulebook
@@ -107,6 +108,9 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
     if ts >= newest:
         profile.newest_ms = ts
         profile.tz_min = event.utc_offset_min
+    props = event.properties
+    if props and ZONE_PROPERTY in props:  # the customer's IANA zone (localtime.py)
+        note_zone(profile, event)
     responses: Sequence[tuple[str, str, str]] = _NONE
     audit: list[dict[str, Any]] = []
     if etype == "consent_changed":
