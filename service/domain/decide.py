@@ -108,8 +108,7 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
     if ts >= newest:
         profile.newest_ms = ts
         profile.tz_min = event.utc_offset_min
-    props = event.properties
-    if props and ZONE_PROPERTY in props:  # the customer's IANA zone (localtime.py)
+    if ZONE_PROPERTY in event.properties:  # the customer's IANA zone (localtime.py)
         note_zone(profile, event)
     responses: Sequence[tuple[str, str, str]] = _NONE
     audit: list[dict[str, Any]] = []

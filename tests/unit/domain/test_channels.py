@@ -5,16 +5,19 @@ fields consumers read."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from textwrap import dedent
+from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
 from schemas.event import Event
 from schemas.models import Action, DecisionRecord
 from service.domain import Rulebook, RulebookError, parse_rulebook
-from tests.unit.domain.replaykit import run_events
+from tests.unit.domain.replaykit import make_event, run_events
 
 EventFactory = Callable[..., Event]
 
@@ -193,3 +196,50 @@ def test_bad_quiet_hours_mode_is_named() -> None:
     with pytest.raises(RulebookError) as caught:
         parse_rulebook(text, "r.yaml")
     assert "quiet_hours.sms.mode: Input should be 'suppress' or 'defer'" in str(caught.value)
+
+
+_BOOK = parse_rulebook(BOOK, "ch.yaml")
+_DEFAULTS = {"sms": False, "email": True, "mobile": True}  # sms is opt-in
+_QUIET = {"sms": (21 * 60, 8 * 60), "email": (22 * 60, 7 * 60)}
+
+
+def _is_quiet(channel: str, minute: int) -> bool:
+    window = _QUIET.get(channel)
+    return window is not None and (minute >= window[0] or minute < window[1])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(st.sampled_from(["sms", "email", "mobile"]), st.booleans()),
+       st.integers(0, 24 * 60 - 1), st.sampled_from(["Asia/Taipei", "America/New_York", None]))
+def test_the_channel_used_is_the_first_allowed_one(grants: dict[str, bool], minute: int,
+                                                   zone: str | None) -> None:
+    """For any consent state and local time: the first consented channel outside its quiet
+    hours goes now; else the first consented one whose quiet hours defer goes with not_before;
+    else the action is suppressed with the first channel's reason; every channel before the
+    one used (bar a deferred one) is listed as skipped."""
+    events = [make_event("consent_changed", at="2026-03-01T00:00:00Z",
+                         props={"channel": name, "granted": granted})
+              for name, granted in grants.items()]
+    if zone is not None:
+        events.append(make_event("app_opened", at="2026-03-01T01:00:00Z", time_zone=zone))
+    local = datetime(2026, 3, 2, minute // 60, minute % 60,
+                     tzinfo=ZoneInfo(zone) if zone else UTC)
+    events.append(make_event("flight_delayed", at=local.isoformat()))
+    [record] = run_events(_BOOK, events).decisions
+    order = ["sms", "email", "mobile"]
+    allowed = {c: grants.get(c, _DEFAULTS[c]) for c in order}
+    now = [c for c in order if allowed[c] and not _is_quiet(c, minute)]
+    deferrable = [c for c in order if allowed[c] and c == "sms" and _is_quiet(c, minute)]
+    skipped = [s["channel"] for s in record.get("skipped_channels", [])]
+    if now:
+        assert (record["outcome"], record["channel"]) == ("sent", now[0])
+        assert "not_before" not in record
+        assert skipped == order[:order.index(now[0])]
+    elif deferrable:
+        assert (record["outcome"], record["channel"]) == ("sent", "sms")
+        assert datetime.fromisoformat(record["not_before"]) > local
+        assert skipped == ["email", "mobile"]
+    else:
+        reason = "no_consent" if not allowed["sms"] else "quiet_hours"
+        assert (record["outcome"], record["suppressed_by"]) == ("suppressed", reason)
+        assert skipped == order
