@@ -111,7 +111,7 @@ def create_app(
     readiness = readiness if readiness is not None else Readiness()
     topics = TopicNames.from_settings(settings)
     app = _faust_app(settings)
-    context = ContextReader(settings, topics.context)
+    context = ContextReader(settings, topics.context, metrics=metrics, readiness=readiness)
     processor = Processor(
         settings, topics, rulebook, sink if sink is not None else _LazyFaustSink(app),
         context=context.table, metrics=metrics, readiness=readiness, in_place=in_place,

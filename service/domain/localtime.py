@@ -143,7 +143,8 @@ def _instant(day: date, minute: int, zone: tzinfo, fold: int) -> int:
 def quiet_end(ts_ms: int, window: tuple[int, int], zone: tzinfo | None, offset_min: int) -> int:
     """The first instant (epoch ms, on a local minute) after `ts_ms` at which the local time is
     outside `window`; `ts_ms` itself must be quiet. Daylight saving: when the end's wall time
-    occurs twice, its first occurrence; when a spring-forward gap swallows it, the gap's end."""
+    occurs twice, its first occurrence; when a spring-forward gap swallows it, the gap's end;
+    when the clock falls back out of the window (back past its start), that instant."""
     tz = zone if zone is not None else _fixed(offset_min)
     today = datetime.fromtimestamp(ts_ms // 1000, tz).date()
     end = window[1]
@@ -155,8 +156,32 @@ def quiet_end(ts_ms: int, window: tuple[int, int], zone: tzinfo | None, offset_m
             candidates.update(range(early + _MINUTE_MS, late, _MINUTE_MS))
     for instant in sorted(candidates):
         if instant > ts_ms and not is_quiet(local_minute(instant, zone, offset_min), window):
+            change = _offset_change(ts_ms, instant, tz) if zone is not None else None
+            if change is not None and not is_quiet(local_minute(change, zone, offset_min),
+                                                   window):
+                return change
             return instant
     raise ValueError("quiet hours without an end")  # start == end is refused by the rulebook
+
+
+def _offset_change(after_ms: int, before_ms: int, tz: tzinfo) -> int | None:
+    """The first minute in (after_ms, before_ms) with another UTC offset than at after_ms
+    (one transition at most lies within the two days searched), or None."""
+    def offset(ms: int) -> Any:
+        return datetime.fromtimestamp(ms // 1000, tz).utcoffset()
+
+    first = offset(after_ms)
+    if offset(before_ms) == first:
+        return None
+    low, high = after_ms // _MINUTE_MS, before_ms // _MINUTE_MS  # offset(high) differs
+    while high - low > 1:
+        middle = (low + high) // 2
+        if offset(middle * _MINUTE_MS) == first:
+            low = middle
+        else:
+            high = middle
+    found = high * _MINUTE_MS
+    return found if after_ms < found < before_ms else None
 
 
 def iso_at(ts_ms: int, zone: tzinfo | None, offset_min: int) -> str:

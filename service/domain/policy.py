@@ -83,6 +83,7 @@ class Action:
     """A compiled catalog entry."""
 
     __slots__ = (
+        "basis",
         "channel",
         "consent_keys",
         "cooldown",
@@ -91,8 +92,10 @@ class Action:
         "group",
         "name",
         "needs_fired",
+        "objection_keys",
         "once",
         "payload",
+        "purpose",
         "rank",
         "types",
         "unless",
@@ -117,6 +120,9 @@ class Action:
         self.once = once
         self.group = group
         self.consent_keys = consent_keys
+        self.basis = "consent"  # legal basis: consent, service, legitimate_interest
+        self.purpose: str | None = None
+        self.objection_keys: tuple[str, ...] = ()  # legitimate interest: stopped if withdrawn
         self.experiments = experiments
         self.types = types
         # patterns its top-level conditions require to have fired on the event: without
@@ -194,6 +200,11 @@ def _check(action: Action, env: Env, policy: Policy, taken: dict[str, str], sent
         if not granted:
             how = "withdrawn" if state is not None else "never given (opt-in)"
             return "no_consent", f"no consent for {key.replace(':', ' ')}: {how}"
+    for key in action.objection_keys:
+        state = profile.consent.get(key)
+        if state is not None and not state[0]:
+            return "objection", (f"legitimate interest ({action.purpose}): the customer "
+                                 f"objected ({key.replace(':', ' ')} withdrawn)")
     window = policy.quiet.get(action.channel)
     if window is not None and action.channel not in policy.defer:
         why = quiet_now(action.channel, window, env)
@@ -286,6 +297,8 @@ def arbitrate(env: Env, eligible: list[Action], policy: Policy, version: str
             "suppressed_by": suppressed_by,
             "score": rank,
             "reasons": reasons,
+            "legal_basis": action.basis,
+            **({"purpose": action.purpose} if action.purpose else {}),
             **({"experiment": arms} if arms else {}),
         })
         if skipped or not_before is not None:
@@ -329,7 +342,10 @@ def _action_dict(action: Action, env: Env, action_id: str, customer: str, reason
         "decided_at": event.occurred_at,
         "expires_at": expires.isoformat(),
         "payload": payload,
+        "legal_basis": action.basis,
     }
+    if action.purpose:
+        out["purpose"] = action.purpose
     if arms:
         out["experiment"] = arms
     return out
@@ -338,7 +354,8 @@ def _action_dict(action: Action, env: Env, action_id: str, customer: str, reason
 
 # -- channel preference lists and deferred quiet hours (channels.py) ---------------------------
 
-_CHANNEL_STOPS = frozenset({"no_consent", "quiet_hours"})  # what makes a list try the next one
+# what makes a list try the next channel (an objection to the purpose stops every channel)
+_CHANNEL_STOPS = frozenset({"no_consent", "objection", "quiet_hours"})
 _NO_SKIPS: tuple[Skip, ...] = ()
 
 
@@ -393,10 +410,12 @@ def _deferred(action: Action, env: Env, policy: Policy) -> tuple[Deferral | None
 
 
 def on_channel(action: Action, channel: str) -> Action:
-    """A copy of `action` sent on `channel` (its channel consent key swapped accordingly)."""
+    """A copy of `action` sent on `channel` (its channel consent and objection keys swapped)."""
     other = copy.copy(action)
     other.channel = channel
     other.consent_keys = tuple(f"channel:{channel}" if key.startswith("channel:") else key
                                for key in action.consent_keys)
+    other.objection_keys = tuple(f"channel:{channel}" if key.startswith("channel:") else key
+                                 for key in action.objection_keys)
     other.variants = ()
     return other

@@ -355,21 +355,36 @@ class _Compiler:
             channels = self._channels(path, spec)
             if when is None or payload is None or not channels:
                 continue
+            basis = self._basis(path, spec)
             consent: tuple[str, ...] = ()
-            if spec.consent == "required":
+            if basis == "consent":
                 consent = (f"channel:{channels[0]}",)
                 if spec.purpose:
                     consent += (f"purpose:{spec.purpose}",)
             mine = tuple(e for e in experiments if e.actions is None or name in e.actions)
             types = _trigger_types(spec.when, pattern_types)
-            out.append((Action(name, channels[0], when, unless, payload, spec.value,
-                               spec.priority, spec.expires, spec.cooldown, spec.once,
-                               spec.group, consent, mine, types, _required_patterns(spec.when)),
-                        types))
+            action = Action(name, channels[0], when, unless, payload, spec.value,
+                            spec.priority, spec.expires, spec.cooldown, spec.once,
+                            spec.group, consent, mine, types, _required_patterns(spec.when))
+            action.basis, action.purpose = basis, spec.purpose
+            if basis == "legitimate_interest":  # no consent asked; an objection stops it
+                action.objection_keys = (f"purpose:{spec.purpose}", f"channel:{channels[0]}")
+            out.append((action, types))
             if len(channels) > 1:  # a preference list: the action once per channel, in order
-                first = out[-1][0]
-                first.variants = (first, *(on_channel(first, other) for other in channels[1:]))
+                action.variants = (action, *(on_channel(action, other) for other in channels[1:]))
         return out
+
+    def _basis(self, path: _Path, spec: ActionSpec) -> str:
+        """The action's legal basis (`basis`, or the older `consent: required|exempt`)."""
+        if spec.basis is not None and spec.consent is not None:
+            self.problems.append(self.locator.problem(
+                (*path, "consent"), "give the legal basis once: `basis` replaces `consent`"))
+        basis = spec.basis or ("service" if spec.consent == "exempt" else "consent")
+        if basis == "legitimate_interest" and not spec.purpose:
+            self.problems.append(self.locator.problem(
+                (*path, "purpose"), "basis legitimate_interest needs the purpose it serves "
+                "(e.g. purpose: service_recovery); the customer may object to it"))
+        return basis
 
     def _policy(self, conditions: ConditionCompiler) -> Policy:
         contact = self.model.contact_policy

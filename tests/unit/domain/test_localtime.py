@@ -177,3 +177,11 @@ def test_quiet_end_of_a_wall_time_the_clock_skips() -> None:
     berlin = zone_named("Europe/Berlin")
     start = 1_774_744_200_000  # 2026-03-29T00:30:00Z = 01:30 CET, quiet
     assert quiet_end(start, (0, 150), berlin, 0) == 1_774_746_000_000  # 01:00:00Z
+
+
+def test_quiet_end_when_the_clock_falls_back_out_of_the_window() -> None:
+    """Quiet 02:15-00:00 in Berlin on the fall-back night: at 02:59 CEST it is quiet; at 01:00Z
+    the clock goes back to 02:00 CET, before the window's start: the quiet period ends there
+    (found by the deferral property), not at midnight."""
+    berlin = zone_named("Europe/Berlin")
+    assert quiet_end(1_792_889_999_000, (135, 0), berlin, 0) == 1_792_890_000_000
