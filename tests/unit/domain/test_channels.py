@@ -243,3 +243,33 @@ def test_the_channel_used_is_the_first_allowed_one(grants: dict[str, bool], minu
         reason = "no_consent" if not allowed["sms"] else "quiet_hours"
         assert (record["outcome"], record["suppressed_by"]) == ("suppressed", reason)
         assert skipped == order
+
+
+def test_legitimate_interest_lists_move_on_after_a_channel_objection(
+        event: EventFactory) -> None:
+    """Issue 17's legal basis per channel: an objection to sms moves a legitimate-interest
+    apology to e-mail (audited with its reason and basis); an objection to the purpose stops
+    it on every channel."""
+    book = parse_rulebook(dedent("""\
+        version: "li-1"
+        actions:
+          apology:
+            channels: [sms, email]
+            basis: legitimate_interest
+            purpose: service_recovery
+            when: {event: {type: flight_delayed}}
+        """), "li.yaml")
+    sms_no = event("consent_changed", at="2026-03-02T00:00:00Z",
+                   props={"channel": "sms", "granted": False})
+    delay = event("flight_delayed", at="2026-03-02T12:00:00Z")
+    replay = run_events(book, [sms_no, delay])
+    [record] = replay.decisions
+    assert (record["outcome"], record["channel"], record["legal_basis"]) == (
+        "sent", "email", "legitimate_interest")
+    assert [(s["channel"], s["reason"]) for s in record["skipped_channels"]] == [
+        ("sms", "objection")]
+    purpose_no = event("consent_changed", at="2026-03-02T00:00:00Z",
+                       props={"purpose": "service_recovery", "granted": False})
+    [record] = run_events(book, [purpose_no, delay]).decisions
+    assert (record["outcome"], record["suppressed_by"]) == ("suppressed", "objection")
+    assert [s["channel"] for s in record["skipped_channels"]] == ["sms", "email"]
