@@ -104,7 +104,8 @@ class SkippedChannel(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True, title="SkippedChannel")
 
     channel: Channel
-    reason: str = Field(description="A suppression reason: no_consent or quiet_hours.")
+    reason: str = Field(description="A suppression reason: no_consent, objection or "
+                        "quiet_hours.")
     why: str = Field(description="The readable explanation.")
 
 
