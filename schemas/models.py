@@ -20,6 +20,7 @@ __all__ = [
     "DeadLetter",
     "DecisionRecord",
     "Identity",
+    "SkippedChannel",
     "TouchpointEvent",
 ]
 
@@ -98,6 +99,22 @@ class Action(BaseModel):
         "order status or a delay apology) or `legitimate_interest` (for `purpose`; the "
         "customer may object).")
     purpose: str | None = Field(None, description="The purpose the action serves, if named.")
+    not_before: AwareDatetime | None = Field(
+        None, description="Present when the customer's quiet hours deferred the action: do not "
+        "deliver it before this instant (the end of the quiet period in the customer's own time "
+        "zone, with that zone's UTC offset). Absent: deliver now. Always before expires_at."
+    )
+
+
+class SkippedChannel(BaseModel):
+    """A channel of an action's preference list that was not used, and why."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, title="SkippedChannel")
+
+    channel: Channel
+    reason: str = Field(description="A suppression reason: no_consent, objection or "
+                        "quiet_hours.")
+    why: str = Field(description="The readable explanation.")
 
 
 class DecisionRecord(BaseModel):
@@ -134,6 +151,13 @@ class DecisionRecord(BaseModel):
         "(treated) or held out by an experiment (holdout)."
     )
     reasons: list[str] = Field(default_factory=list)
+    not_before: AwareDatetime | None = Field(
+        None, description="The action's not_before when quiet hours deferred it."
+    )
+    skipped_channels: list[SkippedChannel] | None = Field(
+        None, description="For an action with a channel preference list: the channels tried "
+        "before the one used (`channel`), or all of them when none could be used."
+    )
     legal_basis: Literal["consent", "service", "legitimate_interest"] | None = Field(
         None, description="Why Touchflow may contact the customer this way: `consent` "
         "(given for the channel and purpose), `service` (a transactional message, e.g. an "

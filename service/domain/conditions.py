@@ -43,6 +43,7 @@ from service.domain.fields import (
     fmt,
     is_number,
 )
+from service.domain.localconds import LOCAL_SUBJECTS, local_condition, local_getter
 from service.domain.profile import Profile
 from service.domain.scoring import awarded
 from service.domain.signals import context_key, is_active
@@ -51,7 +52,7 @@ __all__ = ["Cond", "ConditionCompiler", "Env", "ScoreInfo"]
 
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 _SUBJECTS = ("event", "score", "trait", "segment", "pattern", "value", "context", "signal",
-             "not", "any", "all")
+             "not", "any", "all", *LOCAL_SUBJECTS)
 EnvGetter = Callable[["Env"], Any]
 
 
@@ -160,6 +161,8 @@ class ConditionCompiler:
             return lambda env: env.profile.customer_id
         if path == "profile.key":
             return lambda env: env.profile.key
+        if head == "local":  # the customer's local clock (localconds.py)
+            return local_getter(path)
         if head in ("trait", "score", "segment"):
             raise SpecError((), f"{path!r}: there is no {head} named {rest!r}")
         raise SpecError((), f"{path!r} is not a known path (event.*, trait.*, score.*, "
@@ -251,6 +254,10 @@ class ConditionCompiler:
 
     def _subject(self, subject: str, arg: Any, spec: dict[str, Any]) -> Cond:
         has_ops = any(key in OPS for key in spec)
+        if subject in LOCAL_SUBJECTS:  # the customer's local clock (localconds.py)
+            if has_ops:
+                raise SpecError((), f"a {subject} condition takes no operators")
+            return Cond(*local_condition(subject, arg))
         if subject in ("event", "segment", "pattern", "not", "any", "all") and has_ops:
             raise SpecError((), f"a {subject} condition takes no operators")
         if subject == "event":

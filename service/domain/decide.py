@@ -26,6 +26,7 @@ from schemas.event import Event
 from service.domain.attribution import attribute, find_booked, response_record
 from service.domain.conditions import Env
 from service.domain.idring import ENTRY_BYTES
+from service.domain.localtime import ZONE_PROPERTY, note_zone
 from service.domain.policy import arbitrate, digest32, format_ms
 from service.domain.profile import Profile, event_digest
 from service.domain.rules import Rulebook
@@ -123,6 +124,8 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
     if ts >= newest:
         profile.newest_ms = ts
         profile.tz_min = event.utc_offset_min
+    if ZONE_PROPERTY in event.properties:  # the customer's IANA zone (localtime.py)
+        note_zone(profile, event)
     responses: Sequence[tuple[str, str, str]] = _NONE
     audit: list[dict[str, Any]] = []
     if etype == "consent_changed":

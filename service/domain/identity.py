@@ -35,6 +35,7 @@ from typing import Any
 
 from schemas.event import IDENTIFIER_FIELDS, Event
 from service.domain.idring import IdRing
+from service.domain.localtime import merge_zone
 from service.domain.policy import digest32
 from service.domain.profile import Profile
 from service.domain.rules import Rulebook
@@ -148,6 +149,7 @@ def merge_profiles(base: Profile, alias: str, other: Profile | None,
     if other.newest_ms > merged.newest_ms:
         merged.newest_ms = other.newest_ms
         merged.tz_min = other.tz_min
+    merge_zone(merged, other)
     return merged, True
 
 

@@ -119,7 +119,7 @@ class ActionSpec(_Strict):
     """One entry of the actions catalog."""
 
     description: str | None = None
-    channel: ChannelName
+    channel: ChannelName | None = None
     when: Any
     suppress_unless: Any = None
     payload: dict[str, Any] = Field(default_factory=dict)
@@ -134,6 +134,14 @@ class ActionSpec(_Strict):
     basis: Literal["consent", "service", "legitimate_interest"] | None = None
     consent: Literal["required", "exempt"] | None = None
     purpose: Name | None = None
+    # preference list instead of `channel`: the first consented, outside quiet hours, is used
+    channels: list[ChannelName] | None = Field(default=None, min_length=1, max_length=7)
+
+    def channel_list(self) -> list[ChannelName]:
+        """The channels in order of preference (`[channel]` for a single-channel action)."""
+        if self.channels:
+            return list(self.channels)
+        return [self.channel] if self.channel is not None else []
 
 
 class QuietHours(_Strict):
@@ -141,6 +149,8 @@ class QuietHours(_Strict):
 
     start: Annotated[str, Field(pattern=_CLOCK)]
     end: Annotated[str, Field(pattern=_CLOCK)]
+    # defer: send anyway, with `not_before` = the end of the quiet period (customer's zone)
+    mode: Literal["suppress", "defer"] = "suppress"
 
 
 class ContactCap(_Strict):

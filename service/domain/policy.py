@@ -15,19 +15,35 @@ the first check that stops it, recorded as `suppressed_by`:
 
 A held-out decision is booked in the profile as if it had been sent (cool-down, once-only,
 cap), so the control group's audit trail mirrors what the treated group receives.
+
+An action with a channel preference list (`channels: [sms, email]`) is checked once per channel
+in order (`choose_channel`): consent and quiet hours are per channel, the audit record lists the
+channels skipped and why. Quiet hours are in the customer's own zone (localtime.py); a channel
+whose quiet hours `defer` sends anyway with `not_before`, the end of the quiet period.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from service.domain.channels import (
+    Deferral,
+    Skip,
+    channel_fields,
+    channel_notes,
+    deferral,
+    quiet_now,
+)
 from service.domain.conditions import Cond, Env
 from service.domain.fields import digest32, format_ms
 from service.domain.learning import propensity
 
-__all__ = ["Action", "Experiment", "Policy", "arbitrate", "digest32", "format_ms"]
+__all__ = ["Action", "Experiment", "Policy", "arbitrate", "choose_channel", "digest32",
+           "format_ms", "on_channel"]
 
 _RECENT_KEEP = 64
 
@@ -83,6 +99,7 @@ class Action:
         "rank",
         "types",
         "unless",
+        "variants",
         "when",
     )
 
@@ -111,6 +128,8 @@ class Action:
         # patterns its top-level conditions require to have fired on the event: without
         # them it cannot be eligible, and decide() need not evaluate it
         self.needs_fired = needs_fired
+        # a channel preference list: this action once per channel, in order (channels.py)
+        self.variants: tuple[Action, ...] = ()
 
 
 class LearningPolicy:
@@ -135,7 +154,7 @@ class LearningPolicy:
 class Policy:
     """Contact policy settings, compiled."""
 
-    __slots__ = ("cap_max", "cap_within", "consent_defaults", "keep_ms", "learning",
+    __slots__ = ("cap_max", "cap_within", "consent_defaults", "defer", "keep_ms", "learning",
                  "max_per_event", "quiet")
 
     def __init__(self, cap_max: int | None, cap_within: int, quiet: dict[str, tuple[int, int]],
@@ -149,6 +168,7 @@ class Policy:
         self.learning = learning
         # how long the profile remembers what it was sent (cap, responses, attribution)
         self.keep_ms = max(cap_within, 86_400_000, keep_ms)
+        self.defer: frozenset[str] = frozenset()  # channels whose quiet hours defer, not stop
 
 
 def _span(millis: int) -> str:
@@ -159,10 +179,6 @@ def _span(millis: int) -> str:
             parts.append(f"{millis // size}{unit}")
             millis %= size
     return " ".join(parts[:2]) or "0s"
-
-
-def _clock(minute: int) -> str:
-    return f"{minute // 60:02d}:{minute % 60:02d}"
 
 
 def _check(action: Action, env: Env, policy: Policy, taken: dict[str, str], sent_now: int,
@@ -190,13 +206,10 @@ def _check(action: Action, env: Env, policy: Policy, taken: dict[str, str], sent
             return "objection", (f"legitimate interest ({action.purpose}): the customer "
                                  f"objected ({key.replace(':', ' ')} withdrawn)")
     window = policy.quiet.get(action.channel)
-    if window is not None:
-        local = (ts // 60_000 + profile.tz_min) % 1440
-        start, end = window
-        quiet = start <= local < end if start < end else (local >= start or local < end)
-        if quiet:
-            return "quiet_hours", (f"quiet hours {_clock(start)}-{_clock(end)} on "
-                                   f"{action.channel}; customer's local time {_clock(local)}")
+    if window is not None and action.channel not in policy.defer:
+        why = quiet_now(action.channel, window, env)
+        if why is not None:
+            return "quiet_hours", why
     if action.group is not None and action.group in taken:
         return "arbitration", f"group {action.group} already filled by {taken[action.group]}"
     if sent_now >= policy.max_per_event:
@@ -243,7 +256,10 @@ def arbitrate(env: Env, eligible: list[Action], policy: Policy, version: str
             reasons = [*reasons, learned[name]]
         rank = ranks[name]
         arms = {exp.name: exp.assign(key) for exp in action.experiments}
-        stopped = _check(action, env, policy, taken, sent_now, in_cap)
+        action, stopped, not_before, skipped = choose_channel(action, env, policy, taken,
+                                                             sent_now, in_cap)
+        if skipped or not_before is not None:
+            reasons = [*channel_notes(skipped, not_before), *reasons]
         outcome = "sent"
         suppressed_by: str | None = None
         if stopped is not None:
@@ -265,6 +281,8 @@ def arbitrate(env: Env, eligible: list[Action], policy: Policy, version: str
         if outcome == "sent":
             actions.append(_action_dict(action, env, action_id, customer, reasons, arms, version,
                                         rank))
+            if not_before is not None:
+                actions[-1]["not_before"] = not_before.at
         decisions.append({
             "decision_id": digest32(key, name, event.event_id, version, "decision"),
             "kind": "action",
@@ -283,6 +301,8 @@ def arbitrate(env: Env, eligible: list[Action], policy: Policy, version: str
             **({"purpose": action.purpose} if action.purpose else {}),
             **({"experiment": arms} if arms else {}),
         })
+        if skipped or not_before is not None:
+            decisions[-1].update(channel_fields(skipped, not_before))
     return actions, decisions
 
 
@@ -330,3 +350,72 @@ def _action_dict(action: Action, env: Env, action_id: str, customer: str, reason
         out["experiment"] = arms
     return out
 
+
+
+# -- channel preference lists and deferred quiet hours (channels.py) ---------------------------
+
+# what makes a list try the next channel (an objection to the purpose stops every channel)
+_CHANNEL_STOPS = frozenset({"no_consent", "objection", "quiet_hours"})
+_NO_SKIPS: tuple[Skip, ...] = ()
+
+
+def choose_channel(action: Action, env: Env, policy: Policy, taken: dict[str, str],
+                   sent_now: int, in_cap: int
+                   ) -> tuple[Action, tuple[str, str] | None, Deferral | None, Sequence[Skip]]:
+    """The channel `action` goes out on: (the action on that channel, what stopped it or None,
+    its deferral or None, the channels skipped before it).
+
+    Channels are tried in order; a channel without consent or in its quiet hours is skipped.
+    One whose quiet hours defer is kept in reserve: a later channel that can go now wins, else
+    the first deferrable one goes with `not_before`. A stop that does not depend on the channel
+    (context, cool-down, arbitration, cap...) ends the search. When every channel is skipped,
+    `suppressed_by` is the first channel's reason."""
+    if not action.variants and action.channel not in policy.defer:
+        return action, _check(action, env, policy, taken, sent_now, in_cap), None, _NO_SKIPS
+    options = action.variants or (action,)
+    single = len(options) == 1
+    skipped: list[Skip] = []
+    reserve: tuple[Action, Deferral, int] | None = None
+    for option in options:
+        stopped = _check(option, env, policy, taken, sent_now, in_cap)
+        if stopped is None:
+            later, why = _deferred(option, env, policy)
+            if later is None and why is None:
+                return option, None, None, skipped
+            if later is not None:
+                if single:
+                    return option, None, later, skipped
+                if reserve is None:
+                    reserve = (option, later, len(skipped))
+                skipped.append(Skip(option.channel, "quiet_hours",
+                                    f"{later.why} (it would wait until {later.at})"))
+                continue
+            stopped = ("quiet_hours", why or "")
+        if single or stopped[0] not in _CHANNEL_STOPS:
+            return option, stopped, None, skipped
+        skipped.append(Skip(option.channel, stopped[0], stopped[1]))
+    if reserve is not None:
+        option, later, index = reserve
+        del skipped[index]
+        return option, None, later, skipped
+    tried = ", ".join(f"{skip.channel}: {skip.reason}" for skip in skipped)
+    return options[0], (skipped[0].reason, f"no channel could be used ({tried})"), None, skipped
+
+
+def _deferred(action: Action, env: Env, policy: Policy) -> tuple[Deferral | None, str | None]:
+    window = policy.quiet.get(action.channel)
+    if window is None or action.channel not in policy.defer:
+        return None, None
+    return deferral(action.channel, window, env, action.expires)
+
+
+def on_channel(action: Action, channel: str) -> Action:
+    """A copy of `action` sent on `channel` (its channel consent and objection keys swapped)."""
+    other = copy.copy(action)
+    other.channel = channel
+    other.consent_keys = tuple(f"channel:{channel}" if key.startswith("channel:") else key
+                               for key in action.consent_keys)
+    other.objection_keys = tuple(f"channel:{channel}" if key.startswith("channel:") else key
+                                 for key in action.objection_keys)
+    other.variants = ()
+    return other

@@ -22,6 +22,8 @@ refused by `from_bytes` with a `ProfileFormatError`. Version 1 (ids digested wit
 ones, so they are dropped and `floor_ms` moves to the newest of their times, which makes
 every event up to that time "too late to be sure" - a redelivery of an event from before
 the upgrade is skipped, never applied twice.
+The customer's time zone (`tz`: IANA name, source rank, event time) was added to format 2 as
+an optional part: profiles stored before it read as "zone not known" (the offset fallback).
 """
 
 from __future__ import annotations
@@ -78,6 +80,9 @@ class Profile:
         "sref_ms",
         "traits",
         "tz_min",
+        "tz_ms",
+        "tz_name",
+        "tz_rank",
         "windows",
     )
 
@@ -100,6 +105,11 @@ class Profile:
         self.redirect: str | None = None  # an alias: the profile key it was merged into
         self.links: list[str] = []  # alias keys merged into this profile (bounded)
         self.erased_ms = -1  # a fresh profile after an erasure: inputs up to this time ignored
+        # the customer's IANA zone from their events, its source's rank and event time
+        # (service/domain/localtime.py); None: not known, the offset above is the fallback
+        self.tz_name: str | None = None
+        self.tz_rank = 0
+        self.tz_ms = -1
 
     @classmethod
     def new(cls, key: str) -> Profile:
@@ -148,6 +158,7 @@ class Profile:
         other.consent = {k: list(v) for k, v in self.consent.items()}
         other.responses = {k: dict(v) for k, v in self.responses.items()}
         other.links = list(self.links)
+        other.tz_name, other.tz_rank, other.tz_ms = self.tz_name, self.tz_rank, self.tz_ms
         return other
 
     # -- serialisation ----------------------------------------------------------------------
@@ -188,6 +199,8 @@ class Profile:
             out["l"] = self.links
         if self.erased_ms >= 0:
             out["e"] = self.erased_ms
+        if self.tz_name is not None:
+            out["tz"] = [self.tz_name, self.tz_rank, self.tz_ms]
         return out
 
     def to_bytes(self) -> bytes:
@@ -238,6 +251,10 @@ class Profile:
             part = raw.get(name)
             if part is not None:
                 setattr(profile, attr, build(part))
+        zone = raw.get("tz")  # absent in profiles stored before time zones were held
+        if zone is not None:
+            profile.tz_name, profile.tz_rank, profile.tz_ms = str(zone[0]), int(zone[1]), int(
+                zone[2])
         return profile
 
     def __eq__(self, other: object) -> bool:

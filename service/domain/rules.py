@@ -23,7 +23,14 @@ from service.domain.conditions import ConditionCompiler, ScoreInfo
 from service.domain.fields import EventMatch, SpecError, compile_event_getter, compile_match
 from service.domain.model import ActionSpec, RulebookModel
 from service.domain.patterns import Pattern
-from service.domain.policy import Action, Experiment, LearningPolicy, Policy, format_ms
+from service.domain.policy import (
+    Action,
+    Experiment,
+    LearningPolicy,
+    Policy,
+    format_ms,
+    on_channel,
+)
 from service.domain.scoring import PointRule, Trait
 from service.domain.signals import SignalSpec
 from service.domain.yamlsrc import Locator, Problem, read_yaml
@@ -95,7 +102,8 @@ class Rulebook:
         self.remember_events = model.idempotence.remember_events
         self.max_lateness = model.idempotence.max_lateness
         self.action_names = frozenset(model.actions)
-        self.channels: dict[str, str] = {n: spec.channel for n, spec in model.actions.items()}
+        self.channels: dict[str, str] = {n: spec.channel_list()[0]
+                                         for n, spec in model.actions.items()}
         self.attribution = attribution
         self.signals: dict[str, SignalSpec] = signals or {}
         self.event_types: frozenset[str] = frozenset(
@@ -353,23 +361,26 @@ class _Compiler:
                                       conditions.condition, spec.suppress_unless)
             payload = self.attempt((*path, "payload"),
                                    conditions.template, spec.payload)
-            if when is None or payload is None:
+            channels = self._channels(path, spec)
+            if when is None or payload is None or not channels:
                 continue
             basis = self._basis(path, spec)
             consent: tuple[str, ...] = ()
             if basis == "consent":
-                consent = (f"channel:{spec.channel}",)
+                consent = (f"channel:{channels[0]}",)
                 if spec.purpose:
                     consent += (f"purpose:{spec.purpose}",)
             mine = tuple(e for e in experiments if e.actions is None or name in e.actions)
             types = _trigger_types(spec.when, pattern_types)
-            action = Action(name, spec.channel, when, unless, payload, spec.value,
+            action = Action(name, channels[0], when, unless, payload, spec.value,
                             spec.priority, spec.expires, spec.cooldown, spec.once,
                             spec.group, consent, mine, types, _required_patterns(spec.when))
             action.basis, action.purpose = basis, spec.purpose
             if basis == "legitimate_interest":  # no consent asked; an objection stops it
-                action.objection_keys = (f"purpose:{spec.purpose}", f"channel:{spec.channel}")
+                action.objection_keys = (f"purpose:{spec.purpose}", f"channel:{channels[0]}")
             out.append((action, types))
+            if len(channels) > 1:  # a preference list: the action once per channel, in order
+                action.variants = (action, *(on_channel(action, other) for other in channels[1:]))
         return out
 
     def _basis(self, path: _Path, spec: ActionSpec) -> str:
@@ -397,8 +408,9 @@ class _Compiler:
         defaults: dict[str, bool] = {}
         opt_in = contact.consent_default == "opt_in"
         for spec in self.model.actions.values():
-            mode = contact.consent_by_channel.get(spec.channel, contact.consent_default)
-            defaults[f"channel:{spec.channel}"] = mode == "opt_out"
+            for each in spec.channel_list():
+                mode = contact.consent_by_channel.get(each, contact.consent_default)
+                defaults[f"channel:{each}"] = mode == "opt_out"
             if spec.purpose:
                 defaults[f"purpose:{spec.purpose}"] = not opt_in
         cap = contact.cap
@@ -416,8 +428,26 @@ class _Compiler:
                 segments.append((name, cond))
             learning = LearningPolicy(learn.warm_up, learn.prior, segments, learn.refresh)
         keep = self.model.attribution.window if self.model.attribution is not None else 0
-        return Policy(cap.max if cap else None, cap.within if cap else 0, quiet, defaults,
-                      self.model.arbitration.max_per_event, learning, keep)
+        policy = Policy(cap.max if cap else None, cap.within if cap else 0, quiet, defaults,
+                        self.model.arbitration.max_per_event, learning, keep)
+        policy.defer = frozenset(channel for channel, hours in contact.quiet_hours.items()
+                                 if hours.mode == "defer")
+        return policy
+
+    def _channels(self, path: _Path, spec: ActionSpec) -> list[str]:
+        """An action's channels in order of preference ([] after reporting a problem)."""
+        if (spec.channel is None) == (spec.channels is None):
+            self.problems.append(self.locator.problem(
+                (*path, "channel"), "give either channel or channels (a preference list)"
+                if spec.channel is not None else "needs a channel (or channels: a preference "
+                "list such as [sms, email])"))
+            return []
+        channels: list[str] = [*spec.channel_list()]
+        if len(set(channels)) != len(channels):
+            self.problems.append(self.locator.problem(
+                (*path, "channels"), "names a channel twice"))
+            return []
+        return channels
 
 
 def _top_level(when: Any) -> list[dict[str, Any]]:

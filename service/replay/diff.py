@@ -27,7 +27,8 @@ from service.replay.runner import ReplayResult, RunStats, Tick, quiet_gc
 __all__ = ["ActionDiff", "Change", "Comparison", "compare_stream", "explain", "format_table"]
 
 MatchKey = tuple[str, str, str]
-_COMPARED = ("channel", "score", "payload", "reasons", "expires_at", "experiment")
+_COMPARED = ("channel", "score", "payload", "reasons", "expires_at", "experiment",
+             "not_before")
 
 
 def _key(record: Mapping[str, Any]) -> MatchKey:
@@ -43,7 +44,8 @@ def explain(action: Mapping[str, Any] | None, record: Mapping[str, Any] | None,
     if action is not None:
         return {"outcome": "sent", "channel": action.get("channel"),
                 "score": action.get("score"), "reasons": list(action.get("reasons") or []),
-                "payload": action.get("payload"), "expires_at": action.get("expires_at")}
+                "payload": action.get("payload"), "expires_at": action.get("expires_at"),
+                **({"not_before": action["not_before"]} if "not_before" in action else {})}
     if record is not None:
         side: dict[str, Any] = {"outcome": record.get("outcome"),
                                 "reasons": list(record.get("reasons") or [])}

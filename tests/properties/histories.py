@@ -29,6 +29,8 @@ bodies = st.one_of(
     st.just(("ping", {})),
     st.just(("app_opened", {})),
     st.just(("purchase", {})),
+    st.builds(lambda zone: ("app_opened", {"time_zone": zone}),
+              st.sampled_from(["Asia/Taipei", "America/New_York"])),
     st.builds(lambda g: ("consent_changed", {"channel": "email", "granted": g}), st.booleans()),
     st.builds(lambda a, r: ("action_response", {"action": a, "response": r}),
               st.sampled_from(["offer_a", "offer_b"]), st.sampled_from(["accepted", "declined"])),

@@ -58,16 +58,32 @@ def test_lead_scoring() -> None:
 
 
 def test_flight_delay() -> None:
-    """Apology to everyone delayed >= 60 min; wifi for heavy users, else duty-free coupon for
-    frequent duty-free shoppers, never both; nothing for a 30-minute delay."""
+    """Apology to everyone delayed >= 60 min, by sms when consented and not night-time for
+    the passenger, else by e-mail (the skipped channel audited); wifi for heavy users, else
+    duty-free coupon for frequent duty-free shoppers, never both; a Taipei passenger's UTC-stamped
+    night-time delay gets e-mail and a coupon deferred to 07:00 Taipei; nothing for a 30-minute
+    delay."""
     replay = run_events(*_example("flight_delay"))
-    assert replay.sent("heavy-hana") == ["apology_sms", "wifi_voucher"]
-    assert replay.sent("dutyfree-dan") == ["apology_sms", "dutyfree_coupon_25"]
-    assert replay.sent("both-bea") == ["apology_sms", "wifi_voucher"]
+    channels = {(a["customer_id"], a["action"]): a["channel"] for a in replay.actions}
+    assert replay.sent("heavy-hana") == ["apology", "wifi_voucher"]
+    assert replay.sent("dutyfree-dan") == ["apology", "dutyfree_coupon_25"]
+    assert replay.sent("both-bea") == ["apology", "wifi_voucher"]
     assert ("delay-both-bea", "dutyfree_coupon_25", "suppressed", "arbitration") in \
         replay.audit("both-bea")
-    assert replay.sent("plain-pat") == ["apology_sms"]
+    assert replay.sent("plain-pat") == ["apology"]
     assert replay.sent("short-sam") == []
+    assert [channels[(who, "apology")] for who in ("heavy-hana", "dutyfree-dan", "plain-pat",
+                                                    "taipei-tao")] == ["sms", "email", "sms",
+                                                                       "email"]
+    skips = {d["customer_id"]: d["skipped_channels"] for d in replay.decisions
+             if d.get("skipped_channels")}
+    assert [(s["channel"], s["reason"]) for s in skips["dutyfree-dan"]] == [("sms", "no_consent")]
+    assert [(s["channel"], s["reason"]) for s in skips["taipei-tao"]] == [("sms", "quiet_hours")]
+    assert "local time 23:30 (Asia/Taipei)" in skips["taipei-tao"][0]["why"]
+    [coupon] = [a for a in replay.actions if a["customer_id"] == "taipei-tao"
+                and a["action"] == "dutyfree_coupon_25"]
+    assert coupon["not_before"] == "2026-03-07T07:00:00+08:00"
+    assert all("not_before" not in a for a in replay.actions if a is not coupon)
 
 
 def test_phone_retail() -> None:

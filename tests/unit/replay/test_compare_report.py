@@ -115,3 +115,22 @@ def test_chart_helpers_draw_every_series_and_survive_empty_input() -> None:
     assert histogram({"A": {1.0: 2, 9.5: 1}}, "scores").count("<rect") == 20
     assert "No actions" in line_chart({"A": {}}, "t")
     assert "No scores" in histogram({}, "t")
+
+
+def test_compare_shows_a_deferral_the_other_rulebook_does_not_make(tmp_path: Path) -> None:
+    """Rulebook B defers what A sends at once (a time zone puts 09:00+09:00 inside B's quiet
+    hours 08:00-10:00 only): the action is 'changed', and B's side carries its not_before."""
+    text = ('version: "VERSION"\nactions:\n  hello:\n    channel: sms\n    consent: exempt\n'
+            "    when: {event: {type: page_viewed}}\ncontact_policy:\n  quiet_hours: {sms: "
+            '{start: "START", end: "10:00", mode: defer}}\n')
+    for name, start in (("a", "09:30"), ("b", "08:00")):
+        (tmp_path / f"{name}.yaml").write_text(text.replace("VERSION", name).replace(
+            "START", start))
+    log = _log(tmp_path, [event("e-1", "c-1", time_zone="Asia/Tokyo")])
+    comparison = compare_stream(decode_lines(LogFile(log), print),
+                                load_rulebook(tmp_path / "a.yaml"),
+                                load_rulebook(tmp_path / "b.yaml"))
+    [change] = comparison.changes
+    assert change.kind == "changed" and "not_before" not in change.a
+    assert change.b["not_before"] == "2026-03-02T10:00:00+09:00"
+    assert "not_before" in change.fields
