@@ -121,23 +121,8 @@ def run_worker(settings: Settings, *, tasks: Sequence[Callable[[], Coroutine[Any
     rulebook = load_rulebook(settings.rules)
     check_data_dir(settings)
     if settings.runtime == "faust":
-        _check_faust_runtime(settings, rulebook)
         return _run_faust(settings, rulebook, tasks, broker_attempts)
     return asyncio.run(_run_kafka(settings, rulebook, tasks, broker_attempts))
-
-
-def _check_faust_runtime(settings: Settings, rulebook: Any) -> None:
-    """The Faust runtime has no signal aggregator: a rulebook with signals would run wrong
-    without a word, so it is refused."""
-    needs = []
-    if rulebook.signals:
-        needs.append("cross-customer signals")
-    if needs:
-        raise StartupError(
-            f"TOUCHFLOW_RUNTIME=faust cannot run the rulebook {settings.rules}: it uses "
-            f"{' and '.join(needs)}, which only the default runtime shares between workers; "
-            "set TOUCHFLOW_RUNTIME=kafka."
-        )
 
 
 async def _run_kafka(settings: Settings, rulebook: Any,
