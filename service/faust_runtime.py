@@ -25,6 +25,7 @@ the user's own agents) and Touchflow's topics skip the per-message path:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -231,8 +232,11 @@ class FaustRuntime(KafkaRuntime):
 
 
 async def _idle_until_stopped(fetcher: Any) -> None:
-    """Faust's fetcher drain loop, replaced: `FaustRuntime` fetches (see the module)."""
-    await fetcher.wait_until_stopped()
+    """Faust's fetcher drain loop, replaced: `FaustRuntime` fetches (see the module). Being
+    cancelled ends it quietly: Faust's fetcher treats a cancellation during a rebalance as a
+    crash to restart from, and has no supervisor to restart it at shutdown."""
+    with contextlib.suppress(asyncio.CancelledError):
+        await fetcher.wait_until_stopped()
 
 
 class _FaustProducer:
