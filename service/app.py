@@ -124,6 +124,7 @@ def create_app(
 
             aggregator = SignalAggregator(settings, topics, rulebook, metrics)
             await aggregator.start()
+        readiness.mark_started()  # (as the default runtime: once the context is loaded)
 
     async def after() -> None:
         if aggregator is not None:

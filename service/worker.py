@@ -1,9 +1,9 @@
-"""`touchflow worker`: start-up checks, the metrics/health server, and the Faust worker.
+"""`touchflow worker`: start-up checks, the metrics/health server, and the runtime.
 
 Start-up order: settings (already loaded by the CLI) -> rulebook -> data directory ->
 metrics and health server (so /healthz answers and /readyz says "not ready" while we wait) ->
 broker reachable and topics present, retried with backoff and one log line per attempt ->
-the Faust worker, until SIGTERM/SIGINT.
+the runtime (the lean loop, or a Faust worker), until SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -114,14 +114,18 @@ async def wait_for_broker(
 
 
 def run_worker(settings: Settings, *, tasks: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
-               broker_attempts: int | None = None) -> int:
-    """Run one worker until stopped; return the process exit code."""
+               broker_attempts: int | None = None,
+               customize: Callable[[Any], None] | None = None) -> int:
+    """Run one worker until stopped; return the process exit code. `customize` (Faust
+    runtime only) gets the `Touchflow` before its app starts, to add agents of one's own."""
     from service.domain.rules import load_rulebook
 
     rulebook = load_rulebook(settings.rules)
     check_data_dir(settings)
     if settings.runtime == "faust":
-        return _run_faust(settings, rulebook, tasks, broker_attempts)
+        return _run_faust(settings, rulebook, tasks, broker_attempts, customize)
+    if customize is not None:
+        raise StartupError("adding Faust agents to the worker needs TOUCHFLOW_RUNTIME=faust.")
     return asyncio.run(_run_kafka(settings, rulebook, tasks, broker_attempts))
 
 
@@ -200,7 +204,7 @@ async def _run_kafka(settings: Settings, rulebook: Any,
 
 def _run_faust(settings: Settings, rulebook: Any,
                tasks: Sequence[Callable[[], Coroutine[Any, Any, None]]],
-               broker_attempts: int | None) -> int:
+               broker_attempts: int | None, customize: Callable[[Any], None] | None) -> int:
     import faust
 
     from service.app import create_app
@@ -229,11 +233,12 @@ def _run_faust(settings: Settings, rulebook: Any,
     )
     for task in tasks:
         touchflow.app.task(task)
+    if customize is not None:
+        customize(touchflow)
     worker = faust.Worker(
         touchflow.app, loop=loop, loglevel=settings.log_level.upper(),
         override_logging=False, redirect_stdouts=False, quiet=True,
     )
-    readiness.mark_started()
     code = 0
     try:
         worker.execute_from_commandline()
