@@ -125,6 +125,8 @@ def create_app(
             aggregator = SignalAggregator(settings, topics, rulebook, metrics)
             await aggregator.start()
         readiness.mark_started()  # (as the default runtime: once the context is loaded)
+        log.info("worker started", extra={"rulebook": rulebook.version,
+                                          "group": settings.app_id, "runtime": "faust"})
 
     async def after() -> None:
         if aggregator is not None:
