@@ -19,6 +19,7 @@ from typing import Any
 import faust
 
 from service.context import ContextReader
+from service.domain.profile import Profile
 from service.domain.rules import Rulebook, load_rulebook
 from service.faust_runtime import FaustRuntime
 from service.health import Readiness
@@ -47,6 +48,15 @@ class Touchflow:
     metrics: Metrics
     readiness: Readiness
     runtime: FaustRuntime
+
+    def profile(self, key: str) -> Profile | None:
+        """The durable profile `key` (e.g. "customer_id:c-1"; a merged alias reads as its
+        redirect) when this worker owns its partition, else None: what an agent or a web
+        view of an embedding app reads instead of a Faust table (README, "Runtimes")."""
+        raw_key = key.encode()
+        store = self.processor.store(self.processor.partition_for(raw_key))
+        raw = store.get(raw_key) if store is not None else None
+        return Profile.from_bytes(raw) if raw is not None else None
 
 
 def faust_app(settings: Settings) -> faust.App:

@@ -170,3 +170,25 @@ async def test_only_batches_whose_effects_are_durable_are_committed(tmp_path: Pa
     last = sink.on(topics.changelog)[-1]
     assert last.key == b"customer_id:c1" and last.headers is not None
     assert dict(last.headers)["src"].endswith(b":2"), "the last event reached the changelog"
+
+
+async def test_an_embedding_app_reads_the_profiles_this_worker_owns(tmp_path: Path) -> None:
+    """`Touchflow.profile(key)` returns the durable profile of a customer whose partition this
+    worker holds (after a batch completed: the pings counted), and None for an unknown
+    customer, in place of a Faust table."""
+    from service.app import create_app
+    from service.sink import MemorySink
+
+    settings = load_settings(rules=RULES, store="memory://", partitions=1,
+                             broker="kafka://127.0.0.1:1", topic_prefix="comp",
+                             data_dir=str(tmp_path))
+    touchflow = create_app(settings, recover=no_recovery)
+    touchflow.processor.sink = MemorySink()
+    await touchflow.processor.assign({0})
+    values = [event(f"e{i}", "c1", "ping", at=f"2026-03-02T09:{i:02d}:00Z") for i in range(3)]
+    await touchflow.processor.process([
+        Rec(touchflow.topics.events, 0, n, b"customer_id:c1", value, 0, ())
+        for n, value in enumerate(values)])
+    profile = touchflow.profile("customer_id:c1")
+    assert profile is not None and profile.cid == "c1" and profile.seen.size() == 3
+    assert touchflow.profile("customer_id:nobody") is None
