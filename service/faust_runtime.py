@@ -121,7 +121,10 @@ class FaustConsumer:
         return int(high) if high is not None else None
 
     def assignment(self) -> set[Any]:
-        return set(self.client.assignment())
+        """The assigned partitions of Touchflow's topics (Faust's own, such as its leader
+        topic, and the user's are Faust's to watch, pause and seek)."""
+        owned = self._owned
+        return {tp for tp in self.client.assignment() if tp.topic in owned}
 
     async def position(self, tp: Any) -> int:
         return int(await self._thread.call_thread(self.client.position, _aiokafka_tp(tp)))

@@ -32,6 +32,7 @@ class _Thread:
         self.fetched = 0
         self.commits: list[dict[Any, int]] = []
         self.seeks: list[tuple[Any, int]] = []
+        self.assigned: set[Any] = set()
 
     async def call_thread(self, fun: Any, *args: Any, **kwargs: Any) -> Any:
         result = fun(*args, **kwargs)
@@ -54,6 +55,9 @@ class _Thread:
 
     def highwater(self, tp: Any) -> int | None:
         return None
+
+    def assignment(self) -> set[Any]:
+        return self.assigned
 
 
 class _Faust:
@@ -192,3 +196,12 @@ async def test_an_embedding_app_reads_the_profiles_this_worker_owns(tmp_path: Pa
     profile = touchflow.profile("customer_id:c1")
     assert profile is not None and profile.cid == "c1" and profile.seen.size() == 3
     assert touchflow.profile("customer_id:nobody") is None
+
+
+def test_the_runtime_sees_only_touchflows_partitions() -> None:
+    """The loop's view of the assignment (lag metric, pausing when fenced, rewinding) holds
+    Touchflow's topics only, not Faust's leader topic or the user's agents' topics."""
+    thread = _Thread([])
+    thread.assigned = {TP("events", 0), TP("app-__assignor-__leader", 0), TP("crm", 1)}
+    consumer = FaustConsumer(_Faust(thread), {"events"}, lambda: False)
+    assert consumer.assignment() == {TP("events", 0)}
