@@ -12,6 +12,7 @@ from typing import Any
 
 from service.domain.rules import load_rulebook
 from service.faust_runtime import FaustConsumer
+from service.health import Readiness
 from service.processor import Processor
 from service.runtime import KafkaRuntime
 from service.settings import load_settings
@@ -136,15 +137,16 @@ async def test_a_seek_drops_the_records_kept_for_that_partition() -> None:
 
 async def test_only_batches_whose_effects_are_durable_are_committed(tmp_path: Path) -> None:
     """The shared loop over the Faust consumer: three one-event batches, the broker refusing
-    the second one's output. Commits name only offsets past batches whose output and
+    the first one's changelog records. Commits name only offsets past batches whose output and
     changelog were acknowledged, in order, and the refused batch is processed again (its
     actions sent once acknowledged) before its offset is committed; the last commit covers
-    every event."""
+    every event. Readiness says crashed while the batch fails and recovers once it succeeds."""
     settings = load_settings(rules=RULES, store="memory://", partitions=1,
                              broker="kafka://127.0.0.1:1", topic_prefix="comp",
                              data_dir=str(tmp_path))
     topics = TopicNames.from_settings(settings)
-    sink = Broker(fail_at=3)  # batch 1: output, changelog; batch 2's output is refused
+    # shipments: 1 batch 1's output, 2 batch 2's output, 3 batch 1's changelog (refused)
+    sink = Broker(fail_at=3)
     processor = Processor(settings, topics, load_rulebook(RULES), sink, recover=no_recovery)
     values = [event(f"e{i}", "c1", "ping", at=f"2026-03-02T09:{i:02d}:00Z") for i in range(3)]
     fetches = [{TP(topics.events, 0): [Rec(topics.events, 0, n, b"customer_id:c1", value,
@@ -152,7 +154,18 @@ async def test_only_batches_whose_effects_are_durable_are_committed(tmp_path: Pa
     thread = _Thread(fetches)
     faust = _Faust(thread)
     faust.active = {TP(topics.events, 0)}
-    runtime = KafkaRuntime(settings, topics, lambda _: processor)
+    readiness = Readiness()
+    readiness.mark_started()
+    readiness.mark_assigned({0})
+    crashed: list[str] = []
+    mark_crashed = readiness.mark_crashed
+
+    def noted(agent: str, reason: str) -> None:
+        crashed.append(reason)
+        mark_crashed(agent, reason)
+
+    readiness.mark_crashed = noted  # type: ignore[method-assign]
+    runtime = KafkaRuntime(settings, topics, lambda _: processor, readiness=readiness)
     consumer = FaustConsumer(faust, {topics.events}, runtime._stopping.is_set)
 
     async def start_clients() -> None:
@@ -171,6 +184,7 @@ async def test_only_batches_whose_effects_are_durable_are_committed(tmp_path: Pa
     committed = [c[(topics.events, 0)] for c in thread.commits]
     assert committed == sorted(committed) and committed[-1] == 3
     assert sink.shipments > 3, "the refused batch was shipped again"
+    assert crashed and readiness.crashed == {}, "/readyz 503 while failing, 200 once retried"
     last = sink.on(topics.changelog)[-1]
     assert last.key == b"customer_id:c1" and last.headers is not None
     assert dict(last.headers)["src"].endswith(b":2"), "the last event reached the changelog"
@@ -205,3 +219,44 @@ def test_the_runtime_sees_only_touchflows_partitions() -> None:
     thread.assigned = {TP("events", 0), TP("app-__assignor-__leader", 0), TP("crm", 1)}
     consumer = FaustConsumer(_Faust(thread), {"events"}, lambda: False)
     assert consumer.assignment() == {TP("events", 0)}
+
+
+async def test_a_batch_interrupted_at_shutdown_is_not_committed(tmp_path: Path) -> None:
+    """The worker is asked to stop (SIGTERM: Faust's `on_before_shutdown`) right after its
+    second batch was taken, and the broker refuses that batch's changelog: the drain at
+    shutdown abandons it instead of retrying, and the last commit stops before it (the
+    restart replays it), where `take_events` would have acknowledged it in its `finally`."""
+    settings = load_settings(rules=RULES, store="memory://", partitions=1,
+                             broker="kafka://127.0.0.1:1", topic_prefix="comp",
+                             data_dir=str(tmp_path))
+    topics = TopicNames.from_settings(settings)
+    # shipments: 1 batch 1's output, 2 batch 2's output, 3 batch 1's changelog, then the
+    # drain at shutdown: 4 batch 2's changelog (refused)
+    sink = Broker(fail_at=4)
+    processor = Processor(settings, topics, load_rulebook(RULES), sink, recover=no_recovery)
+    values = [event(f"e{i}", "c1", "ping", at=f"2026-03-02T09:{i:02d}:00Z") for i in range(3)]
+    thread = _Thread([{TP(topics.events, 0): [Rec(topics.events, 0, n, b"customer_id:c1",
+                                                  value, 0, ())]}
+                      for n, value in enumerate(values)])
+    faust = _Faust(thread)
+    faust.active = {TP(topics.events, 0)}
+    runtime = KafkaRuntime(settings, topics, lambda _: processor)
+    consumer = FaustConsumer(faust, {topics.events}, runtime._stopping.is_set)
+    fetch = thread._fetch_records
+
+    async def stop_after_the_second(*args: Any, **kwargs: Any) -> dict[Any, list[Any]]:
+        records = await fetch(*args, **kwargs)
+        if thread.fetched == 2:
+            runtime.stop()
+        return records
+
+    async def start_clients() -> None:
+        runtime._consumer = consumer
+        runtime.processor = processor
+
+    thread._fetch_records = stop_after_the_second  # type: ignore[method-assign]
+    runtime._start_clients = start_clients  # type: ignore[method-assign]
+    await asyncio.wait_for(runtime.run(), 30)
+    committed = [c[(topics.events, 0)] for c in thread.commits]
+    assert committed == [1], committed
+    assert thread.fetched == 2, "no batch is taken once the worker is stopping"
