@@ -185,6 +185,13 @@ class FaustRuntime(KafkaRuntime):
         if self._assigned:
             self.lease.assigned()  # (assigned before the loop started)
 
+    def _follow_lease(self) -> None:
+        # While Faust rebalances its flow is stopped and nothing is fetched; the join (half the
+        # session timeout on Tansu) outlasts the lease without the membership being lost, and
+        # pausing then would leave partitions that stay ours paused in Faust.
+        if self.app.consumer.flow_active:
+            super()._follow_lease()
+
     def install(self, before: Callable[[], Awaitable[None]] | None = None,
                 after: Callable[[], Awaitable[None]] | None = None) -> None:
         """Subscribe Faust's consumer to Touchflow's topics (no Faust acknowledgements), take
