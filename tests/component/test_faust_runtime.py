@@ -260,3 +260,41 @@ async def test_a_batch_interrupted_at_shutdown_is_not_committed(tmp_path: Path) 
     committed = [c[(topics.events, 0)] for c in thread.commits]
     assert committed == [1], committed
     assert thread.fetched == 2, "no batch is taken once the worker is stopping"
+
+
+def test_a_rebalance_is_not_a_lapsed_lease_but_a_silent_group_is(tmp_path: Path) -> None:
+    """No heartbeat answered for longer than the lease: while Faust rebalances (its flow
+    stopped; on Tansu the join alone takes half the session timeout) the runtime leaves its
+    partitions alone, since Faust pauses and resumes them itself; with Faust's flow running
+    (a worker paused past its session timeout) it pauses them until the group answers."""
+    from service.faust_runtime import FaustRuntime
+    from service.fencing import GroupLease
+
+    settings = load_settings(rules=RULES, store="memory://", partitions=1,
+                             broker="kafka://127.0.0.1:1", topic_prefix="comp",
+                             data_dir=str(tmp_path))
+    topics = TopicNames.from_settings(settings)
+    thread = _Thread([])
+    thread.assigned = {TP(topics.events, 0)}
+    faust = _Faust(thread)
+    paused: list[set[Any]] = []
+    faust.pause_partitions = lambda tps: paused.append(set(tps))  # type: ignore[attr-defined]
+
+    class _App:
+        consumer = faust
+
+    runtime = FaustRuntime(settings, topics, lambda sink: Processor(
+        settings, topics, load_rulebook(RULES), sink, recover=no_recovery), _App())
+    runtime._consumer = FaustConsumer(faust, {topics.events}, lambda: False)
+    now = [0.0]
+    runtime.lease = GroupLease(settings.session_timeout_ms, clock=lambda: now[0])
+    runtime.lease._coordinator = object()  # attached: it may fence
+    runtime.lease.renew()
+    runtime._assigned = {TP(topics.events, 0)}
+    now[0] = settings.session_timeout_ms / 1000  # past the lease (half of it)
+    faust.flow_active = False
+    runtime._follow_lease()
+    assert paused == []
+    faust.flow_active = True
+    runtime._follow_lease()
+    assert paused == [{TP(topics.events, 0)}]
