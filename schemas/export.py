@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 from pydantic import BaseModel
 
-from schemas.models import Action, DeadLetter, DecisionRecord, TouchpointEvent
+from schemas.models import Action, DeadLetter, DecisionRecord, ErasureNotice, TouchpointEvent
 
 __all__ = ["MODELS", "export_schemas", "render_schemas"]
 
@@ -16,6 +16,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "action.v1.json": Action,
     "decision_record.v1.json": DecisionRecord,
     "dead_letter.v1.json": DeadLetter,
+    "erasure_notice.v1.json": ErasureNotice,
 }
 
 

@@ -84,6 +84,12 @@ class Action(BaseModel):
     expires_at: AwareDatetime
     payload: dict[str, Any] = Field(default_factory=dict)
     experiment: dict[str, str] | None = None
+    legal_basis: Literal["consent", "service", "legitimate_interest"] = Field(
+        "consent", description="Why Touchflow may contact the customer this way: `consent` "
+        "(given for the channel and purpose), `service` (a transactional message, e.g. an "
+        "order status or a delay apology) or `legitimate_interest` (for `purpose`; the "
+        "customer may object).")
+    purpose: str | None = Field(None, description="The purpose the action serves, if named.")
 
 
 class DecisionRecord(BaseModel):
@@ -100,8 +106,11 @@ class DecisionRecord(BaseModel):
     trigger_event_id: str
     rulebook_version: str
     decided_at: AwareDatetime
-    outcome: Literal["sent", "suppressed", "held_out", "erased", "merged", "refused", "shown",
-                     "accepted", "declined", "converted"]
+    outcome: Literal["sent", "suppressed", "held_out", "erased", "ignored", "merged", "refused",
+                     "shown", "accepted", "declined", "converted"] = Field(
+        description="`ignored` (kind erasure, suppressed_by `erased`): an input dated at or "
+        "before its customer's erasure; the record names the customer only as "
+        "`erased:<key digest>`.")
     action: str | None = None
     channel: Channel | None = None
     action_id: str | None = None
@@ -115,6 +124,38 @@ class DecisionRecord(BaseModel):
         "(treated) or held out by an experiment (holdout)."
     )
     reasons: list[str] = Field(default_factory=list)
+    legal_basis: Literal["consent", "service", "legitimate_interest"] | None = Field(
+        None, description="Why Touchflow may contact the customer this way: `consent` "
+        "(given for the channel and purpose), `service` (a transactional message, e.g. an "
+        "order status or a delay apology) or `legitimate_interest` (for `purpose`; the "
+        "customer may object).")
+    purpose: str | None = Field(None, description="The purpose the action serves, if named.")
+
+
+class ErasedIdentifier(BaseModel):
+    """One identifier an erasure removed."""
+
+    model_config = ConfigDict(frozen=True, title="ErasedIdentifier")
+
+    field: str = Field(description="The identifier's name, e.g. customer_id, anonymous_id.")
+    value: str = Field(description="The identifier itself, for the consumer to erase by.")
+    digest: str = Field(description="Its key digest, as tombstones name it.")
+
+
+class ErasureNotice(BaseModel):
+    """A record on `<prefix>.erasures` (Kafka key: `key_digest`): a customer was erased, and
+    services that keep what Touchflow sent them about this customer should erase it too."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, title="ErasureNotice")
+
+    key_digest: str = Field(description="BLAKE2b-128 (hex) of the erased profile key.")
+    identifiers: list[ErasedIdentifier] = Field(
+        description="The profile key and every identifier linked into it.")
+    erased_ms: int = Field(description="Inputs dated at or before this time (epoch ms) are "
+                           "ignored from now on: the erasure's time or the profile's newest "
+                           "event, whichever is later.")
+    requested_at: AwareDatetime = Field(description="occurred_at of the erasure event.")
+    trigger_event_id: str
 
 
 class DeadLetter(BaseModel):

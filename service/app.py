@@ -113,7 +113,7 @@ def create_app(
     readiness = readiness if readiness is not None else Readiness()
     topics = TopicNames.from_settings(settings)
     app = app if app is not None else faust_app(settings)
-    context = ContextReader(settings, topics.context)
+    context = ContextReader(settings, topics.context, metrics=metrics, readiness=readiness)
     metrics.rulebook.info({"version": rulebook.version})
 
     def make_processor(sink: Sink) -> Processor:
@@ -132,7 +132,7 @@ def create_app(
         if rulebook.signals:
             from service.signal_aggregator import SignalAggregator
 
-            aggregator = SignalAggregator(settings, topics, rulebook, metrics)
+            aggregator = SignalAggregator(settings, topics, rulebook, metrics, readiness)
             await aggregator.start()
         readiness.mark_started()  # (as the default runtime: once the context is loaded)
         log.info("worker started", extra={"rulebook": rulebook.version,

@@ -53,6 +53,7 @@ class BatchStats:
     received: int = 0
     processed: int = 0
     duplicates: int = 0
+    ignored: int = 0  # dated before their customer's erasure
     forwarded: int = 0
     deadlettered: int = 0
     actions: int = 0

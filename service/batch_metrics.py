@@ -38,6 +38,8 @@ class BatchMetrics:
             elif kind == "attribution":
                 metrics.conversions.labels(str(record.get("action")),
                                            str(record.get("arm"))).inc()
+            elif kind == "erasure":
+                metrics.erasures.labels(str(record.get("outcome"))).inc()
 
     def observe(
         self,

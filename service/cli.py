@@ -20,12 +20,16 @@ _PLUGINS = ("service.simulator", "service.replay.command", "service.report")
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
     from service.logs import configure_logging
-    from service.settings import load_settings
+    from service.settings import load_settings, warn_unknown_variables
     from service.worker import run_worker
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    warn_unknown_variables(logging.getLogger("service.worker"), os.environ)
     return run_worker(settings)
 
 
@@ -37,17 +41,18 @@ def _cmd_dev(args: argparse.Namespace) -> int:
 
 
 def _cmd_rules_check(args: argparse.Namespace) -> int:
-    from service.domain.rules import RulebookError, load_rulebook
+    from service.domain.rules import RulebookError, load_rulebook, parse_rulebook
 
     failed = 0
     for path in args.files:
-        try:
-            rulebook = load_rulebook(path)
+        try:  # "-": the rulebook on stdin
+            rulebook = (parse_rulebook(sys.stdin.read(), "<stdin>") if path == "-"
+                        else load_rulebook(path))
         except RulebookError as error:
             print(str(error), file=sys.stderr)
             failed += 1
         else:
-            print(f"{path}: ok, version {rulebook.version}")
+            print(f"{'<stdin>' if path == '-' else path}: ok, version {rulebook.version}")
     return 1 if failed else 0
 
 
@@ -65,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="touchflow", description="Streaming next-best-action engine for touchpoints."
     )
+    from service import __version__
+    from service.settings import settings_help
+
+    parser.add_argument("--version", action="version", version=f"touchflow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     dev = sub.add_parser("dev", help="embedded broker + worker + simulator + metrics, one box")
@@ -73,13 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--seed", type=int, default=7)
     dev.add_argument("--metrics-port", type=int, default=9108)
     dev.set_defaults(handler=_cmd_dev)
-    worker = sub.add_parser("worker", help="run a worker (settings from TOUCHFLOW_* variables)")
+    worker = sub.add_parser("worker", help="run a worker (settings from TOUCHFLOW_* variables)",
+                            description="Run one worker until SIGTERM/SIGINT; settings come "
+                            "from the environment (unknown TOUCHFLOW_* names are warned about).",
+                            epilog=settings_help(),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     worker.set_defaults(handler=_cmd_worker)
     rules = sub.add_parser("rules", help="rulebook tools")
     rules_sub = rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND")
     rules_sub.required = True
     check = rules_sub.add_parser("check", help="validate rulebooks; errors name file:line:field")
-    check.add_argument("files", nargs="+")
+    check.add_argument("files", nargs="+", metavar="FILE", help="a rulebook ('-': stdin)")
     check.set_defaults(handler=_cmd_rules_check)
     schemas = sub.add_parser("schemas", help="wire contract tools")
     schemas_sub = schemas.add_subparsers(dest="schemas_command", metavar="SUBCOMMAND")
@@ -101,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `touchflow`; returns the exit code."""
     from service.domain.rules import RulebookError
+    from service.embedded.broker import BrokerError
     from service.settings import SettingsError
     from service.store import StoreError
     from service.worker import StartupError
@@ -109,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except (SettingsError, StartupError, StoreError) as error:
+    except (SettingsError, StartupError, StoreError, BrokerError) as error:
         print(f"touchflow: {error}", file=sys.stderr)
         return 2
     except RulebookError as error:

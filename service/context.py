@@ -101,8 +101,11 @@ class ContextReader(Background):
     task_name = "touchflow-context"
 
     def __init__(self, settings: Settings, topic: str, apply: Apply = apply_context_record,
-                 label: str = "context") -> None:
+                 label: str = "context", *, metrics: Any = None, readiness: Any = None) -> None:
         self.settings = settings
+        self.component = label
+        self.metrics = metrics  # failures: counted, and a /readyz reason (service/background.py)
+        self.readiness = readiness
         self.topic = topic
         self.label = label
         self.apply = apply
@@ -110,7 +113,6 @@ class ContextReader(Background):
         self.caught_up = asyncio.Event()
         self.malformed = 0
         self._next: dict[int, int] = {}  # partition -> next offset, so a retry resumes there
-
 
     async def wait_loaded(self, warn_every_s: float = 30.0) -> None:
         """Return once the topic was read to its high watermark (a worker must not decide
@@ -122,50 +124,47 @@ class ContextReader(Background):
             except TimeoutError:
                 log.warning(f"still loading the {self.label} table before deciding")
 
-    async def _run(self) -> None:
+    async def _attempt(self) -> None:
+        """Connect and follow the topic until an error (retried by `Background`, resuming
+        where this attempt left off) or cancellation."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        while True:
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.settings.bootstrap_servers,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                **self.settings.kafka_security(),
-            )
-            try:
-                await asyncio.wait_for(consumer.start(), 30)
-                partitions = consumer.partitions_for_topic(self.topic) or {0}
-                tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-                consumer.assign(tps)
-                fresh = [tp for tp in tps if tp.partition not in self._next]
-                if fresh:
-                    await consumer.seek_to_beginning(*fresh)
-                for tp in tps:  # a retry resumes: re-applied records would count as late
-                    if tp.partition in self._next:
-                        consumer.seek(tp, self._next[tp.partition])
-                while True:
-                    batch = await consumer.getmany(timeout_ms=500, max_records=5000)
-                    for tp, records in batch.items():
-                        for record in records:
-                            if not self.apply(self.table, record.key, record.value,
-                                              record_time(record.timestamp)):
-                                self.malformed += 1
-                        if records:
-                            self._next[tp.partition] = records[-1].offset + 1
-                    if not self.caught_up.is_set():
-                        done = True
-                        for tp in tps:
-                            high = consumer.highwater(tp)
-                            if high is None or await consumer.position(tp) < high:
-                                done = False
-                        if done:
-                            self.caught_up.set()
-                            log.info(f"{self.label} table loaded",
-                                     extra={"keys": len(self.table)})
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning(f"{self.label} reader failed, retrying", extra={"error": repr(exc)})
-                await asyncio.sleep(2)
-            finally:
-                await consumer.stop()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            **self.settings.kafka_security(),
+        )
+        try:
+            await asyncio.wait_for(consumer.start(), 30)
+            partitions = consumer.partitions_for_topic(self.topic) or {0}
+            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            fresh = [tp for tp in tps if tp.partition not in self._next]
+            if fresh:
+                await consumer.seek_to_beginning(*fresh)
+            for tp in tps:  # a retry resumes: re-applied records would count as late
+                if tp.partition in self._next:
+                    consumer.seek(tp, self._next[tp.partition])
+            while True:
+                batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+                self._working()
+                for tp, records in batch.items():
+                    for record in records:
+                        if not self.apply(self.table, record.key, record.value,
+                                          record_time(record.timestamp)):
+                            self.malformed += 1
+                    if records:
+                        self._next[tp.partition] = records[-1].offset + 1
+                if not self.caught_up.is_set():
+                    done = True
+                    for tp in tps:
+                        high = consumer.highwater(tp)
+                        if high is None or await consumer.position(tp) < high:
+                            done = False
+                    if done:
+                        self.caught_up.set()
+                        log.info(f"{self.label} table loaded",
+                                 extra={"keys": len(self.table)})
+        finally:
+            await consumer.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 import tempfile
@@ -49,13 +50,13 @@ def run_dev(*, rate: float, customers: int, seed: int, metrics_port: int) -> int
     """Run broker + worker + simulator + live action lines until Ctrl-C."""
     from service.embedded import EmbeddedBroker
     from service.logs import configure_logging
-    from service.settings import load_settings
+    from service.settings import load_settings, warn_unknown_variables
     from service.simulator import simulate
     from service.worker import run_worker
 
-    data_dir = tempfile.mkdtemp(prefix="touchflow-dev-")
     broker = EmbeddedBroker()
-    broker.start()
+    broker.start()  # (first: without the embedded extra it stops here, leaving nothing)
+    data_dir = tempfile.mkdtemp(prefix="touchflow-dev-")
     try:
         defaults = {
             "TOUCHFLOW_BROKER": broker.url,
@@ -71,6 +72,7 @@ def run_dev(*, rate: float, customers: int, seed: int, metrics_port: int) -> int
                 os.environ[name] = value
         settings = load_settings()
         configure_logging("warning", "console")
+        warn_unknown_variables(logging.getLogger("service.dev"), os.environ)
         print(
             "touchflow dev\n"
             f"  broker   {broker.url} (embedded Tansu, in memory)\n"

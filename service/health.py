@@ -2,7 +2,8 @@
 
 `/healthz` answers 200 while the process runs its event loop. `/readyz` answers 200 only once
 the worker has started, holds an assignment, every assigned partition is recovered from its
-changelog, no processing loop is crashed, and it is not stopping; otherwise 503 with the
+changelog, no processing loop is crashed, no background reader (context, signals) is failing,
+offset commits are not failing in a row, and it is not stopping; otherwise 503 with the
 reason as JSON, so a load balancer or Kubernetes probe and a person read the same answer.
 """
 
@@ -29,6 +30,7 @@ class Readiness:
         self.assigned: set[int] = set()
         self.recovering: set[int] = set()
         self.crashed: dict[str, str] = {}
+        self.failing: dict[str, str] = {}  # a background reader or the commits, and why
         self._has_assignment = False
 
     def _publish(self) -> None:
@@ -65,6 +67,17 @@ class Readiness:
         if self.crashed.pop(agent, None) is not None:
             self._publish()
 
+    def mark_failing(self, component: str, reason: str) -> None:
+        """A component that keeps the worker's decisions right (the context reader, the
+        signal aggregator, offset commits) fails and is retrying: not ready until it works."""
+        if self.failing.get(component) != reason:
+            self.failing[component] = reason
+            self._publish()
+
+    def clear_failing(self, component: str) -> None:
+        if self.failing.pop(component, None) is not None:
+            self._publish()
+
     def mark_stopping(self) -> None:
         self.stopping = True
         self._publish()
@@ -85,6 +98,8 @@ class Readiness:
             reasons.append(f"recovering partitions {sorted(self.recovering)}")
         for agent, reason in sorted(self.crashed.items()):
             reasons.append(f"{agent} crashed ({reason}), restarting")
+        for component, reason in sorted(self.failing.items()):
+            reasons.append(f"{component} failing: {reason}")
         return reasons
 
     def status(self) -> dict[str, Any]:

@@ -8,6 +8,9 @@ outcomes, action ids, reasons, topics and partition numbers, all bounded sets.
 from __future__ import annotations
 
 from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -32,9 +35,14 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        # process_* (resident memory, CPU, open fds), python_info and python_gc_*: the
+        # default registry's collectors, registered on ours too (they read the process).
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(collector)
         self.events = Counter(
             "touchflow_events", "Events consumed, by channel, event type and outcome "
-            "(processed, duplicate, deadletter).", ["channel", "type", "outcome"], registry=r)
+            "(processed, duplicate, ignored: dated before the customer's erasure, deadletter).",
+            ["channel", "type", "outcome"], registry=r)
         self.actions = Counter(
             "touchflow_actions", "Next-best actions sent, by action id and channel.",
             ["action", "channel"], registry=r)
@@ -66,11 +74,19 @@ class Metrics:
             "touchflow_batch_duration_seconds", "Time to process one batch, durable effects "
             "included.", buckets=_SECONDS_BUCKETS, registry=r)
         self.consumer_lag = Gauge(
-            "touchflow_consumer_lag_messages", "Messages between the committed position and "
-            "the fetch high watermark, per input partition.", ["topic", "partition"],
-            registry=r)
+            "touchflow_consumer_lag_messages", "Messages between the last committed offset "
+            "and the fetch high watermark, per input partition (grows when commits fail).",
+            ["topic", "partition"], registry=r)
         self.profiles = Gauge(
             "touchflow_profiles", "Customer profiles held in the local store, per partition.",
+            ["partition"], registry=r)
+        self.erasures = Counter(
+            "touchflow_erasures", "Erasure audit records: outcome=erased (a customer erased) "
+            "or ignored (an input dated before its customer's erasure).", ["outcome"],
+            registry=r)
+        self.tombstones = Gauge(
+            "touchflow_erasure_tombstones", "Erasure tombstones held, per partition (they "
+            "expire after the rulebook's max lateness plus TOUCHFLOW_TOMBSTONE_MARGIN_S).",
             ["partition"], registry=r)
         self.recovery_remaining = Gauge(
             "touchflow_recovery_remaining_messages", "Changelog records still to read before "
@@ -103,6 +119,20 @@ class Metrics:
             "touchflow_learning_late_responses", "Responses dated more than one epoch before "
             "a decision already made on their partition (they count from then on), per "
             "partition.", ["partition"], registry=r)
+        self.background_failures = Counter(
+            "touchflow_background_failures", "Failures of a background reader (component="
+            "context: the reference data; signals: the signal aggregator); each is retried "
+            "with backoff and puts a reason in /readyz until the reader works again.",
+            ["component"], registry=r)
+        for component in ("context", "signals"):
+            self.background_failures.labels(component)
+        self.commit_failures = Counter(
+            "touchflow_commit_failures", "Offset commits that did not happen: reason=error "
+            "(the coordinator did not take it), fenced (group membership may be lost), "
+            "rebalance (the partitions moved; expected during rebalances).", ["reason"],
+            registry=r)
+        for reason in ("error", "fenced", "rebalance"):
+            self.commit_failures.labels(reason)
         self.partitions_assigned = Gauge(
             "touchflow_partitions_assigned", "Input partitions assigned to this worker.",
             registry=r)

@@ -35,6 +35,7 @@ from schemas.event import Event, EventError, decode_event
 from service.batch import BatchStats, Message, PendingBatch, Record
 from service.batch_metrics import BatchMetrics
 from service.domain.context_table import ContextTable
+from service.domain.erasure import Tombstones, key_digest
 from service.domain.learning import LearningState
 from service.domain.profile import Profile
 from service.domain.rules import Rulebook
@@ -45,7 +46,13 @@ from service.partitioning import partition_for_key
 from service.recovery import recover_partitions
 from service.settings import Settings
 from service.sink import Sink
-from service.store import LEARNING_KEY, PartitionStore, open_store
+from service.store import (
+    LEARNING_KEY,
+    TOMBSTONE_PREFIX,
+    PartitionStore,
+    open_store,
+    tombstone_key,
+)
 from service.topics import TopicNames
 
 if TYPE_CHECKING:
@@ -117,6 +124,9 @@ class Processor:
         learning = rulebook.policy.learning
         self._refresh_ms = learning.refresh if learning is not None else None
         self.learning: dict[int, LearningState] = {}
+        # Erasure tombstones, per partition: in memory, and in the store and changelog
+        self.tombstones: dict[int, Tombstones] = {}
+        self._tombstone_horizon = rulebook.max_lateness + settings.tombstone_margin_s * 1000
         self._context_late = (self.context.late, self.context.late_signals)
 
     # -- partitions -------------------------------------------------------------------------
@@ -148,6 +158,7 @@ class Processor:
                 self._recovered.discard(partition)
                 self._cache.pop(partition, None)
                 self.learning.pop(partition, None)
+                self.tombstones.pop(partition, None)
                 store = self._stores.pop(partition, None)
                 if store is not None:
                     store.close()
@@ -189,6 +200,7 @@ class Processor:
             self._recovered.add(partition)
             self._cache[partition] = {}
             self._load_learning(partition)
+            self._load_tombstones(partition)
             if self.readiness is not None:
                 self.readiness.mark_recovered(partition)
             if self.metrics is not None:
@@ -260,6 +272,8 @@ class Processor:
         self._unwritten.clear()
         for partition in list(self.learning):
             self._load_learning(partition)
+        for partition in list(self.tombstones):
+            self._load_tombstones(partition)
         self.sink.discard()
 
     def _load_learning(self, partition: int) -> None:
@@ -269,6 +283,16 @@ class Processor:
         raw = self._last_written_raw(partition, LEARNING_KEY)
         self.learning[partition] = LearningState.from_bytes(raw, self._refresh_ms) \
             if raw is not None else LearningState(self._refresh_ms)
+
+    def _load_tombstones(self, partition: int) -> None:
+        """The partition's erasure tombstones as stored (called with no batch pending)."""
+        tombstones = self.tombstones[partition] = Tombstones()
+        store = self._stores.get(partition)
+        if store is None:
+            return
+        start = len(TOMBSTONE_PREFIX)
+        for key, value in store.scan(TOMBSTONE_PREFIX):
+            tombstones.load(key[start:].decode("ascii"), int(value))
 
     def _route(self, messages: Sequence[Record]
                ) -> tuple[list[tuple[int, Record, Event | None, bytes]],
@@ -334,6 +358,7 @@ class Processor:
         caches = {partition: self._cached(partition) for partition in changed}
         rulebook, signals = self.rulebook, self._signal_specs
         learning, table = self.learning, self.context
+        tombs = self.tombstones
         newest_ts = self.context.decided_ms
         channel_topics = self.settings.channel_topics
         counted = batch.decisions if self.metrics is not None else None
@@ -356,9 +381,12 @@ class Processor:
                     stored.add(key)
                 else:
                     profile = None
+            erased_ms = tombs[partition].erased_ms(key.decode()) if profile is None else -1
             if maybe_event is None:
                 used.append(None)
-                stats.decisions += await self._apply_control(message, key, profile, touched)
+                stats.decisions += await self._apply_control(message, key, profile, touched,
+                                                             tombs[partition], erased_ms,
+                                                             counted)
                 continue
             event = maybe_event
             ts = event.ts_ms
@@ -368,7 +396,8 @@ class Processor:
             context = event_context(table, tallies, ts)
             used.append(context)
             try:
-                outcome = step_event(profile, key.decode(), event, context, rulebook, signals)
+                outcome = step_event(profile, key.decode(), event, context, rulebook, signals,
+                                     erased_ms)
             except Exception as exc:  # a bug must not stop the partition: dead-letter it
                 # Events are atomic: the profile goes back to its state before the event.
                 failed.add(index)
@@ -396,12 +425,21 @@ class Processor:
                 stats.duplicates += 1
                 event_counts[(event.channel, event.type, "duplicate")] += 1
                 continue
+            if effects is not None and effects.ignored:  # dated before its erasure: audited
+                stats.ignored += 1
+                event_counts[(event.channel, event.type, "ignored")] += 1
+                await self._audit(outcome.decisions, counted, stats)
+                for control in effects.controls:
+                    await self._send_control(control)
+                continue
             stats.processed += 1
             event_counts[(event.channel, event.type, "processed")] += 1
             if outcome.responses and tallies is not None:
                 tallies.observe(outcome.responses, ts)
             touched[key] = outcome.profile
             if effects is not None:
+                if effects.tombstone >= 0:
+                    await self._erased(tombs[partition], key, effects.tombstone, effects.notice)
                 for name, group in effects.feeds:
                     await sink.send(topics.signal_feed, f"{name}\x1f{group}".encode(), dumps(
                         {"signal": name, "group": group, "event_id": event.event_id,
@@ -439,6 +477,7 @@ class Processor:
             if tallies is not None and tallies.dirty:
                 values[LEARNING_KEY] = tallies.to_bytes()
                 tallies.dirty = False
+            self._write_tombstones(partition, ordered, values)
         stats.actions = len(actions)
         stats.sent_actions = actions
         batch.acks = await sink.ship()
@@ -463,17 +502,19 @@ class Processor:
         for index, (where, message, event, other) in enumerate(ordered[:len(used) - 1]):
             if where != partition or other != key or index in failed:
                 continue
+            erased_ms = self.tombstones[partition].erased_ms(text) if profile is None else -1
             if event is None:
                 result = step_control(profile, text, control_kind(message) or "",
-                                      message.value, self.rulebook)
+                                      message.value, self.rulebook, erased_ms)
                 if result.changed:
                     profile = result.profile
                 continue
             context = used[index]
             assert context is not None
-            outcome = step_event(profile, text, event, context, self.rulebook)
+            outcome = step_event(profile, text, event, context, self.rulebook, (), erased_ms)
             effects = outcome.effects
-            if not outcome.duplicate and (effects is None or effects.forward is None):
+            if not outcome.duplicate and (effects is None or (
+                    effects.forward is None and not effects.ignored)):
                 profile = outcome.profile
         return profile
 
@@ -492,12 +533,54 @@ class Processor:
             if tallies is not None and tallies.late:
                 metrics.learning_late.labels(str(partition)).set(tallies.late)
 
+    async def _audit(self, records: Sequence[dict[str, Any]], counted: list[dict[str, Any]] | None,
+                     stats: BatchStats) -> None:
+        """Audit records of an input dated before its customer's erasure (keyed by digest)."""
+        for record in records:
+            await self.sink.send(self.topics.decisions, str(record["customer_id"]).encode(),
+                                 dumps(record))
+        stats.decisions += len(records)
+        if counted is not None:
+            counted.extend(records)
+
+    async def _erased(self, tombstones: Tombstones, key: bytes, erased_ms: int,
+                      notice: Mapping[str, Any] | None) -> None:
+        """An erasure: keep the key's tombstone, tell `<prefix>.erasures`."""
+        text = key.decode()
+        tombstones.mark(text, erased_ms)
+        if notice is not None and self.topics.erasures:
+            await self.sink.send(self.topics.erasures, key_digest(text).encode(), dumps(notice))
+
+    def _write_tombstones(self, partition: int,
+                          ordered: Sequence[tuple[int, Record, Event | None, bytes]],
+                          values: dict[bytes, bytes | None]) -> None:
+        """Expire the partition's tombstones past their horizon (by the newest event time it
+        applied) and add the changed ones to the batch's store and changelog values."""
+        tombstones = self.tombstones.get(partition)
+        if tombstones is None:
+            return
+        if len(tombstones):
+            newest = max((event.ts_ms for where, _, event, _ in ordered
+                          if where == partition and event is not None), default=-1)
+            tombstones.advance(newest, self._tombstone_horizon)
+        if tombstones.pending:
+            if self.metrics is not None:
+                self.metrics.tombstones.labels(str(partition)).set(len(tombstones))
+            for digest, erased_ms in tombstones.pending.items():
+                values[tombstone_key(digest)] = \
+                    str(erased_ms).encode() if erased_ms is not None else None
+            tombstones.pending.clear()
+
     async def _apply_control(self, message: Record, key: bytes, profile: Profile | None,
-                             touched: dict[bytes, Profile | None]) -> int:
+                             touched: dict[bytes, Profile | None], tombstones: Tombstones,
+                             erased_ms: int, counted: list[dict[str, Any]] | None) -> int:
         """Apply an identity control record (service/domain/step.py); the audit records it
-        wrote are returned as a count."""
+        wrote are returned as a count (and added to `counted`, for the metrics)."""
         kind = control_kind(message) or ""
-        result = step_control(profile, key.decode(), kind, message.value, self.rulebook)
+        result = step_control(profile, key.decode(), kind, message.value, self.rulebook,
+                              erased_ms)
+        if result.tombstone >= 0:
+            await self._erased(tombstones, key, result.tombstone, None)
         if result.dead is not None:
             await self._dead_letter(message, *result.dead)
         for control in result.controls:
@@ -505,6 +588,8 @@ class Processor:
         audit_key = result.audit_key.encode() if result.audit_key else key
         for record in result.decisions:
             await self.sink.send(self.topics.decisions, audit_key, dumps(record))
+        if counted is not None:
+            counted.extend(result.decisions)
         if result.changed:
             touched[key] = result.profile
         return len(result.decisions)

@@ -19,6 +19,7 @@ import math
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from schemas.codec import JSONDecodeError, dumps, loads
@@ -205,6 +206,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from service.replay.reader import ReplayInputError
 
     bad: list[str] = []
+    if args.json and args.json != "-" and not Path(args.json).parent.is_dir():
+        print(f"touchflow report: cannot write --json {args.json}: the directory "
+              f"{Path(args.json).parent} does not exist", file=sys.stderr)
+        return 2
     try:
         if args.input:
             if not args.rules:
@@ -223,15 +228,20 @@ def _cmd_report(args: argparse.Namespace) -> int:
     except ReplayInputError as exc:
         print(f"touchflow report: {exc}", file=sys.stderr)
         return 2
-    print(_table(stats))
+    # with `--json -` the JSON is stdout, so the table goes to stderr
+    print(_table(stats), file=sys.stderr if args.json == "-" else sys.stdout)
     for line in bad[:20]:
         print(f"skipped {line}", file=sys.stderr)
     if args.json:
         payload = {name: {k: (v.to_dict() if isinstance(v, Interval) else v)
                           for k, v in entry.rows().items()}
                    for name, entry in sorted(stats.items())}
-        with open(args.json, "wb") as handle:
-            handle.write(dumps(payload))
+        if args.json == "-":
+            sys.stdout.buffer.write(dumps(payload) + b"\n")
+            sys.stdout.buffer.flush()
+        else:
+            with open(args.json, "wb") as handle:
+                handle.write(dumps(payload))
     return 0
 
 
@@ -250,5 +260,6 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--partitions", type=int, metavar="N", help="the workers' partition "
                         "count (learned tallies are per partition); default "
                         "TOUCHFLOW_PARTITIONS")
-    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON "
+                        "('-': stdout, the table then goes to stderr)")
     parser.set_defaults(handler=_cmd_report)

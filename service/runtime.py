@@ -85,7 +85,8 @@ class KafkaRuntime:
         self._inflight: deque[_InFlight] = deque()
         self.lease = GroupLease(settings.session_timeout_ms)
         self._commits = OffsetCommits(lambda: self._consumer, lambda: self.lease.live(),
-                                      lambda: self.lease.age())
+                                      lambda: self.lease.age(), metrics=metrics,
+                                      readiness=readiness)
         self._lapsed = False  # the lease expired: fetching paused until it is renewed
 
     def stop(self) -> None:
@@ -133,6 +134,7 @@ class KafkaRuntime:
         self._lapsed = False  # (a new assignment is not paused)
         self._assigned = set(assigned)
         self._next_offsets = {}
+        self._commits.assigned(assigned)
         # Profile partitions are those of the repartition topic; the input topics' partitions
         # are co-partitioned with them when their counts match (else all events are forwarded).
         partitions = self._owned(assigned)
@@ -153,6 +155,7 @@ class KafkaRuntime:
             await self._commits.last()
         finally:
             partitions = self._owned(revoked)
+            self._commits.forget(revoked)
             if self.readiness is not None:
                 self.readiness.mark_revoked(partitions)
             if self.processor is not None:
@@ -183,6 +186,7 @@ class KafkaRuntime:
                     await self._observe_lag()
                     continue
                 messages = list(chain.from_iterable(batch.values()))  # ConsumerRecords
+                self._commits.taken(batch)
                 offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
                 cap = self._next_cap(offsets)
                 async with self._pipe:  # (a rebalance waits: these partitions are still ours)
@@ -337,39 +341,59 @@ class KafkaRuntime:
                   extra={"error": repr(exc), "retry_in_s": delay, "events": events})
 
     async def _process_with_retry(self, messages: Sequence[Record]) -> bool:
-        """Process a batch, retrying with backoff; False if the worker was asked to stop
+        """Process a batch, retrying with jittered backoff (0.5 s doubling up to
+        `_RETRY_MAX_S`, plus up to 0.5 s at random); False if the worker was asked to stop
         before it succeeded."""
+        from tenacity import (
+            AsyncRetrying,
+            RetryCallState,
+            retry_if_exception_type,
+            retry_if_not_exception_type,
+        )
+
+        from service.retry import backoff
+
         assert self.processor is not None
-        delay = 0.5
-        while True:
-            try:
-                await self.processor.process(messages)
-                if self.readiness is not None:
-                    self.readiness.clear_crashed("worker")
-                return True
-            except (asyncio.CancelledError, AssignmentLost):
-                raise
-            except Exception as exc:
-                if self._stopping.is_set():
-                    return False
-                self._crashed(exc, len(messages), delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX_S)
+
+        def crashed(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome is not None else None
+            delay = state.next_action.sleep if state.next_action is not None else None
+            self._crashed(error if isinstance(error, Exception) else RuntimeError(),
+                          len(messages), delay)
+
+        retrying = AsyncRetrying(
+            # (CancelledError is no Exception, and a lost assignment is the fence's to handle)
+            retry=retry_if_exception_type(Exception) & retry_if_not_exception_type(
+                AssignmentLost),
+            stop=lambda _: self._stopping.is_set(),
+            wait=backoff(0.5, _RETRY_MAX_S), before_sleep=crashed,
+            retry_error_callback=lambda _: False,
+        )
+        if await retrying(self.processor.process, messages) is False:
+            return False
+        if self.readiness is not None:
+            self.readiness.clear_crashed("worker")
+        return True
 
     async def _observe_lag(self) -> None:
-        """Per-partition lag from the Fetch responses' high watermark, at most once a second."""
+        """Per-partition lag, the Fetch responses' high watermark less the last committed
+        offset (so a worker that reads on but cannot commit shows a growing lag), at most
+        once a second (service/commits.py says where the committed offsets come from)."""
         now = time.monotonic()
         if self.metrics is None or now - self._lag_at < 1.0:
             return
         self._lag_at = now
         consumer = self._consumer
+        committed = self._commits.committed
         for tp in consumer.assignment():
             high = consumer.highwater(tp)
             if high is None:
                 continue
-            position = await consumer.position(tp)
+            base = committed.get(tp)
+            if base is None:  # nothing taken since the assignment: still at the committed
+                base = await consumer.position(tp)
             self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
-                max(0, high - position))
+                max(0, high - base))
 
     async def _shutdown(self) -> None:
         started = time.monotonic()

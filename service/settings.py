@@ -7,16 +7,22 @@ variable, what it holds and what it accepts, e.g.
 
 from __future__ import annotations
 
+import difflib
+import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "SettingsError", "load_settings"]
+__all__ = ["DEFAULT_RULES", "Settings", "SettingsError", "load_settings"]
 
 ENV_PREFIX = "TOUCHFLOW_"
+# The rulebook shipped inside the package (a copy of examples/default/rulebook.yaml), so an
+# installed wheel starts without a checkout.
+DEFAULT_RULES = Path(__file__).resolve().parent / "rulebooks" / "default.yaml"
 _HOSTPORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 _TOPIC_CHARS = re.compile(r"^[A-Za-z0-9._\-]+$")
 
@@ -38,7 +44,8 @@ class Settings(BaseSettings):
     )
     app_id: str = Field("touchflow", description="Consumer group id and internal topic prefix")
     topic_prefix: str = Field("touchpoints", description="Prefix of the public topics")
-    rules: Path = Field(Path("examples/default/rulebook.yaml"), description="Rulebook file")
+    rules: Path = Field(DEFAULT_RULES, description="Rulebook file (default: the one packaged "
+                        "with touchflow, examples/default/rulebook.yaml)")
     store: Literal["rocksdb://", "memory://"] = Field("rocksdb://", description="Profile store")
     data_dir: Path = Field(Path("var/touchflow"), description="Local state directory")
     metrics_host: str = Field("0.0.0.0", description="Address of the metrics/health server")
@@ -55,15 +62,23 @@ class Settings(BaseSettings):
         "kafka", description="kafka: lean aiokafka loop (default); faust: Faust agents"
     )
     channel_topics: bool = Field(True, description="Also send each action to actions.<channel>")
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info")
-    log_format: Literal["json", "console"] = Field("json")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level")
+    log_format: Literal["json", "console"] = Field(
+        "json", description="json: one object per line; console: for humans")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        "PLAINTEXT"
+        "PLAINTEXT", description="Kafka security protocol"
     )
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field("PLAIN")
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_cafile: Path | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism (with a SASL_* protocol)")
+    sasl_username: str | None = Field(None, description="SASL user name")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (never logged)")
+    ssl_cafile: Path | None = Field(None, description="CA bundle for SSL (default: the system's)")
+    tombstone_margin_s: int = Field(
+        7 * 86_400, ge=0, le=10 * 365 * 86_400,
+        description="Erasure tombstones are kept until the partition's event time passes the "
+        "erasure by the rulebook's max lateness plus this margin (seconds)",
+    )
 
     @field_validator("broker")
     @classmethod
@@ -158,3 +173,59 @@ def load_settings(**overrides: Any) -> Settings:
             "TOUCHFLOW_SASL_USERNAME and TOUCHFLOW_SASL_PASSWORD."
         )
     return settings
+
+
+# TOUCHFLOW_* variables read outside the settings (the embedded broker's binary, the soak test).
+_OTHER_VARIABLES = frozenset({"TOUCHFLOW_TANSU_BIN", "TOUCHFLOW_SOAK"})
+
+
+def known_variables() -> list[str]:
+    """Every TOUCHFLOW_* variable the worker reads."""
+    return sorted({ENV_PREFIX + name.upper() for name in Settings.model_fields}
+                  | _OTHER_VARIABLES)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """The TOUCHFLOW_* names in `environ` that no setting reads, each with the closest known
+    name (a likely misspelling) or None; only names are looked at, never values."""
+    known = known_variables()
+    out = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known:
+            continue
+        # compared without the common prefix, which would make every name look close
+        suffixes = [k.removeprefix(ENV_PREFIX) for k in known]
+        close = difflib.get_close_matches(upper.removeprefix(ENV_PREFIX), suffixes, n=1,
+                                          cutoff=0.6)
+        out.append((name, ENV_PREFIX + close[0] if close else None))
+    return out
+
+
+def warn_unknown_variables(log: logging.Logger, environ: Mapping[str, str]) -> None:
+    """One warning per unknown TOUCHFLOW_* variable (its name and a suggestion, no value)."""
+    for name, suggestion in unknown_variables(environ):
+        hint = f"; did you mean {suggestion}?" if suggestion else ""
+        log.warning(f"unknown setting {name} is ignored{hint}",
+                    extra={"variable": name, "suggestion": suggestion})
+
+
+def settings_help() -> str:
+    """The settings as a table for `touchflow worker --help`: variable, default, meaning
+    (generated from the Settings model, so it cannot go stale)."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if default is None:
+            shown = "unset"
+        elif isinstance(default, bool):
+            shown = str(default).lower()
+        else:
+            shown = str(default)
+        rows.append((ENV_PREFIX + name.upper(), shown, field.description or ""))
+    width = max(len(row[0]) for row in rows)
+    lines = ["settings (environment variables):"]
+    for variable, shown, meaning in rows:
+        lines.append(f"  {variable:<{width}}  {meaning}")
+        lines.append(f"  {'':<{width}}  default: {shown}")
+    return "\n".join(lines)

@@ -42,10 +42,12 @@ class SignalAggregator(Background):
     """Counts the signal feed of the partitions this worker owns; publishes what fires."""
 
     task_name = "touchflow-signals"
+    component = "signals"
 
     def __init__(self, settings: Settings, topics: TopicNames, rulebook: Rulebook,
-                 metrics: Any = None) -> None:
+                 metrics: Any = None, readiness: Any = None) -> None:
         self.settings = settings
+        self.readiness = readiness
         self.topics = topics
         self.rulebook = rulebook
         self.metrics = metrics
@@ -54,7 +56,6 @@ class SignalAggregator(Background):
         self.malformed = 0
         self._silent_until: dict[Any, int] = {}
         self._consumer: Any = None
-
 
     async def _on_assigned(self, assigned: set[Any]) -> None:
         """Rebuild: start over from the beginning, silently up to the committed offsets."""
@@ -69,37 +70,34 @@ class SignalAggregator(Background):
         log.info("signal partitions assigned",
                  extra={"partitions": sorted(tp.partition for tp in assigned)})
 
-    async def _run(self) -> None:
+    async def _attempt(self) -> None:
+        """Connect and follow the feed until an error (retried by `Background`: a new
+        consumer rebuilds the state on its assignment) or cancellation."""
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
         settings = self.settings
-        while True:
-            security = settings.kafka_security()
-            producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers,
-                                        acks="all", **security)
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=settings.bootstrap_servers,
-                **(settings.group_member() | {"group_id": f"{settings.app_id}-signals"}),
-            )
-            self._consumer = consumer
-            try:
-                await asyncio.wait_for(producer.start(), 30)
-                await asyncio.wait_for(consumer.start(), 30)
-                consumer.subscribe([self.topics.signal_feed], listener=_Listener(self))
-                while True:
-                    batch = await consumer.getmany(timeout_ms=500, max_records=5000)
-                    if batch:
-                        await self._handle(batch, producer)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("signal aggregator failed, retrying", extra={"error": repr(exc)})
-                await asyncio.sleep(2)
-            finally:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(consumer.stop(), 10)
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(producer.stop(), 10)
+        security = settings.kafka_security()
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers,
+                                    acks="all", **security)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            **(settings.group_member() | {"group_id": f"{settings.app_id}-signals"}),
+        )
+        self._consumer = consumer
+        try:
+            await asyncio.wait_for(producer.start(), 30)
+            await asyncio.wait_for(consumer.start(), 30)
+            consumer.subscribe([self.topics.signal_feed], listener=_Listener(self))
+            while True:
+                batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+                if batch:
+                    await self._handle(batch, producer)
+                self._working()
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(consumer.stop(), 10)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 10)
 
     async def _handle(self, batch: dict[Any, list[Any]], producer: Any) -> None:
         offsets: dict[Any, int] = {}

@@ -19,13 +19,21 @@ from collections.abc import Container, Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["LEARNING_KEY", "MemoryStore", "PartitionStore", "RocksStore", "StoreError",
-           "is_profile_key", "open_store"]
+__all__ = ["LEARNING_KEY", "TOMBSTONE_PREFIX", "MemoryStore", "PartitionStore", "RocksStore",
+           "StoreError", "is_profile_key", "open_store", "tombstone_key"]
 
 _CHECKPOINT_KEY = b"\x00touchflow:changelog-offset"
 # A partition's learned propensity tallies: stored and changelogged like a profile, under a
 # key no identifier can take (profile keys are `<field>:<value>`).
 LEARNING_KEY = b"\x00touchflow:learning"
+# Erasure tombstones (service/domain/erasure.py): this prefix, then the key digest (hex);
+# the value is the erasure time in epoch milliseconds (ASCII digits).
+TOMBSTONE_PREFIX = b"\x00touchflow:erased:"
+
+
+def tombstone_key(digest: str) -> bytes:
+    """The store and changelog key of a tombstone, by the erased key's digest."""
+    return TOMBSTONE_PREFIX + digest.encode("ascii")
 
 
 def is_profile_key(key: bytes) -> bool:
@@ -54,6 +62,10 @@ class PartitionStore(Protocol):
     def count(self) -> int: ...
 
     def keys(self) -> Iterable[bytes]: ...
+
+    def scan(self, prefix: bytes) -> Iterable[tuple[bytes, bytes]]:
+        """Every (key, value) whose key starts with `prefix` (the store's own entries)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -88,6 +100,9 @@ class MemoryStore:
 
     def keys(self) -> Iterable[bytes]:
         return [key for key in self._data if is_profile_key(key)]
+
+    def scan(self, prefix: bytes) -> Iterable[tuple[bytes, bytes]]:
+        return sorted((k, v) for k, v in self._data.items() if k.startswith(prefix))
 
     def close(self) -> None:
         """Nothing to release."""
@@ -174,6 +189,14 @@ class RocksStore:
 
     def keys(self) -> Iterable[bytes]:
         return [k for k in self._db.keys() if isinstance(k, bytes) and is_profile_key(k)]  # noqa: SIM118
+
+    def scan(self, prefix: bytes) -> Iterable[tuple[bytes, bytes]]:
+        out = []
+        for key, value in self._db.items(from_key=prefix):
+            if not isinstance(key, bytes) or not key.startswith(prefix):
+                break
+            out.append((key, bytes(value)))
+        return out
 
     def close(self) -> None:
         self._db.flush()  # without a WAL, the memtable is the only copy of recent batches

@@ -29,6 +29,7 @@ class TopicNames:
     changelog: str
     operations: str = ""
     signal_feed: str = ""
+    erasures: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TopicNames:
@@ -43,6 +44,7 @@ class TopicNames:
             changelog=settings.internal_topic("profiles-changelog"),
             operations=settings.topic("operations"),
             signal_feed=settings.internal_topic("signal-feed"),
+            erasures=settings.topic("erasures"),
         )
 
     def channel_actions(self, channel: str) -> str:
@@ -54,6 +56,8 @@ class TopicNames:
                  self.deadletter]
         if self.operations:
             names.append(self.operations)
+        if self.erasures:
+            names.append(self.erasures)
         return names + [self.channel_actions(c) for c in sorted(CHANNELS)]
 
 

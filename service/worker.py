@@ -68,49 +68,75 @@ async def wait_for_broker(
     settings: Settings, topics: TopicNames, *, attempts: int | None = None,
     max_delay_s: float = 30.0, dns_attempts: int = 3,
 ) -> dict[str, int]:
-    """Create/verify the topics, retrying with exponential backoff while the broker is down.
+    """Create/verify the topics, retrying with jittered exponential backoff (1 s doubling up
+    to `max_delay_s`, plus up to 1 s at random: workers restarted together spread out) while
+    the broker is down.
 
     An unreachable broker is retried forever (or `attempts` times): brokers restart. A host
     name that does not resolve `dns_attempts` times in a row is a configuration error.
     """
-    delay = 1.0
-    attempt = 0
+    from tenacity import (
+        AsyncRetrying,
+        RetryCallState,
+        retry_if_exception_type,
+        stop_after_attempt,
+        stop_never,
+    )
+
+    from service.retry import backoff
+
     unresolved = 0
+
+    async def attempt() -> dict[str, int]:
+        nonlocal unresolved
+        try:
+            return await ensure_topics(settings, topics)
+        except (TimeoutError, OSError) as exc:
+            reason = type(exc).__name__
+        except Exception as exc:
+            if "KafkaConnectionError" not in type(exc).__name__ and "Unable" not in str(exc):
+                raise
+            reason = str(exc) or type(exc).__name__
+        bad_hosts = await _unresolvable_hosts(settings)
+        unresolved = unresolved + 1 if bad_hosts else 0
+        if unresolved >= dns_attempts:
+            raise StartupError(
+                f"TOUCHFLOW_BROKER={settings.broker!r}: host {bad_hosts[0]!r} does not "
+                "resolve; check the broker host name."
+            )
+        raise _Unreachable(reason)
+
+    def log_retry(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        delay = state.next_action.sleep if state.next_action is not None else 0.0
+        log.warning(
+            f"broker {settings.broker} unreachable (attempt {state.attempt_number}), "
+            f"retrying in {delay:.1f}s",
+            extra={"attempt": state.attempt_number, "error": str(error)},
+        )
+
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type(_Unreachable),
+        stop=stop_after_attempt(attempts) if attempts is not None else stop_never,
+        wait=backoff(1.0, max_delay_s), before_sleep=log_retry, reraise=True,
+    )
     library = logging.getLogger("aiokafka")
     quiet = _DropLibraryErrors()
     library.addFilter(quiet)
     try:
-        while True:
-            attempt += 1
-            try:
-                return await ensure_topics(settings, topics)
-            except (TimeoutError, OSError) as exc:
-                reason = type(exc).__name__
-            except Exception as exc:
-                if "KafkaConnectionError" not in type(exc).__name__ and "Unable" not in str(exc):
-                    raise
-                reason = str(exc) or type(exc).__name__
-            bad_hosts = await _unresolvable_hosts(settings)
-            unresolved = unresolved + 1 if bad_hosts else 0
-            if unresolved >= dns_attempts:
-                raise StartupError(
-                    f"TOUCHFLOW_BROKER={settings.broker!r}: host {bad_hosts[0]!r} does not "
-                    "resolve; check the broker host name."
-                )
-            if attempts is not None and attempt >= attempts:
-                raise StartupError(
-                    f"cannot reach the Kafka broker at {settings.broker} after {attempt} "
-                    f"attempts ({reason}); check TOUCHFLOW_BROKER and that the broker is running."
-                )
-            log.warning(
-                f"broker {settings.broker} unreachable (attempt {attempt}), "
-                f"retrying in {delay:.0f}s",
-                extra={"attempt": attempt, "error": reason},
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, max_delay_s)
+        counts: dict[str, int] = await retrying(attempt)
+        return counts
+    except _Unreachable as exc:
+        raise StartupError(
+            f"cannot reach the Kafka broker at {settings.broker} after {attempts} "
+            f"attempts ({exc}); check TOUCHFLOW_BROKER and that the broker is running."
+        ) from None
     finally:
         library.removeFilter(quiet)
+
+
+class _Unreachable(Exception):
+    """One attempt found the broker unreachable (retried); the message is why."""
 
 
 def run_worker(settings: Settings, *, tasks: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
@@ -157,7 +183,7 @@ async def _run_kafka(settings: Settings, rulebook: Any,
         loop.add_signal_handler(sig, on_signal)
     http = await start_http(settings.metrics_host, settings.metrics_port, metrics, readiness)
     log.info(f"metrics and health on http://{settings.metrics_host}:{http.port}/metrics")
-    context = ContextReader(settings, topics.context)
+    context = ContextReader(settings, topics.context, metrics=metrics, readiness=readiness)
     aggregator: Any = None
     extra: list[asyncio.Task[None]] = []
     try:
@@ -172,7 +198,7 @@ async def _run_kafka(settings: Settings, rulebook: Any,
         if rulebook.signals:
             from service.signal_aggregator import SignalAggregator
 
-            aggregator = SignalAggregator(settings, topics, rulebook, metrics)
+            aggregator = SignalAggregator(settings, topics, rulebook, metrics, readiness)
             await aggregator.start()
 
         def make_processor(sink: Sink) -> Processor:

@@ -40,12 +40,16 @@ class Effects:
     """The effects of one input beyond actions and audit records (service/domain/step.py
     fills them; most events have none, so an `Outcome` carries None instead)."""
 
-    __slots__ = ("controls", "feeds", "forward")
+    __slots__ = ("controls", "feeds", "forward", "ignored", "notice", "tombstone")
 
     def __init__(self) -> None:
         self.forward: str | None = None  # the profile key to deliver the event to instead
         self.controls: Sequence[Any] = _NONE  # identity control records to send
         self.feeds: Sequence[tuple[str, str]] = _NONE  # (signal, group) pairs it counts in
+        # dated before its customer's erasure: no state changes, one `ignored` audit record
+        self.ignored = False
+        self.tombstone = -1  # an erasure: the key's tombstone time to keep (-1: none)
+        self.notice: dict[str, Any] | None = None  # an erasure: the `<prefix>.erasures` record
 
 
 class Outcome:

@@ -93,6 +93,8 @@ def plan_link(alias: str, alias_profile: Profile | None, canonical: str) -> Link
         return LinkPlan("refuse", reason=f"{field} is already linked to another profile")
     redirect = Profile(alias)
     redirect.redirect = canonical
+    if alias_profile is not None:
+        redirect.erased_ms = alias_profile.erased_ms
     return LinkPlan("merge", redirect=redirect, history=alias_profile)
 
 
@@ -113,6 +115,7 @@ def merge_profiles(base: Profile, alias: str, other: Profile | None,
     merged.links.append(alias)
     if other is None:
         return merged, True
+    merged.erased_ms = max(merged.erased_ms, other.erased_ms)
     for key in other.links:
         if key not in merged.links and key != merged.key and len(merged.links) < MAX_LINKS:
             merged.links.append(key)

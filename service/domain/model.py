@@ -120,7 +120,10 @@ class ActionSpec(_Strict):
     cooldown: Duration | None = None
     once: bool = False
     group: Name | None = None
-    consent: Literal["required", "exempt"] = "required"
+    # The legal basis of contacting the customer (default `consent`); `consent: exempt` is
+    # the older spelling of `basis: service`, `consent: required` of `basis: consent`.
+    basis: Literal["consent", "service", "legitimate_interest"] | None = None
+    consent: Literal["required", "exempt"] | None = None
     purpose: Name | None = None
 
 

@@ -67,6 +67,7 @@ class Action:
     """A compiled catalog entry."""
 
     __slots__ = (
+        "basis",
         "channel",
         "consent_keys",
         "cooldown",
@@ -75,8 +76,10 @@ class Action:
         "group",
         "name",
         "needs_fired",
+        "objection_keys",
         "once",
         "payload",
+        "purpose",
         "rank",
         "types",
         "unless",
@@ -100,6 +103,9 @@ class Action:
         self.once = once
         self.group = group
         self.consent_keys = consent_keys
+        self.basis = "consent"  # legal basis: consent, service, legitimate_interest
+        self.purpose: str | None = None
+        self.objection_keys: tuple[str, ...] = ()  # legitimate interest: stopped if withdrawn
         self.experiments = experiments
         self.types = types
         # patterns its top-level conditions require to have fired on the event: without
@@ -178,6 +184,11 @@ def _check(action: Action, env: Env, policy: Policy, taken: dict[str, str], sent
         if not granted:
             how = "withdrawn" if state is not None else "never given (opt-in)"
             return "no_consent", f"no consent for {key.replace(':', ' ')}: {how}"
+    for key in action.objection_keys:
+        state = profile.consent.get(key)
+        if state is not None and not state[0]:
+            return "objection", (f"legitimate interest ({action.purpose}): the customer "
+                                 f"objected ({key.replace(':', ' ')} withdrawn)")
     window = policy.quiet.get(action.channel)
     if window is not None:
         local = (ts // 60_000 + profile.tz_min) % 1440
@@ -268,6 +279,8 @@ def arbitrate(env: Env, eligible: list[Action], policy: Policy, version: str
             "suppressed_by": suppressed_by,
             "score": rank,
             "reasons": reasons,
+            "legal_basis": action.basis,
+            **({"purpose": action.purpose} if action.purpose else {}),
             **({"experiment": arms} if arms else {}),
         })
     return actions, decisions
@@ -309,7 +322,10 @@ def _action_dict(action: Action, env: Env, action_id: str, customer: str, reason
         "decided_at": event.occurred_at,
         "expires_at": expires.isoformat(),
         "payload": payload,
+        "legal_basis": action.basis,
     }
+    if action.purpose:
+        out["purpose"] = action.purpose
     if arms:
         out["experiment"] = arms
     return out

@@ -63,6 +63,7 @@ class Profile:
     __slots__ = (
         "cid",
         "consent",
+        "erased_ms",
         "floor_ms",
         "hits",
         "key",
@@ -98,6 +99,7 @@ class Profile:
         self.responses: dict[str, dict[str, int]] = {}  # action -> response -> count
         self.redirect: str | None = None  # an alias: the profile key it was merged into
         self.links: list[str] = []  # alias keys merged into this profile (bounded)
+        self.erased_ms = -1  # a fresh profile after an erasure: inputs up to this time ignored
 
     @classmethod
     def new(cls, key: str) -> Profile:
@@ -135,6 +137,7 @@ class Profile:
         other.key, other.cid, other.redirect = self.key, self.cid, self.redirect
         other.newest_ms, other.tz_min = self.newest_ms, self.tz_min
         other.floor_ms, other.sref_ms = self.floor_ms, self.sref_ms
+        other.erased_ms = self.erased_ms
         other.seen = IdRing(self.seen)
         other.scores = dict(self.scores)
         other.hits = dict(self.hits)
@@ -183,6 +186,8 @@ class Profile:
             out["d"] = self.redirect
         if self.links:
             out["l"] = self.links
+        if self.erased_ms >= 0:
+            out["e"] = self.erased_ms
         return out
 
     def to_bytes(self) -> bytes:
@@ -228,6 +233,7 @@ class Profile:
         elif ring:
             profile.seen = IdRing.from_stored(ring)
         profile.sref_ms = int(raw.get("sr", -1))
+        profile.erased_ms = int(raw.get("e", -1))
         for name, attr, build in _PARTS:  # parts left out when empty keep the fresh ones
             part = raw.get(name)
             if part is not None:

@@ -21,7 +21,7 @@ from service.domain.attribution import AttributionPolicy
 from service.domain.compiled import compile_steps
 from service.domain.conditions import ConditionCompiler, ScoreInfo
 from service.domain.fields import EventMatch, SpecError, compile_event_getter, compile_match
-from service.domain.model import RulebookModel
+from service.domain.model import ActionSpec, RulebookModel
 from service.domain.patterns import Pattern
 from service.domain.policy import Action, Experiment, LearningPolicy, Policy, format_ms
 from service.domain.scoring import PointRule, Trait
@@ -346,18 +346,34 @@ class _Compiler:
                                    conditions.template, spec.payload)
             if when is None or payload is None:
                 continue
+            basis = self._basis(path, spec)
             consent: tuple[str, ...] = ()
-            if spec.consent == "required":
+            if basis == "consent":
                 consent = (f"channel:{spec.channel}",)
                 if spec.purpose:
                     consent += (f"purpose:{spec.purpose}",)
             mine = tuple(e for e in experiments if e.actions is None or name in e.actions)
             types = _trigger_types(spec.when, pattern_types)
-            out.append((Action(name, spec.channel, when, unless, payload, spec.value,
-                               spec.priority, spec.expires, spec.cooldown, spec.once,
-                               spec.group, consent, mine, types, _required_patterns(spec.when)),
-                        types))
+            action = Action(name, spec.channel, when, unless, payload, spec.value,
+                            spec.priority, spec.expires, spec.cooldown, spec.once,
+                            spec.group, consent, mine, types, _required_patterns(spec.when))
+            action.basis, action.purpose = basis, spec.purpose
+            if basis == "legitimate_interest":  # no consent asked; an objection stops it
+                action.objection_keys = (f"purpose:{spec.purpose}", f"channel:{spec.channel}")
+            out.append((action, types))
         return out
+
+    def _basis(self, path: _Path, spec: ActionSpec) -> str:
+        """The action's legal basis (`basis`, or the older `consent: required|exempt`)."""
+        if spec.basis is not None and spec.consent is not None:
+            self.problems.append(self.locator.problem(
+                (*path, "consent"), "give the legal basis once: `basis` replaces `consent`"))
+        basis = spec.basis or ("service" if spec.consent == "exempt" else "consent")
+        if basis == "legitimate_interest" and not spec.purpose:
+            self.problems.append(self.locator.problem(
+                (*path, "purpose"), "basis legitimate_interest needs the purpose it serves "
+                "(e.g. purpose: service_recovery); the customer may object to it"))
+        return basis
 
     def _policy(self, conditions: ConditionCompiler) -> Policy:
         contact = self.model.contact_policy

@@ -131,6 +131,20 @@ def _check(args: argparse.Namespace) -> str | None:
         return "--rules FILE is required (the rulebook to replay)"
     if args.compare and args.audit:
         return "--audit writes one rulebook's records: replay each rulebook on its own"
+    return _unwritable(args)
+
+
+def _unwritable(args: argparse.Namespace) -> str | None:
+    """Say which output file cannot be written, before the replay runs (not after it)."""
+    for option in ("output", "audit", "operations", "report", "errors"):
+        path = getattr(args, option)
+        if path is None or path == "-":
+            continue
+        folder = Path(path).parent
+        if not folder.is_dir():
+            return f"cannot write --{option} {path}: the directory {folder} does not exist"
+        if Path(path).is_dir():
+            return f"cannot write --{option} {path}: it is a directory"
     return None
 
 
@@ -142,7 +156,11 @@ def _open_out(path: str | None) -> Iterator[IO[bytes] | None]:
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
     else:
-        with open(path, "wb", buffering=1024 * 1024) as handle:
+        try:
+            handle = open(path, "wb", buffering=1024 * 1024)  # noqa: SIM115
+        except OSError as error:  # (missing folders are caught before: _unwritable)
+            raise ReplayInputError(f"cannot write {path}: {error.strerror}") from None
+        with handle:
             yield handle
 
 
@@ -272,7 +290,9 @@ def _single(args: argparse.Namespace, events: Any, context: ContextTable,
         progress.close()
     stats = result.stats
     _say(f"{label}: {stats.events:,} events ({stats.processed:,} decided, "
-         f"{stats.duplicates:,} duplicates, {stats.errors:,} decide() errors, "
+         f"{stats.duplicates:,} duplicates, "
+         + (f"{stats.ignored:,} ignored as erased, " if stats.ignored else "")
+         + f"{stats.errors:,} decide() errors, "
          f"{result.bad_records:,} bad records skipped) -> {stats.actions:,} actions, "
          f"{stats.decisions:,} audit records, {stats.signals:,} signals; "
          f"rulebook {stats.rulebook_version}; "

@@ -152,11 +152,14 @@ def _step(replayer: Replayer, stats: RunStats, result: ReplayResult,
     if outcome.duplicate:
         stats.duplicates += 1
         return None, None
-    stats.processed += 1
+    if outcome.effects is not None and outcome.effects.ignored:
+        stats.ignored += 1
+    else:
+        stats.processed += 1
+        if outcome.profile is None:
+            stats.erased += 1
     stats.actions += len(outcome.actions)
     stats.decisions += len(outcome.decisions)
-    if outcome.profile is None:
-        stats.erased += 1
     stats.observe(event, outcome)
     return outcome, None
 

@@ -26,6 +26,7 @@ from typing import Any
 from schemas.event import Event
 from service.domain.context_table import ContextTable
 from service.domain.decide import Outcome
+from service.domain.erasure import Tombstones
 from service.domain.learning import LearningState
 from service.domain.profile import Profile
 from service.domain.rules import Rulebook
@@ -43,6 +44,7 @@ from service.settings import Settings
 __all__ = ["DEFAULT_PARTITIONS", "Replayer"]
 
 DEFAULT_PARTITIONS: int = Settings.model_fields["partitions"].default
+DEFAULT_TOMBSTONE_MARGIN_S: int = Settings.model_fields["tombstone_margin_s"].default
 
 
 class Replayer:
@@ -54,7 +56,8 @@ class Replayer:
 
     def __init__(self, rulebook: Rulebook,
                  context: ContextTable | Mapping[str, Any] | None = None, *,
-                 partitions: int = DEFAULT_PARTITIONS, deliver: bool = True) -> None:
+                 partitions: int = DEFAULT_PARTITIONS, deliver: bool = True,
+                 tombstone_margin_s: int = DEFAULT_TOMBSTONE_MARGIN_S) -> None:
         self.rulebook = rulebook
         self.context = context if isinstance(context, ContextTable) else \
             ContextTable.of(context or {})
@@ -66,6 +69,9 @@ class Replayer:
         learning = rulebook.policy.learning
         self._refresh_ms = learning.refresh if learning is not None else None
         self.learning: dict[int, LearningState] = {}
+        # erasure tombstones, per partition as in the worker (expiry follows its event time)
+        self.tombstones: dict[int, Tombstones] = {}
+        self._tombstone_horizon = rulebook.max_lateness + tombstone_margin_s * 1000
         self._specs = list(rulebook.signals.values())
         self.signals = SignalState(rulebook.signals, rulebook.version) if self._specs else None
         self.risky: set[bytes] = set()  # keys copied before each step (see the module doc)
@@ -102,9 +108,13 @@ class Replayer:
         tallies = self._tallies(key) if self._refresh_ms is not None else None
         context = event_context(self.context, tallies, ts)
         before = profile.clone() if profile is not None and key in self.risky else None
+        text = text if text is not None else key.decode()
+        tombs = self.tombstones.get(partition_for_key(key, self.partitions)) \
+            if self.tombstones else None
+        erased_ms = tombs.erased_ms(text) if tombs is not None and profile is None else -1
         try:
-            outcome = step_event(profile, text if text is not None else key.decode(), event,
-                                 context, self.rulebook, self._specs)
+            outcome = step_event(profile, text, event, context, self.rulebook, self._specs,
+                                 erased_ms)
         except Exception:
             if key in self.risky:
                 if before is None:
@@ -115,10 +125,16 @@ class Replayer:
                 self.tainted.add(key)
             raise
         effects = outcome.effects
-        if outcome.duplicate or (effects is not None and effects.forward is not None):
-            if effects is not None and effects.forward is not None and not self.deliver:
-                self.undelivered.append((effects.forward.encode(), event))
+        if outcome.duplicate or (effects is not None and (
+                effects.forward is not None or effects.ignored)):
+            if effects is not None and not self.deliver:
+                if effects.forward is not None:
+                    self.undelivered.append((effects.forward.encode(), event))
+                elif effects.controls:
+                    self.undelivered.extend((c.target.encode(), c) for c in effects.controls)
             return outcome
+        if tombs is not None:
+            tombs.advance(ts, self._tombstone_horizon)
         if outcome.responses and tallies is not None:
             tallies.observe(outcome.responses, ts)
         kept = outcome.profile
@@ -127,6 +143,8 @@ class Replayer:
         elif kept is not profile:
             profiles[key] = kept
         if effects is not None:
+            if effects.tombstone >= 0:
+                self._tombstones(key).mark(text, effects.tombstone)
             if effects.feeds:
                 self._signal(event, effects.feeds, outcome)
             if effects.controls and not self.deliver:
@@ -137,7 +155,14 @@ class Replayer:
 
     def apply_control(self, key: bytes, kind: str, value: bytes | None) -> ControlResult:
         """Apply one control record addressed to `key` (no delivery of what it sends)."""
-        result = step_control(self.profiles.get(key), key.decode(), kind, value, self.rulebook)
+        text = key.decode()
+        profile = self.profiles.get(key)
+        tombs = self.tombstones.get(partition_for_key(key, self.partitions)) \
+            if self.tombstones else None
+        erased_ms = tombs.erased_ms(text) if tombs is not None and profile is None else -1
+        result = step_control(profile, text, kind, value, self.rulebook, erased_ms)
+        if result.tombstone >= 0:
+            self._tombstones(key).mark(text, result.tombstone)
         if result.dead is not None:
             self.dead.append(result.dead)
         if result.changed:
@@ -159,6 +184,13 @@ class Replayer:
             queue.extend(result.controls)
 
     # -- cross-customer state ----------------------------------------------------------------
+
+    def _tombstones(self, key: bytes) -> Tombstones:
+        partition = partition_for_key(key, self.partitions)
+        tombs = self.tombstones.get(partition)
+        if tombs is None:
+            tombs = self.tombstones[partition] = Tombstones()
+        return tombs
 
     def _tallies(self, key: bytes) -> LearningState:
         partition = partition_for_key(key, self.partitions)

@@ -55,6 +55,7 @@ class RunStats:
     actions: int = 0
     decisions: int = 0
     erased: int = 0
+    ignored: int = 0  # dated before their customer's erasure
     signals: int = 0
     actions_by_name: Counter[str] = field(default_factory=Counter)
     actions_by_channel: Counter[str] = field(default_factory=Counter)
@@ -102,6 +103,7 @@ class RunStats:
             "actions": self.actions,
             "decisions": self.decisions,
             "erased": self.erased,
+            "ignored": self.ignored,
             "signals": self.signals,
             "actions_by_name": dict(sorted(self.actions_by_name.items())),
         }
@@ -243,7 +245,7 @@ def _run_once(events: Iterable[tuple[Event, bytes]], replayer: Replayer, result:
     apply = replayer.apply
     write_action = output.write if output is not None else None
     write_audit = audit.write if audit is not None else None
-    count = processed = duplicates = actions = decisions = erased = 0
+    count = processed = duplicates = actions = decisions = erased = ignored = 0
     gc_quiet = contextlib.ExitStack()
     collector = gc_quiet.enter_context(quiet_gc())
     started = time.perf_counter()  # after quiet_gc's one full collection
@@ -266,6 +268,15 @@ def _run_once(events: Iterable[tuple[Event, bytes]], replayer: Replayer, result:
             if outcome.duplicate or (outcome.effects is not None
                                      and outcome.effects.forward is not None):
                 duplicates += 1
+                continue
+            if outcome.effects is not None and outcome.effects.ignored:
+                ignored += 1
+                decisions += len(outcome.decisions)
+                if write_audit is not None:
+                    for record in outcome.decisions:
+                        write_audit(dumps_line(record))
+                if observe:
+                    stats.observe(event, outcome)
                 continue
             processed += 1
             if outcome.profile is None:
@@ -297,6 +308,7 @@ def _run_once(events: Iterable[tuple[Event, bytes]], replayer: Replayer, result:
         result.seconds += time.perf_counter() - started
         stats.events, stats.processed, stats.duplicates = count, processed, duplicates
         stats.actions, stats.decisions, stats.erased = actions, decisions, erased
+        stats.ignored = ignored
 
 
 def replay_file(

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import orjson
 
+from service.domain.erasure import key_digest
 from service.domain.rules import load_rulebook
 from service.processor import Message, Processor
 from service.settings import load_settings
 from service.sink import MemorySink
-from service.store import PartitionStore
+from service.store import PartitionStore, tombstone_key
 from service.topics import TopicNames
 
 RULES = Path(__file__).resolve().parents[1] / "data" / "rulebook.yaml"
@@ -29,15 +30,26 @@ def _event(event_id: str, etype: str, minute: int, **identity: str) -> bytes:
                          "properties": {}})
 
 
+def _ms(minute: int) -> int:
+    return 1_772_442_000_000 + minute * 60_000
+
+
 async def test_erasure_tombstones_profile_and_linked_aliases() -> None:
-    """Cookie pings, login, erasure: the changelog ends with tombstones (None) for both the
-    customer and the cookie key, an erasure audit record is written, and a later cookie ping
-    starts a fresh profile with one point."""
+    """Cookie pings, login, erasure: the changelog ends with deletions (None) of both the
+    customer and the cookie key and an erasure tombstone for each (by digest, with the
+    erasure time), an erasure audit record and one erasures-topic notice naming both
+    identifiers are written; a redelivered ping from before the erasure is ignored (audited
+    by digest, nothing in the changelog; counted in the erasure and event metrics), and a later
+    cookie ping starts a fresh profile with one point."""
     settings = load_settings(rules=RULES, store="memory://", partitions=4,
                              broker="kafka://127.0.0.1:1", topic_prefix="idc")
     topics = TopicNames.from_settings(settings)
     sink = MemorySink()
-    processor = Processor(settings, topics, load_rulebook(RULES), sink, recover=_no_recovery)
+    from service.metrics import Metrics
+
+    metrics = Metrics()
+    processor = Processor(settings, topics, load_rulebook(RULES), sink, recover=_no_recovery,
+                          metrics=metrics)
     offsets: dict[tuple[str, int], int] = {}
     looped = 0
 
@@ -68,9 +80,28 @@ async def test_erasure_tombstones_profile_and_linked_aliases() -> None:
     for record in sink.on(topics.changelog):
         assert record.key is not None
         last[record.key] = record.value
-    assert last == {b"customer_id:c-1": None, b"anonymous_id:a-1": None}
+    erased_ms = str(_ms(5)).encode()
+    assert last == {b"customer_id:c-1": None, b"anonymous_id:a-1": None,
+                    tombstone_key(key_digest("customer_id:c-1")): erased_ms,
+                    tombstone_key(key_digest("anonymous_id:a-1")): erased_ms}
     audit = [orjson.loads(r.value) for r in sink.on(topics.decisions) if r.value]
     assert [r["kind"] for r in audit if r["kind"] != "action"] == ["merge", "erasure"]
+    notices = [orjson.loads(r.value) for r in sink.on(topics.erasures) if r.value]
+    assert [[i["field"] for i in n["identifiers"]] for n in notices] == [
+        ["customer_id", "anonymous_id"]]
+
+    # a producer's retry of a ping from before the erasure changes nothing and is audited
+    await deliver(_event("p2", "ping", 2, anonymous_id="a-1"))
+    ignored = [orjson.loads(r.value) for r in sink.on(topics.decisions)][-1]
+    assert (ignored["outcome"], ignored["suppressed_by"]) == ("ignored", "erased")
+    assert ignored["customer_id"] == "erased:" + key_digest("anonymous_id:a-1")
+    assert sink.on(topics.changelog)[-1].key == tombstone_key(key_digest("anonymous_id:a-1"))
+    text = metrics.render().decode()
+    assert 'touchflow_erasures_total{outcome="erased"} 1.0' in text
+    assert 'touchflow_erasures_total{outcome="ignored"} 1.0' in text
+    assert 'outcome="ignored",type="ping"} 1.0' in text
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("touchflow_erasure_tombstones{")) == 2.0
 
     await deliver(_event("p3", "ping", 6, anonymous_id="a-1"))
     await deliver(_event("r2", "report", 7, anonymous_id="a-1"))

@@ -174,14 +174,14 @@ async def test_a_rebalance_drains_and_commits_the_batches_in_flight_first(
 
 
 def _samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every counter sample of the worker's registry (no gauges or histograms: their
-    values hold clocks)."""
+    """Every touchflow counter sample of the worker's registry (no gauges or histograms:
+    their values hold clocks; no python_gc_* counters: they count the collector's runs)."""
     out = {}
     for family in metrics.registry.collect():
         if family.type != "counter":
             continue
         for sample in family.samples:
-            if sample.name.endswith("_total"):
+            if sample.name.startswith("touchflow_") and sample.name.endswith("_total"):
                 out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return out
 

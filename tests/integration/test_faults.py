@@ -11,6 +11,7 @@ exists exactly once per customer, counting re-sends with the same `action_id` as
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import subprocess
 import time
@@ -158,7 +159,8 @@ def _readyz(base: str) -> int:
 
 async def test_broker_down_at_start_up_then_up(worker_env: WorkerEnv) -> None:
     """With no broker at start-up the worker stays up, reports not ready, logs one line per
-    attempt with growing delays (no crash loop), and becomes ready once a broker appears."""
+    attempt with growing, jittered delays (no crash loop), and becomes ready once a broker
+    appears."""
     port = free_port()
     worker = worker_env.start_worker("a", TOUCHFLOW_BROKER=f"kafka://127.0.0.1:{port}")
     base = worker_env.metrics_url(worker)
@@ -167,7 +169,8 @@ async def test_broker_down_at_start_up_then_up(worker_env: WorkerEnv) -> None:
     assert _readyz(base) == 503
     lines = [line for line in worker_env.logs().splitlines() if "unreachable (attempt" in line]
     assert len(lines) >= 2
-    assert "retrying in 1s" in lines[0] and "retrying in 2s" in lines[1]
+    delays = [float(re.search(r"retrying in ([0-9.]+)s", line)[1]) for line in lines[:2]]
+    assert 1.0 <= delays[0] <= 2.0 <= delays[1] <= 3.0, delays  # doubling, plus jitter
     assert "Unable connect" not in worker_env.logs(), "one line per attempt, ours"
     with EmbeddedBroker(port=port) as late:
         worker_env.wait_ready(worker, timeout=90)

@@ -31,9 +31,11 @@ _COMPARISON = re.compile(r"\s*(==|!=|>=|<=|>|<)\s*[0-9.e+-]+\s*$")
 
 def _signals(expr: str) -> list[str]:
     """The operands an alert compares: `a > 1000 and b > 0` gives `a` and `b`, so the test
-    checks that every signal an alert watches has data (the thresholds are promtool's job)."""
+    checks that every signal an alert watches has data (the thresholds are promtool's job);
+    `absent(x)` watches `x`."""
     clauses = re.split(r"\s+and(?:\s+on\s*\(\s*\))?\s+", " ".join(expr.split()))
-    return [_COMPARISON.sub("", clause) for clause in clauses]
+    return [re.sub(r"^absent\((.*)\)$", r"\1", _COMPARISON.sub("", clause))
+            for clause in clauses]
 
 
 def _query(base: str, expr: str) -> list[Any]:
@@ -56,10 +58,12 @@ def _expressions() -> list[tuple[str, str]]:
 
 
 def test_signals_split_alert_expressions() -> None:
-    """The operand extraction keeps both sides of an `and` and drops the threshold."""
+    """The operand extraction keeps both sides of an `and`, drops the threshold, and looks
+    inside `absent()`."""
     assert _signals("sum(a) > 1000\nand sum(deriv(a[10m])) > 0") == ["sum(a)",
                                                                      "sum(deriv(a[10m]))"]
     assert _signals("(x or vector(0)) == 0 and on () y > 0") == ["(x or vector(0))", "y"]
+    assert _signals('absent(up{job="touchflow"})') == ['up{job="touchflow"}']
 
 
 @pytest.mark.parametrize("runtime", ["kafka", "faust"])

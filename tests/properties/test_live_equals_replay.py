@@ -46,7 +46,7 @@ from service.partitioning import partition_for_key
 from service.processor import Processor
 from service.replay.replayer import Replayer
 from service.settings import load_settings
-from service.store import LEARNING_KEY
+from service.store import LEARNING_KEY, TOMBSTONE_PREFIX
 from service.topics import TopicNames
 from tests.properties.broker_model import BrokerModel
 from tests.properties.histories import CUSTOMERS, bodies, identities, links
@@ -356,12 +356,16 @@ class LiveEqualsReplay(RuleBasedStateMachine):
         replayer.risky = Everything()
         self.expected_actions: set[bytes] = set()
         self.expected_audit: set[bytes] = set()
+        # `ignored` records (inputs dated before an erasure) of inputs the oracle applies a
+        # second time (a batch whose changelog landed, then retried): the worker's retry
+        # starts from the store without that batch, so it may or may not write them
+        self.maybe_audit: set[bytes] = set()
         repartition = self.topics.repartition
         for message in self.history:
             key = message.key
             if message.topic == repartition and key is not None and control_kind(message):
                 result = replayer.apply_control(key, control_kind(message) or "", message.value)
-                self.expected_audit.update(dumps(r) for r in result.decisions)
+                self._expect(result.decisions)
                 continue
             try:
                 event = decode_event(message.value)
@@ -379,8 +383,13 @@ class LiveEqualsReplay(RuleBasedStateMachine):
                                      and outcome.effects.forward is not None):
                 continue
             self.expected_actions.update(dumps(a) for a in outcome.actions)
-            self.expected_audit.update(dumps(r) for r in outcome.decisions)
+            self._expect(outcome.decisions)
         return replayer
+
+    def _expect(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            target = self.maybe_audit if record["outcome"] == "ignored" else self.expected_audit
+            target.add(dumps(record))
 
     def compare(self) -> None:
         replayer = self.oracle()
@@ -391,7 +400,7 @@ class LiveEqualsReplay(RuleBasedStateMachine):
         assert all((self.topics.actions, value) in uncertain
                    for value in actions - self.expected_actions)
         assert self.expected_audit <= audit
-        assert all((self.topics.decisions, value) in uncertain
+        assert all((self.topics.decisions, value) in uncertain or value in self.maybe_audit
                    for value in audit - self.expected_audit)
         refresh = self.rulebook.policy.learning.refresh  # type: ignore[union-attr]
         for partition in range(PARTITIONS):
@@ -405,6 +414,11 @@ class LiveEqualsReplay(RuleBasedStateMachine):
             live = LearningState.from_bytes(raw, refresh) if raw else LearningState(refresh)
             want = replayer.learning.get(partition) or LearningState(refresh)
             assert live.to_bytes() == want.to_bytes(), f"partition {partition}: tallies"
+            held = replayer.tombstones.get(partition)
+            tombs = {(key[len(TOMBSTONE_PREFIX):].decode(), int(value))
+                     for key, value in store.scan(TOMBSTONE_PREFIX)}
+            assert tombs == set(held.items() if held is not None else ()), \
+                f"partition {partition}: erasure tombstones differ from replay"
 
 
 LiveEqualsReplay.TestCase.settings = settings(
