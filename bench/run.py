@@ -110,6 +110,18 @@ async def _touchflow(bootstrap: str, log: list[bytes], keys: list[bytes | None],
         partitions=partitions, tmp=tmp)
 
 
+async def _touchflow_faust(bootstrap: str, log: list[bytes], keys: list[bytes | None],
+                           partitions: int, tmp: Path) -> Measurement:
+    """The same worker under the Faust runtime (TOUCHFLOW_RUNTIME=faust), same log, same
+    matching partition counts."""
+    env, prefix = _touchflow_env(bootstrap, partitions, tmp)
+    env["TOUCHFLOW_RUNTIME"] = "faust"
+    return await _run_pipeline(
+        "touchflow faust runtime", [sys.executable, "-m", "service", "worker"], env,
+        bootstrap=bootstrap, topic=f"{prefix}.events", group=prefix, log=log, keys=keys,
+        partitions=partitions, tmp=tmp)
+
+
 async def _latency(bootstrap: str, log: list[bytes], keys: list[bytes | None],
                    partitions: int, tmp: Path, rate: float) -> dict[str, Any]:
     """Event-to-action latency of the worker at `rate` events/s (bench/latency.py)."""
@@ -237,8 +249,8 @@ async def _main(args: argparse.Namespace) -> int:
     print(f"workload: {len(log):,} events, {args.customers:,} customers, seed {args.seed}, "
           f"mean {size:.0f} bytes (generated in {time.perf_counter() - began:.1f}s)",
           file=sys.stderr, flush=True)
-    wanted = set(args.only or ["ceiling", "naive", "touchflow", "core", "instructions",
-                               "latency", "recovery"])
+    wanted = set(args.only or ["ceiling", "naive", "touchflow", "faust", "core",
+                               "instructions", "latency", "recovery"])
     rows: list[tuple[str, Measurement]] = []
     per_round: dict[str, Any] = {}
     latency: dict[str, Any] = {}
@@ -252,7 +264,8 @@ async def _main(args: argparse.Namespace) -> int:
             return _fresh_broker(tmp, args.broker_rtt_ms)
 
         steps = (("ceiling", "raw aiokafka", _ceiling), ("naive", "naive faust", _naive),
-                 ("touchflow", "touchflow worker", _touchflow))
+                 ("touchflow", "touchflow worker", _touchflow),
+                 ("faust", "touchflow faust runtime", _touchflow_faust))
         played: list[list[tuple[str, Measurement]]] = []
         for number in range(args.rounds):
             if args.rounds > 1:
@@ -387,8 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--only", action="append",
-                        choices=("ceiling", "naive", "touchflow", "core", "instructions",
-                                 "latency", "recovery", "scaling"),
+                        choices=("ceiling", "naive", "touchflow", "faust", "core",
+                                 "instructions", "latency", "recovery", "scaling"),
                         help="run only these pipelines (repeatable)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="run the throughput rows this many times, interleaved, and report "

@@ -1,4 +1,6 @@
-"""Touchflow: a streaming next-best-action service (Faust agents around a pure decision core)."""
+"""Touchflow: a streaming next-best-action service: a pure decision core driven by a Kafka
+worker (a lean aiokafka loop, or the same loop inside a Faust app), per-customer state in a
+local RocksDB store backed by a changelog topic (no Faust tables)."""
 
 __all__ = ["__version__"]
 

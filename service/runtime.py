@@ -1,11 +1,12 @@
 """The lean runtime: one aiokafka consumer-group loop feeding the batch processor.
 
-Why next to the Faust agents (service/app.py): Faust's per-event stream machinery caps a worker
-at about 14,000 events/s on our reference machine even with an empty `take_events` body, and
-`take_events` acknowledges a batch's events in a `finally`, so a batch interrupted at shutdown
-can be committed unprocessed. This loop reads batches with `getmany`, hands them to the same
-`Processor`, and commits exactly the offsets it processed, after the processor's flushes: the
-checkpoint order of the module docstring in service/processor.py, with no Faust in between.
+Why not Faust agents: Faust's per-event stream machinery caps a worker at about 14,000
+events/s on our reference machine even with an empty `take_events` body, and `take_events`
+acknowledges a batch's events in a `finally`, so a batch interrupted at shutdown can be
+committed unprocessed. This loop reads batches with `getmany`, hands them to the `Processor`,
+and commits exactly the offsets it processed, after the processor's flushes: the checkpoint
+order of the module docstring in service/processor.py. The Faust runtime runs this same loop
+over Faust's consumer (service/faust_runtime.py).
 
 Partitions of the events, responses and repartition topics are assigned co-partitioned (range
 assignor over topics with equal partition counts), so partition p of each lands on the worker

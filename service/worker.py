@@ -1,9 +1,9 @@
-"""`touchflow worker`: start-up checks, the metrics/health server, and the Faust worker.
+"""`touchflow worker`: start-up checks, the metrics/health server, and the runtime.
 
 Start-up order: settings (already loaded by the CLI) -> rulebook -> data directory ->
 metrics and health server (so /healthz answers and /readyz says "not ready" while we wait) ->
 broker reachable and topics present, retried with backoff and one log line per attempt ->
-the Faust worker, until SIGTERM/SIGINT.
+the runtime (the lean loop, or a Faust worker), until SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -140,30 +140,19 @@ class _Unreachable(Exception):
 
 
 def run_worker(settings: Settings, *, tasks: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
-               broker_attempts: int | None = None) -> int:
-    """Run one worker until stopped; return the process exit code."""
+               broker_attempts: int | None = None,
+               customize: Callable[[Any], None] | None = None) -> int:
+    """Run one worker until stopped; return the process exit code. `customize` (Faust
+    runtime only) gets the `Touchflow` before its app starts, to add agents of one's own."""
     from service.domain.rules import load_rulebook
 
     rulebook = load_rulebook(settings.rules)
     check_data_dir(settings)
     if settings.runtime == "faust":
-        _check_faust_runtime(settings, rulebook)
-        return _run_faust(settings, rulebook, tasks, broker_attempts)
+        return _run_faust(settings, rulebook, tasks, broker_attempts, customize)
+    if customize is not None:
+        raise StartupError("adding Faust agents to the worker needs TOUCHFLOW_RUNTIME=faust.")
     return asyncio.run(_run_kafka(settings, rulebook, tasks, broker_attempts))
-
-
-def _check_faust_runtime(settings: Settings, rulebook: Any) -> None:
-    """The Faust runtime has no signal aggregator: a rulebook with signals would run wrong
-    without a word, so it is refused."""
-    needs = []
-    if rulebook.signals:
-        needs.append("cross-customer signals")
-    if needs:
-        raise StartupError(
-            f"TOUCHFLOW_RUNTIME=faust cannot run the rulebook {settings.rules}: it uses "
-            f"{' and '.join(needs)}, which only the default runtime shares between workers; "
-            "set TOUCHFLOW_RUNTIME=kafka."
-        )
 
 
 async def _run_kafka(settings: Settings, rulebook: Any,
@@ -241,7 +230,7 @@ async def _run_kafka(settings: Settings, rulebook: Any,
 
 def _run_faust(settings: Settings, rulebook: Any,
                tasks: Sequence[Callable[[], Coroutine[Any, Any, None]]],
-               broker_attempts: int | None) -> int:
+               broker_attempts: int | None, customize: Callable[[Any], None] | None) -> int:
     import faust
 
     from service.app import create_app
@@ -270,11 +259,12 @@ def _run_faust(settings: Settings, rulebook: Any,
     )
     for task in tasks:
         touchflow.app.task(task)
+    if customize is not None:
+        customize(touchflow)
     worker = faust.Worker(
         touchflow.app, loop=loop, loglevel=settings.log_level.upper(),
         override_logging=False, redirect_stdouts=False, quiet=True,
     )
-    readiness.mark_started()
     code = 0
     try:
         worker.execute_from_commandline()

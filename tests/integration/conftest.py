@@ -72,11 +72,13 @@ class WorkerEnv:
     def topic(self, name: str) -> str:
         return f"{self.prefix}.{name}"
 
-    def start_worker(self, name: str = "w", **extra: str) -> subprocess.Popen[bytes]:
+    def start_worker(self, name: str = "w", *, module: str = "service worker",
+                     **extra: str) -> subprocess.Popen[bytes]:
+        """`python -m <module>` (default: `touchflow worker`) with this test's settings."""
         path = self.tmp / f"worker-{name}-{len(self.processes)}.log"
         log = open(path, "ab")  # noqa: SIM115
         process = subprocess.Popen(
-            [sys.executable, "-m", "service", "worker"], cwd=ROOT, env=self.env(**extra),
+            [sys.executable, "-m", *module.split()], cwd=ROOT, env=self.env(**extra),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()

@@ -18,15 +18,18 @@ import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
+
+import pytest
 
 from service.embedded import EmbeddedBroker
 from service.embedded.broker import free_port
 from tests.integration.conftest import WorkerEnv, consume, event, produce
 
 CUSTOMERS = [f"f-{n:03d}" for n in range(24)]
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+# The tests whose outcome depends on the runtime's own consumer loop, commits and shutdown run
+# under both runtimes (TOUCHFLOW_RUNTIME).
+RUNTIMES = pytest.mark.parametrize("runtime", ["kafka", "faust"])
 
 
 def _pings(start: int, stop: int) -> list[bytes]:
@@ -72,14 +75,15 @@ async def _await_decisions(env: WorkerEnv, bootstrap: str, at_least: int,
     raise AssertionError(f"fewer than {at_least} decisions within {timeout}s:\n{env.logs()}")
 
 
+@RUNTIMES
 async def test_kill_9_mid_stream_then_restart_applies_every_event_once(
-        worker_env: WorkerEnv) -> None:
+        worker_env: WorkerEnv, runtime: str) -> None:
     """A worker killed with SIGKILL in the middle of a stream (RocksDB store, so the restart
     starts from the local checkpoint plus the changelog tail) loses no event, counts none
-    twice, loses no action, and re-sends only identical actions."""
+    twice, loses no action, and re-sends only identical actions; under either runtime."""
     worker_env.store = "rocksdb://"
     bootstrap = worker_env.broker.bootstrap
-    worker = worker_env.start_worker("a")
+    worker = worker_env.start_worker("a", TOUCHFLOW_RUNTIME=runtime)
     worker_env.wait_ready(worker)
     await produce(bootstrap, worker_env.topic("events"), _pings(0, 12))
     await _await_decisions(worker_env, bootstrap, 1)
@@ -87,21 +91,23 @@ async def test_kill_9_mid_stream_then_restart_applies_every_event_once(
     worker.send_signal(signal.SIGKILL)
     worker.wait(10)
     await produce(bootstrap, worker_env.topic("events"), _pings(40, 50))
-    worker = worker_env.start_worker("b")
+    worker = worker_env.start_worker("b", TOUCHFLOW_RUNTIME=runtime)
     worker_env.wait_ready(worker, timeout=90)
     await _check_invariants(worker_env, bootstrap, pings=50, tag="r")
     assert worker_env.stop(worker) == 0
 
 
+@RUNTIMES
 async def test_rebalance_survivor_takes_over_and_partitions_move_back(
-        worker_env: WorkerEnv) -> None:
+        worker_env: WorkerEnv, runtime: str) -> None:
     """Two workers share four partitions; one is killed, the survivor takes its partitions
     (recovering their profiles from the changelog) and finishes the stream; a new worker joins
-    and partitions move back. Same exactly-once-effect invariants."""
+    and partitions move back (the survivor drains and commits what it had in flight before
+    they go). Same exactly-once-effect invariants, under either runtime."""
     worker_env.partitions = 4
     bootstrap = worker_env.broker.bootstrap
-    first = worker_env.start_worker("a")
-    second = worker_env.start_worker("b")
+    first = worker_env.start_worker("a", TOUCHFLOW_RUNTIME=runtime)
+    second = worker_env.start_worker("b", TOUCHFLOW_RUNTIME=runtime)
     worker_env.wait_ready(first, timeout=90)
     worker_env.wait_ready(second, timeout=90)
     await produce(bootstrap, worker_env.topic("events"), _pings(0, 15))
@@ -109,7 +115,7 @@ async def test_rebalance_survivor_takes_over_and_partitions_move_back(
     second.send_signal(signal.SIGKILL)
     second.wait(10)
     await produce(bootstrap, worker_env.topic("events"), _pings(15, 30))
-    third = worker_env.start_worker("c")
+    third = worker_env.start_worker("c", TOUCHFLOW_RUNTIME=runtime)
     worker_env.wait_ready(third, timeout=90)
     await produce(bootstrap, worker_env.topic("events"), _pings(30, 40))
     await _check_invariants(worker_env, bootstrap, pings=40, tag="r")
@@ -119,11 +125,14 @@ async def test_rebalance_survivor_takes_over_and_partitions_move_back(
     assert worker_env.stop(third) == 0
 
 
-async def test_sigterm_drains_commits_and_exits_within_10s(worker_env: WorkerEnv) -> None:
+@RUNTIMES
+async def test_sigterm_drains_commits_and_exits_within_10s(worker_env: WorkerEnv,
+                                                          runtime: str) -> None:
     """SIGTERM under a steady stream: the worker finishes its batch, commits, leaves the
-    group and exits 0 within 10 s; its successor continues without loss or double counting."""
+    group and exits 0 within 10 s; its successor continues without loss or double counting;
+    under either runtime."""
     bootstrap = worker_env.broker.bootstrap
-    worker = worker_env.start_worker("a")
+    worker = worker_env.start_worker("a", TOUCHFLOW_RUNTIME=runtime)
     worker_env.wait_ready(worker)
     await produce(bootstrap, worker_env.topic("events"), _pings(0, 10))
     sender = asyncio.create_task(produce(bootstrap, worker_env.topic("events"), _pings(10, 30)))
@@ -134,7 +143,7 @@ async def test_sigterm_drains_commits_and_exits_within_10s(worker_env: WorkerEnv
     assert code == 0
     assert time.monotonic() - started < 10.0
     await sender
-    worker = worker_env.start_worker("b")
+    worker = worker_env.start_worker("b", TOUCHFLOW_RUNTIME=runtime)
     worker_env.wait_ready(worker, timeout=90)
     await _check_invariants(worker_env, bootstrap, pings=30, tag="r")
     assert worker_env.stop(worker) == 0
@@ -213,9 +222,8 @@ def _one_sentence(result: subprocess.CompletedProcess[str], *needles: str) -> No
 
 def test_bad_configuration_stops_start_up_with_one_sentence(worker_env: WorkerEnv) -> None:
     """A broker host that does not resolve, a rulebook that cannot be read, and a data
-    directory that cannot be written, and the Faust runtime asked to run a rulebook with
-    cross-customer signals (which it cannot share between workers) each stop the worker with
-    one `touchflow:` sentence that names the setting, and no traceback."""
+    directory that cannot be written, and a partition count that is not a number each stop the
+    worker with one `touchflow:` sentence that names the setting, and no traceback."""
     base = worker_env.env(TOUCHFLOW_STORE="rocksdb://")
     _one_sentence(_run_cli({**base, "TOUCHFLOW_BROKER": "kafka://no-such-host.invalid:9092"}),
                   "TOUCHFLOW_BROKER", "does not resolve")
@@ -223,9 +231,6 @@ def test_bad_configuration_stops_start_up_with_one_sentence(worker_env: WorkerEn
     _one_sentence(_run_cli({**base, "TOUCHFLOW_DATA_DIR": "/proc/touchflow"}),
                   "TOUCHFLOW_DATA_DIR")
     _one_sentence(_run_cli({**base, "TOUCHFLOW_PARTITIONS": "many"}), "TOUCHFLOW_PARTITIONS")
-    _one_sentence(_run_cli({**base, "TOUCHFLOW_RUNTIME": "faust",
-                            "TOUCHFLOW_RULES": str(EXAMPLES / "product_issue" / "rulebook.yaml")}),
-                  "TOUCHFLOW_RUNTIME=faust", "signals")
 
 
 def _hostile_corpus() -> dict[str, bytes]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiokafka.partitioner import murmur2
 
 from tests.integration.conftest import ROOT, WorkerEnv, consume, produce, wait_for_records
@@ -13,19 +14,22 @@ from tests.integration.conftest import ROOT, WorkerEnv, consume, produce, wait_f
 EXAMPLE = ROOT / "examples" / "known_after_login"
 
 
+@pytest.mark.parametrize("runtime", ["kafka", "faust"])
 async def test_anonymous_history_merges_across_workers_and_conflicts_are_refused(
-        worker_env: WorkerEnv) -> None:
+        worker_env: WorkerEnv, runtime: str) -> None:
     """Anonymous events on one worker, login and later events on the other: the history is
     merged once, the callback fires on the merged score (29), a redelivered anonymous event
     changes nothing, later cookie events reach the customer's profile, and a second customer
-    claiming the cookie is refused and dead-lettered without leaking the identifier."""
+    claiming the cookie is refused and dead-lettered without leaking the identifier; under
+    either runtime (the control records cross workers on the repartition topic)."""
     def partition(key: bytes) -> int:
         return (murmur2(key) & 0x7FFFFFFF) % 4
 
     assert partition(b"anonymous_id:a-7f3c") == 1 and partition(b"customer_id:acme-kim") == 3
     worker_env.partitions = 4
     worker_env.rules = EXAMPLE / "rulebook.yaml"
-    first, second = worker_env.start_worker("a"), worker_env.start_worker("b")
+    first = worker_env.start_worker("a", TOUCHFLOW_RUNTIME=runtime)
+    second = worker_env.start_worker("b", TOUCHFLOW_RUNTIME=runtime)
     worker_env.wait_ready(first, timeout=90)
     worker_env.wait_ready(second, timeout=90)
     lines = (EXAMPLE / "events.jsonl").read_bytes().splitlines()

@@ -66,12 +66,14 @@ def test_signals_split_alert_expressions() -> None:
     assert _signals('absent(up{job="touchflow"})') == ['up{job="touchflow"}']
 
 
+@pytest.mark.parametrize("runtime", ["kafka", "faust"])
 async def test_prometheus_scrapes_worker_and_every_panel_and_alert_has_data(
-        worker_env: WorkerEnv, tmp_path: Path) -> None:
+        worker_env: WorkerEnv, tmp_path: Path, runtime: str) -> None:
     """A real Prometheus scraping a real worker under simulated traffic (plus a few malformed
-    messages) returns data for every dashboard query and every signal the alerts watch."""
+    messages) returns data for every dashboard query and every signal the alerts watch, under
+    either runtime (the same metrics, lag included)."""
     worker_env.rules = ROOT / "examples" / "default" / "rulebook.yaml"
-    worker = worker_env.start_worker()
+    worker = worker_env.start_worker(TOUCHFLOW_RUNTIME=runtime)
     base = worker_env.wait_ready(worker)
     target = base.removeprefix("http://")
     port = free_port()

@@ -159,10 +159,11 @@ def _lines(path: Path) -> Iterator[bytes]:
             yield line
 
 
-@pytest.mark.parametrize("scenario", ["lead_scoring", "grocery_store", "stock_restock",
-                                      "default-journeys"])
+@pytest.mark.parametrize(("scenario", "runtime"), [
+    ("lead_scoring", "kafka"), ("grocery_store", "kafka"), ("stock_restock", "kafka"),
+    ("default-journeys", "kafka"), ("stock_restock", "faust"), ("default-journeys", "faust")])
 def test_replay_gives_the_same_actions_as_a_live_worker(
-    worker_env: WorkerEnv, scenario: str
+    worker_env: WorkerEnv, scenario: str, runtime: str
 ) -> None:
     """The equivalence promise: one log through a live worker on the real broker and
     through `touchflow replay` yields the same actions - same action_id, payload, reasons
@@ -171,7 +172,8 @@ def test_replay_gives_the_same_actions_as_a_live_worker(
     example, the grocery example (reference data on the context topic), a stock-out and a
     restock in one log (three versions of one context key, each decision reading the one in
     force at its event time), and 3,000 generated events over the default rulebook with
-    redeliveries, bad lines and an erasure."""
+    redeliveries, bad lines and an erasure. The last two also under the Faust runtime (its
+    worker waits for the context topic before deciding, as the default one does)."""
     from service.domain.rules import load_rulebook
     from service.replay.reader import load_context
     from service.replay.runner import ReplayResult, RunStats, replay_file, replay_stream
@@ -207,7 +209,7 @@ def test_replay_gives_the_same_actions_as_a_live_worker(
     if context_path:
         asyncio.run(produce(worker_env.broker.bootstrap, topics.context,
                             list(_lines(context_path))))
-    worker = worker_env.start_worker()
+    worker = worker_env.start_worker(TOUCHFLOW_RUNTIME=runtime)
     _wait_for_log(worker_env, "worker started")
     if context_path:
         _wait_for_log(worker_env, "context table loaded")

@@ -7,24 +7,28 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.integration.conftest import ROOT, WorkerEnv, consume, event, produce, wait_for_records
 
 EXAMPLE = ROOT / "examples" / "product_issue"
 
 
+@pytest.mark.parametrize("runtime", ["kafka", "faust"])
 async def test_complaint_surge_pauses_the_promotion_across_workers(
-        worker_env: WorkerEnv) -> None:
+        worker_env: WorkerEnv, runtime: str) -> None:
     """Replays examples/product_issue through two live workers: one `product_issue` message
     for phone-x, the promotion for phone-x suppressed while it is active and sent for
     phone-y; after a restart of both workers, another complaint in the same episode publishes
     nothing new for phone-x, while its rebuilt counts still complete a phone-z burst that
-    straddles the restart."""
+    straddles the restart. Under either runtime (the signal aggregator runs next to both)."""
     worker_env.partitions = 4
     worker_env.rules = EXAMPLE / "rulebook.yaml"
     bootstrap = worker_env.broker.bootstrap
     context = [line for line in (EXAMPLE / "context.jsonl").read_bytes().splitlines() if line]
     await produce(bootstrap, worker_env.topic("context"), context, keys=[None] * len(context))
-    first, second = worker_env.start_worker("a"), worker_env.start_worker("b")
+    first, second = (worker_env.start_worker("a", TOUCHFLOW_RUNTIME=runtime),
+                     worker_env.start_worker("b", TOUCHFLOW_RUNTIME=runtime))
     worker_env.wait_ready(first, timeout=90)
     worker_env.wait_ready(second, timeout=90)
     lines = (EXAMPLE / "events.jsonl").read_bytes().splitlines()
@@ -52,7 +56,7 @@ async def test_complaint_surge_pauses_the_promotion_across_workers(
     await asyncio.sleep(4)
     for process in (first, second):
         assert worker_env.stop(process) == 0
-    again = worker_env.start_worker("c")
+    again = worker_env.start_worker("c", TOUCHFLOW_RUNTIME=runtime)
     worker_env.wait_ready(again, timeout=90)
     await produce(bootstrap, worker_env.topic("events"), lines[11:12])  # complaint at 12:00
     await produce(bootstrap, worker_env.topic("events"), complaints("z", "phone-z", range(5, 7)))

@@ -21,6 +21,8 @@ import signal
 import time
 from typing import Any
 
+import pytest
+
 from tests.integration.conftest import (
     WorkerEnv,
     event,
@@ -48,14 +50,16 @@ async def _logged(env: WorkerEnv, process: Any, text: str, timeout: float = 30) 
         await asyncio.sleep(0.1)
 
 
+@pytest.mark.parametrize("runtime", ["kafka", "faust"])
 async def test_a_worker_paused_past_its_session_timeout_rolls_nothing_back(
-        worker_env: WorkerEnv) -> None:
+        worker_env: WorkerEnv, runtime: str) -> None:
     """A worker stopped in a backlog for longer than its session timeout, while a second one
     takes over and writes newer state for the same customers, writes none of its stale
     batches when resumed (it logs that it abandoned them); the state recovered from the
-    changelog afterwards counts every event once."""
+    changelog afterwards counts every event once. Under either runtime (under Faust the
+    lease watches the heartbeats of Faust's own consumer)."""
     bootstrap = worker_env.broker.bootstrap
-    first = worker_env.start_worker("a")
+    first = worker_env.start_worker("a", TOUCHFLOW_RUNTIME=runtime)
     await _logged(worker_env, first, "worker started")  # its topics exist
     await produce(bootstrap, worker_env.topic("events"), _pings())  # while A joins the group
     base = worker_env.wait_ready(first)
@@ -63,7 +67,7 @@ async def test_a_worker_paused_past_its_session_timeout_rolls_nothing_back(
     first.send_signal(signal.SIGSTOP)  # in the backlog: batches in flight
     paused = time.monotonic()
     try:
-        second = worker_env.start_worker("b")
+        second = worker_env.start_worker("b", TOUCHFLOW_RUNTIME=runtime)
         worker_env.wait_ready(second)
         middle = await report_scores(worker_env, CUSTOMERS, "mid")  # B owns every partition by now
         assert middle == dict.fromkeys(CUSTOMERS, float(PINGS + 1)), worker_env.logs()[-3000:]

@@ -78,13 +78,16 @@ async def test_malformed_events_are_dead_lettered_and_good_ones_still_processed(
     assert worker_env.stop(worker) == 0
 
 
-async def test_restart_recovers_state_from_changelog_exactly(worker_env: WorkerEnv) -> None:
+@pytest.mark.parametrize("runtime", ["kafka", "faust"])
+async def test_restart_recovers_state_from_changelog_exactly(worker_env: WorkerEnv,
+                                                             runtime: str) -> None:
     """After a clean stop and a restart on an empty local store, every profile comes back from
     the changelog with its exact score, the newest changelog record included (the one a
-    recovery bounded by Tansu's ListOffsets(latest) would cut off), and redelivered events are
-    not counted twice."""
+    recovery bounded by Tansu's ListOffsets(latest) would cut off, as Faust's table recovery
+    did), and redelivered events are not counted twice; under either runtime (the Faust one
+    recovers with Touchflow's recovery, not Faust's)."""
     bootstrap = worker_env.broker.bootstrap
-    worker = worker_env.start_worker()
+    worker = worker_env.start_worker(TOUCHFLOW_RUNTIME=runtime)
     worker_env.wait_ready(worker)
     customers = [f"c-{n}" for n in range(6)]
     first = [event(f"{c}-{i}", c, "ping", at=f"2026-03-02T09:{i:02d}:00Z")
@@ -99,7 +102,7 @@ async def test_restart_recovers_state_from_changelog_exactly(worker_env: WorkerE
     assert worker_env.stop(worker, signal.SIGTERM) == 0
 
     # Memory store: the restarted worker has nothing local and must read the whole changelog.
-    worker = worker_env.start_worker()
+    worker = worker_env.start_worker(TOUCHFLOW_RUNTIME=runtime)
     worker_env.wait_ready(worker)
     again = first[-len(customers) * 2:]  # redelivered: already applied, must change nothing
     more = [event(f"{c}-{i}", c, "ping", at=f"2026-03-02T11:{i:02d}:00Z")
