@@ -34,6 +34,7 @@ from schemas.codec import dumps
 from schemas.event import Event, EventError, decode_event
 from service.batch import BatchStats, Message, PendingBatch, Record
 from service.batch_metrics import BatchMetrics
+from service.domain.capacity import CapacityState, with_quota
 from service.domain.context_table import ContextTable
 from service.domain.erasure import Tombstones, key_digest
 from service.domain.learning import LearningState
@@ -47,6 +48,7 @@ from service.recovery import recover_partitions
 from service.settings import Settings
 from service.sink import Sink
 from service.store import (
+    CAPACITY_KEY,
     LEARNING_KEY,
     TOMBSTONE_PREFIX,
     PartitionStore,
@@ -128,6 +130,9 @@ class Processor:
         self.tombstones: dict[int, Tombstones] = {}
         self._tombstone_horizon = rulebook.max_lateness + settings.tombstone_margin_s * 1000
         self._context_late = (self.context.late, self.context.late_signals)
+        # Capacity across customers: each partition's owned pools and held quotas, in its
+        # store and changelog like the learned tallies (service/domain/capacity.py)
+        self.capacity: dict[int, CapacityState] = {}
 
     # -- partitions -------------------------------------------------------------------------
 
@@ -158,6 +163,7 @@ class Processor:
                 self._recovered.discard(partition)
                 self._cache.pop(partition, None)
                 self.learning.pop(partition, None)
+                self.capacity.pop(partition, None)
                 self.tombstones.pop(partition, None)
                 store = self._stores.pop(partition, None)
                 if store is not None:
@@ -200,6 +206,7 @@ class Processor:
             self._recovered.add(partition)
             self._cache[partition] = {}
             self._load_learning(partition)
+            self._load_capacity(partition)
             self._load_tombstones(partition)
             if self.readiness is not None:
                 self.readiness.mark_recovered(partition)
@@ -274,6 +281,8 @@ class Processor:
             self._load_learning(partition)
         for partition in list(self.tombstones):
             self._load_tombstones(partition)
+        for partition in list(self.capacity):
+            self._load_capacity(partition)
         self.sink.discard()
 
     def _load_learning(self, partition: int) -> None:
@@ -283,6 +292,17 @@ class Processor:
         raw = self._last_written_raw(partition, LEARNING_KEY)
         self.learning[partition] = LearningState.from_bytes(raw, self._refresh_ms) \
             if raw is not None else LearningState(self._refresh_ms)
+
+    def _load_capacity(self, partition: int) -> None:
+        """The partition's quotas as the newest batch encoded them, else as stored."""
+        constraints = self.rulebook.capacity
+        if not constraints:
+            return
+        raw = self._last_written_raw(partition, CAPACITY_KEY)
+        partitions, grace = self.settings.partitions, self.rulebook.max_lateness
+        self.capacity[partition] = CapacityState.from_bytes(
+            raw, constraints, partition, partitions, grace) if raw is not None else \
+            CapacityState(constraints, partition, partitions, grace)
 
     def _load_tombstones(self, partition: int) -> None:
         """The partition's erasure tombstones as stored (called with no batch pending)."""
@@ -359,6 +379,7 @@ class Processor:
         rulebook, signals = self.rulebook, self._signal_specs
         learning, table = self.learning, self.context
         tombs = self.tombstones
+        capacity = self.capacity
         newest_ts = self.context.decided_ms
         channel_topics = self.settings.channel_topics
         counted = batch.decisions if self.metrics is not None else None
@@ -394,6 +415,10 @@ class Processor:
                 newest_ts = ts
             tallies = learning.get(partition)
             context = event_context(table, tallies, ts)
+            quota = capacity.get(partition)
+            if quota is not None:
+                quota.advance(ts)
+                context = with_quota(context, quota)
             used.append(context)
             try:
                 outcome = step_event(profile, key.decode(), event, context, rulebook, signals,
@@ -462,6 +487,14 @@ class Processor:
                 if counted is not None:
                     counted.extend(outcome.decisions)
         self.context.decided_ms = newest_ts
+        for partition in changed:
+            quota = capacity.get(partition)
+            if quota is not None and quota.outbox:
+                for quota_record in quota.outbox:
+                    await sink.send(repartition, quota_record.key, quota_record.body,
+                                    partition=quota_record.partition,
+                                    headers=[(CONTROL_HEADER, b"capacity")])
+                quota.outbox.clear()
         if self.metrics is not None:
             self._observe_late(self.metrics, changed)
         for partition, last in last_of.items():
@@ -477,6 +510,10 @@ class Processor:
             if tallies is not None and tallies.dirty:
                 values[LEARNING_KEY] = tallies.to_bytes()
                 tallies.dirty = False
+            quota = capacity.get(partition)
+            if quota is not None and quota.dirty:
+                values[CAPACITY_KEY] = quota.to_bytes()
+                quota.dirty = False
             self._write_tombstones(partition, ordered, values)
         stats.actions = len(actions)
         stats.sent_actions = actions
@@ -577,6 +614,12 @@ class Processor:
         """Apply an identity control record (service/domain/step.py); the audit records it
         wrote are returned as a count (and added to `counted`, for the metrics)."""
         kind = control_kind(message) or ""
+        if kind == "capacity":  # a quota record: the partition's capacity state applies it
+            quota = self.capacity.get(message.partition)
+            error = quota.receive(message.value or b"") if quota is not None else None
+            if error is not None:
+                await self._dead_letter(message, "bad_control", error)
+            return 0
         result = step_control(profile, key.decode(), kind, message.value, self.rulebook,
                               erased_ms)
         if result.tombstone >= 0:

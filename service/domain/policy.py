@@ -12,6 +12,8 @@ the first check that stops it, recorded as `suppressed_by`:
 6. `arbitration` - its group already has an action on this event, or `max_per_event` is reached;
 7. `contact_cap` - the customer had `cap.max` actions within `cap.within` (all channels);
 8. experiment holdout - outcome `held_out`: audited, not sent.
+9. `capacity`    - a limit across customers (capacity.py) has no quota left at the partition:
+   `when_reached: fallback` lets the next candidates through, `suppress` stops them too.
 
 A held-out decision is booked in the profile as if it had been sent (cool-down, once-only,
 cap), so the control group's audit trail mirrors what the treated group receives.
@@ -23,6 +25,7 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Any
 
+from service.domain.capacity import CAPACITY_CONTEXT, CapacityState, Constraint
 from service.domain.conditions import Cond, Env
 from service.domain.fields import digest32, format_ms
 from service.domain.learning import propensity
@@ -68,6 +71,7 @@ class Action:
 
     __slots__ = (
         "basis",
+        "capacity",
         "channel",
         "consent_keys",
         "cooldown",
@@ -111,6 +115,7 @@ class Action:
         # patterns its top-level conditions require to have fired on the event: without
         # them it cannot be eligible, and decide() need not evaluate it
         self.needs_fired = needs_fired
+        self.capacity: tuple[Constraint, ...] = ()  # limits across customers covering it
 
 
 class LearningPolicy:
@@ -235,6 +240,7 @@ def arbitrate(env: Env, eligible: list[Action], policy: Policy, version: str
     decisions: list[dict[str, Any]] = []
     taken: dict[str, str] = {}
     sent_now = 0
+    capped: list[str] = []  # a `when_reached: suppress` limit reached on this event
     for action in eligible:
         name = action.name
         action_id = digest32(key, name, event.event_id, version)
@@ -244,6 +250,8 @@ def arbitrate(env: Env, eligible: list[Action], policy: Policy, version: str
         rank = ranks[name]
         arms = {exp.name: exp.assign(key) for exp in action.experiments}
         stopped = _check(action, env, policy, taken, sent_now, in_cap)
+        if stopped is None and (action.capacity or capped):
+            stopped = _capacity(env, action, arms, capped)
         outcome = "sent"
         suppressed_by: str | None = None
         if stopped is not None:
@@ -284,6 +292,28 @@ def arbitrate(env: Env, eligible: list[Action], policy: Policy, version: str
             **({"experiment": arms} if arms else {}),
         })
     return actions, decisions
+
+
+def _capacity(env: Env, action: Action, arms: dict[str, str], capped: list[str]
+              ) -> tuple[str, str] | None:
+    """Capacity across customers (service/domain/capacity.py), for an action that passed
+    every other check: spend a unit of each limit covering it, or stop it when one is
+    reached. A held-out decision spends nothing; after a `when_reached: suppress` limit was
+    reached, the lower-ranked candidates are stopped too (`capped`)."""
+    if capped:
+        return "capacity", f"ranked below an action whose {capped[0]} is reached"
+    if any(arms[exp.name] in exp.holdout for exp in action.experiments):
+        return None
+    state = env.context.get(CAPACITY_CONTEXT)
+    if not isinstance(state, CapacityState):
+        return None  # a driver that keeps no capacity state: no limit applies
+    reached = state.take(action.capacity, env.event.ts_ms)
+    if reached is None:
+        return None
+    if reached.suppress:
+        capped.append(reached.describe())
+    fallback = "" if reached.suppress else "; falling back to the next eligible action"
+    return "capacity", f"{reached.describe()} reached{fallback}"
 
 
 def _book(profile: Any, name: str, action_id: str, ts: int, policy: Policy,

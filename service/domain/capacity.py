@@ -1,0 +1,317 @@
+"""Capacity across customers: limits per action, group or channel and period, exact under
+partitions, without a round trip per decision.
+
+Each (constraint, period) has an *owner*: the partition that owns the key
+`capacity:<name>:<period>` (the period is the event time divided by the constraint's `per`,
+0 for a total limit). The owner keeps the pool (what is not yet granted) and grants quotas,
+ahead of need, to the partitions that ask; a partition decides locally while it holds quota,
+asks again when what it holds falls to a low-water mark, and returns what it did not use once
+its event time is past the period's end (plus the rulebook's lateness). Asks, grants and
+returns are `QuotaMessage`s the driver sends as control records on the repartition topic to
+the partition named in them.
+
+Exactness: only the owner creates quota (a grant is taken from its pool), a partition spends
+only what was granted to it, and every message carries an id so that a redelivered or
+re-sent one changes nothing: the owner answers a known ask with the grant it recorded, applies
+a return once, and a holder applies only the grant it is waiting for. Both sides' state is the
+partition's `CapacityState`, stored and changelogged with its profiles (like the learned
+tallies), so after a crash the state and the records it had sent agree again once the inputs
+are redelivered. Hence: spent + held + pool == limit at the owner's and holders' committed
+state, and what all partitions spend in a period never exceeds the limit.
+
+decide() stays pure: the driver puts the partition's state in the context under
+`CAPACITY_CONTEXT`; arbitration (policy.py) calls `take` for an action that would be sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import orjson
+
+from service.partitioning import partition_for_key
+
+__all__ = ["CAPACITY_CONTEXT", "CapacityState", "Constraint", "QuotaMessage", "owner_key",
+           "with_quota"]
+
+CAPACITY_CONTEXT = "\x00capacity"  # the context key the driver puts the partition's state under
+KEEP_PERIODS = 48  # an owner remembers this many periods of a constraint (duplicates' ids)
+
+
+class Constraint:
+    """A compiled `capacity` entry: at most `limit` actions of the scope per period."""
+
+    __slots__ = ("chunk", "limit", "name", "period_ms", "scope", "suppress", "target")
+
+    def __init__(self, name: str, scope: str, target: str, limit: int, period_ms: int,
+                 suppress: bool, chunk: int) -> None:
+        self.name = name
+        self.scope = scope  # "action", "group" or "channel"
+        self.target = target
+        self.limit = limit
+        self.period_ms = period_ms  # 0: a total limit, one period for ever
+        self.suppress = suppress  # when reached: suppress (and stop arbitration), else fall back
+        self.chunk = max(1, chunk)  # how much a partition asks for at a time
+
+    def period(self, ts_ms: int) -> int:
+        return ts_ms // self.period_ms if self.period_ms else 0
+
+    def covers(self, name: str, group: str | None, channel: str) -> bool:
+        if self.scope == "action":
+            return name == self.target
+        if self.scope == "group":
+            return group == self.target
+        return channel == self.target
+
+    def describe(self) -> str:
+        per = f"per {_span(self.period_ms)}" if self.period_ms else "total"
+        return f"capacity {self.name} ({self.limit} {per})"
+
+
+def _span(millis: int) -> str:
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if millis % size == 0:
+            return f"{millis // size}{unit}"
+    return f"{millis}ms"
+
+
+def owner_key(name: str, period: int) -> bytes:
+    """The key whose partition owns a constraint's period (Kafka's default partitioner)."""
+    return f"capacity:{name}:{period}".encode()
+
+
+class QuotaMessage(NamedTuple):
+    """A record for the partition `partition` (Kafka key `key`, value `body`)."""
+
+    partition: int
+    key: bytes
+    body: bytes
+
+
+def with_quota(context: Mapping[str, Any], state: CapacityState | None) -> Mapping[str, Any]:
+    """The context a decision reads, with the partition's capacity state (None: no limits)."""
+    if state is None:
+        return context
+    return {**context, CAPACITY_CONTEXT: state}
+
+
+class CapacityState:
+    """One partition's capacity state: the pools it owns and the quotas it holds.
+
+    Holding (per constraint and period): `g` granted, `s` spent, `r` returned, `ask` the id of
+    the ask in flight (None), `dry` the last grant was empty, `miss` demands since. Pool:
+    `left` not granted, `asks` id -> amount granted, `rets` ids of returns applied.
+    """
+
+    __slots__ = ("constraints", "dirty", "floor", "grace_ms", "holds", "newest", "outbox",
+                 "partition", "partitions", "pools", "seq")
+
+    def __init__(self, constraints: Mapping[str, Constraint], partition: int, partitions: int,
+                 grace_ms: int = 0) -> None:
+        self.constraints = constraints
+        self.partition = partition
+        self.partitions = partitions
+        self.grace_ms = grace_ms  # how long after a period's end a late event may still spend
+        self.holds: dict[tuple[str, int], dict[str, Any]] = {}
+        self.pools: dict[tuple[str, int], dict[str, Any]] = {}
+        self.floor: dict[str, int] = {}  # per constraint: older periods are forgotten
+        self.seq = 0
+        self.newest = -(2**62)  # the newest event time seen
+        self.outbox: list[QuotaMessage] = []  # to send (the driver drains it)
+        self.dirty = False
+
+    # -- the holder's side -------------------------------------------------------------------
+
+    def advance(self, ts_ms: int) -> None:
+        """The partition applies an event dated `ts_ms`: hand back what it holds for periods
+        that ended more than the grace ago, and ask ahead for the period it enters where it
+        spent in the previous one."""
+        if ts_ms <= self.newest:
+            return
+        self.newest = ts_ms
+        for (name, period), hold in list(self.holds.items()):
+            constraint = self.constraints.get(name)
+            if constraint is None or not constraint.period_ms:
+                continue
+            if (period + 1) * constraint.period_ms + self.grace_ms <= ts_ms:
+                self._give_back(name, period, hold)
+                current = constraint.period(ts_ms)
+                if hold["s"] and period == current - 1 and (name, current) not in self.holds:
+                    self._ask(constraint, current, self._hold(name, current))
+
+    def take(self, constraints: Sequence[Constraint], ts_ms: int) -> Constraint | None:
+        """Spend one unit of each of `constraints` for an action sent at `ts_ms`; the first
+        one without quota instead (nothing spent), after asking for more."""
+        holds = []
+        blocked = None
+        for constraint in constraints:
+            period = constraint.period(ts_ms)
+            hold = self._hold(constraint.name, period)
+            holds.append((constraint, period, hold))
+            if hold["g"] - hold["s"] - hold["r"] <= 0 and blocked is None:
+                blocked = constraint
+        if blocked is not None:
+            for constraint, period, hold in holds:
+                if hold["g"] - hold["s"] - hold["r"] <= 0:
+                    self._want(constraint, period, hold)
+            return blocked
+        for constraint, period, hold in holds:
+            hold["s"] += 1
+            self.dirty = True
+            if hold["g"] - hold["s"] - hold["r"] <= constraint.chunk // 2:
+                self._want(constraint, period, hold)
+        return None
+
+    def spent(self, name: str, period: int) -> int:
+        """What this partition spent of a constraint's period."""
+        hold = self.holds.get((name, period))
+        return int(hold["s"]) if hold is not None else 0
+
+    def held(self, name: str, period: int) -> int:
+        """What this partition holds unspent of a constraint's period."""
+        hold = self.holds.get((name, period))
+        return int(hold["g"] - hold["s"] - hold["r"]) if hold is not None else 0
+
+    def _hold(self, name: str, period: int) -> dict[str, Any]:
+        hold = self.holds.get((name, period))
+        if hold is None:
+            hold = self.holds[(name, period)] = {"g": 0, "s": 0, "r": 0, "ask": None,
+                                                  "dry": False, "miss": 0}
+            self.dirty = True
+        return hold
+
+    def _want(self, constraint: Constraint, period: int, hold: dict[str, Any]) -> None:
+        """Demand without (enough) quota: ask, unless an ask is in flight; after an empty
+        grant, only every `chunk` demands (the pool may have been refilled by a return)."""
+        if hold["ask"] is not None:
+            return
+        if hold["dry"]:
+            hold["miss"] += 1
+            self.dirty = True
+            if hold["miss"] < constraint.chunk:
+                return
+        self._ask(constraint, period, hold)
+
+    def _ask(self, constraint: Constraint, period: int, hold: dict[str, Any]) -> None:
+        self.seq += 1
+        ident = f"{self.partition}.{self.seq}"
+        hold["ask"], hold["miss"] = ident, 0
+        self.dirty = True
+        self._send_owner(constraint.name, period, {"op": "ask", "id": ident,
+                                                  "n": constraint.chunk})
+
+    def _give_back(self, name: str, period: int, hold: dict[str, Any]) -> None:
+        unused = hold["g"] - hold["s"] - hold["r"]
+        if unused <= 0 or hold["ask"] is not None:
+            return  # (an ask in flight: its grant is given back when it arrives)
+        self.seq += 1
+        hold["r"] += unused
+        self.dirty = True
+        self._send_owner(name, period, {"op": "ret", "id": f"{self.partition}.{self.seq}",
+                                        "n": unused})
+
+    def _send_owner(self, name: str, period: int, body: dict[str, Any]) -> None:
+        key = owner_key(name, period)
+        self.outbox.append(QuotaMessage(
+            partition_for_key(key, self.partitions), key,
+            orjson.dumps({**body, "c": name, "p": period, "from": self.partition})))
+
+    # -- records from other partitions -------------------------------------------------------
+
+    def receive(self, body: bytes) -> str | None:
+        """Apply an ask, grant or return addressed to this partition; an error text when the
+        record cannot be read (the driver dead-letters it)."""
+        try:
+            record = orjson.loads(body)
+            op, name, period = str(record["op"]), str(record["c"]), int(record["p"])
+            ident, amount, sender = str(record["id"]), int(record["n"]), int(record["from"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return "unreadable capacity record"
+        constraint = self.constraints.get(name)
+        if constraint is None:
+            return None  # a constraint the rulebook no longer has: nothing to keep
+        if op == "grant":
+            self._granted(constraint, period, ident, amount)
+        elif op in ("ask", "ret"):
+            self._own(constraint, period, op, ident, amount, sender)
+        else:
+            return f"unknown capacity record {op!r}"
+        return None
+
+    def _granted(self, constraint: Constraint, period: int, ident: str, amount: int) -> None:
+        hold = self.holds.get((constraint.name, period))
+        if hold is None or hold["ask"] != ident:
+            return  # a duplicate, or the answer to an ask this state never made
+        hold["ask"] = None
+        hold["g"] += max(0, amount)
+        hold["dry"] = amount <= 0
+        self.dirty = True
+        if constraint.period_ms and \
+                (period + 1) * constraint.period_ms + self.grace_ms <= self.newest:
+            self._give_back(constraint.name, period, hold)
+
+    def _own(self, constraint: Constraint, period: int, op: str, ident: str, amount: int,
+             sender: int) -> None:
+        name = constraint.name
+        if period < self.floor.get(name, -(2**62)):
+            if op == "ask":  # forgotten long ago: nothing left to grant
+                self._reply(name, period, sender, ident, 0)
+            return
+        pool = self.pools.get((name, period))
+        if pool is None:
+            pool = self.pools[(name, period)] = {"left": constraint.limit, "asks": {},
+                                                  "rets": []}
+            self._forget(name, period)
+        self.dirty = True
+        if op == "ask":
+            granted = pool["asks"].get(ident)
+            if granted is None:  # a new ask (a known one is answered again, the same)
+                granted = min(max(0, amount), pool["left"])
+                pool["left"] -= granted
+                pool["asks"][ident] = granted
+            self._reply(name, period, sender, ident, granted)
+        elif ident not in pool["rets"]:
+            pool["rets"].append(ident)
+            pool["left"] += max(0, amount)
+
+    def _reply(self, name: str, period: int, sender: int, ident: str, amount: int) -> None:
+        self.outbox.append(QuotaMessage(sender, owner_key(name, period), orjson.dumps(
+            {"op": "grant", "c": name, "p": period, "id": ident, "n": amount,
+             "from": self.partition})))
+
+    def _forget(self, name: str, period: int) -> None:
+        """Keep `KEEP_PERIODS` periods of a constraint, owned and held."""
+        floor = period - KEEP_PERIODS + 1
+        if floor <= self.floor.get(name, -(2**62)):
+            return
+        self.floor[name] = floor
+        for table in (self.pools, self.holds):
+            for key in [k for k in table if k[0] == name and k[1] < floor]:
+                del table[key]
+
+    def pool_left(self, name: str, period: int) -> int | None:
+        """What the owner has not granted of a period (None: not owned here, or never asked)."""
+        pool = self.pools.get((name, period))
+        return int(pool["left"]) if pool is not None else None
+
+    # -- the stored form ---------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """The stored form (the partition's store and changelog)."""
+        return orjson.dumps({
+            "v": 1, "seq": self.seq, "newest": self.newest, "floor": self.floor,
+            "holds": [[n, p, h] for (n, p), h in sorted(self.holds.items())],
+            "pools": [[n, p, q] for (n, p), q in sorted(self.pools.items())]})
+
+    @classmethod
+    def from_bytes(cls, data: bytes, constraints: Mapping[str, Constraint], partition: int,
+                   partitions: int, grace_ms: int = 0) -> CapacityState:
+        raw = orjson.loads(data)
+        state = cls(constraints, partition, partitions, grace_ms)
+        state.seq = int(raw["seq"])
+        state.newest = int(raw["newest"])
+        state.floor = {str(k): int(v) for k, v in raw.get("floor", {}).items()}
+        state.holds = {(str(n), int(p)): dict(h) for n, p, h in raw.get("holds", [])}
+        state.pools = {(str(n), int(p)): dict(q) for n, p, q in raw.get("pools", [])}
+        return state
