@@ -34,7 +34,7 @@ from schemas.codec import dumps
 from schemas.event import Event, EventError, decode_event
 from service.batch import BatchStats, Message, PendingBatch, Record
 from service.batch_metrics import BatchMetrics
-from service.domain.capacity import CapacityState, with_quota
+from service.domain.capacity import CapacityState, QuotaMessage, with_quota
 from service.domain.context_table import ContextTable
 from service.domain.erasure import Tombstones, key_digest
 from service.domain.learning import LearningState
@@ -133,6 +133,8 @@ class Processor:
         # Capacity across customers: each partition's owned pools and held quotas, in its
         # store and changelog like the learned tallies (service/domain/capacity.py)
         self.capacity: dict[int, CapacityState] = {}
+        # quota returns of batches begun, sent once their batch is in the store (by batch)
+        self._held_back: dict[int, list[QuotaMessage]] = {}
 
     # -- partitions -------------------------------------------------------------------------
 
@@ -277,6 +279,7 @@ class Processor:
         for partition in self._cache:
             self._cache[partition] = {}
         self._unwritten.clear()
+        self._held_back.clear()
         for partition in list(self.learning):
             self._load_learning(partition)
         for partition in list(self.tombstones):
@@ -300,9 +303,10 @@ class Processor:
             return
         raw = self._last_written_raw(partition, CAPACITY_KEY)
         partitions, grace = self.settings.partitions, self.rulebook.max_lateness
-        self.capacity[partition] = CapacityState.from_bytes(
+        state = self.capacity[partition] = CapacityState.from_bytes(
             raw, constraints, partition, partitions, grace) if raw is not None else \
             CapacityState(constraints, partition, partitions, grace)
+        state.resend()  # returns not confirmed yet: the owner applies each once
 
     def _load_tombstones(self, partition: int) -> None:
         """The partition's erasure tombstones as stored (called with no batch pending)."""
@@ -514,6 +518,9 @@ class Processor:
             if quota is not None and quota.dirty:
                 values[CAPACITY_KEY] = quota.to_bytes()
                 quota.dirty = False
+                if quota.held_back:
+                    self._held_back.setdefault(id(batch), []).extend(quota.held_back)
+                    quota.held_back.clear()
             self._write_tombstones(partition, ordered, values)
         stats.actions = len(actions)
         stats.sent_actions = actions
@@ -700,6 +707,13 @@ class Processor:
                                               batch.stored)
                 stats.profiles_written += len(values)
         self._unwritten.popleft()
+        returns = self._held_back.pop(id(batch), None)
+        if returns:  # quota returns leave once the state that made them is durable
+            for quota_record in returns:
+                await self.sink.send(self.topics.repartition, quota_record.key,
+                                     quota_record.body, partition=quota_record.partition,
+                                     headers=[(CONTROL_HEADER, b"capacity")])
+            await self.sink.ship()
         stats.seconds = time.perf_counter() - batch.started
         if self._batch_metrics is not None:  # counted once complete: never twice
             self._batch_metrics.count_decisions(batch.decisions)

@@ -99,13 +99,24 @@ def with_quota(context: Mapping[str, Any], state: CapacityState | None) -> Mappi
 class CapacityState:
     """One partition's capacity state: the pools it owns and the quotas it holds.
 
-    Holding (per constraint and period): `g` granted, `s` spent, `r` returned, `ask` the id of
-    the ask in flight (None), `dry` the last grant was empty, `miss` demands since. Pool:
-    `left` not granted, `asks` id -> amount granted, `rets` ids of returns applied.
+    Holding (per constraint and period): `g` granted, `s` spent, `r` returned, `a` asks made,
+    `k` grants applied (an ask is in flight while a > k), `dry` the last grant was empty,
+    `miss` demands since. Pool: `left` not granted, `asks` id -> amount granted, `rets` ids of
+    returns applied. `rets` (holder): returns not yet confirmed by their owner.
+
+    Why these ids survive a crash: a partition's inputs come from two topics (events, and
+    these records on the repartition topic), and after a crash they may interleave otherwise,
+    so a retried batch may act differently from the lost one whose records already left. The
+    owner's pool depends on its records only (one partition of one topic: same order on
+    redelivery). An ask carries no choice (the k-th ask of a holding is always `chunk`), so
+    the holder adopts the grant of an ask the lost batch made (grant k+1 when k were applied).
+    A return depends on what was spent, so it leaves only once the state that made it is
+    durable (`held_back`, sent by the driver after the batch's store write; replay sends it at
+    once), and is sent again until confirmed.
     """
 
-    __slots__ = ("constraints", "dirty", "floor", "grace_ms", "holds", "newest", "outbox",
-                 "partition", "partitions", "pools", "seq")
+    __slots__ = ("constraints", "dirty", "due", "floor", "grace_ms", "held_back", "holds", "newest",
+                 "outbox", "partition", "partitions", "pools", "rets", "seq")
 
     def __init__(self, constraints: Mapping[str, Constraint], partition: int, partitions: int,
                  grace_ms: int = 0) -> None:
@@ -118,7 +129,10 @@ class CapacityState:
         self.floor: dict[str, int] = {}  # per constraint: older periods are forgotten
         self.seq = 0
         self.newest = -(2**62)  # the newest event time seen
+        self.due = -(2**62)  # the event time from which `advance` has holdings to close
         self.outbox: list[QuotaMessage] = []  # to send (the driver drains it)
+        self.held_back: list[QuotaMessage] = []  # to send once this state is durable
+        self.rets: dict[str, list[Any]] = {}  # return id -> [constraint, period, amount]
         self.dirty = False
 
     # -- the holder's side -------------------------------------------------------------------
@@ -130,15 +144,32 @@ class CapacityState:
         if ts_ms <= self.newest:
             return
         self.newest = ts_ms
+        if ts_ms < self.due:
+            return
+        due = 2**62
         for (name, period), hold in list(self.holds.items()):
             constraint = self.constraints.get(name)
             if constraint is None or not constraint.period_ms:
                 continue
-            if (period + 1) * constraint.period_ms + self.grace_ms <= ts_ms:
-                self._give_back(name, period, hold)
-                current = constraint.period(ts_ms)
-                if hold["s"] and period == current - 1 and (name, current) not in self.holds:
-                    self._ask(constraint, current, self._hold(name, current))
+            closes = (period + 1) * constraint.period_ms + self.grace_ms
+            if closes > ts_ms:
+                due = min(due, closes)
+                continue
+            if hold["done"]:
+                continue
+            self._give_back(name, period, hold)
+            if hold["a"] == hold["k"]:
+                hold["done"] = True  # (until a late event or grant reopens it)
+            else:
+                due = min(due, ts_ms + 1)
+            current = constraint.period(ts_ms)
+            if hold["s"] and period == current - 1 and (name, current) not in self.holds:
+                self._ask(constraint, current, self._hold(name, current))
+                due = min(due, (current + 1) * constraint.period_ms + self.grace_ms)
+        for name, constraint in self.constraints.items():
+            if constraint.period_ms:
+                self._forget(name, constraint.period(ts_ms))
+        self.due = due
 
     def take(self, constraints: Sequence[Constraint], ts_ms: int) -> Constraint | None:
         """Spend one unit of each of `constraints` for an action sent at `ts_ms`; the first
@@ -176,15 +207,19 @@ class CapacityState:
     def _hold(self, name: str, period: int) -> dict[str, Any]:
         hold = self.holds.get((name, period))
         if hold is None:
-            hold = self.holds[(name, period)] = {"g": 0, "s": 0, "r": 0, "ask": None,
-                                                  "dry": False, "miss": 0}
+            hold = self.holds[(name, period)] = {"g": 0, "s": 0, "r": 0, "a": 0, "k": 0,
+                                                  "dry": False, "miss": 0, "done": False}
             self.dirty = True
+            self.due = -(2**62)  # a new holding: look again at the next event
+        elif hold["done"]:
+            hold["done"] = False
+            self.due = -(2**62)
         return hold
 
     def _want(self, constraint: Constraint, period: int, hold: dict[str, Any]) -> None:
         """Demand without (enough) quota: ask, unless an ask is in flight; after an empty
         grant, only every `chunk` demands (the pool may have been refilled by a return)."""
-        if hold["ask"] is not None:
+        if hold["a"] > hold["k"]:
             return
         if hold["dry"]:
             hold["miss"] += 1
@@ -194,28 +229,36 @@ class CapacityState:
         self._ask(constraint, period, hold)
 
     def _ask(self, constraint: Constraint, period: int, hold: dict[str, Any]) -> None:
-        self.seq += 1
-        ident = f"{self.partition}.{self.seq}"
-        hold["ask"], hold["miss"] = ident, 0
+        hold["a"] += 1
+        hold["miss"] = 0
         self.dirty = True
-        self._send_owner(constraint.name, period, {"op": "ask", "id": ident,
-                                                  "n": constraint.chunk})
+        self.outbox.append(self._to_owner(constraint.name, period, {
+            "op": "ask", "id": f"{self.partition}.{hold['a']}", "k": hold["a"],
+            "n": constraint.chunk}))
 
     def _give_back(self, name: str, period: int, hold: dict[str, Any]) -> None:
         unused = hold["g"] - hold["s"] - hold["r"]
-        if unused <= 0 or hold["ask"] is not None:
+        if unused <= 0 or hold["a"] > hold["k"]:
             return  # (an ask in flight: its grant is given back when it arrives)
         self.seq += 1
+        ident = f"{self.partition}.r{self.seq}"
         hold["r"] += unused
+        self.rets[ident] = [name, period, unused]
         self.dirty = True
-        self._send_owner(name, period, {"op": "ret", "id": f"{self.partition}.{self.seq}",
-                                        "n": unused})
+        self.held_back.append(self._to_owner(name, period, {"op": "ret", "id": ident,
+                                                           "n": unused}))
 
-    def _send_owner(self, name: str, period: int, body: dict[str, Any]) -> None:
+    def resend(self) -> None:
+        """Send again the returns not yet confirmed (the driver calls it on loading a state
+        and may call it any time: the owner applies each once)."""
+        for ident, (name, period, amount) in sorted(self.rets.items()):
+            self.outbox.append(self._to_owner(str(name), int(period), {
+                "op": "ret", "id": ident, "n": int(amount)}))
+
+    def _to_owner(self, name: str, period: int, body: dict[str, Any]) -> QuotaMessage:
         key = owner_key(name, period)
-        self.outbox.append(QuotaMessage(
-            partition_for_key(key, self.partitions), key,
-            orjson.dumps({**body, "c": name, "p": period, "from": self.partition})))
+        return QuotaMessage(partition_for_key(key, self.partitions), key, orjson.dumps(
+            {**body, "c": name, "p": period, "from": self.partition}))
 
     # -- records from other partitions -------------------------------------------------------
 
@@ -225,25 +268,32 @@ class CapacityState:
         try:
             record = orjson.loads(body)
             op, name, period = str(record["op"]), str(record["c"]), int(record["p"])
-            ident, amount, sender = str(record["id"]), int(record["n"]), int(record["from"])
+            ident, sender = str(record["id"]), int(record["from"])
+            amount = int(record.get("n", 0))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return "unreadable capacity record"
         constraint = self.constraints.get(name)
         if constraint is None:
             return None  # a constraint the rulebook no longer has: nothing to keep
         if op == "grant":
-            self._granted(constraint, period, ident, amount)
+            self._granted(constraint, period, int(record.get("k", 0)), amount)
+        elif op == "retok":
+            if self.rets.pop(ident, None) is not None:
+                self.dirty = True
         elif op in ("ask", "ret"):
             self._own(constraint, period, op, ident, amount, sender)
         else:
             return f"unknown capacity record {op!r}"
         return None
 
-    def _granted(self, constraint: Constraint, period: int, ident: str, amount: int) -> None:
-        hold = self.holds.get((constraint.name, period))
-        if hold is None or hold["ask"] != ident:
-            return  # a duplicate, or the answer to an ask this state never made
-        hold["ask"] = None
+    def _granted(self, constraint: Constraint, period: int, number: int, amount: int) -> None:
+        if period < self.floor.get(constraint.name, -(2**62)):
+            return
+        hold = self._hold(constraint.name, period)
+        if number != hold["k"] + 1:
+            return  # a duplicate (or out of turn: its ask will be answered again)
+        hold["k"] = number
+        hold["a"] = max(hold["a"], number)  # an ask a lost batch made: adopted
         hold["g"] += max(0, amount)
         hold["dry"] = amount <= 0
         self.dirty = True
@@ -257,6 +307,10 @@ class CapacityState:
         if period < self.floor.get(name, -(2**62)):
             if op == "ask":  # forgotten long ago: nothing left to grant
                 self._reply(name, period, sender, ident, 0)
+            else:
+                self.outbox.append(QuotaMessage(sender, owner_key(name, period), orjson.dumps(
+                    {"op": "retok", "c": name, "p": period, "id": ident,
+                     "from": self.partition})))
             return
         pool = self.pools.get((name, period))
         if pool is None:
@@ -271,13 +325,17 @@ class CapacityState:
                 pool["left"] -= granted
                 pool["asks"][ident] = granted
             self._reply(name, period, sender, ident, granted)
-        elif ident not in pool["rets"]:
+            return
+        if ident not in pool["rets"]:
             pool["rets"].append(ident)
             pool["left"] += max(0, amount)
+        self.outbox.append(QuotaMessage(sender, owner_key(name, period), orjson.dumps(
+            {"op": "retok", "c": name, "p": period, "id": ident, "from": self.partition})))
 
     def _reply(self, name: str, period: int, sender: int, ident: str, amount: int) -> None:
+        number = int(ident.rsplit(".", 1)[1]) if "." in ident else 0
         self.outbox.append(QuotaMessage(sender, owner_key(name, period), orjson.dumps(
-            {"op": "grant", "c": name, "p": period, "id": ident, "n": amount,
+            {"op": "grant", "c": name, "p": period, "id": ident, "k": number, "n": amount,
              "from": self.partition})))
 
     def _forget(self, name: str, period: int) -> None:
@@ -301,6 +359,7 @@ class CapacityState:
         """The stored form (the partition's store and changelog)."""
         return orjson.dumps({
             "v": 1, "seq": self.seq, "newest": self.newest, "floor": self.floor,
+            "rets": self.rets,
             "holds": [[n, p, h] for (n, p), h in sorted(self.holds.items())],
             "pools": [[n, p, q] for (n, p), q in sorted(self.pools.items())]})
 
@@ -314,4 +373,5 @@ class CapacityState:
         state.floor = {str(k): int(v) for k, v in raw.get("floor", {}).items()}
         state.holds = {(str(n), int(p)): dict(h) for n, p, h in raw.get("holds", [])}
         state.pools = {(str(n), int(p)): dict(q) for n, p, q in raw.get("pools", [])}
+        state.rets = {str(k): list(v) for k, v in raw.get("rets", {}).items()}
         return state

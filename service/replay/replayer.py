@@ -216,9 +216,11 @@ class Replayer:
 
     def _deliver_quota(self, state: CapacityState) -> None:
         """Deliver the quota records `state` sent, and those they cause, first in first out
-        (the worker sends them through the repartition topic)."""
-        queue = deque(state.outbox)
+        (the worker sends them through the repartition topic; returns, after its store write:
+        here nothing is lost, so at once)."""
+        queue = deque([*state.outbox, *state.held_back])
         state.outbox.clear()
+        state.held_back.clear()
         while queue:
             record = queue.popleft()
             target = self._capacity(record.partition)
@@ -226,7 +228,9 @@ class Replayer:
             if error is not None:
                 self.dead.append(("bad_control", error))
             queue.extend(target.outbox)
+            queue.extend(target.held_back)
             target.outbox.clear()
+            target.held_back.clear()
 
     def _tallies(self, key: bytes) -> LearningState:
         partition = partition_for_key(key, self.partitions)
