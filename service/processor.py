@@ -302,10 +302,10 @@ class Processor:
         if not constraints:
             return
         raw = self._last_written_raw(partition, CAPACITY_KEY)
-        partitions, grace = self.settings.partitions, self.rulebook.max_lateness
+        partitions = self.settings.partitions
         state = self.capacity[partition] = CapacityState.from_bytes(
-            raw, constraints, partition, partitions, grace) if raw is not None else \
-            CapacityState(constraints, partition, partitions, grace)
+            raw, constraints, partition, partitions) if raw is not None else \
+            CapacityState(constraints, partition, partitions)
         state.resend()  # returns not confirmed yet: the owner applies each once
 
     def _load_tombstones(self, partition: int) -> None:

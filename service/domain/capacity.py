@@ -6,7 +6,7 @@ Each (constraint, period) has an *owner*: the partition that owns the key
 0 for a total limit). The owner keeps the pool (what is not yet granted) and grants quotas,
 ahead of need, to the partitions that ask; a partition decides locally while it holds quota,
 asks again when what it holds falls to a low-water mark, and returns what it did not use once
-its event time is past the period's end (plus the rulebook's lateness). Asks, grants and
+its event time is past the period's end (plus `CLOSE_GRACE_MS`). Asks, grants and
 returns are `QuotaMessage`s the driver sends as control records on the repartition topic to
 the partition named in them.
 
@@ -37,6 +37,10 @@ __all__ = ["CAPACITY_CONTEXT", "CapacityState", "Constraint", "QuotaMessage", "o
 
 CAPACITY_CONTEXT = "\x00capacity"  # the context key the driver puts the partition's state under
 KEEP_PERIODS = 48  # an owner remembers this many periods of a constraint (duplicates' ids)
+# Event-time slack after a period's end before a partition hands back what it holds of it
+# (a later event of that period asks again: the pool has it back).
+CLOSE_GRACE_MS = 60_000
+DRY_RETRY = 8  # after an empty grant, ask again only every this many demands (or `chunk`)
 
 
 class Constraint:
@@ -119,7 +123,7 @@ class CapacityState:
                  "outbox", "partition", "partitions", "pools", "rets", "seq")
 
     def __init__(self, constraints: Mapping[str, Constraint], partition: int, partitions: int,
-                 grace_ms: int = 0) -> None:
+                 grace_ms: int = CLOSE_GRACE_MS) -> None:
         self.constraints = constraints
         self.partition = partition
         self.partitions = partitions
@@ -218,13 +222,13 @@ class CapacityState:
 
     def _want(self, constraint: Constraint, period: int, hold: dict[str, Any]) -> None:
         """Demand without (enough) quota: ask, unless an ask is in flight; after an empty
-        grant, only every `chunk` demands (the pool may have been refilled by a return)."""
+        grant, only every `DRY_RETRY` demands (the pool may have been refilled by a return)."""
         if hold["a"] > hold["k"]:
             return
         if hold["dry"]:
             hold["miss"] += 1
             self.dirty = True
-            if hold["miss"] < constraint.chunk:
+            if hold["miss"] < max(DRY_RETRY, constraint.chunk):
                 return
         self._ask(constraint, period, hold)
 
@@ -365,7 +369,7 @@ class CapacityState:
 
     @classmethod
     def from_bytes(cls, data: bytes, constraints: Mapping[str, Constraint], partition: int,
-                   partitions: int, grace_ms: int = 0) -> CapacityState:
+                   partitions: int, grace_ms: int = CLOSE_GRACE_MS) -> CapacityState:
         raw = orjson.loads(data)
         state = cls(constraints, partition, partitions, grace_ms)
         state.seq = int(raw["seq"])

@@ -211,7 +211,7 @@ class Replayer:
         state = self.capacity.get(partition)
         if state is None:
             state = self.capacity[partition] = CapacityState(
-                self.rulebook.capacity, partition, self.partitions, self.rulebook.max_lateness)
+                self.rulebook.capacity, partition, self.partitions)
         return state
 
     def _deliver_quota(self, state: CapacityState) -> None:

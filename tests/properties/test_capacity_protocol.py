@@ -54,11 +54,11 @@ class QuotaProtocol(RuleBasedStateMachine):
         self.parts = [Partition(self._fresh(p, partitions)) for p in range(partitions)]
 
     def _fresh(self, partition: int, partitions: int) -> CapacityState:
-        return CapacityState({"calls": self.constraint}, partition, partitions)
+        return CapacityState({"calls": self.constraint}, partition, partitions, 0)
 
     def _load(self, index: int) -> CapacityState:
         return CapacityState.from_bytes(self.parts[index].durable, {"calls": self.constraint},
-                                        index, len(self.parts))
+                                        index, len(self.parts), 0)
 
     def _flush(self, state: CapacityState) -> None:
         for record in state.outbox:
