@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import time
 from collections import deque
@@ -576,6 +577,27 @@ class Processor:
             tallies = self.learning.get(partition)
             if tallies is not None and tallies.late:
                 metrics.learning_late.labels(str(partition)).set(tallies.late)
+            quota = self.capacity.get(partition)
+            if quota is not None:
+                self._observe_capacity(metrics, partition, quota)
+
+    @staticmethod
+    def _observe_capacity(metrics: Metrics, partition: int, quota: CapacityState) -> None:
+        """Spent, held and pooled quota of the partition's current periods (constraint
+        names come from the rulebook: no customer data in labels)."""
+        label = str(partition)
+        for constraint, period, spent, held, pool in quota.report():
+            name = constraint.name
+            metrics.capacity_spent.labels(name, label).set(spent)
+            metrics.capacity_held.labels(name, label).set(held)
+            if pool is not None:
+                metrics.capacity_pool.labels(name, label).set(pool)
+            else:  # not (or no longer) owned here: no stale pool of an older period
+                with contextlib.suppress(KeyError):
+                    metrics.capacity_pool.remove(name, label)
+            metrics.capacity_limit.labels(name).set(constraint.limit)
+            metrics.capacity_period_start.labels(name).set(
+                period * constraint.period_ms / 1000)
 
     async def _audit(self, records: Sequence[dict[str, Any]], counted: list[dict[str, Any]] | None,
                      stats: BatchStats) -> None:

@@ -357,6 +357,16 @@ class CapacityState:
         pool = self.pools.get((name, period))
         return int(pool["left"]) if pool is not None else None
 
+    def report(self) -> list[tuple[Constraint, int, int, int, int | None]]:
+        """Per constraint, for the period of the newest event time seen: (constraint,
+        period, spent here, held here, pool left here or None) for metrics."""
+        out = []
+        for name, constraint in sorted(self.constraints.items()):
+            period = constraint.period(max(self.newest, 0))
+            out.append((constraint, period, self.spent(name, period), self.held(name, period),
+                        self.pool_left(name, period)))
+        return out
+
     # -- the stored form ---------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:

@@ -5,6 +5,7 @@ repartition topic."""
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from collections import Counter
 
 from tests.integration.conftest import ROOT, WorkerEnv, event, produce, wait_for_records
@@ -14,8 +15,8 @@ RULES = ROOT / "tests" / "data" / "capacity_rulebook.yaml"
 
 async def test_two_workers_send_exactly_the_limit_of_calls(worker_env: WorkerEnv) -> None:
     """64 qualified leads over 4 partitions and 2 workers, in waves, against a limit of 5
-    calls in total: exactly 5 calls are sent, every other lead gets the e-mail, and each
-    lead gets exactly one action."""
+    calls in total: exactly 5 calls are sent, every other lead gets the e-mail, each lead
+    gets exactly one action, and the workers' `touchflow_capacity_spent` add up to 5."""
     worker_env.partitions = 4
     worker_env.rules = RULES
     first, second = worker_env.start_worker("a"), worker_env.start_worker("b")
@@ -33,4 +34,11 @@ async def test_two_workers_send_exactly_the_limit_of_calls(worker_env: WorkerEnv
     counts = Counter(a["action"] for a in actions)
     assert counts == {"call": 5, "mail": 59}
     assert sorted(a["customer_id"] for a in actions) == sorted(leads)
+    spent = 0.0
+    for worker in (first, second):  # the metrics add up to the limit too
+        with urllib.request.urlopen(f"{worker_env.metrics_url(worker)}/metrics") as response:
+            text = response.read().decode()
+        spent += sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                     if line.startswith('touchflow_capacity_spent{constraint="call_center"'))
+    assert spent == 5
     assert worker_env.stop(first) == 0 and worker_env.stop(second) == 0
