@@ -142,12 +142,18 @@ class CapacityState:
     # -- the holder's side -------------------------------------------------------------------
 
     def advance(self, ts_ms: int) -> None:
-        """The partition applies an event dated `ts_ms`: hand back what it holds for periods
-        that ended more than the grace ago, and ask ahead for the period it enters where it
-        spent in the previous one."""
+        """The partition applies an event dated `ts_ms`: ask ahead for the period it enters
+        where it spent in the previous one, and hand back what it holds of periods that ended
+        more than the grace ago."""
         if ts_ms <= self.newest:
             return
-        self.newest = ts_ms
+        before, self.newest = self.newest, ts_ms
+        for name, entering in self.constraints.items():
+            current = entering.period(ts_ms)
+            if entering.period_ms and current != entering.period(before):
+                last = self.holds.get((name, current - 1))
+                if last is not None and last["s"] and (name, current) not in self.holds:
+                    self._ask(entering, current, self._hold(name, current))  # ahead of need
         if ts_ms < self.due:
             return
         due = 2**62
@@ -166,10 +172,6 @@ class CapacityState:
                 hold["done"] = True  # (until a late event or grant reopens it)
             else:
                 due = min(due, ts_ms + 1)
-            current = constraint.period(ts_ms)
-            if hold["s"] and period == current - 1 and (name, current) not in self.holds:
-                self._ask(constraint, current, self._hold(name, current))
-                due = min(due, (current + 1) * constraint.period_ms + self.grace_ms)
         for name, constraint in self.constraints.items():
             if constraint.period_ms:
                 self._forget(name, constraint.period(ts_ms))
@@ -182,6 +184,11 @@ class CapacityState:
         blocked = None
         for constraint in constraints:
             period = constraint.period(ts_ms)
+            size = constraint.period_ms
+            if size and ts_ms >= (period + 1) * size - size // 4 \
+                    and (constraint.name, period + 1) not in self.holds:
+                # demand in the period's last quarter: quota for the next one, ahead of need
+                self._ask(constraint, period + 1, self._hold(constraint.name, period + 1))
             hold = self._hold(constraint.name, period)
             holds.append((constraint, period, hold))
             if hold["g"] - hold["s"] - hold["r"] <= 0 and blocked is None:
