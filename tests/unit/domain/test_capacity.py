@@ -12,7 +12,7 @@ import pytest
 from service.domain import RulebookError, parse_rulebook
 from service.domain.capacity import CapacityState, Constraint
 from service.replay.replayer import Replayer
-from tests.unit.domain.replaykit import make_event
+from tests.unit.domain.replaykit import load_example, make_event
 
 BASE = """\
 version: "cap-1"
@@ -191,3 +191,20 @@ def test_quota_records_are_idempotent_and_the_state_survives_its_stored_form() -
     assert owner.held("calls", 0) == 4 and owner.pool_left("calls", 0) == 6
     again = CapacityState.from_bytes(owner.to_bytes(), {"calls": constraint}, 0, 1)
     assert again.to_bytes() == owner.to_bytes()
+
+
+@pytest.mark.parametrize(("partitions", "calls"), [(1, (20, 12)), (4, (20, 11)),
+                                                   (12, (17, 8))])
+def test_lead_scoring_capacity_example(partitions: int, calls: tuple[int, int]) -> None:
+    """examples/lead_scoring_capacity as its README tells: never more than 20 callbacks an
+    hour whatever the partition count, the e-mail for the others, and how many calls each
+    partition count reaches (the first demand of a partition waits for its quota)."""
+    rulebook, events, context = load_example("lead_scoring_capacity")
+    replay = Replayer(rulebook, context, partitions=partitions)
+    sent: Counter[tuple[str, str]] = Counter()
+    for item in events:
+        for action in replay.apply(item).actions:
+            sent[(item.occurred_at[11:13], action["action"])] += 1
+    assert (sent[("10", "sales_callback")], sent[("11", "sales_callback")]) == calls
+    assert sent[("10", "nurture_email")] == 40 - calls[0]
+    assert sent[("11", "nurture_email")] == 12 - calls[1]
