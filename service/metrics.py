@@ -152,6 +152,9 @@ class Metrics:
             "touchflow_capacity_period_start_seconds", "Event time (Unix) at which the "
             "current period of a constraint began, per constraint (0: a total limit).",
             ["constraint"], registry=r)
+        self.capacity_period = Gauge(
+            "touchflow_capacity_period_seconds", "Length of a capacity constraint's period "
+            "(0: a total limit).", ["constraint"], registry=r)
         self.partitions_assigned = Gauge(
             "touchflow_partitions_assigned", "Input partitions assigned to this worker.",
             registry=r)

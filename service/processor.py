@@ -598,6 +598,7 @@ class Processor:
             metrics.capacity_limit.labels(name).set(constraint.limit)
             metrics.capacity_period_start.labels(name).set(
                 period * constraint.period_ms / 1000)
+            metrics.capacity_period.labels(name).set(constraint.period_ms / 1000)
 
     async def _audit(self, records: Sequence[dict[str, Any]], counted: list[dict[str, Any]] | None,
                      stats: BatchStats) -> None:
