@@ -12,7 +12,7 @@ import pytest
 from service.domain import RulebookError, parse_rulebook
 from service.domain.capacity import CapacityState, Constraint
 from service.replay.replayer import Replayer
-from tests.unit.domain.replaykit import load_example, make_event
+from tests.unit.domain.replaykit import EXAMPLES, load_example, make_event
 
 BASE = """\
 version: "cap-1"
@@ -208,3 +208,20 @@ def test_lead_scoring_capacity_example(partitions: int, calls: tuple[int, int]) 
     assert (sent[("10", "sales_callback")], sent[("11", "sales_callback")]) == calls
     assert sent[("10", "nurture_email")] == 40 - calls[0]
     assert sent[("11", "nurture_email")] == 12 - calls[1]
+
+
+def test_the_replay_report_shows_where_capacity_ran_out() -> None:
+    """`touchflow replay --report` on the example: a Capacity section per constraint, the
+    calls sent per hour against the limit of 20, and the one hour that reached it."""
+    from service.replay.report import render_report
+    from service.replay.runner import replay_file
+
+    folder = EXAMPLES / "lead_scoring_capacity"
+    rulebook, _, _ = load_example("lead_scoring_capacity")
+    result = replay_file(folder / "events.jsonl", rulebook, observe=True, partitions=4)
+    stats = result.stats
+    assert sorted(stats.capacity_spent["call_center"].values()) == [11, 20]
+    page = render_report([result], source="events.jsonl")
+    assert "<h3>call_center: 20 per 1h</h3>" in page
+    assert "1 of 2 period(s) reached the limit." in page
+    assert "call_center: sent vs limit per hour" in page
