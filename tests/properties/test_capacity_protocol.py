@@ -31,7 +31,7 @@ HOUR = 3_600_000
 class Partition:
     def __init__(self, state: CapacityState) -> None:
         self.state = state
-        self.events: list[int] = []  # event times
+        self.events: list[tuple[int, bool]] = []  # event times, and whether it wants a call
         self.controls: list[bytes] = []  # quota records addressed here
         self.at = [0, 0]  # next event, next record
         self.durable = state.to_bytes()
@@ -71,8 +71,13 @@ class QuotaProtocol(RuleBasedStateMachine):
     def demand(self, partition: int, count: int) -> None:
         """Events that would send a call arrive at a partition, dated now."""
         part = self.parts[partition % len(self.parts)]
-        part.events.extend([self.now] * count)
+        part.events.extend([(self.now, True)] * count)
         self.periods.add(self.now // HOUR)
+
+    @rule(partition=st.integers(0, 2))
+    def other_event(self, partition: int) -> None:
+        """An event that wants no call (it only moves the partition's event time)."""
+        self.parts[partition % len(self.parts)].events.append((self.now, False))
 
     @rule(minutes=st.integers(1, 90))
     def time_passes(self, minutes: int) -> None:
@@ -85,10 +90,11 @@ class QuotaProtocol(RuleBasedStateMachine):
         state = part.state
         for from_events in picks:
             if from_events and part.at[0] < len(part.events):
-                ts = part.events[part.at[0]]
+                ts, wants = part.events[part.at[0]]
                 part.at[0] += 1
                 state.advance(ts)
-                state.take([self.constraint], ts)
+                if wants:
+                    state.take([self.constraint], ts)
             elif part.at[1] < len(part.controls):
                 error = state.receive(part.controls[part.at[1]])
                 assert error is None
@@ -133,6 +139,8 @@ class QuotaProtocol(RuleBasedStateMachine):
             part.state.advance(self.now)
             self._flush(part.state)
         self._drain()
+        for part in self.parts:  # (asks ahead name periods no event was in)
+            self.periods |= {period for name, period in part.state.holds}
         for period in self.periods:
             owner = self._owner(period)
             left = owner.state.pool_left("calls", period)
@@ -202,5 +210,29 @@ def test_a_return_made_by_a_lost_batch_cannot_outlive_it() -> None:
     machine.crash(holder)
     machine.process(holder, [True, False, True, True])  # grant read before the 2nd demand
     machine.never_overspent()
+    machine.quiesce()
+    machine.teardown()
+
+
+def test_the_grant_of_an_ask_a_lost_batch_made_is_adopted() -> None:
+    """A batch spends in one hour and, entering the next, asks ahead for it; the batch dies
+    after the ask left. Redelivered otherwise (the grant of the first hour read later), the
+    partition spends nothing in the first hour and so does not ask ahead: the grant of the
+    lost batch's ask must still be taken (and later returned), not lost."""
+    machine = QuotaProtocol()
+    machine.setup(partitions=2, limit=6, chunk=3)
+    holder = 1 - machine.parts.index(machine._owner(10))
+    machine.demand(holder, 2)
+    machine.process(holder, [True])  # blocked: asks for 10:00-11:00
+    owner = machine.parts.index(machine._owner(10))
+    machine.process(owner, [False])  # grants 3
+    machine.process(holder, [False, True])  # grant, then the 2nd demand spends
+    machine.time_passes(65)
+    machine.other_event(holder)
+    machine.process(holder, [True])  # enters 11:00 having spent: asks ahead for it
+    assert machine.parts[holder].state.holds[("calls", 11)]["a"] == 1
+    machine.crash(holder)
+    machine.process(holder, [True, True, True, False])  # the grant after the 2nd demand
+    assert ("calls", 11) not in machine.parts[holder].state.holds
     machine.quiesce()
     machine.teardown()
