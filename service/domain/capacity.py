@@ -25,7 +25,7 @@ decide() stays pure: the driver puts the partition's state in the context under
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import orjson
@@ -94,10 +94,35 @@ class QuotaMessage(NamedTuple):
 
 
 def with_quota(context: Mapping[str, Any], state: CapacityState | None) -> Mapping[str, Any]:
-    """The context a decision reads, with the partition's capacity state (None: no limits)."""
+    """The context a decision reads, with the partition's capacity state (None: no limits);
+    a big context is wrapped, not copied (this runs for every event)."""
     if state is None:
         return context
-    return {**context, CAPACITY_CONTEXT: state}
+    if len(context) < 64:
+        return {**context, CAPACITY_CONTEXT: state}
+    return _WithQuota(context, state)
+
+
+class _WithQuota(Mapping[str, Any]):
+    """A context plus the capacity state under `CAPACITY_CONTEXT`, without copying it."""
+
+    __slots__ = ("_base", "_state")
+
+    def __init__(self, base: Mapping[str, Any], state: CapacityState) -> None:
+        self._base = base
+        self._state = state
+
+    def __getitem__(self, key: str) -> Any:
+        if key == CAPACITY_CONTEXT:
+            return self._state
+        return self._base[key]
+
+    def __iter__(self) -> Iterator[str]:
+        yield CAPACITY_CONTEXT
+        yield from (k for k in self._base if k != CAPACITY_CONTEXT)
+
+    def __len__(self) -> int:
+        return len(self._base) + (CAPACITY_CONTEXT not in self._base)
 
 
 class CapacityState:

@@ -225,3 +225,17 @@ def test_the_replay_report_shows_where_capacity_ran_out() -> None:
     assert "<h3>call_center: 20 per 1h</h3>" in page
     assert "1 of 2 period(s) reached the limit." in page
     assert "call_center: sent vs limit per hour" in page
+
+
+def test_a_big_context_is_wrapped_with_the_quota_not_copied() -> None:
+    """`with_quota` on a context of 100 keys: every key still reads the same, the capacity
+    state reads under its reserved key, and no limits (None) leaves the context as it is."""
+    from service.domain.capacity import CAPACITY_CONTEXT, with_quota
+
+    state = CapacityState({}, 0, 1)
+    big = {f"stock:{n}": n for n in range(100)}
+    wrapped = with_quota(big, state)
+    assert wrapped[CAPACITY_CONTEXT] is state and wrapped["stock:7"] == 7
+    assert len(wrapped) == 101 and set(wrapped) == {*big, CAPACITY_CONTEXT}
+    assert wrapped.get("absent") is None
+    assert with_quota(big, None) is big
