@@ -40,7 +40,7 @@ KEEP_PERIODS = 48  # an owner remembers this many periods of a constraint (dupli
 # Event-time slack after a period's end before a partition hands back what it holds of it
 # (a later event of that period asks again: the pool has it back).
 CLOSE_GRACE_MS = 60_000
-DRY_RETRY = 8  # after an empty grant, ask again only every this many demands (or `chunk`)
+DRY_RETRY = 8  # after an empty grant, ask again only every this many demands (or ask size)
 
 
 class Constraint:
@@ -56,7 +56,7 @@ class Constraint:
         self.limit = limit
         self.period_ms = period_ms  # 0: a total limit, one period for ever
         self.suppress = suppress  # when reached: suppress (and stop arbitration), else fall back
-        self.chunk = max(1, chunk)  # how much a partition asks for at a time
+        self.chunk = max(0, chunk)  # asked for at a time (0: limit / (4 x partitions), >= 1)
 
     def period(self, ts_ms: int) -> int:
         return ts_ms // self.period_ms if self.period_ms else 0
@@ -137,15 +137,15 @@ class CapacityState:
     these records on the repartition topic), and after a crash they may interleave otherwise,
     so a retried batch may act differently from the lost one whose records already left. The
     owner's pool depends on its records only (one partition of one topic: same order on
-    redelivery). An ask carries no choice (the k-th ask of a holding is always `chunk`), so
+    redelivery). An ask carries no choice (the k-th ask of a holding is always `ask_size`), so
     the holder adopts the grant of an ask the lost batch made (grant k+1 when k were applied).
     A return depends on what was spent, so it leaves only once the state that made it is
     durable (`held_back`, sent by the driver after the batch's store write; replay sends it at
     once), and is sent again until confirmed.
     """
 
-    __slots__ = ("constraints", "dirty", "due", "floor", "grace_ms", "held_back", "holds", "newest",
-                 "outbox", "partition", "partitions", "pools", "rets", "seq")
+    __slots__ = ("boundary", "constraints", "dirty", "due", "floor", "grace_ms", "held_back",
+                 "holds", "newest", "outbox", "partition", "partitions", "pools", "rets", "seq")
 
     def __init__(self, constraints: Mapping[str, Constraint], partition: int, partitions: int,
                  grace_ms: int = CLOSE_GRACE_MS) -> None:
@@ -159,6 +159,7 @@ class CapacityState:
         self.seq = 0
         self.newest = -(2**62)  # the newest event time seen
         self.due = -(2**62)  # the event time from which `advance` has holdings to close
+        self.boundary = -(2**62)  # the next period start of any constraint
         self.outbox: list[QuotaMessage] = []  # to send (the driver drains it)
         self.held_back: list[QuotaMessage] = []  # to send once this state is durable
         self.rets: dict[str, list[Any]] = {}  # return id -> [constraint, period, amount]
@@ -173,6 +174,11 @@ class CapacityState:
         if ts_ms <= self.newest:
             return
         before, self.newest = self.newest, ts_ms
+        if ts_ms < self.boundary and ts_ms < self.due:
+            return  # (every event's path: no period entered, nothing to close)
+        self.boundary = min((c.period(ts_ms) + 1) * c.period_ms
+                            for c in self.constraints.values() if c.period_ms) \
+            if any(c.period_ms for c in self.constraints.values()) else 2**62
         for name, entering in self.constraints.items():
             current = entering.period(ts_ms)
             if entering.period_ms and current != entering.period(before):
@@ -226,7 +232,7 @@ class CapacityState:
         for constraint, period, hold in holds:
             hold["s"] += 1
             self.dirty = True
-            if hold["g"] - hold["s"] - hold["r"] <= constraint.chunk // 2:
+            if hold["g"] - hold["s"] - hold["r"] <= self.ask_size(constraint) // 2:
                 self._want(constraint, period, hold)
         return None
 
@@ -260,7 +266,7 @@ class CapacityState:
         if hold["dry"]:
             hold["miss"] += 1
             self.dirty = True
-            if hold["miss"] < max(DRY_RETRY, constraint.chunk):
+            if hold["miss"] < max(DRY_RETRY, self.ask_size(constraint)):
                 return
         self._ask(constraint, period, hold)
 
@@ -270,7 +276,12 @@ class CapacityState:
         self.dirty = True
         self.outbox.append(self._to_owner(constraint.name, period, {
             "op": "ask", "id": f"{self.partition}.{hold['a']}", "k": hold["a"],
-            "n": constraint.chunk}))
+            "n": self.ask_size(constraint)}))
+
+    def ask_size(self, constraint: Constraint) -> int:
+        """Units per ask: the rulebook's `quota`, else a quarter of a fair share per
+        partition (small asks strand little; the low-water mark keeps them ahead)."""
+        return constraint.chunk or max(1, constraint.limit // (4 * self.partitions))
 
     def _give_back(self, name: str, period: int, hold: dict[str, Any]) -> None:
         unused = hold["g"] - hold["s"] - hold["r"]

@@ -230,7 +230,7 @@ class _Compiler:
             scope, target = scopes[0]
             constraint = Constraint(name, scope, target, spec.limit, spec.per,
                                     spec.when_reached == "suppress",
-                                    spec.quota or max(1, spec.limit // 16))
+                                    spec.quota or 0)
             covered = [a for a in actions if constraint.covers(a.name, a.group, a.channel)]
             if not covered:
                 self.problems.append(self.locator.problem(

@@ -82,6 +82,7 @@ class Replayer:
         # capacity quotas per partition, as in the worker; their records are delivered in
         # process right after the step that sent them (service/domain/capacity.py)
         self.capacity: dict[int, CapacityState] = {}
+        self._partition_of: dict[bytes, int] = {}  # (capacity only: a key's partition)
 
     # -- the log's events ---------------------------------------------------------------------
 
@@ -134,7 +135,7 @@ class Replayer:
             else:
                 self.tainted.add(key)
             raise
-        if quota is not None:
+        if quota is not None and (quota.outbox or quota.held_back):
             self._deliver_quota(quota)
         effects = outcome.effects
         if outcome.duplicate or (effects is not None and (
@@ -205,7 +206,11 @@ class Replayer:
         return tombs
 
     def _quota(self, key: bytes) -> CapacityState:
-        return self._capacity(partition_for_key(key, self.partitions))
+        partition = self._partition_of.get(key)
+        if partition is None:
+            partition = self._partition_of[key] = partition_for_key(key, self.partitions)
+        state = self.capacity.get(partition)
+        return state if state is not None else self._capacity(partition)
 
     def _capacity(self, partition: int) -> CapacityState:
         state = self.capacity.get(partition)
