@@ -5,6 +5,7 @@ repartition topic."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import urllib.request
 from collections import Counter
 
@@ -42,3 +43,35 @@ async def test_two_workers_send_exactly_the_limit_of_calls(worker_env: WorkerEnv
                      if line.startswith('touchflow_capacity_spent{constraint="call_center"'))
     assert spent == 5
     assert worker_env.stop(first) == 0 and worker_env.stop(second) == 0
+
+
+async def test_a_worker_killed_mid_stream_spends_no_more_than_the_limit(
+        worker_env: WorkerEnv) -> None:
+    """Two workers, one killed with SIGKILL after three waves of leads and replaced: its
+    partitions' pools and holdings come back from the changelog, so over 64 leads the calls
+    sent (distinct action ids: the actions topic is at-least-once) are exactly the limit of
+    5, and every lead gets an action."""
+    worker_env.partitions = 4
+    worker_env.rules = RULES
+    first, second = worker_env.start_worker("a"), worker_env.start_worker("b")
+    worker_env.wait_ready(first, timeout=90)
+    worker_env.wait_ready(second, timeout=90)
+    bootstrap = worker_env.broker.bootstrap
+    leads = [f"lead-{n}" for n in range(64)]
+    third = None
+    for wave in range(8):
+        if wave == 3:
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+            third = worker_env.start_worker("c")
+        await produce(bootstrap, worker_env.topic("events"), [
+            event(f"q-{lead}", lead, "lead_qualified", at=f"2026-03-02T09:{wave:02d}:00Z")
+            for lead in leads[wave * 8:(wave + 1) * 8]])
+        await asyncio.sleep(0.5 if wave != 3 else 8)
+    actions = await wait_for_records(
+        worker_env, "actions", lambda rs: {a["customer_id"] for a in rs} == set(leads),
+        timeout=120)
+    calls = {a["action_id"] for a in actions if a["action"] == "call"}
+    assert len(calls) == 5
+    assert third is not None
+    assert worker_env.stop(second) == 0 and worker_env.stop(third) == 0
