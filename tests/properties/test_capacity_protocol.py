@@ -121,6 +121,15 @@ class QuotaProtocol(RuleBasedStateMachine):
         part.state.resend()
         self._flush(part.state)
 
+    @rule(partition=st.integers(0, 2), picks=st.lists(st.booleans(), min_size=1, max_size=8),
+          again=st.lists(st.booleans(), min_size=1, max_size=8))
+    def dies_mid_batch(self, partition: int, picks: list[bool], again: list[bool]) -> None:
+        """A batch runs (its records leave), the worker dies before storing it, and the
+        redelivered inputs are read in another interleaving."""
+        self.process(partition, picks)
+        self.crash(partition)
+        self.process(partition, again)
+
     @rule(partition=st.integers(0, 2))
     def rebalance(self, partition: int) -> None:
         """The partition moves to another worker after committing: it goes on from its
