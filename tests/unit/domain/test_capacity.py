@@ -8,7 +8,9 @@ from textwrap import dedent
 from typing import Any
 
 import pytest
+from pydantic import TypeAdapter
 
+from schemas.models import Action, DecisionRecord
 from service.domain import RulebookError, parse_rulebook
 from service.domain.capacity import CapacityState, Constraint
 from service.replay.replayer import Replayer
@@ -198,13 +200,21 @@ def test_quota_records_are_idempotent_and_the_state_survives_its_stored_form() -
 def test_lead_scoring_capacity_example(partitions: int, calls: tuple[int, int]) -> None:
     """examples/lead_scoring_capacity as its README tells: never more than 20 callbacks an
     hour whatever the partition count, the e-mail for the others, and how many calls each
-    partition count reaches (the first demand of a partition waits for its quota)."""
+    partition count reaches (the first demand of a partition waits for its quota); every
+    record, `suppressed_by: capacity` included, keeps the wire contract."""
     rulebook, events, context = load_example("lead_scoring_capacity")
     replay = Replayer(rulebook, context, partitions=partitions)
     sent: Counter[tuple[str, str]] = Counter()
+    records: list[dict[str, Any]] = []
+    actions: list[dict[str, Any]] = []
     for item in events:
-        for action in replay.apply(item).actions:
+        outcome = replay.apply(item)
+        records.extend(outcome.decisions)
+        actions.extend(outcome.actions)
+        for action in outcome.actions:
             sent[(item.occurred_at[11:13], action["action"])] += 1
+    TypeAdapter(list[DecisionRecord]).validate_python(records)  # the wire contract
+    TypeAdapter(list[Action]).validate_python(actions)
     assert (sent[("10", "sales_callback")], sent[("11", "sales_callback")]) == calls
     assert sent[("10", "nurture_email")] == 40 - calls[0]
     assert sent[("11", "nurture_email")] == 12 - calls[1]
