@@ -9,7 +9,8 @@ from service.batch import Record
 __all__ = ["CONTROL_HEADER", "control_kind"]
 
 CONTROL_HEADER = "tf-ctl"
-_KINDS = {b"link": "link", b"merge": "merge", b"erase": "erase"}
+_KINDS = {b"link": "link", b"merge": "merge", b"erase": "erase",
+          b"capacity": "capacity"}  # quota records (service/domain/capacity.py)
 
 
 def control_kind(message: Record) -> str | None:

@@ -134,6 +134,28 @@ class Metrics:
             registry=r)
         for reason in ("error", "fenced", "rebalance"):
             self.commit_failures.labels(reason)
+        self.capacity_spent = Gauge(
+            "touchflow_capacity_spent", "Actions sent under a capacity limit in its current "
+            "period (the newest this partition saw), per constraint and partition; sum over "
+            "partitions for the constraint's total.", ["constraint", "partition"], registry=r)
+        self.capacity_held = Gauge(
+            "touchflow_capacity_held", "Quota a partition holds and has not spent yet, per "
+            "constraint and partition (current period).", ["constraint", "partition"],
+            registry=r)
+        self.capacity_pool = Gauge(
+            "touchflow_capacity_pool", "Quota not yet granted by the partition owning the "
+            "constraint's current period. Remaining = sum(pool) + sum(held).",
+            ["constraint", "partition"], registry=r)
+        self.capacity_limit = Gauge(
+            "touchflow_capacity_limit", "The rulebook's limit per period of each capacity "
+            "constraint.", ["constraint"], registry=r)
+        self.capacity_period_start = Gauge(
+            "touchflow_capacity_period_start_seconds", "Event time (Unix) at which the "
+            "current period of a constraint began, per constraint (0: a total limit).",
+            ["constraint"], registry=r)
+        self.capacity_period = Gauge(
+            "touchflow_capacity_period_seconds", "Length of a capacity constraint's period "
+            "(0: a total limit).", ["constraint"], registry=r)
         self.partitions_assigned = Gauge(
             "touchflow_partitions_assigned", "Input partitions assigned to this worker.",
             registry=r)

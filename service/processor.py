@@ -23,6 +23,7 @@ is safe).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -34,6 +35,7 @@ from schemas.event import Event, EventError, decode_event
 from service.batch import BatchStats, Message, PendingBatch, Record
 from service.batch_metrics import BatchMetrics
 from service.deadletter import dead_letter, pii_salt
+from service.domain.capacity import CapacityState, QuotaMessage, with_quota
 from service.domain.context_table import ContextTable
 from service.domain.erasure import Tombstones, key_digest
 from service.domain.learning import LearningState
@@ -47,6 +49,7 @@ from service.recovery import recover_partitions
 from service.settings import Settings
 from service.sink import Sink
 from service.store import (
+    CAPACITY_KEY,
     LEARNING_KEY,
     TOMBSTONE_PREFIX,
     PartitionStore,
@@ -129,6 +132,11 @@ class Processor:
         self.tombstones: dict[int, Tombstones] = {}
         self._tombstone_horizon = rulebook.max_lateness + settings.tombstone_margin_s * 1000
         self._context_late = (self.context.late, self.context.late_signals)
+        # Capacity across customers: each partition's owned pools and held quotas, in its
+        # store and changelog like the learned tallies (service/domain/capacity.py)
+        self.capacity: dict[int, CapacityState] = {}
+        # quota returns of batches begun, sent once their batch is in the store (by batch)
+        self._held_back: dict[int, list[QuotaMessage]] = {}
 
     # -- partitions -------------------------------------------------------------------------
 
@@ -159,6 +167,7 @@ class Processor:
                 self._recovered.discard(partition)
                 self._cache.pop(partition, None)
                 self.learning.pop(partition, None)
+                self.capacity.pop(partition, None)
                 self.tombstones.pop(partition, None)
                 store = self._stores.pop(partition, None)
                 if store is not None:
@@ -201,6 +210,7 @@ class Processor:
             self._recovered.add(partition)
             self._cache[partition] = {}
             self._load_learning(partition)
+            self._load_capacity(partition)
             self._load_tombstones(partition)
             if self.readiness is not None:
                 self.readiness.mark_recovered(partition)
@@ -271,10 +281,13 @@ class Processor:
         for partition in self._cache:
             self._cache[partition] = {}
         self._unwritten.clear()
+        self._held_back.clear()
         for partition in list(self.learning):
             self._load_learning(partition)
         for partition in list(self.tombstones):
             self._load_tombstones(partition)
+        for partition in list(self.capacity):
+            self._load_capacity(partition)
         self.sink.discard()
 
     def _load_learning(self, partition: int) -> None:
@@ -284,6 +297,18 @@ class Processor:
         raw = self._last_written_raw(partition, LEARNING_KEY)
         self.learning[partition] = LearningState.from_bytes(raw, self._refresh_ms) \
             if raw is not None else LearningState(self._refresh_ms)
+
+    def _load_capacity(self, partition: int) -> None:
+        """The partition's quotas as the newest batch encoded them, else as stored."""
+        constraints = self.rulebook.capacity
+        if not constraints:
+            return
+        raw = self._last_written_raw(partition, CAPACITY_KEY)
+        partitions = self.settings.partitions
+        state = self.capacity[partition] = CapacityState.from_bytes(
+            raw, constraints, partition, partitions) if raw is not None else \
+            CapacityState(constraints, partition, partitions)
+        state.resend()  # returns not confirmed yet: the owner applies each once
 
     def _load_tombstones(self, partition: int) -> None:
         """The partition's erasure tombstones as stored (called with no batch pending)."""
@@ -361,6 +386,7 @@ class Processor:
         rulebook, signals = self.rulebook, self._signal_specs
         learning, table = self.learning, self.context
         tombs = self.tombstones
+        capacity = self.capacity
         newest_ts = self.context.decided_ms
         channel_topics = self.settings.channel_topics
         counted = batch.decisions if self.metrics is not None else None
@@ -396,6 +422,10 @@ class Processor:
                 newest_ts = ts
             tallies = learning.get(partition)
             context = event_context(table, tallies, ts)
+            quota = capacity.get(partition)
+            if quota is not None:
+                quota.advance(ts)
+                context = with_quota(context, quota)
             used.append(context)
             try:
                 outcome = step_event(profile, key.decode(), event, context, rulebook, signals,
@@ -475,6 +505,14 @@ class Processor:
                 if counted is not None:
                     counted.extend(outcome.decisions)
         self.context.decided_ms = newest_ts
+        for partition in changed:
+            quota = capacity.get(partition)
+            if quota is not None and quota.outbox:
+                for quota_record in quota.outbox:
+                    await sink.send(repartition, quota_record.key, quota_record.body,
+                                    partition=quota_record.partition,
+                                    headers=[(CONTROL_HEADER, b"capacity")])
+                quota.outbox.clear()
         if self.metrics is not None:
             self._observe_late(self.metrics, changed)
         for partition, last in last_of.items():
@@ -490,6 +528,13 @@ class Processor:
             if tallies is not None and tallies.dirty:
                 values[LEARNING_KEY] = tallies.to_bytes()
                 tallies.dirty = False
+            quota = capacity.get(partition)
+            if quota is not None and quota.dirty:
+                values[CAPACITY_KEY] = quota.to_bytes()
+                quota.dirty = False
+                if quota.held_back:
+                    self._held_back.setdefault(id(batch), []).extend(quota.held_back)
+                    quota.held_back.clear()
             self._write_tombstones(partition, ordered, values)
         stats.actions = len(actions)
         stats.sent_actions = actions
@@ -545,6 +590,28 @@ class Processor:
             tallies = self.learning.get(partition)
             if tallies is not None and tallies.late:
                 metrics.learning_late.labels(str(partition)).set(tallies.late)
+            quota = self.capacity.get(partition)
+            if quota is not None:
+                self._observe_capacity(metrics, partition, quota)
+
+    @staticmethod
+    def _observe_capacity(metrics: Metrics, partition: int, quota: CapacityState) -> None:
+        """Spent, held and pooled quota of the partition's current periods (constraint
+        names come from the rulebook: no customer data in labels)."""
+        label = str(partition)
+        for constraint, period, spent, held, pool in quota.report():
+            name = constraint.name
+            metrics.capacity_spent.labels(name, label).set(spent)
+            metrics.capacity_held.labels(name, label).set(held)
+            if pool is not None:
+                metrics.capacity_pool.labels(name, label).set(pool)
+            else:  # not (or no longer) owned here: no stale pool of an older period
+                with contextlib.suppress(KeyError):
+                    metrics.capacity_pool.remove(name, label)
+            metrics.capacity_limit.labels(name).set(constraint.limit)
+            metrics.capacity_period_start.labels(name).set(
+                period * constraint.period_ms / 1000)
+            metrics.capacity_period.labels(name).set(constraint.period_ms / 1000)
 
     async def _audit(self, records: Sequence[dict[str, Any]], counted: list[dict[str, Any]] | None,
                      stats: BatchStats) -> None:
@@ -590,6 +657,12 @@ class Processor:
         """Apply an identity control record (service/domain/step.py); the audit records it
         wrote are returned as a count (and added to `counted`, for the metrics)."""
         kind = control_kind(message) or ""
+        if kind == "capacity":  # a quota record: the partition's capacity state applies it
+            quota = self.capacity.get(message.partition)
+            error = quota.receive(message.value or b"") if quota is not None else None
+            if error is not None:
+                await self._dead_letter(message, "bad_control", error)
+            return 0
         result = step_control(profile, key.decode(), kind, message.value, self.rulebook,
                               erased_ms)
         if result.tombstone >= 0:
@@ -670,6 +743,13 @@ class Processor:
                                               batch.stored)
                 stats.profiles_written += len(values)
         self._unwritten.popleft()
+        returns = self._held_back.pop(id(batch), None)
+        if returns:  # quota returns leave once the state that made them is durable
+            for quota_record in returns:
+                await self.sink.send(self.topics.repartition, quota_record.key,
+                                     quota_record.body, partition=quota_record.partition,
+                                     headers=[(CONTROL_HEADER, b"capacity")])
+            await self.sink.ship()
         stats.seconds = time.perf_counter() - batch.started
         if self._batch_metrics is not None:  # counted once complete: never twice
             self._batch_metrics.count_decisions(batch.decisions)

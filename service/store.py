@@ -19,13 +19,15 @@ from collections.abc import Container, Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["LEARNING_KEY", "TOMBSTONE_PREFIX", "MemoryStore", "PartitionStore", "RocksStore",
-           "StoreError", "is_profile_key", "open_store", "tombstone_key"]
+__all__ = ["CAPACITY_KEY", "LEARNING_KEY", "TOMBSTONE_PREFIX", "MemoryStore", "PartitionStore",
+           "RocksStore", "StoreError", "is_profile_key", "open_store", "tombstone_key"]
 
 _CHECKPOINT_KEY = b"\x00touchflow:changelog-offset"
 # A partition's learned propensity tallies: stored and changelogged like a profile, under a
 # key no identifier can take (profile keys are `<field>:<value>`).
 LEARNING_KEY = b"\x00touchflow:learning"
+# A partition's capacity quotas, owned and held (service/domain/capacity.py), likewise.
+CAPACITY_KEY = b"\x00touchflow:capacity"
 # Erasure tombstones (service/domain/erasure.py): this prefix, then the key digest (hex);
 # the value is the erasure time in epoch milliseconds (ASCII digits).
 TOMBSTONE_PREFIX = b"\x00touchflow:erased:"

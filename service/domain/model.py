@@ -20,6 +20,7 @@ __all__ = [
     "ActionSpec",
     "Arbitration",
     "Attribution",
+    "CapacitySpec",
     "ContactCap",
     "ContactPolicy",
     "ExperimentSpec",
@@ -225,6 +226,30 @@ class SignalModel(_Strict):
     hold: Duration = 3_600_000
 
 
+def _period(value: object) -> int:
+    """A capacity period: `total` (0: one period for ever) or a duration."""
+    if value == "total":
+        return 0
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise ValueError("must be `total` or a duration such as 1h or 1d") from None
+
+
+class CapacitySpec(_Strict):
+    """A limit across customers (service/domain/capacity.py): at most `limit` actions of one
+    action, group or channel (exactly one of them) per `per` of event time (or in `total`)."""
+
+    description: str | None = None
+    action: Name | None = None
+    group: Name | None = None
+    channel: ChannelName | None = None
+    limit: int = Field(ge=1, le=1_000_000_000)
+    per: Annotated[int, BeforeValidator(_period)] = 0
+    when_reached: Literal["fallback", "suppress"] = "fallback"
+    quota: int | None = Field(default=None, ge=1)  # asked per partition at a time
+
+
 def _version_text(value: object) -> object:
     """YAML reads `version: 2026-03-01` as a date and `version: 3` as a number: keep the text."""
     if isinstance(value, int | float | date) and not isinstance(value, bool):
@@ -250,3 +275,4 @@ class RulebookModel(_Strict):
     learning: Learning | None = None
     attribution: Attribution | None = None
     signals: dict[Name, SignalModel] = Field(default_factory=dict)
+    capacity: dict[Name, CapacitySpec] = Field(default_factory=dict)

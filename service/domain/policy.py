@@ -12,6 +12,8 @@ the first check that stops it, recorded as `suppressed_by`:
 6. `arbitration` - its group already has an action on this event, or `max_per_event` is reached;
 7. `contact_cap` - the customer had `cap.max` actions within `cap.within` (all channels);
 8. experiment holdout - outcome `held_out`: audited, not sent.
+9. `capacity`    - a limit across customers (capacity.py) has no quota left at the partition:
+   `when_reached: fallback` lets the next candidates through, `suppress` stops them too.
 
 A held-out decision is booked in the profile as if it had been sent (cool-down, once-only,
 cap), so the control group's audit trail mirrors what the treated group receives.
@@ -30,6 +32,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from service.domain.capacity import CAPACITY_CONTEXT, CapacityState, Constraint
 from service.domain.channels import (
     Deferral,
     Skip,
@@ -84,6 +87,7 @@ class Action:
 
     __slots__ = (
         "basis",
+        "capacity",
         "channel",
         "consent_keys",
         "cooldown",
@@ -130,6 +134,7 @@ class Action:
         self.needs_fired = needs_fired
         # a channel preference list: this action once per channel, in order (channels.py)
         self.variants: tuple[Action, ...] = ()
+        self.capacity: tuple[Constraint, ...] = ()  # limits across customers covering it
 
 
 class LearningPolicy:
@@ -248,6 +253,7 @@ def arbitrate(env: Env, eligible: list[Action], policy: Policy, version: str
     decisions: list[dict[str, Any]] = []
     taken: dict[str, str] = {}
     sent_now = 0
+    capped: list[str] = []  # a `when_reached: suppress` limit reached on this event
     for action in eligible:
         name = action.name
         action_id = digest32(key, name, event.event_id, version)
@@ -260,6 +266,8 @@ def arbitrate(env: Env, eligible: list[Action], policy: Policy, version: str
                                                              sent_now, in_cap)
         if skipped or not_before is not None:
             reasons = [*channel_notes(skipped, not_before), *reasons]
+        if stopped is None and (action.capacity or capped):
+            stopped = _capacity(env, action, arms, capped)
         outcome = "sent"
         suppressed_by: str | None = None
         if stopped is not None:
@@ -304,6 +312,28 @@ def arbitrate(env: Env, eligible: list[Action], policy: Policy, version: str
         if skipped or not_before is not None:
             decisions[-1].update(channel_fields(skipped, not_before))
     return actions, decisions
+
+
+def _capacity(env: Env, action: Action, arms: dict[str, str], capped: list[str]
+              ) -> tuple[str, str] | None:
+    """Capacity across customers (service/domain/capacity.py), for an action that passed
+    every other check: spend a unit of each limit covering it, or stop it when one is
+    reached. A held-out decision spends nothing; after a `when_reached: suppress` limit was
+    reached, the lower-ranked candidates are stopped too (`capped`)."""
+    if capped:
+        return "capacity", f"ranked below an action whose {capped[0]} is reached"
+    if any(arms[exp.name] in exp.holdout for exp in action.experiments):
+        return None
+    state = env.context.get(CAPACITY_CONTEXT)
+    if not isinstance(state, CapacityState):
+        return None  # a driver that keeps no capacity state: no limit applies
+    reached = state.take(action.capacity, env.event.ts_ms)
+    if reached is None:
+        return None
+    if reached.suppress:
+        capped.append(reached.describe())
+    fallback = "" if reached.suppress else "; falling back to the next eligible action"
+    return "capacity", f"{reached.describe()} reached{fallback}"
 
 
 def _book(profile: Any, name: str, action_id: str, ts: int, policy: Policy,

@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import ValidationError
 
 from service.domain.attribution import AttributionPolicy
+from service.domain.capacity import Constraint
 from service.domain.compiled import compile_steps
 from service.domain.conditions import ConditionCompiler, ScoreInfo
 from service.domain.fields import EventMatch, SpecError, compile_event_getter, compile_match
@@ -106,6 +107,7 @@ class Rulebook:
                                          for n, spec in model.actions.items()}
         self.attribution = attribution
         self.signals: dict[str, SignalSpec] = signals or {}
+        self.capacity: dict[str, Constraint] = {}  # limits across customers, by name
         self.event_types: frozenset[str] = frozenset(
             points.types() | traits.types() | patterns.types() | actions.types() | extra_types
         )
@@ -208,6 +210,7 @@ class _Compiler:
         pattern_types = {p.name: types for p, types in patterns}
         actions = self._actions(conditions, experiments, pattern_types)
         policy = self._policy(conditions)
+        capacity = self._capacity([action for action, _ in actions])
         extra = {"consent_changed", "action_response", "erasure_requested", "identified"}
         attribution = self._attribution()
         if attribution is not None:
@@ -220,7 +223,36 @@ class _Compiler:
                             TypeIndex(patterns), TypeIndex(actions), policy, infos, extra,
                             attribution, signals)
         rulebook.crossings = tuple(conditions.crossings)
+        rulebook.capacity = capacity
         return rulebook
+
+    def _capacity(self, actions: list[Action]) -> dict[str, Constraint]:
+        """The `capacity` entries, compiled; each action learns the constraints covering it."""
+        out: dict[str, Constraint] = {}
+        for name, spec in self.model.capacity.items():
+            path: _Path = ("capacity", name)
+            scopes = [(kind, value) for kind, value in
+                      (("action", spec.action), ("group", spec.group), ("channel", spec.channel))
+                      if value is not None]
+            if len(scopes) != 1:
+                self.problems.append(self.locator.problem(
+                    path, "name exactly one scope: action, group or channel"))
+                continue
+            scope, target = scopes[0]
+            constraint = Constraint(name, scope, target, spec.limit, spec.per,
+                                    spec.when_reached == "suppress",
+                                    spec.quota or 0)
+            # (each channel of a preference list is its own variant of the action)
+            candidates = [v for a in actions for v in (a.variants or (a,))]
+            covered = [a for a in candidates if constraint.covers(a.name, a.group, a.channel)]
+            if not covered:
+                self.problems.append(self.locator.problem(
+                    (*path, scope), f"no action has {scope} {target!r}"))
+                continue
+            for action in covered:
+                action.capacity = (*action.capacity, constraint)
+            out[name] = constraint
+        return out
 
     def _signals(self) -> dict[str, SignalSpec]:
         out: dict[str, SignalSpec] = {}

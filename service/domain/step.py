@@ -25,6 +25,11 @@ Erasure (service/domain/erasure.py): the driver passes the key's tombstone time 
 no profile; an input dated at or before it is ignored (`effects.ignored`, one audit record),
 and an erasure asks the driver to keep a tombstone (`effects.tombstone`, `tombstone` of a
 control result) and to publish `effects.notice`.
+
+Capacity across customers (service/domain/capacity.py): the driver keeps one `CapacityState`
+per partition, calls its `advance` and passes it in the context (`with_quota`) before each
+event; arbitration spends from it; the driver sends its quota records (repartition topic,
+header `tf-ctl: capacity`) and applies those addressed to the partition with `receive`.
 """
 
 from __future__ import annotations

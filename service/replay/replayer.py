@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from schemas.event import Event
+from service.domain.capacity import CapacityState, with_quota
 from service.domain.context_table import ContextTable
 from service.domain.decide import Outcome
 from service.domain.erasure import Tombstones
@@ -78,6 +79,10 @@ class Replayer:
         self.tainted: set[bytes] = set()  # keys a step failed on without a copy
         self.dead: list[tuple[str, str]] = []  # (reason, error) the worker would dead-letter
         self.undelivered: list[tuple[bytes, Event | Control]] = []
+        # capacity quotas per partition, as in the worker; their records are delivered in
+        # process right after the step that sent them (service/domain/capacity.py)
+        self.capacity: dict[int, CapacityState] = {}
+        self._partition_of: dict[bytes, int] = {}  # (capacity only: a key's partition)
 
     # -- the log's events ---------------------------------------------------------------------
 
@@ -107,6 +112,10 @@ class Replayer:
         ts = event.ts_ms
         tallies = self._tallies(key) if self._refresh_ms is not None else None
         context = event_context(self.context, tallies, ts)
+        quota = self._quota(key) if self.rulebook.capacity else None
+        if quota is not None:
+            quota.advance(ts)
+            context = with_quota(context, quota)
         before = profile.clone() if profile is not None and key in self.risky else None
         text = text if text is not None else key.decode()
         tombs = self.tombstones.get(partition_for_key(key, self.partitions)) \
@@ -116,6 +125,8 @@ class Replayer:
             outcome = step_event(profile, text, event, context, self.rulebook, self._specs,
                                  erased_ms)
         except Exception:
+            if quota is not None:
+                self._deliver_quota(quota)
             if key in self.risky:
                 if before is None:
                     profiles.pop(key, None)
@@ -124,6 +135,8 @@ class Replayer:
             else:
                 self.tainted.add(key)
             raise
+        if quota is not None and (quota.outbox or quota.held_back):
+            self._deliver_quota(quota)
         effects = outcome.effects
         if outcome.duplicate or (effects is not None and (
                 effects.forward is not None or effects.ignored)):
@@ -191,6 +204,38 @@ class Replayer:
         if tombs is None:
             tombs = self.tombstones[partition] = Tombstones()
         return tombs
+
+    def _quota(self, key: bytes) -> CapacityState:
+        partition = self._partition_of.get(key)
+        if partition is None:
+            partition = self._partition_of[key] = partition_for_key(key, self.partitions)
+        state = self.capacity.get(partition)
+        return state if state is not None else self._capacity(partition)
+
+    def _capacity(self, partition: int) -> CapacityState:
+        state = self.capacity.get(partition)
+        if state is None:
+            state = self.capacity[partition] = CapacityState(
+                self.rulebook.capacity, partition, self.partitions)
+        return state
+
+    def _deliver_quota(self, state: CapacityState) -> None:
+        """Deliver the quota records `state` sent, and those they cause, first in first out
+        (the worker sends them through the repartition topic; returns, after its store write:
+        here nothing is lost, so at once)."""
+        queue = deque([*state.outbox, *state.held_back])
+        state.outbox.clear()
+        state.held_back.clear()
+        while queue:
+            record = queue.popleft()
+            target = self._capacity(record.partition)
+            error = target.receive(record.body)
+            if error is not None:
+                self.dead.append(("bad_control", error))
+            queue.extend(target.outbox)
+            queue.extend(target.held_back)
+            target.outbox.clear()
+            target.held_back.clear()
 
     def _tallies(self, key: bytes) -> LearningState:
         partition = partition_for_key(key, self.partitions)

@@ -288,6 +288,43 @@ def _bad_section(result: ReplayResult) -> str:
             "</table></section>")
 
 
+def _capacity_section(results: Sequence[ReplayResult], names: list[str]) -> str:
+    """Per capacity constraint of the (first) rulebook: sent per period against the limit,
+    a chart for hourly limits, and the periods where it ran out."""
+    stats = results[0].stats
+    if not stats.capacity_limits:
+        return ""
+    parts = ["<h2>Capacity</h2><section><p class=muted>Actions sent under each capacity "
+             "limit, per period; where a period reached its limit, the actions it covers "
+             "fell back or were suppressed (<code>suppressed_by: capacity</code>).</p>"]
+    for name, (limit, period_ms) in sorted(stats.capacity_limits.items()):
+        spent = stats.capacity_spent.get(name, Counter())
+        hours, minutes = divmod(period_ms // 60_000, 60)
+        per = ("per " + (f"{hours}h" if not minutes else f"{period_ms // 60_000}m")) \
+            if period_ms else "in total"
+        parts.append(f"<h3>{escape(name)}: {limit:,} {escape(per)}</h3>")
+        if period_ms == 3_600_000 and spent:
+            first, last = min(spent), max(spent)
+            limits = {hour: limit for hour in range(first, last + 1, period_ms)}
+            parts.append(line_chart({f"sent ({names[0]})": spent, "limit": limits},
+                                    f"{name}: sent vs limit per hour"))
+        full = sorted(start for start, count in spent.items() if count >= limit)
+        rows = "".join(
+            f"<tr><td>{_period_label(start, period_ms)}</td><td class=n>{spent[start]:,}</td>"
+            f"<td class=n>{limit:,}</td></tr>" for start in sorted(spent)[:200])
+        parts.append(f"<p>{len(full)} of {len(spent)} period(s) reached the limit.</p>"
+                     f"<table><tr><th>period</th><th class=n>sent</th><th class=n>limit</th>"
+                     f"</tr>{rows}</table>")
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _period_label(start_ms: int, period_ms: int) -> str:
+    if not period_ms:
+        return "total"
+    return datetime.fromtimestamp(start_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def render_report(results: Sequence[ReplayResult], *, comparison: Comparison | None = None,
                   source: str = "") -> str:
     """The report page as a string."""
@@ -318,6 +355,7 @@ def render_report(results: Sequence[ReplayResult], *, comparison: Comparison | N
         "<h2>Score distribution</h2><section><p class=muted>Scores of every candidate action "
         f"considered.</p>{histogram(scores, 'Score distribution')}</section>",
         funnel_sections([r.stats.funnel for r in results], names),
+        _capacity_section(results, names),
         f"<h2>Totals</h2><section>{_summary(results, names)}</section>",
         _bad_section(results[0]),
         "</main></body></html>\n",

@@ -10,13 +10,14 @@ import contextlib
 import gc
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from schemas.codec import dumps_line
 from schemas.event import Event, EventError, decode_event
+from service.domain.capacity import Constraint
 from service.domain.context_table import ContextTable
 from service.domain.decide import Outcome
 from service.domain.rules import Rulebook, load_rulebook
@@ -69,6 +70,9 @@ class RunStats:
     first_ms: int | None = None
     last_ms: int | None = None
     funnel: FunnelTally = field(default_factory=FunnelTally)
+    # capacity across customers: sent per constraint and period (its start, epoch ms)
+    capacity_spent: dict[str, Counter[int]] = field(default_factory=dict)
+    capacity_limits: dict[str, tuple[int, int]] = field(default_factory=dict)  # limit, period
 
     def observe(self, event: Event, outcome: Outcome) -> None:
         """Fold one event's outcome into the tallies (used for reports and comparisons)."""
@@ -251,6 +255,11 @@ def _run_once(events: Iterable[tuple[Event, bytes]], replayer: Replayer, result:
     write_action = output.write if output is not None else None
     write_audit = audit.write if audit is not None else None
     count = processed = duplicates = late = actions = decisions = erased = ignored = 0
+    limits = list(replayer.rulebook.capacity.values())
+    groups = {name: spec.group for name, spec in replayer.rulebook.model.actions.items()}
+    for constraint in limits:
+        stats.capacity_spent[constraint.name] = Counter()
+        stats.capacity_limits[constraint.name] = (constraint.limit, constraint.period_ms)
     gc_quiet = contextlib.ExitStack()
     collector = gc_quiet.enter_context(quiet_gc())
     started = time.perf_counter()  # after quiet_gc's one full collection
@@ -310,6 +319,8 @@ def _run_once(events: Iterable[tuple[Event, bytes]], replayer: Replayer, result:
                 if operations is not None:
                     for message in outcome.operations:
                         operations.write(dumps_line(message))
+            if limits and outcome.actions:
+                _count_capacity(stats, limits, groups, event.ts_ms, outcome.actions)
             if observe:
                 stats.observe(event, outcome)
             elif outcome.actions:
@@ -324,6 +335,18 @@ def _run_once(events: Iterable[tuple[Event, bytes]], replayer: Replayer, result:
         stats.late = late
         stats.actions, stats.decisions, stats.erased = actions, decisions, erased
         stats.ignored = ignored
+
+
+def _count_capacity(stats: RunStats, limits: list[Constraint], groups: dict[str, str | None],
+                    ts_ms: int, actions: Sequence[dict[str, Any]]) -> None:
+    """Count sent actions against the capacity constraints covering them (the report's
+    spent-vs-limit chart)."""
+    for action in actions:
+        name, channel = str(action.get("action")), str(action.get("channel"))
+        for constraint in limits:
+            if constraint.covers(name, groups.get(name), channel):
+                stats.capacity_spent[constraint.name][
+                    constraint.period(ts_ms) * constraint.period_ms] += 1
 
 
 def replay_file(
