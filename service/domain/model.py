@@ -245,7 +245,9 @@ class CapacitySpec(_Strict):
     group: Name | None = None
     channel: ChannelName | None = None
     limit: int = Field(ge=1, le=1_000_000_000)
-    per: Annotated[int, BeforeValidator(_period)] = 0
+    per: Annotated[int, BeforeValidator(_period), WithJsonSchema({
+        "anyOf": [DURATION_SCHEMA, {"const": "total"}],
+        "description": "the period in event time (a duration, e.g. 1h or 1d) or total"})] = 0
     when_reached: Literal["fallback", "suppress"] = "fallback"
     quota: int | None = Field(default=None, ge=1)  # asked per partition at a time
 
