@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -110,28 +110,57 @@ async def _touchflow(bootstrap: str, log: list[bytes], keys: list[bytes | None],
         partitions=partitions, tmp=tmp)
 
 
-async def _latency(bootstrap: str, log: list[bytes], keys: list[bytes | None],
-                   partitions: int, tmp: Path, rate: float) -> dict[str, Any]:
-    """Event-to-action latency of the worker at `rate` events/s (bench/latency.py)."""
+async def _latency(tmp: Path, broker: Callable[[], Any], log: list[bytes],
+                   keys: list[bytes | None], partitions: int, maximum: float,
+                   fractions: Sequence[float], seconds: float) -> dict[str, Any]:
+    """Event-to-receipt latency of the worker at each fraction of `maximum` events/s, and
+    a bare hop through the broker at the same rate (bench/latency.py), each measurement on
+    its own fresh broker."""
     from bench.latency import measure_hop, measure_latency
 
-    env, prefix = _touchflow_env(bootstrap, partitions, tmp)
-    print(f"  latency: worker at {rate:,.0f} events/s for 20 s...", file=sys.stderr, flush=True)
-    try:
-        result = await measure_latency(bootstrap, env, prefix, ROOT, log, keys, rate,
-                                       tmp / "latency.log")
-    except Exception as exc:
-        return {"ok": False, "note": f"failed: {type(exc).__name__}: {exc}"}
-    # the broker's own share, same rate and length, on a fresh topic
-    topic = f"bench-hop-{uuid.uuid4().hex[:8]}"
-    await create_topic(bootstrap, topic, partitions)
-    print(f"  latency: a bare hop through the broker at {rate:,.0f} events/s...",
-          file=sys.stderr, flush=True)
-    try:
-        result["bare_hop"] = await measure_hop(bootstrap, topic, log, keys, rate)
-    except Exception as exc:
-        result["bare_hop"] = {"ok": False, "note": f"failed: {type(exc).__name__}: {exc}"}
-    return result
+    runs: list[dict[str, Any]] = []
+    for fraction in fractions:
+        rate = maximum * fraction
+        row: dict[str, Any] = {"fraction": fraction, "rate": round(rate)}
+        async with broker() as bootstrap:
+            env, prefix = _touchflow_env(bootstrap, partitions, tmp)
+            print(f"  latency: worker at {rate:,.0f} events/s ({fraction:.0%} of "
+                  f"{maximum:,.0f}) for {seconds:g} s...", file=sys.stderr, flush=True)
+            try:
+                row["worker"] = await measure_latency(bootstrap, env, prefix, ROOT, log, keys,
+                                                      rate, tmp / "latency.log", seconds)
+            except Exception as exc:
+                row["worker"] = {"ok": False, "note": f"failed: {type(exc).__name__}: {exc}"}
+        async with broker() as bootstrap:
+            topic = f"bench-hop-{uuid.uuid4().hex[:8]}"
+            await create_topic(bootstrap, topic, partitions)
+            print(f"  latency: a bare hop through the broker at {rate:,.0f} events/s...",
+                  file=sys.stderr, flush=True)
+            try:
+                row["bare_hop"] = await measure_hop(bootstrap, topic, log, keys, rate, seconds)
+            except Exception as exc:
+                row["bare_hop"] = {"ok": False, "note": f"failed: {type(exc).__name__}: {exc}"}
+        runs.append(row)
+    return {"ok": True, "maximum": round(maximum), "seconds": seconds, "runs": runs}
+
+
+def latency_table(latency: Mapping[str, Any]) -> str:
+    """The latency rows: per load, the worker's and the bare hop's receipt percentiles."""
+    lines = [f"latency, event due -> a consumer holds the action (bench/latency.py), loads as a "
+             f"share of {latency['maximum']:,} events/s, {latency['seconds']:g} s each:",
+             f"  {'load':>4}  {'events/s':>8}  {'path':<9} {'p50':>7} {'p95':>7} {'p99':>7} "
+             f"{'max':>7}  (ms)  generator lag"]
+    for row in latency["runs"]:
+        for name, key in (("worker", "worker"), ("bare hop", "bare_hop")):
+            got = row.get(key, {})
+            if not got.get("ok"):
+                lines.append(f"  {row['fraction']:>4.0%}  {row['rate']:>8,}  {name:<9} "
+                             f"{got.get('note', 'not run')}")
+                continue
+            lines.append(f"  {row['fraction']:>4.0%}  {got['rate_achieved']:>8,}  {name:<9} "
+                         f"{got['p50_ms']:>7} {got['p95_ms']:>7} {got['p99_ms']:>7} "
+                         f"{got['max_ms']:>7}        {got['generator_lag_max_ms']} ms")
+    return "\n".join(lines)
 
 
 async def _ceiling(bootstrap: str, log: list[bytes], keys: list[bytes | None], partitions: int,
@@ -271,10 +300,15 @@ async def _main(args: argparse.Namespace) -> int:
         else:
             rows = played[0]
         if "latency" in wanted:
-            best = dict(rows).get("touchflow worker", Measurement()).rate
-            rate = args.latency_rate or (best / 2 if best else 4000.0)
-            async with broker() as bootstrap:
-                latency = await _latency(bootstrap, log, keys, args.partitions, tmp, rate)
+            maximum = args.latency_max or dict(rows).get("touchflow worker", Measurement()).rate
+            if not maximum:  # the loads are shares of the worker's maximum in this run
+                async with broker() as bootstrap:
+                    measured = await _touchflow(bootstrap, log, keys, args.partitions, tmp)
+                rows.append(("touchflow worker", measured))
+                maximum = measured.rate or 4000.0
+            fractions = [float(f) for f in args.latency_loads.split(",") if f.strip()]
+            latency = await _latency(tmp, broker, log, keys, args.partitions, maximum,
+                                     fractions, args.latency_seconds)
         if "scaling" in wanted or (not args.only and len(counts) > 1):
             from bench.scaling import measure_scaling
 
@@ -308,7 +342,8 @@ async def _main(args: argparse.Namespace) -> int:
              if args.broker_rtt_ms else "on the same machine")
     print(f"\n{len(log):,} events, {args.customers:,} customers, {args.partitions} partitions, "
           f"one process per pipeline, broker {where} ({os.cpu_count()} CPUs)")
-    print(text)
+    if rows:
+        print(text)
     if memory:
         print(f"\nprofiles: {memory['profiles']:,} held after replay; "
               f"{memory['heap_bytes_per_profile']:,} bytes of Python heap each in memory "
@@ -325,18 +360,8 @@ async def _main(args: argparse.Namespace) -> int:
     elif instructions:
         print(f"instructions: {instructions.get('note')}")
     if latency.get("ok"):
-        print(f"latency at {latency['rate_achieved']:,} events/s (half the worker's maximum): "
-              f"event to action p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms, "
-              f"max {latency['max_ms']} ms over {latency['actions']:,} actions after a "
-              f"{latency['warm_up_s']:g} s warm-up (p99 {latency['p99_ms_with_warm_up']} ms with "
-              f"it); slowest per second: {latency['slowest_ms_by_second']}")
-        hop = latency.get("bare_hop", {})
-        if hop.get("ok"):
-            print(f"  the broker's share, a bare hop (producer -> broker -> consumer, no worker) at"
-                  f" the same rate: p50 {hop['p50_ms']} ms, p99 {hop['p99_ms']} ms, max "
-                  f"{hop['max_ms']} ms; slowest per second: {hop['slowest_ms_by_second']}")
-    elif latency:
-        print(f"latency: {latency.get('note')}")
+        print()
+        print(latency_table(latency))
     if recovery.get("ok"):
         print(f"recovery: {recovery['profiles']:,} profiles ({recovery['stored_bytes_per_profile']}"
               f" bytes each; {recovery['profiles_in_store']:,} in the stores when ready) from the"
@@ -395,8 +420,13 @@ def main(argv: list[str] | None = None) -> int:
                              "medians (bench/rounds.py; default 1)")
     parser.add_argument("--profiles", type=int, default=1_000_000,
                         help="profiles in the changelog for the recovery run (default 1000000)")
-    parser.add_argument("--latency-rate", type=float, default=None,
-                        help="events/s for the latency run (default: half the worker's rate)")
+    parser.add_argument("--latency-max", type=float, default=None,
+                        help="the worker's maximum events/s the latency loads are shares of "
+                             "(default: the worker row of this run, measured if not asked)")
+    parser.add_argument("--latency-loads", default="0.25,0.5,0.75",
+                        help="latency loads as shares of the maximum (default 0.25,0.5,0.75)")
+    parser.add_argument("--latency-seconds", type=float, default=20.0,
+                        help="seconds of paced load per latency measurement (default 20)")
     parser.add_argument("--workers", default=None,
                         help="worker counts for the scaling run, e.g. 1,2,4,8 (default: those "
                              "with a spare core each, broker included; none on 2 CPUs)")
