@@ -55,6 +55,9 @@ class Settings(BaseSettings):
         "kafka", description="kafka: lean aiokafka loop (default); faust: Faust agents"
     )
     channel_topics: bool = Field(True, description="Also send each action to actions.<channel>")
+    profile_cache_bytes: int = Field(
+        384 * 1024 * 1024, ge=1024 * 1024, le=1 << 40,
+        description="Decoded profiles cached per process, in estimated heap bytes")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
     log_format: Literal["json", "console"] = Field("json")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
