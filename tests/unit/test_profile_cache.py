@@ -97,7 +97,8 @@ async def _run(limit: int, tmp: Path) -> tuple[list[Any], dict[bytes, bytes], li
     for partition in range(3):
         store = processor.store(partition)
         assert store is not None
-        stored.update({key: store.get(key) or b"" for key in store.keys()})
+        held_keys = list(store.keys())  # a store, not a dict: keys() is its API
+        stored.update({key: store.get(key) or b"" for key in held_keys})
     held = len(processor.cache)
     await processor.close()
     return sink.records, stored, sizes, held
