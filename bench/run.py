@@ -35,6 +35,9 @@ RESULTS = ROOT / "bench" / "results" / "latest.json"
 START = datetime(2026, 3, 2, tzinfo=UTC)
 
 Pipeline = Callable[[str, Path], list[str]]
+# the ceiling rows: a Python pipeline's least work on each client; "vs ceiling" is against
+# the highest of them in the run (per round with --rounds)
+CEILINGS = ("raw aiokafka", "aiokafka batched", "librdkafka")
 
 
 def _workload(events: int, customers: int, seed: int) -> tuple[list[bytes], list[bytes | None]]:
@@ -164,15 +167,35 @@ def latency_table(latency: Mapping[str, Any]) -> str:
 
 
 async def _ceiling(bootstrap: str, log: list[bytes], keys: list[bytes | None], partitions: int,
-                   tmp: Path) -> Measurement:
+                   tmp: Path, *, name: str = "raw aiokafka", module: str = "bench.raw_ceiling",
+                   extra: Mapping[str, str] | None = None) -> Measurement:
     tag = uuid.uuid4().hex[:8]
     topic, group = f"bench-raw-{tag}.events", f"bench-raw-{tag}"
     await create_topic(bootstrap, f"bench-raw-{tag}.out", partitions)
     env = _base_env() | {"BENCH_BROKER": bootstrap, "BENCH_TOPIC": topic, "BENCH_GROUP": group,
-                         "BENCH_OUT_TOPIC": f"bench-raw-{tag}.out"}
+                         "BENCH_OUT_TOPIC": f"bench-raw-{tag}.out"} | dict(extra or {})
     return await _run_pipeline(
-        "raw aiokafka", [sys.executable, "-m", "bench.raw_ceiling"], env, bootstrap=bootstrap,
+        name, [sys.executable, "-m", module], env, bootstrap=bootstrap,
         topic=topic, group=group, log=log, keys=keys, partitions=partitions, tmp=tmp)
+
+
+async def _ceiling_batched(bootstrap: str, log: list[bytes], keys: list[bytes | None],
+                           partitions: int, tmp: Path) -> Measurement:
+    """The raw ceiling sending as the worker does: one record batch per partition."""
+    return await _ceiling(bootstrap, log, keys, partitions, tmp, name="aiokafka batched",
+                          extra={"BENCH_BATCHED": "1"})
+
+
+async def _librdkafka(bootstrap: str, log: list[bytes], keys: list[bytes | None],
+                      partitions: int, tmp: Path) -> Measurement:
+    """The raw ceiling's work on librdkafka (bench/librdkafka_ceiling.py)."""
+    import importlib.util
+
+    if importlib.util.find_spec("confluent_kafka") is None:
+        return Measurement(note="skipped: confluent-kafka is not installed (pip install "
+                                "'.[bench]')")
+    return await _ceiling(bootstrap, log, keys, partitions, tmp, name="librdkafka",
+                          module="bench.librdkafka_ceiling")
 
 
 def _worker_counts(spec: str | None) -> list[int]:
@@ -192,7 +215,7 @@ def _table(rows: list[tuple[str, Measurement]], rounds: dict[str, Any] | None = 
     """The printed table and its JSON rows; with `rounds` (bench/rounds.py), the ratios are
     the medians of the per-round ratios."""
     naive = dict(rows).get("naive faust", Measurement()).rate
-    ceiling = dict(rows).get("raw aiokafka", Measurement()).rate
+    ceiling = max((dict(rows).get(name, Measurement()).rate for name in CEILINGS), default=0.0)
     rounds = rounds or {}
     header = ("pipeline", "events", "seconds", "events/s", "vs naive", "vs ceiling", "cpu/s",
               "note")
@@ -280,7 +303,10 @@ async def _main(args: argparse.Namespace) -> int:
         def broker() -> contextlib.AbstractAsyncContextManager[str]:
             return _fresh_broker(tmp, args.broker_rtt_ms)
 
-        steps = (("ceiling", "raw aiokafka", _ceiling), ("naive", "naive faust", _naive),
+        steps = (("ceiling", "raw aiokafka", _ceiling),
+                 ("ceiling", "aiokafka batched", _ceiling_batched),
+                 ("ceiling", "librdkafka", _librdkafka),
+                 ("naive", "naive faust", _naive),
                  ("touchflow", "touchflow worker", _touchflow))
         played: list[list[tuple[str, Measurement]]] = []
         for number in range(args.rounds):
@@ -296,7 +322,7 @@ async def _main(args: argparse.Namespace) -> int:
         if args.rounds > 1:
             from bench.rounds import combine_rounds
 
-            rows, per_round = combine_rounds(played)
+            rows, per_round = combine_rounds(played, ceiling=CEILINGS)
         else:
             rows = played[0]
         if "latency" in wanted:
@@ -319,14 +345,18 @@ async def _main(args: argparse.Namespace) -> int:
         if "recovery" in wanted:
             from bench.recovery import measure_recovery
 
-            async with broker() as bootstrap:
-                env, prefix = _touchflow_env(bootstrap, args.partitions, tmp)
-                try:
-                    recovery = await measure_recovery(
-                        bootstrap, env, prefix, ROOT, log, keys, args.profiles,
-                        args.partitions, RULES, tmp / "recovery.log")
-                except Exception as exc:
-                    recovery = {"ok": False, "note": f"failed: {type(exc).__name__}: {exc}"}
+            cases = (("compacted", 1, True), ("uncompacted", args.recovery_versions, False))
+            for name, versions, touch in cases:
+                async with broker() as bootstrap:
+                    env, prefix = _touchflow_env(bootstrap, args.partitions, tmp)
+                    try:
+                        recovery[name] = await measure_recovery(
+                            bootstrap, env, prefix, ROOT, log, keys, args.profiles,
+                            args.partitions, RULES, tmp / f"recovery-{name}.log", versions=versions,
+                            touch=touch)
+                    except Exception as exc:
+                        recovery[name] = {"ok": False,
+                                          "note": f"failed: {type(exc).__name__}: {exc}"}
     memory: dict[str, float] = {}
     if "core" in wanted:
         rows.append(("pure core (decide)", pure_core(log)))
@@ -362,15 +392,20 @@ async def _main(args: argparse.Namespace) -> int:
     if latency.get("ok"):
         print()
         print(latency_table(latency))
-    if recovery.get("ok"):
-        print(f"recovery: {recovery['profiles']:,} profiles ({recovery['stored_bytes_per_profile']}"
-              f" bytes each; {recovery['profiles_in_store']:,} in the stores when ready) from the"
-              f" changelog, worker start to ready in "
-              f"{recovery['start_to_ready_s']} s; resident memory {recovery['rss_mib_when_ready']}"
-              f" MiB when ready, {recovery['rss_mib_after_traffic']} MiB after "
-              f"{recovery['traffic_events']:,} events")
-    elif recovery:
-        print(f"recovery: {recovery.get('note')}")
+    for name, got in recovery.items():
+        if got.get("ok"):
+            print(f"recovery, {name} changelog ({got['versions_per_key']} record(s) per key, "
+                  f"{got['changelog_records']:,} records, "
+                  f"{got['stored_bytes_per_profile']} bytes per profile): "
+                  f"{got['profiles']:,} profiles ({got['profiles_in_store']:,} in the stores), "
+                  f"worker start to ready {got['start_to_ready_s']} s; resident "
+                  f"{got['rss_mib_when_ready']} MiB when ready, "
+                  f"{got['rss_mib_after_traffic']} MiB after {got['traffic_events']:,} events "
+                  f"of {got['traffic']} (peak {got['rss_mib_peak_in_traffic']} MiB; profile "
+                  f"cache {got['cache_mib_after_traffic']} MiB, "
+                  f"{got['cache_evictions']:,} evictions)")
+        else:
+            print(f"recovery, {name} changelog: {got.get('note')}")
     if scaling:
         from bench.scaling import scaling_table
 
@@ -420,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
                              "medians (bench/rounds.py; default 1)")
     parser.add_argument("--profiles", type=int, default=1_000_000,
                         help="profiles in the changelog for the recovery run (default 1000000)")
+    parser.add_argument("--recovery-versions", type=int, default=5,
+                        help="records per key in the uncompacted recovery case (default 5)")
     parser.add_argument("--latency-max", type=float, default=None,
                         help="the worker's maximum events/s the latency loads are shares of "
                              "(default: the worker row of this run, measured if not asked)")
