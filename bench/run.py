@@ -281,6 +281,35 @@ async def _fresh_broker(tmp: Path, rtt_ms: float) -> AsyncIterator[str]:
                 await proxy.stop()
 
 
+async def _throughput(args: argparse.Namespace, wanted: set[str],
+                      broker: Callable[[], contextlib.AbstractAsyncContextManager[str]],
+                      log: list[bytes], keys: list[bytes | None], tmp: Path,
+                      ) -> tuple[list[tuple[str, Measurement]], dict[str, Any]]:
+    """The throughput rows on one log, `args.rounds` times round-robin, each on a fresh
+    broker: the rows (median runs with rounds) and the per-round ratios."""
+    steps = (("ceiling", "raw aiokafka", _ceiling),
+             ("ceiling", "aiokafka batched", _ceiling_batched),
+             ("ceiling", "librdkafka", _librdkafka),
+             ("naive", "naive faust", _naive),
+             ("touchflow", "touchflow worker", _touchflow))
+    played: list[list[tuple[str, Measurement]]] = []
+    for number in range(args.rounds):
+        if args.rounds > 1:
+            print(f"round {number + 1} of {args.rounds}", file=sys.stderr, flush=True)
+        played_round: list[tuple[str, Measurement]] = []
+        for key, name, step in steps:
+            if key in wanted:
+                async with broker() as bootstrap:
+                    played_round.append(
+                        (name, await step(bootstrap, log, keys, args.partitions, tmp)))
+        played.append(played_round)
+    if args.rounds > 1:
+        from bench.rounds import combine_rounds
+
+        return combine_rounds(played, ceiling=CEILINGS)
+    return played[0], {}
+
+
 async def _main(args: argparse.Namespace) -> int:
 
     began = time.perf_counter()
@@ -303,28 +332,16 @@ async def _main(args: argparse.Namespace) -> int:
         def broker() -> contextlib.AbstractAsyncContextManager[str]:
             return _fresh_broker(tmp, args.broker_rtt_ms)
 
-        steps = (("ceiling", "raw aiokafka", _ceiling),
-                 ("ceiling", "aiokafka batched", _ceiling_batched),
-                 ("ceiling", "librdkafka", _librdkafka),
-                 ("naive", "naive faust", _naive),
-                 ("touchflow", "touchflow worker", _touchflow))
-        played: list[list[tuple[str, Measurement]]] = []
-        for number in range(args.rounds):
-            if args.rounds > 1:
-                print(f"round {number + 1} of {args.rounds}", file=sys.stderr, flush=True)
-            played_round: list[tuple[str, Measurement]] = []
-            for key, name, step in steps:
-                if key in wanted:
-                    async with broker() as bootstrap:
-                        played_round.append(
-                            (name, await step(bootstrap, log, keys, args.partitions, tmp)))
-            played.append(played_round)
-        if args.rounds > 1:
-            from bench.rounds import combine_rounds
-
-            rows, per_round = combine_rounds(played, ceiling=CEILINGS)
-        else:
-            rows = played[0]
+        rows, per_round = await _throughput(args, wanted, broker, log, keys, tmp)
+        returning: dict[str, Any] = {}
+        if args.returning and wanted & {"ceiling", "naive", "touchflow"}:
+            long_log, long_keys = _workload(args.returning, args.customers, args.seed)
+            print(f"returning customers: {len(long_log):,} events from the same "
+                  f"{args.customers:,} customers", file=sys.stderr, flush=True)
+            long_rows, long_rounds = await _throughput(args, wanted, broker, long_log,
+                                                       long_keys, tmp)
+            del long_log, long_keys
+            returning = {"events": args.returning, "rows": long_rows, "rounds": long_rounds}
         if "latency" in wanted:
             maximum = args.latency_max or dict(rows).get("touchflow worker", Measurement()).rate
             if not maximum:  # the loads are shares of the worker's maximum in this run
@@ -374,6 +391,12 @@ async def _main(args: argparse.Namespace) -> int:
           f"one process per pipeline, broker {where} ({os.cpu_count()} CPUs)")
     if rows:
         print(text)
+    returning_records: list[dict[str, Any]] = []
+    if returning:
+        long_text, returning_records = _table(returning["rows"], returning["rounds"])
+        print(f"\nreturning customers: {returning['events']:,} events from the same "
+              f"{args.customers:,} customers (profiles grow as they come back):")
+        print(long_text)
     if memory:
         print(f"\nprofiles: {memory['profiles']:,} held after replay; "
               f"{memory['heap_bytes_per_profile']:,} bytes of Python heap each in memory "
@@ -425,6 +448,8 @@ async def _main(args: argparse.Namespace) -> int:
                   "embedded broker for each measurement",
         "rows": records,
         "rounds": {"count": args.rounds, "rows": per_round},
+        "returning": {"events": returning.get("events"), "rows": returning_records,
+                      "rounds": returning.get("rounds", {})} if returning else {},
         "memory": memory,
         "latency": latency,
         "recovery": recovery,
@@ -455,6 +480,9 @@ def main(argv: list[str] | None = None) -> int:
                              "medians (bench/rounds.py; default 1)")
     parser.add_argument("--profiles", type=int, default=1_000_000,
                         help="profiles in the changelog for the recovery run (default 1000000)")
+    parser.add_argument("--returning", type=int, default=0,
+                        help="also run the throughput rows on a log of this many events from "
+                             "the same customers (e.g. 600000: returning customers; default 0)")
     parser.add_argument("--recovery-versions", type=int, default=5,
                         help="records per key in the uncompacted recovery case (default 5)")
     parser.add_argument("--latency-max", type=float, default=None,
