@@ -319,7 +319,7 @@ async def _main(args: argparse.Namespace) -> int:
           f"mean {size:.0f} bytes (generated in {time.perf_counter() - began:.1f}s)",
           file=sys.stderr, flush=True)
     wanted = set(args.only or ["ceiling", "naive", "touchflow", "core", "instructions",
-                               "latency", "recovery"])
+                               "latency", "recovery", "replay"])
     rows: list[tuple[str, Measurement]] = []
     per_round: dict[str, Any] = {}
     latency: dict[str, Any] = {}
@@ -379,6 +379,14 @@ async def _main(args: argparse.Namespace) -> int:
         rows.append(("pure core (decide)", pure_core(log)))
         replayed, memory = replay(log)
         rows.append(("replay", replayed))
+    replay_process: dict[str, Any] = {}
+    if "replay" in wanted:
+        from bench.replay_process import measure_replay_process
+
+        with tempfile.TemporaryDirectory(prefix="touchflow-replay-") as replay_tmp:
+            print("  replay as a process (and the floor process), 3 runs each...",
+                  file=sys.stderr, flush=True)
+            replay_process = measure_replay_process(log, RULES, ROOT, Path(replay_tmp))
     instructions: dict[str, Any] = {}
     if "instructions" in wanted:
         from bench.instructions import measure_instructions
@@ -406,6 +414,17 @@ async def _main(args: argparse.Namespace) -> int:
               f"(mean); a returning customer with a full id ring ("
               f"{memory['full_ring_stored_bytes']:,} bytes): encode "
               f"{memory['full_ring_encode_us']} us, decode {memory['full_ring_decode_us']} us")
+    if replay_process.get("ok"):
+        rp, fl = replay_process["replay"], replay_process["floor"]
+        print(f"\ntouchflow replay as a whole process (start to exit, JSONL in, actions and "
+              f"audit out), median of {replay_process['runs']}: {rp['events_per_s']:,} "
+              f"events/s ({rp['events_per_cpu_s']:,} per CPU second); the floor process "
+              f"(read, orjson.loads, write a line): {fl['events_per_s']:,} events/s "
+              f"({fl['events_per_cpu_s']:,} per CPU second); replay/floor "
+              f"{replay_process['replay_vs_floor']:.2f} by wall clock, "
+              f"{replay_process['replay_vs_floor_cpu']:.2f} by CPU")
+    elif replay_process:
+        print(f"replay as a process: {replay_process.get('note')}")
     if instructions.get("ok"):
         from bench.instructions import table as instructions_table
 
@@ -455,6 +474,7 @@ async def _main(args: argparse.Namespace) -> int:
         "recovery": recovery,
         "scaling": scaling,
         "instructions": instructions,
+        "replay_process": replay_process,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -473,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--only", action="append",
                         choices=("ceiling", "naive", "touchflow", "core", "instructions",
-                                 "latency", "recovery", "scaling"),
+                                 "latency", "recovery", "scaling", "replay"),
                         help="run only these pipelines (repeatable)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="run the throughput rows this many times, interleaved, and report "
