@@ -42,7 +42,7 @@ from service.domain.step import Control, event_context, step_control, step_event
 from service.fencing import GENERATION_HEADER, stamp
 from service.identity_control import CONTROL_HEADER, control_kind
 from service.partitioning import partition_for_key
-from service.profile_cache import ProfileCache
+from service.profile_cache import ENTRY_OVERHEAD, HEAP_PER_STORED_BYTE, ProfileCache
 from service.recovery import recover_partitions
 from service.settings import Settings
 from service.sink import Sink
@@ -439,16 +439,22 @@ class Processor:
         for partition, last in last_of.items():
             batch.source_offsets[partition] = f"{last.topic}:{last.partition}:{last.offset}"
         # Encode now, before the next batch updates these profile objects in place.
-        put = cache_of.put
         for partition, touched in changed.items():
             values = batch.encoded[partition] = {}
+            # ProfileCache.put inlined: a call per profile cost 1,100 more instructions an event
+            held, charges = cache_of.maps(partition)
+            grown = 0
             for key, profile in touched.items():
                 if profile is None:
                     values[key] = None
-                    put(partition, key, None, 0)
+                    cost = ENTRY_OVERHEAD
                 else:
                     value = values[key] = profile.to_bytes()
-                    put(partition, key, profile, len(value))
+                    cost = ENTRY_OVERHEAD + HEAP_PER_STORED_BYTE * len(value)
+                grown += cost - charges.pop(key, 0)
+                charges[key] = cost  # last: the most recently written
+                held[key] = profile
+            cache_of.grew(partition, grown)
             tallies = learning.get(partition)
             if tallies is not None and tallies.dirty:
                 values[LEARNING_KEY] = tallies.to_bytes()

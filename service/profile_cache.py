@@ -61,6 +61,18 @@ class ProfileCache:
         self.bytes += delta
         self._partition_bytes[partition] += delta
 
+    def maps(self, partition: int) -> tuple[dict[bytes, Profile | None], dict[bytes, int]]:
+        """The partition's profiles and charges, for a caller writing many entries in a row
+        (the processor, once per batch): per entry it pops the key's charge, sets the new one
+        last, sets the profile, and then reports the sum of the changes to `grew`."""
+        profiles = self.partition(partition)
+        return profiles, self._charges[partition]
+
+    def grew(self, partition: int, delta: int) -> None:
+        """Account for entries written through `maps`: `delta` bytes more (or fewer)."""
+        self.bytes += delta
+        self._partition_bytes[partition] += delta
+
     def __len__(self) -> int:
         return sum(map(len, self._profiles.values()))
 
