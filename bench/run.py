@@ -131,7 +131,8 @@ async def _latency(tmp: Path, broker: Callable[[], Any], log: list[bytes],
                   f"{maximum:,.0f}) for {seconds:g} s...", file=sys.stderr, flush=True)
             try:
                 row["worker"] = await measure_latency(bootstrap, env, prefix, ROOT, log, keys,
-                                                      rate, tmp / "latency.log", seconds)
+                                                      rate, tmp / f"latency-{fraction}.log",
+                                                      seconds)
             except Exception as exc:
                 row["worker"] = {"ok": False, "note": f"failed: {type(exc).__name__}: {exc}"}
         async with broker() as bootstrap:
