@@ -1,11 +1,23 @@
-"""Event-to-action latency of the real worker at a fixed, paced rate (half the measured maximum).
+"""Event-to-receipt latency of the real worker at steady rates, and of a bare broker hop.
 
-The worker starts on fresh topics and is left to become ready (/readyz). Then events are
-produced at `rate` per second, in 5 ms slices, each stamped with its send time (CreateTime);
-a consumer reads the actions topic, whose records carry the worker's send time. Latency of
-an action = its record timestamp minus its trigger event's send time: producer batching,
-broker, fetch, decision, audit and changelog sends all included (both clocks are this
-machine's). Percentiles over every action of the run.
+Where the clock starts: at the event's *scheduled* send time. The load generator works to a
+fixed schedule (event n is due at t0 + n / rate, sent in 5 ms slices, one record batch per
+partition per slice); each event's start is its due time on this machine's wall clock, so
+when the generator itself falls behind, that delay is in the figure too (no coordinated
+omission).
+
+Where it stops: when a bench consumer reading the actions topic (fetch wait 10 ms, the
+worker's own) has the action in hand, i.e. the wall-clock time at which its `getmany` call
+returned the batch holding it. The action is matched to its event by `trigger_event_id`.
+Producing the event, the broker, the worker's fetch, decision and shipping (actions, audit,
+changelog), the broker again and the consumer's fetch are all inside.
+
+The bare hop is measured the same way with no worker: the same paced events, a consumer with
+the same settings on the events topic, stop when it holds the event. It is the host's floor
+(a producer, the broker and a consumer on the same machine) under the same load.
+
+Percentiles (p50, p95, p99, max) over every action whose event was due after a warm-up of
+3 s (first sends to new topics wait for metadata), by rank (nearest rank, no interpolation).
 """
 
 from __future__ import annotations
@@ -14,73 +26,132 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-__all__ = ["measure_hop", "measure_latency"]
+__all__ = ["FRACTIONS", "measure_hop", "measure_latency", "percentile", "slices", "summary"]
 
-_WARM_UP_MS = 3000  # first sends to new topics wait for metadata; not the steady state
+FRACTIONS = (0.25, 0.50, 0.75)  # of the worker's measured maximum
+_WARM_UP_MS = 3000
+_SLICE_S = 0.005
+_FETCH_WAIT_MS = 10  # the worker's own fetch wait (its batch wait)
 
 
-def _percentile(values: list[float], share: float) -> float:
+def percentile(values: Sequence[float], share: float) -> float:
+    """The nearest-rank percentile of `values` (share 0.99 -> p99); `values` must not be empty."""
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))
     return ordered[index]
 
 
+def slices(count: int, rate: float, slice_s: float = _SLICE_S) -> list[tuple[int, int, float]]:
+    """The generator's schedule: (first index, end index, due offset in seconds) per slice,
+    each slice holding `rate * slice_s` events (at least one); event n is due at n / rate."""
+    per_slice = max(1, round(rate * slice_s))
+    return [(start, min(count, start + per_slice), start / rate)
+            for start in range(0, count, per_slice)]
+
+
+def summary(latencies: Sequence[tuple[float, float]], rate: float, achieved: float,
+            count: int, lag_ms: float) -> dict[str, Any]:
+    """Percentiles of (event due time ms, latency s) pairs after the warm-up, per-second
+    worst cases, the rate asked and achieved and the generator's worst lag behind schedule."""
+    first = min(start for start, _ in latencies)
+    steady = [value for start, value in latencies if start - first >= _WARM_UP_MS]
+    every = [value for _, value in latencies]
+    chosen = steady or every
+
+    def ms(value: float) -> float:
+        return round(value * 1000, 1)
+
+    return {
+        "ok": True, "rate_target": round(rate), "rate_achieved": round(achieved),
+        "events": count, "received": len(chosen), "warm_up_s": _WARM_UP_MS / 1000,
+        "p50_ms": ms(percentile(chosen, 0.50)), "p95_ms": ms(percentile(chosen, 0.95)),
+        "p99_ms": ms(percentile(chosen, 0.99)), "max_ms": ms(max(chosen)),
+        "p99_ms_with_warm_up": ms(percentile(every, 0.99)),
+        "generator_lag_max_ms": round(lag_ms, 1),
+        "slowest_ms_by_second": _slowest_by_second(latencies, first),
+    }
+
+
+def _slowest_by_second(latencies: Sequence[tuple[float, float]], first: float) -> list[float]:
+    """The slowest receipt of each second of the run (where the tail comes from)."""
+    worst: dict[int, float] = {}
+    for start, value in latencies:
+        second = int((start - first) // 1000)
+        worst[second] = max(worst.get(second, 0.0), value)
+    return [round(worst.get(s, 0.0) * 1000) for s in range(max(worst) + 1)]
+
+
+def _consumer(bootstrap: str, topic: str) -> Any:
+    from aiokafka import AIOKafkaConsumer
+
+    return AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                            enable_auto_commit=False, fetch_max_wait_ms=_FETCH_WAIT_MS)
+
+
+async def _receive(consumer: Any, done: asyncio.Event, match: Callable[[bytes], float | None],
+                   latencies: list[tuple[float, float]], idle_s: float) -> None:
+    """Read until the generator is done and nothing came for `idle_s`: each record that
+    `match`es (its event's due time, ms) adds (due, receipt - due)."""
+    idle_since: float | None = None
+    while True:
+        batch = await consumer.getmany(timeout_ms=200)
+        received = time.time() * 1000  # the stopwatch stops here, before any decoding
+        got = False
+        for records in batch.values():
+            for record in records:
+                due = match(record.value)
+                if due is not None:
+                    latencies.append((due, (received - due) / 1000))
+                    got = True
+        if done.is_set():
+            now = time.monotonic()
+            if got or idle_since is None:
+                idle_since = now
+            elif now - idle_since > idle_s:
+                return
+
+
 async def measure_latency(bootstrap: str, env: Mapping[str, str], prefix: str, cwd: Path,
                           log: Sequence[bytes], keys: Sequence[bytes | None], rate: float,
                           log_path: Path, seconds: float = 20.0) -> dict[str, Any]:
-    """Run the worker, feed it `rate` events/s for `seconds`, return latency percentiles."""
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    """Run the worker, feed it `rate` events/s for `seconds`, return receipt-latency figures."""
+    from aiokafka import AIOKafkaProducer
 
     from bench.harness import start_worker, stop_process, wait_ready
 
     count = min(len(log), max(1, int(rate * seconds)))
     ids = [orjson.loads(raw)["event_id"] for raw in log[:count]]
     process = start_worker(env, cwd, log_path)
-    sent: dict[str, int] = {}
-    latencies: list[tuple[int, float]] = []  # (event send time ms, latency s)
+    due: dict[str, float] = {}
+    latencies: list[tuple[float, float]] = []
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
-    consumer = AIOKafkaConsumer(f"{prefix}.actions", bootstrap_servers=bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = _consumer(bootstrap, f"{prefix}.actions")
+
+    def match(value: bytes) -> float | None:
+        return due.get(orjson.loads(value).get("trigger_event_id"))
+
     try:
         await wait_ready(process, log_path, 120)
         await asyncio.wait_for(producer.start(), 20)
         await asyncio.wait_for(consumer.start(), 20)
         done = asyncio.Event()
-
-        async def read() -> None:
-            idle_since: float | None = None
-            while True:
-                batch = await consumer.getmany(timeout_ms=200)
-                got = False
-                for records in batch.values():
-                    for record in records:
-                        action = orjson.loads(record.value)
-                        start = sent.get(action.get("trigger_event_id"))
-                        if start is not None:
-                            latencies.append((start, (record.timestamp - start) / 1000))
-                            got = True
-                if done.is_set():
-                    now = time.monotonic()
-                    idle_since = idle_since if not got and idle_since else now
-                    if not got and now - idle_since > 3:
-                        return
-
-        reader = asyncio.create_task(read())
-        achieved = await _paced(producer, f"{prefix}.events", log, keys, count, rate, ids, sent)
+        reader = asyncio.create_task(_receive(consumer, done, match, latencies, 3.0))
+        achieved, lag = await _paced(producer, f"{prefix}.events", log, keys, count, rate, ids,
+                                     due)
         done.set()
-        await asyncio.wait_for(reader, 60)
+        await asyncio.wait_for(reader, 120)
     finally:
         await _stop_clients(producer, consumer)
         stop_process(process, 20)
     if not latencies:
         return {"ok": False, "note": "no actions came back"}
-    return _summary(latencies, rate, achieved, count)
+    return summary(latencies, rate, achieved, count, lag)
 
 
 async def _stop_clients(*clients: Any) -> None:
@@ -90,98 +161,65 @@ async def _stop_clients(*clients: Any) -> None:
 
 
 async def _paced(producer: Any, topic: str, log: Sequence[bytes], keys: Sequence[bytes | None],
-                 count: int, rate: float, ids: Sequence[str], sent: dict[str, int]) -> float:
-    """Produce `count` events at `rate`/s; `sent[event_id]` = its send time (ms). The load
-    generator fills one record batch per partition per 5 ms slice (the worker's own sink): a
-    per-record `producer.send` cost a third of a core at 13k events/s, taken from the worker
-    on a 2-CPU machine. Returns the rate achieved."""
+                 count: int, rate: float, ids: Sequence[str],
+                 due: dict[str, float]) -> tuple[float, float]:
+    """Produce `count` events at `rate`/s to the schedule of `slices`; `due[event_id]` = its
+    due time (wall clock, ms). One record batch per partition per slice (the worker's own
+    sink): a per-record `producer.send` cost a third of a core at 13k events/s, taken from
+    the worker on a 2-CPU machine. Returns the rate achieved and the worst lag (ms) of a
+    slice's sending behind its due time."""
     from service.sink import BatchingKafkaSink
 
     sink = BatchingKafkaSink(producer)
-    slice_s = 0.005
-    per_slice = max(1, round(rate * slice_s))
+    lag = 0.0
     began = time.monotonic()
-    for start in range(0, count, per_slice):
-        target = began + start / rate
-        delay = target - time.monotonic()
+    wall = time.time() * 1000 - (time.monotonic() - began) * 1000
+    for start, end, offset in slices(count, rate):
+        delay = began + offset - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        stamp = int(time.time() * 1000)
-        for index in range(start, min(count, start + per_slice)):
-            sent[ids[index]] = stamp
+        else:
+            lag = max(lag, -delay * 1000)
+        stamp = wall + offset * 1000
+        for index in range(start, end):
+            due[ids[index]] = stamp
             await sink.send(topic, keys[index], log[index])
         await sink.flush()  # one produce request per partition per slice
-    return count / (time.monotonic() - began)
+    return count / (time.monotonic() - began), lag
 
 
 async def measure_hop(bootstrap: str, topic: str, log: Sequence[bytes],
                       keys: Sequence[bytes | None], rate: float,
                       seconds: float = 20.0) -> dict[str, Any]:
-    """The broker's own share: the same paced events through one bare hop (producer ->
-    broker -> a consumer with the worker's fetch settings), no worker. Latency = when the
-    consumer has a record minus its send time, the part of event-to-action before the
-    worker's decision."""
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    """The host's floor: the same paced events through one bare hop (producer -> broker ->
+    a consumer with the same settings as the actions reader), no worker; the clock as for
+    the worker (due time to the consumer holding the record)."""
+    from aiokafka import AIOKafkaProducer
 
     count = min(len(log), max(1, int(rate * seconds)))
     ids = [str(n) for n in range(count)]
     by_value: dict[bytes, deque[str]] = {}  # a value sent twice comes back in order (one key)
     for n, value in enumerate(log[:count]):
         by_value.setdefault(value, deque()).append(ids[n])
-    sent: dict[str, int] = {}
-    latencies: list[tuple[int, float]] = []
+    due: dict[str, float] = {}
+    latencies: list[tuple[float, float]] = []
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, fetch_max_wait_ms=10)
+    consumer = _consumer(bootstrap, topic)
+
+    def match(value: bytes) -> float | None:
+        queue = by_value.get(value)
+        return due.get(queue.popleft()) if queue else None
+
     try:
         await asyncio.wait_for(producer.start(), 20)
         await asyncio.wait_for(consumer.start(), 20)
         done = asyncio.Event()
-
-        async def read() -> None:
-            while not done.is_set() or len(latencies) < count:
-                batch = await consumer.getmany(timeout_ms=200)
-                now = time.time() * 1000
-                for records in batch.values():
-                    for record in records:
-                        queue = by_value.get(record.value)
-                        start = sent.get(queue.popleft()) if queue else None
-                        if start is not None:
-                            latencies.append((start, (now - start) / 1000))
-                if done.is_set() and not batch:
-                    return
-
-        reader = asyncio.create_task(read())
-        achieved = await _paced(producer, topic, log, keys, count, rate, ids, sent)
+        reader = asyncio.create_task(_receive(consumer, done, match, latencies, 2.0))
+        achieved, lag = await _paced(producer, topic, log, keys, count, rate, ids, due)
         done.set()
-        await asyncio.wait_for(reader, 60)
+        await asyncio.wait_for(reader, 120)
     finally:
         await _stop_clients(producer, consumer)
     if not latencies:
         return {"ok": False, "note": "no records came back"}
-    return _summary(latencies, rate, achieved, count)
-
-
-def _summary(latencies: list[tuple[int, float]], rate: float, achieved: float,
-             count: int) -> dict[str, Any]:
-    first = min(start for start, _ in latencies)
-    steady = [value for start, value in latencies if start - first >= _WARM_UP_MS]
-    every = [value for _, value in latencies]
-    return {
-        "ok": True, "rate_target": round(rate), "rate_achieved": round(achieved),
-        "events": count, "actions": len(steady), "warm_up_s": _WARM_UP_MS / 1000,
-        "p50_ms": round(_percentile(steady or every, 0.50) * 1000, 1),
-        "p99_ms": round(_percentile(steady or every, 0.99) * 1000, 1),
-        "max_ms": round(max(steady or every) * 1000, 1),
-        "p99_ms_with_warm_up": round(_percentile(every, 0.99) * 1000, 1),
-        "slowest_ms_by_second": _slowest_by_second(latencies, first),
-    }
-
-
-def _slowest_by_second(latencies: list[tuple[int, float]], first: int) -> list[float]:
-    """The slowest action of each second of the run (where the tail comes from)."""
-    worst: dict[int, float] = {}
-    for start, value in latencies:
-        second = (start - first) // 1000
-        worst[second] = max(worst.get(second, 0.0), value)
-    return [round(worst.get(s, 0.0) * 1000) for s in range(max(worst) + 1)]
+    return summary(latencies, rate, achieved, count, lag)

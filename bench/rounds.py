@@ -26,11 +26,13 @@ def _median_run(runs: Sequence[Measurement]) -> Measurement:
 
 
 def combine_rounds(rounds: Sequence[Sequence[tuple[str, Measurement]]], *,
-                   naive: str = "naive faust", ceiling: str = "raw aiokafka",
+                   naive: str = "naive faust", ceiling: str | Sequence[str] = "raw aiokafka",
                    ) -> tuple[list[tuple[str, Measurement]], dict[str, Any]]:
     """Rows of the median runs (their notes listing every round's rate), and the per-round
     ratios: {name: {"rates": [...], "vs_naive": [...], "vs_ceiling": [...], medians}}.
+    `ceiling` may name several rows: each round's ceiling is the fastest of them that ran.
     A row that failed in any round is reported as its failed run."""
+    ceilings = (ceiling,) if isinstance(ceiling, str) else tuple(ceiling)
     played = [dict(r) for r in rounds]
     names = [name for name, _ in rounds[0]] if rounds else []
     rows: list[tuple[str, Measurement]] = []
@@ -45,14 +47,15 @@ def combine_rounds(rounds: Sequence[Sequence[tuple[str, Measurement]]], *,
         rates = [m.rate for m in runs]
         entry: dict[str, Any] = {"rates": [round(r, 1) for r in rates],
                                  "median_rate": round(statistics.median(rates), 1)}
-        for label, reference in (("vs_naive", naive), ("vs_ceiling", ceiling)):
+        for label, references in (("vs_naive", (naive,)), ("vs_ceiling", ceilings)):
             ratios = []
             for r in played:
-                mine, theirs = r.get(name), r.get(reference)
-                if mine is not None and theirs is not None and mine.ok and theirs.ok \
-                        and theirs.rate:
-                    ratios.append(mine.rate / theirs.rate)
-            if ratios and name != reference:
+                mine = r.get(name)
+                best = max((r[ref].rate for ref in references if ref in r and r[ref].ok),
+                           default=0.0)
+                if mine is not None and mine.ok and best:
+                    ratios.append(mine.rate / best)
+            if ratios and name not in references:
                 entry[label] = [round(x, 3) for x in ratios]
                 entry[f"median_{label}"] = round(statistics.median(ratios), 3)
         summary[name] = entry

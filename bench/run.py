@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,9 @@ RESULTS = ROOT / "bench" / "results" / "latest.json"
 START = datetime(2026, 3, 2, tzinfo=UTC)
 
 Pipeline = Callable[[str, Path], list[str]]
+# the ceiling rows: a Python pipeline's least work on each client; "vs ceiling" is against
+# the highest of them in the run (per round with --rounds)
+CEILINGS = ("raw aiokafka", "aiokafka batched", "librdkafka")
 
 
 def _workload(events: int, customers: int, seed: int) -> tuple[list[bytes], list[bytes | None]]:
@@ -122,40 +125,90 @@ async def _touchflow_faust(bootstrap: str, log: list[bytes], keys: list[bytes | 
         partitions=partitions, tmp=tmp)
 
 
-async def _latency(bootstrap: str, log: list[bytes], keys: list[bytes | None],
-                   partitions: int, tmp: Path, rate: float) -> dict[str, Any]:
-    """Event-to-action latency of the worker at `rate` events/s (bench/latency.py)."""
+async def _latency(tmp: Path, broker: Callable[[], Any], log: list[bytes],
+                   keys: list[bytes | None], partitions: int, maximum: float,
+                   fractions: Sequence[float], seconds: float) -> dict[str, Any]:
+    """Event-to-receipt latency of the worker at each fraction of `maximum` events/s, and
+    a bare hop through the broker at the same rate (bench/latency.py), each measurement on
+    its own fresh broker."""
     from bench.latency import measure_hop, measure_latency
 
-    env, prefix = _touchflow_env(bootstrap, partitions, tmp)
-    print(f"  latency: worker at {rate:,.0f} events/s for 20 s...", file=sys.stderr, flush=True)
-    try:
-        result = await measure_latency(bootstrap, env, prefix, ROOT, log, keys, rate,
-                                       tmp / "latency.log")
-    except Exception as exc:
-        return {"ok": False, "note": f"failed: {type(exc).__name__}: {exc}"}
-    # the broker's own share, same rate and length, on a fresh topic
-    topic = f"bench-hop-{uuid.uuid4().hex[:8]}"
-    await create_topic(bootstrap, topic, partitions)
-    print(f"  latency: a bare hop through the broker at {rate:,.0f} events/s...",
-          file=sys.stderr, flush=True)
-    try:
-        result["bare_hop"] = await measure_hop(bootstrap, topic, log, keys, rate)
-    except Exception as exc:
-        result["bare_hop"] = {"ok": False, "note": f"failed: {type(exc).__name__}: {exc}"}
-    return result
+    runs: list[dict[str, Any]] = []
+    for fraction in fractions:
+        rate = maximum * fraction
+        row: dict[str, Any] = {"fraction": fraction, "rate": round(rate)}
+        async with broker() as bootstrap:
+            env, prefix = _touchflow_env(bootstrap, partitions, tmp)
+            print(f"  latency: worker at {rate:,.0f} events/s ({fraction:.0%} of "
+                  f"{maximum:,.0f}) for {seconds:g} s...", file=sys.stderr, flush=True)
+            try:
+                row["worker"] = await measure_latency(bootstrap, env, prefix, ROOT, log, keys,
+                                                      rate, tmp / f"latency-{fraction}.log",
+                                                      seconds)
+            except Exception as exc:
+                row["worker"] = {"ok": False, "note": f"failed: {type(exc).__name__}: {exc}"}
+        async with broker() as bootstrap:
+            topic = f"bench-hop-{uuid.uuid4().hex[:8]}"
+            await create_topic(bootstrap, topic, partitions)
+            print(f"  latency: a bare hop through the broker at {rate:,.0f} events/s...",
+                  file=sys.stderr, flush=True)
+            try:
+                row["bare_hop"] = await measure_hop(bootstrap, topic, log, keys, rate, seconds)
+            except Exception as exc:
+                row["bare_hop"] = {"ok": False, "note": f"failed: {type(exc).__name__}: {exc}"}
+        runs.append(row)
+    return {"ok": True, "maximum": round(maximum), "seconds": seconds, "runs": runs}
+
+
+def latency_table(latency: Mapping[str, Any]) -> str:
+    """The latency rows: per load, the worker's and the bare hop's receipt percentiles."""
+    lines = [f"latency, event due -> a consumer holds the action (bench/latency.py), loads as a "
+             f"share of {latency['maximum']:,} events/s, {latency['seconds']:g} s each:",
+             f"  {'load':>4}  {'events/s':>8}  {'path':<9} {'p50':>7} {'p95':>7} {'p99':>7} "
+             f"{'max':>7}  (ms)  generator lag"]
+    for row in latency["runs"]:
+        for name, key in (("worker", "worker"), ("bare hop", "bare_hop")):
+            got = row.get(key, {})
+            if not got.get("ok"):
+                lines.append(f"  {row['fraction']:>4.0%}  {row['rate']:>8,}  {name:<9} "
+                             f"{got.get('note', 'not run')}")
+                continue
+            lines.append(f"  {row['fraction']:>4.0%}  {got['rate_achieved']:>8,}  {name:<9} "
+                         f"{got['p50_ms']:>7} {got['p95_ms']:>7} {got['p99_ms']:>7} "
+                         f"{got['max_ms']:>7}        {got['generator_lag_max_ms']} ms")
+    return "\n".join(lines)
 
 
 async def _ceiling(bootstrap: str, log: list[bytes], keys: list[bytes | None], partitions: int,
-                   tmp: Path) -> Measurement:
+                   tmp: Path, *, name: str = "raw aiokafka", module: str = "bench.raw_ceiling",
+                   extra: Mapping[str, str] | None = None) -> Measurement:
     tag = uuid.uuid4().hex[:8]
     topic, group = f"bench-raw-{tag}.events", f"bench-raw-{tag}"
     await create_topic(bootstrap, f"bench-raw-{tag}.out", partitions)
     env = _base_env() | {"BENCH_BROKER": bootstrap, "BENCH_TOPIC": topic, "BENCH_GROUP": group,
-                         "BENCH_OUT_TOPIC": f"bench-raw-{tag}.out"}
+                         "BENCH_OUT_TOPIC": f"bench-raw-{tag}.out"} | dict(extra or {})
     return await _run_pipeline(
-        "raw aiokafka", [sys.executable, "-m", "bench.raw_ceiling"], env, bootstrap=bootstrap,
+        name, [sys.executable, "-m", module], env, bootstrap=bootstrap,
         topic=topic, group=group, log=log, keys=keys, partitions=partitions, tmp=tmp)
+
+
+async def _ceiling_batched(bootstrap: str, log: list[bytes], keys: list[bytes | None],
+                           partitions: int, tmp: Path) -> Measurement:
+    """The raw ceiling sending as the worker does: one record batch per partition."""
+    return await _ceiling(bootstrap, log, keys, partitions, tmp, name="aiokafka batched",
+                          extra={"BENCH_BATCHED": "1"})
+
+
+async def _librdkafka(bootstrap: str, log: list[bytes], keys: list[bytes | None],
+                      partitions: int, tmp: Path) -> Measurement:
+    """The raw ceiling's work on librdkafka (bench/librdkafka_ceiling.py)."""
+    import importlib.util
+
+    if importlib.util.find_spec("confluent_kafka") is None:
+        return Measurement(note="skipped: confluent-kafka is not installed (pip install "
+                                "'.[bench]')")
+    return await _ceiling(bootstrap, log, keys, partitions, tmp, name="librdkafka",
+                          module="bench.librdkafka_ceiling")
 
 
 def _worker_counts(spec: str | None) -> list[int]:
@@ -175,7 +228,7 @@ def _table(rows: list[tuple[str, Measurement]], rounds: dict[str, Any] | None = 
     """The printed table and its JSON rows; with `rounds` (bench/rounds.py), the ratios are
     the medians of the per-round ratios."""
     naive = dict(rows).get("naive faust", Measurement()).rate
-    ceiling = dict(rows).get("raw aiokafka", Measurement()).rate
+    ceiling = max((dict(rows).get(name, Measurement()).rate for name in CEILINGS), default=0.0)
     rounds = rounds or {}
     header = ("pipeline", "events", "seconds", "events/s", "vs naive", "vs ceiling", "cpu/s",
               "note")
@@ -241,6 +294,36 @@ async def _fresh_broker(tmp: Path, rtt_ms: float) -> AsyncIterator[str]:
                 await proxy.stop()
 
 
+async def _throughput(args: argparse.Namespace, wanted: set[str],
+                      broker: Callable[[], contextlib.AbstractAsyncContextManager[str]],
+                      log: list[bytes], keys: list[bytes | None], tmp: Path,
+                      ) -> tuple[list[tuple[str, Measurement]], dict[str, Any]]:
+    """The throughput rows on one log, `args.rounds` times round-robin, each on a fresh
+    broker: the rows (median runs with rounds) and the per-round ratios."""
+    steps = (("ceiling", "raw aiokafka", _ceiling),
+             ("ceiling", "aiokafka batched", _ceiling_batched),
+             ("ceiling", "librdkafka", _librdkafka),
+             ("naive", "naive faust", _naive),
+             ("touchflow", "touchflow worker", _touchflow),
+             ("faust", "touchflow faust runtime", _touchflow_faust))
+    played: list[list[tuple[str, Measurement]]] = []
+    for number in range(args.rounds):
+        if args.rounds > 1:
+            print(f"round {number + 1} of {args.rounds}", file=sys.stderr, flush=True)
+        played_round: list[tuple[str, Measurement]] = []
+        for key, name, step in steps:
+            if key in wanted:
+                async with broker() as bootstrap:
+                    played_round.append(
+                        (name, await step(bootstrap, log, keys, args.partitions, tmp)))
+        played.append(played_round)
+    if args.rounds > 1:
+        from bench.rounds import combine_rounds
+
+        return combine_rounds(played, ceiling=CEILINGS)
+    return played[0], {}
+
+
 async def _main(args: argparse.Namespace) -> int:
 
     began = time.perf_counter()
@@ -250,7 +333,7 @@ async def _main(args: argparse.Namespace) -> int:
           f"mean {size:.0f} bytes (generated in {time.perf_counter() - began:.1f}s)",
           file=sys.stderr, flush=True)
     wanted = set(args.only or ["ceiling", "naive", "touchflow", "faust", "core",
-                               "instructions", "latency", "recovery"])
+                               "instructions", "latency", "recovery", "replay"])
     rows: list[tuple[str, Measurement]] = []
     per_round: dict[str, Any] = {}
     latency: dict[str, Any] = {}
@@ -263,31 +346,26 @@ async def _main(args: argparse.Namespace) -> int:
         def broker() -> contextlib.AbstractAsyncContextManager[str]:
             return _fresh_broker(tmp, args.broker_rtt_ms)
 
-        steps = (("ceiling", "raw aiokafka", _ceiling), ("naive", "naive faust", _naive),
-                 ("touchflow", "touchflow worker", _touchflow),
-                 ("faust", "touchflow faust runtime", _touchflow_faust))
-        played: list[list[tuple[str, Measurement]]] = []
-        for number in range(args.rounds):
-            if args.rounds > 1:
-                print(f"round {number + 1} of {args.rounds}", file=sys.stderr, flush=True)
-            played_round: list[tuple[str, Measurement]] = []
-            for key, name, step in steps:
-                if key in wanted:
-                    async with broker() as bootstrap:
-                        played_round.append(
-                            (name, await step(bootstrap, log, keys, args.partitions, tmp)))
-            played.append(played_round)
-        if args.rounds > 1:
-            from bench.rounds import combine_rounds
-
-            rows, per_round = combine_rounds(played)
-        else:
-            rows = played[0]
+        rows, per_round = await _throughput(args, wanted, broker, log, keys, tmp)
+        returning: dict[str, Any] = {}
+        if args.returning and wanted & {"ceiling", "naive", "touchflow"}:
+            long_log, long_keys = _workload(args.returning, args.customers, args.seed)
+            print(f"returning customers: {len(long_log):,} events from the same "
+                  f"{args.customers:,} customers", file=sys.stderr, flush=True)
+            long_rows, long_rounds = await _throughput(args, wanted, broker, long_log,
+                                                       long_keys, tmp)
+            del long_log, long_keys
+            returning = {"events": args.returning, "rows": long_rows, "rounds": long_rounds}
         if "latency" in wanted:
-            best = dict(rows).get("touchflow worker", Measurement()).rate
-            rate = args.latency_rate or (best / 2 if best else 4000.0)
-            async with broker() as bootstrap:
-                latency = await _latency(bootstrap, log, keys, args.partitions, tmp, rate)
+            maximum = args.latency_max or dict(rows).get("touchflow worker", Measurement()).rate
+            if not maximum:  # the loads are shares of the worker's maximum in this run
+                async with broker() as bootstrap:
+                    measured = await _touchflow(bootstrap, log, keys, args.partitions, tmp)
+                rows.append(("touchflow worker", measured))
+                maximum = measured.rate or 4000.0
+            fractions = [float(f) for f in args.latency_loads.split(",") if f.strip()]
+            latency = await _latency(tmp, broker, log, keys, args.partitions, maximum,
+                                     fractions, args.latency_seconds)
         if "scaling" in wanted or (not args.only and len(counts) > 1):
             from bench.scaling import measure_scaling
 
@@ -298,19 +376,31 @@ async def _main(args: argparse.Namespace) -> int:
         if "recovery" in wanted:
             from bench.recovery import measure_recovery
 
-            async with broker() as bootstrap:
-                env, prefix = _touchflow_env(bootstrap, args.partitions, tmp)
-                try:
-                    recovery = await measure_recovery(
-                        bootstrap, env, prefix, ROOT, log, keys, args.profiles,
-                        args.partitions, RULES, tmp / "recovery.log")
-                except Exception as exc:
-                    recovery = {"ok": False, "note": f"failed: {type(exc).__name__}: {exc}"}
+            cases = (("compacted", 1, True), ("uncompacted", args.recovery_versions, False))
+            for name, versions, touch in cases:
+                async with broker() as bootstrap:
+                    env, prefix = _touchflow_env(bootstrap, args.partitions, tmp)
+                    try:
+                        recovery[name] = await measure_recovery(
+                            bootstrap, env, prefix, ROOT, log, keys, args.profiles,
+                            args.partitions, RULES, tmp / f"recovery-{name}.log", versions=versions,
+                            touch=touch)
+                    except Exception as exc:
+                        recovery[name] = {"ok": False,
+                                          "note": f"failed: {type(exc).__name__}: {exc}"}
     memory: dict[str, float] = {}
     if "core" in wanted:
         rows.append(("pure core (decide)", pure_core(log)))
         replayed, memory = replay(log)
         rows.append(("replay", replayed))
+    replay_process: dict[str, Any] = {}
+    if "replay" in wanted:
+        from bench.replay_process import measure_replay_process
+
+        with tempfile.TemporaryDirectory(prefix="touchflow-replay-") as replay_tmp:
+            print("  replay as a process (and the floor process), 3 runs each...",
+                  file=sys.stderr, flush=True)
+            replay_process = measure_replay_process(log, RULES, ROOT, Path(replay_tmp))
     instructions: dict[str, Any] = {}
     if "instructions" in wanted:
         from bench.instructions import measure_instructions
@@ -321,7 +411,14 @@ async def _main(args: argparse.Namespace) -> int:
              if args.broker_rtt_ms else "on the same machine")
     print(f"\n{len(log):,} events, {args.customers:,} customers, {args.partitions} partitions, "
           f"one process per pipeline, broker {where} ({os.cpu_count()} CPUs)")
-    print(text)
+    if rows:
+        print(text)
+    returning_records: list[dict[str, Any]] = []
+    if returning:
+        long_text, returning_records = _table(returning["rows"], returning["rounds"])
+        print(f"\nreturning customers: {returning['events']:,} events from the same "
+              f"{args.customers:,} customers (profiles grow as they come back):")
+        print(long_text)
     if memory:
         print(f"\nprofiles: {memory['profiles']:,} held after replay; "
               f"{memory['heap_bytes_per_profile']:,} bytes of Python heap each in memory "
@@ -331,6 +428,17 @@ async def _main(args: argparse.Namespace) -> int:
               f"(mean); a returning customer with a full id ring ("
               f"{memory['full_ring_stored_bytes']:,} bytes): encode "
               f"{memory['full_ring_encode_us']} us, decode {memory['full_ring_decode_us']} us")
+    if replay_process.get("ok"):
+        rp, fl = replay_process["replay"], replay_process["floor"]
+        print(f"\ntouchflow replay as a whole process (start to exit, JSONL in, actions and "
+              f"audit out), median of {replay_process['runs']}: {rp['events_per_s']:,} "
+              f"events/s ({rp['events_per_cpu_s']:,} per CPU second); the floor process "
+              f"(read, orjson.loads, write a line): {fl['events_per_s']:,} events/s "
+              f"({fl['events_per_cpu_s']:,} per CPU second); replay/floor "
+              f"{replay_process['replay_vs_floor']:.2f} by wall clock, "
+              f"{replay_process['replay_vs_floor_cpu']:.2f} by CPU")
+    elif replay_process:
+        print(f"replay as a process: {replay_process.get('note')}")
     if instructions.get("ok"):
         from bench.instructions import table as instructions_table
 
@@ -338,27 +446,22 @@ async def _main(args: argparse.Namespace) -> int:
     elif instructions:
         print(f"instructions: {instructions.get('note')}")
     if latency.get("ok"):
-        print(f"latency at {latency['rate_achieved']:,} events/s (half the worker's maximum): "
-              f"event to action p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms, "
-              f"max {latency['max_ms']} ms over {latency['actions']:,} actions after a "
-              f"{latency['warm_up_s']:g} s warm-up (p99 {latency['p99_ms_with_warm_up']} ms with "
-              f"it); slowest per second: {latency['slowest_ms_by_second']}")
-        hop = latency.get("bare_hop", {})
-        if hop.get("ok"):
-            print(f"  the broker's share, a bare hop (producer -> broker -> consumer, no worker) at"
-                  f" the same rate: p50 {hop['p50_ms']} ms, p99 {hop['p99_ms']} ms, max "
-                  f"{hop['max_ms']} ms; slowest per second: {hop['slowest_ms_by_second']}")
-    elif latency:
-        print(f"latency: {latency.get('note')}")
-    if recovery.get("ok"):
-        print(f"recovery: {recovery['profiles']:,} profiles ({recovery['stored_bytes_per_profile']}"
-              f" bytes each; {recovery['profiles_in_store']:,} in the stores when ready) from the"
-              f" changelog, worker start to ready in "
-              f"{recovery['start_to_ready_s']} s; resident memory {recovery['rss_mib_when_ready']}"
-              f" MiB when ready, {recovery['rss_mib_after_traffic']} MiB after "
-              f"{recovery['traffic_events']:,} events")
-    elif recovery:
-        print(f"recovery: {recovery.get('note')}")
+        print()
+        print(latency_table(latency))
+    for name, got in recovery.items():
+        if got.get("ok"):
+            print(f"recovery, {name} changelog ({got['versions_per_key']} record(s) per key, "
+                  f"{got['changelog_records']:,} records, "
+                  f"{got['stored_bytes_per_profile']} bytes per profile): "
+                  f"{got['profiles']:,} profiles ({got['profiles_in_store']:,} in the stores), "
+                  f"worker start to ready {got['start_to_ready_s']} s; resident "
+                  f"{got['rss_mib_when_ready']} MiB when ready, "
+                  f"{got['rss_mib_after_traffic']} MiB after {got['traffic_events']:,} events "
+                  f"of {got['traffic']} (peak {got['rss_mib_peak_in_traffic']} MiB; profile "
+                  f"cache {got['cache_mib_after_traffic']} MiB, "
+                  f"{got['cache_evictions']:,} evictions)")
+        else:
+            print(f"recovery, {name} changelog: {got.get('note')}")
     if scaling:
         from bench.scaling import scaling_table
 
@@ -378,11 +481,14 @@ async def _main(args: argparse.Namespace) -> int:
                   "embedded broker for each measurement",
         "rows": records,
         "rounds": {"count": args.rounds, "rows": per_round},
+        "returning": {"events": returning.get("events"), "rows": returning_records,
+                      "rounds": returning.get("rounds", {})} if returning else {},
         "memory": memory,
         "latency": latency,
         "recovery": recovery,
         "scaling": scaling,
         "instructions": instructions,
+        "replay_process": replay_process,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -401,15 +507,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--only", action="append",
                         choices=("ceiling", "naive", "touchflow", "faust", "core",
-                                 "instructions", "latency", "recovery", "scaling"),
+                                 "instructions", "latency", "recovery", "scaling", "replay"),
                         help="run only these pipelines (repeatable)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="run the throughput rows this many times, interleaved, and report "
                              "medians (bench/rounds.py; default 1)")
     parser.add_argument("--profiles", type=int, default=1_000_000,
                         help="profiles in the changelog for the recovery run (default 1000000)")
-    parser.add_argument("--latency-rate", type=float, default=None,
-                        help="events/s for the latency run (default: half the worker's rate)")
+    parser.add_argument("--returning", type=int, default=0,
+                        help="also run the throughput rows on a log of this many events from "
+                             "the same customers (e.g. 600000: returning customers; default 0)")
+    parser.add_argument("--recovery-versions", type=int, default=5,
+                        help="records per key in the uncompacted recovery case (default 5)")
+    parser.add_argument("--latency-max", type=float, default=None,
+                        help="the worker's maximum events/s the latency loads are shares of "
+                             "(default: the worker row of this run, measured if not asked)")
+    parser.add_argument("--latency-loads", default="0.25,0.5,0.75",
+                        help="latency loads as shares of the maximum (default 0.25,0.5,0.75)")
+    parser.add_argument("--latency-seconds", type=float, default=20.0,
+                        help="seconds of paced load per latency measurement (default 20)")
     parser.add_argument("--workers", default=None,
                         help="worker counts for the scaling run, e.g. 1,2,4,8 (default: those "
                              "with a spare core each, broker included; none on 2 CPUs)")

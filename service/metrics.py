@@ -159,6 +159,13 @@ class Metrics:
         self.partitions_assigned = Gauge(
             "touchflow_partitions_assigned", "Input partitions assigned to this worker.",
             registry=r)
+        self.cache_bytes = Gauge(
+            "touchflow_profile_cache_bytes", "Estimated heap bytes of the decoded profiles "
+            "this worker caches (bounded by TOUCHFLOW_PROFILE_CACHE_BYTES).", registry=r)
+        self.cache_evictions = Counter(
+            "touchflow_profile_cache_evictions_total", "Profiles evicted from the cache to "
+            "keep it under its bytes (read back from the store when their customer returns).",
+            registry=r)
 
     def render(self) -> bytes:
         """The exposition text for a scrape."""

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
         "kafka", description="kafka: lean aiokafka loop (default); faust: Faust agents"
     )
     channel_topics: bool = Field(True, description="Also send each action to actions.<channel>")
+    profile_cache_bytes: int = Field(
+        256 * 1024 * 1024, ge=0, le=1 << 40,
+        description="Decoded profiles cached per process, in estimated heap bytes")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level")
     log_format: Literal["json", "console"] = Field(

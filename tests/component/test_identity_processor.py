@@ -153,7 +153,7 @@ async def test_rocksdb_profile_count_follows_creations_revisits_and_erasures(
     await loop_back()
     assert counts() == (6, 6)
     for partition in (0, 1):  # revisits read from disk, not from the cache
-        processor._cache[partition].clear()
+        processor.cache.reset(partition)
     for n in range(6):
         await deliver(_event(f"b{n}", "ping", 2, customer_id=f"c-{n}"))
     await deliver(_event("login", "identified", 3, customer_id="c-0", anonymous_id="a-9"))

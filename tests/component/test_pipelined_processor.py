@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 import service.domain.step as step_module
-import service.processor as processor_module
 from tests.component.pipeline_harness import (
     LEARNING,
     Broker,
@@ -23,16 +22,17 @@ from tests.component.pipeline_harness import (
 
 
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
-@pytest.mark.parametrize("cache_limit", [200_000, 3])
+@pytest.mark.parametrize("cache_bytes", [None, 0])
 async def test_overlapped_batches_leave_what_one_at_a_time_leaves(
-    tmp_path: Path, store: str, cache_limit: int, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, store: str, cache_bytes: int | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The runtime's pipeline (a batch begun while the one before waits for its changelog's
     acknowledgement) sends the same records to every topic, in the same order per topic, and
     leaves the same profiles, checkpoints and counts as `process()` one batch at a time; also
-    with a cache of three profiles, so eviction meets profiles not yet in the store (an
-    erasure among them). Every offset is committed, in order."""
-    monkeypatch.setattr(processor_module, "_CACHE_LIMIT", cache_limit)
+    with a cache of no bytes (only the batches in flight kept), so eviction meets profiles
+    not yet in the store (an erasure among them). Every offset is committed, in order."""
+    if cache_bytes is not None:
+        monkeypatch.setenv("TOUCHFLOW_PROFILE_CACHE_BYTES", str(cache_bytes))
     expected = await sequential(tmp_path, store, journey_lines)
     run = await pipelined(tmp_path, store, Broker(), journey_lines)
     assert expected["actions"] and expected["deadletter"], "this test would prove nothing"
@@ -55,9 +55,9 @@ async def test_learning_rulebook_pipelined_equals_one_at_a_time(tmp_path: Path) 
     assert run.result == expected
 
 
-@pytest.mark.parametrize("cache_limit", [200_000, 3])
+@pytest.mark.parametrize("cache_bytes", [None, 0])
 async def test_a_decide_failure_restores_the_profile_the_pipeline_last_encoded(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_limit: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_bytes: int | None
 ) -> None:
     """decide() raising after it half-updated a cached profile (every event id ending in 7):
     the event is dead-lettered and the profile goes back to its newest encoded state, which
@@ -71,7 +71,8 @@ async def test_a_decide_failure_restores_the_profile_the_pipeline_last_encoded(
         return outcome
 
     monkeypatch.setattr(step_module, "decide", flaky)
-    monkeypatch.setattr(processor_module, "_CACHE_LIMIT", cache_limit)
+    if cache_bytes is not None:
+        monkeypatch.setenv("TOUCHFLOW_PROFILE_CACHE_BYTES", str(cache_bytes))
     expected = await sequential(tmp_path, "memory://", journey_lines)
     run = await pipelined(tmp_path, "memory://", Broker(), journey_lines)
     assert sum(b'"decision_error"' in v for _, v, _, _ in expected["deadletter"]) > 10

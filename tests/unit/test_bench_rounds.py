@@ -36,3 +36,14 @@ def test_a_row_failing_in_any_round_is_reported_failed() -> None:
     rows, summary = combine_rounds(rounds)
     assert dict(rows)["touchflow worker"].ok is False
     assert "touchflow worker" not in summary
+
+
+def test_vs_ceiling_is_against_the_fastest_ceiling_row_of_each_round() -> None:
+    """With several ceiling rows (aiokafka, aiokafka batched, librdkafka), each round's
+    ratio is against whichever of them was fastest in that round."""
+    names = ("raw aiokafka", "librdkafka", "touchflow worker")
+    rates = ((50_000, 60_000, 30_000), (40_000, 20_000, 20_000), (45_000, 50_000, 25_000))
+    rounds = [list(zip(names, map(_m, row), strict=True)) for row in rates]
+    _, summary = combine_rounds(rounds, ceiling=("raw aiokafka", "librdkafka"))
+    assert summary["touchflow worker"]["vs_ceiling"] == [0.5, 0.5, 0.5]
+    assert "vs_ceiling" not in summary["librdkafka"]
