@@ -13,8 +13,8 @@ and the benchmarks drive the same code. For one batch it:
 6. once those are acknowledged, writes the profiles and the changelog checkpoint to the local
    store in one atomic batch.
 
-The caller acknowledges the source offsets after step 6 (Faust commits them later, after
-flushing its producer again): at-least-once delivery with idempotent effects, because a
+The caller (either runtime: the Faust one drives the same loop) acknowledges the source
+offsets after step 6: at-least-once delivery with idempotent effects, because a
 replayed event is recognised by its `event_id` in the recovered profile. The lean runtime
 overlaps steps 5-6 of a batch with steps 1-4 of the next ("the batch", below, says why that
 is safe).

@@ -279,21 +279,18 @@ def _run_once(events: Iterable[tuple[Event, bytes]], replayer: Replayer, result:
                         f"event {event.event_id}: decide() raised {type(exc).__name__}: {exc}"
                     )
                 continue
-            if outcome.duplicate or (outcome.effects is not None
-                                     and outcome.effects.forward is not None):
-                if outcome.late:  # dropped for lateness: counted apart, its audit record kept
-                    late += 1
-                    decisions += len(outcome.decisions)
-                    if write_audit is not None:
-                        for record in outcome.decisions:
-                            write_audit(dumps_line(record))
-                    if observe:
-                        stats.observe(event, outcome)
-                    continue
+            skipped = outcome.duplicate or (outcome.effects is not None
+                                            and outcome.effects.forward is not None)
+            if skipped and not outcome.late:
                 duplicates += 1
                 continue
-            if outcome.effects is not None and outcome.effects.ignored:
-                ignored += 1
+            # dropped for lateness, or dated before its customer's erasure: counted apart,
+            # the audit record kept
+            if skipped or (outcome.effects is not None and outcome.effects.ignored):
+                if skipped:
+                    late += 1
+                else:
+                    ignored += 1
                 decisions += len(outcome.decisions)
                 if write_audit is not None:
                     for record in outcome.decisions:
