@@ -32,10 +32,28 @@ _COMPARISON = re.compile(r"\s*(==|!=|>=|<=|>|<)\s*[0-9.e+-]+\s*$")
 def _signals(expr: str) -> list[str]:
     """The operands an alert compares: `a > 1000 and b > 0` gives `a` and `b`, so the test
     checks that every signal an alert watches has data (the thresholds are promtool's job);
-    `absent(x)` watches `x`."""
-    clauses = re.split(r"\s+and(?:\s+on\s*\(\s*\))?\s+", " ".join(expr.split()))
-    return [re.sub(r"^absent\((.*)\)$", r"\1", _COMPARISON.sub("", clause))
-            for clause in clauses]
+    both sides of a comparison between two vectors are operands; `absent(x)` watches `x`."""
+    clauses = re.split(r"\s+and(?:\s+on\s*\([^)]*\))?\s+", " ".join(expr.split()))
+    out = []
+    for clause in clauses:
+        clause = _unwrap(_COMPARISON.sub("", clause))
+        # a comparison of two vectors (`a >= on (l) b`): both sides are watched
+        for side in re.split(r"\s+(?:==|!=|>=|<=|>|<)\s+(?:on\s*\([^)]*\)\s+)?", clause):
+            if not re.fullmatch(r"[0-9.e+-]+", side):
+                out.append(re.sub(r"^absent\((.*)\)$", r"\1", side))
+    return out
+
+
+def _unwrap(text: str) -> str:
+    """`(x)` -> `x` when the first parenthesis closes at the end; anything else as is."""
+    if not (text.startswith("(") and text.endswith(")")):
+        return text
+    depth = 0
+    for index, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0:
+            return text[1:-1] if index == len(text) - 1 else text
+    return text
 
 
 def _query(base: str, expr: str) -> list[Any]:
@@ -62,8 +80,11 @@ def test_signals_split_alert_expressions() -> None:
     inside `absent()`."""
     assert _signals("sum(a) > 1000\nand sum(deriv(a[10m])) > 0") == ["sum(a)",
                                                                      "sum(deriv(a[10m]))"]
-    assert _signals("(x or vector(0)) == 0 and on () y > 0") == ["(x or vector(0))", "y"]
+    assert _signals("(x or vector(0)) == 0 and on () y > 0") == ["x or vector(0)", "y"]
     assert _signals('absent(up{job="touchflow"})') == ['up{job="touchflow"}']
+    assert _signals("a > 0 and on (constraint) (b < 1)") == ["a", "b"]
+    assert _signals("(s >= on (c) max(l)) and on (c) (t - p < 0.5 * q)") == [
+        "s", "max(l)", "t - p", "0.5 * q"]
 
 
 @pytest.mark.parametrize("runtime", ["kafka", "faust"])
@@ -71,8 +92,14 @@ async def test_prometheus_scrapes_worker_and_every_panel_and_alert_has_data(
         worker_env: WorkerEnv, tmp_path: Path, runtime: str) -> None:
     """A real Prometheus scraping a real worker under simulated traffic (plus a few malformed
     messages) returns data for every dashboard query and every signal the alerts watch, under
-    either runtime (the same metrics, lag included)."""
-    worker_env.rules = ROOT / "examples" / "default" / "rulebook.yaml"
+    either runtime (the same metrics, lag and capacity included)."""
+    # the default rulebook plus a capacity limit on web actions, so the capacity panel and
+    # alert have their series too
+    rules = tmp_path / "rulebook.yaml"
+    rules.write_text((ROOT / "examples" / "default" / "rulebook.yaml").read_text()
+                     + "\ncapacity:\n  web_budget:\n    channel: web\n    limit: 1000000\n"
+                     "    per: 1d\n")
+    worker_env.rules = rules
     worker = worker_env.start_worker(TOUCHFLOW_RUNTIME=runtime)
     base = worker_env.wait_ready(worker)
     target = base.removeprefix("http://")
