@@ -416,7 +416,8 @@ class Processor:
                     stored.add(key)
                 else:
                     profile = None
-            erased_ms = tombs[partition].erased_ms(key.decode()) if profile is None else -1
+            text = key.decode()
+            erased_ms = tombs[partition].erased_ms(text) if profile is None else -1
             if maybe_event is None:
                 used.append(None)
                 stats.decisions += await self._apply_control(message, key, profile, touched,
@@ -435,7 +436,7 @@ class Processor:
                 context = with_quota(context, quota)
             used.append(context)
             try:
-                outcome = step_event(profile, key.decode(), event, context, rulebook, signals,
+                outcome = step_event(profile, text, event, context, rulebook, signals,
                                      erased_ms)
             except Exception as exc:  # a bug must not stop the partition: dead-letter it
                 # Events are atomic: the profile goes back to its state before the event.
@@ -469,11 +470,7 @@ class Processor:
                 if outcome.late:  # not applied, but a loss: counted apart, and audited
                     stats.late += 1
                     event_counts[(event.channel, event.type, "late")] += 1
-                    for record in outcome.decisions:
-                        await sink.send(topics.decisions, key, dumps(record))
-                    stats.decisions += len(outcome.decisions)
-                    if counted is not None:
-                        counted.extend(outcome.decisions)
+                    await self._audit(outcome.decisions, counted, stats, key)
                     continue
                 stats.duplicates += 1
                 event_counts[(event.channel, event.type, "duplicate")] += 1
@@ -481,7 +478,7 @@ class Processor:
             if effects is not None and effects.ignored:  # dated before its erasure: audited
                 stats.ignored += 1
                 event_counts[(event.channel, event.type, "ignored")] += 1
-                await self._audit(outcome.decisions, counted, stats)
+                await self._audit(outcome.decisions, counted, stats)  # keyed by digest
                 for control in effects.controls:
                     await self._send_control(control)
                 continue
@@ -640,10 +637,13 @@ class Processor:
             metrics.capacity_period.labels(name).set(constraint.period_ms / 1000)
 
     async def _audit(self, records: Sequence[dict[str, Any]], counted: list[dict[str, Any]] | None,
-                     stats: BatchStats) -> None:
-        """Audit records of an input dated before its customer's erasure (keyed by digest)."""
+                     stats: BatchStats, key: bytes | None = None) -> None:
+        """The audit records of an input that changed nothing (late, or dated before its
+        customer's erasure), under `key` (None: each record's customer, for an erased one
+        its digest)."""
         for record in records:
-            await self.sink.send(self.topics.decisions, str(record["customer_id"]).encode(),
+            await self.sink.send(self.topics.decisions,
+                                 key if key is not None else str(record["customer_id"]).encode(),
                                  dumps(record))
         stats.decisions += len(records)
         if counted is not None:
