@@ -6,7 +6,7 @@ Started by bench/run.py as ``python -m bench.raw_ceiling`` with BENCH_BROKER, BE
 BENCH_GROUP, BENCH_OUT_TOPIC; stops on SIGTERM after committing its last batch. With
 BENCH_BATCHED=1 the records go out as the worker sends its own: appended to one record batch
 per output partition (the input record's partition) and shipped once per consumed batch
-(service/sink.py), instead of one `producer.send` per record.
+(service/stream/sink.py), instead of one `producer.send` per record.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from service.sink import BatchingKafkaSink
+from service.stream.sink import BatchingKafkaSink
 
 
 async def run(bootstrap: str, topic: str, group: str, out_topic: str) -> None:
