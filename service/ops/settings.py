@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     pii_salt: SecretStr | None = Field(
         None, description="Salt of the digests that stand for identifiers and personal data "
         "in dead letters (never logged); unset: a random salt per process, with a warning")
+    recovery_write_bytes: int = Field(
+        64 * 1024 * 1024, ge=1, le=1 << 40,
+        description="Changelog values held in recovery before a store write (bytes, across "
+        "the partitions recovered together): a key's older values within it are never written")
 
     @field_validator("broker")
     @classmethod
