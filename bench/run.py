@@ -165,7 +165,7 @@ def latency_table(latency: Mapping[str, Any]) -> str:
     lines = [f"latency, event due -> a consumer holds the action (bench/latency.py), loads as a "
              f"share of {latency['maximum']:,} events/s, {latency['seconds']:g} s each:",
              f"  {'load':>4}  {'events/s':>8}  {'path':<9} {'p50':>7} {'p95':>7} {'p99':>7} "
-             f"{'max':>7}  (ms)  generator lag"]
+             f"{'max':>7}  (ms)  generator lag   due->stamped p50/p99, stamped->held p50/p99"]
     for row in latency["runs"]:
         for name, key in (("worker", "worker"), ("bare hop", "bare_hop")):
             got = row.get(key, {})
@@ -175,7 +175,9 @@ def latency_table(latency: Mapping[str, Any]) -> str:
                 continue
             lines.append(f"  {row['fraction']:>4.0%}  {got['rate_achieved']:>8,}  {name:<9} "
                          f"{got['p50_ms']:>7} {got['p95_ms']:>7} {got['p99_ms']:>7} "
-                         f"{got['max_ms']:>7}        {got['generator_lag_max_ms']} ms")
+                         f"{got['max_ms']:>7}  {got['generator_lag_max_ms']:>9} ms   "
+                         f"{got.get('to_stamp_p50_ms')}/{got.get('to_stamp_p99_ms')}, "
+                         f"{got.get('stamp_to_held_p50_ms')}/{got.get('stamp_to_held_p99_ms')}")
     return "\n".join(lines)
 
 
