@@ -1,6 +1,6 @@
-"""Issue 22 on the real broker with two workers: a call-center limit far below demand is spent
-exactly, across partitions owned by different workers, through quota records on the
-repartition topic."""
+"""Capacity across customers on the real broker with two workers: a call-center limit far
+below demand is spent exactly, across partitions owned by different workers, through quota
+records on the repartition topic."""
 
 from __future__ import annotations
 

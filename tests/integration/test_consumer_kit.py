@@ -1,4 +1,4 @@
-"""Issue 21, the consuming side on the embedded broker: an event's W3C trace context reaches
+"""The consuming side on the embedded broker: an event's W3C trace context reaches
 its action and audit records, and the example consumer (examples/consumer/) receives actions
 from a real worker and handles each `action_id` once."""
 

@@ -1,4 +1,4 @@
-"""Issue 9: fault injection on the real embedded broker. Crashes, rebalances, SIGTERM, broker
+"""Fault injection on the real embedded broker. Crashes, rebalances, SIGTERM, broker
 outages: every event's effect lands in the state exactly once, no action is lost, and a
 re-sent action keeps its `action_id`.
 

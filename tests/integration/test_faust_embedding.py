@@ -1,4 +1,4 @@
-"""Issue 19: a Faust user's own app embedding Touchflow (examples/faust_embedding/), started
+"""A Faust user's own app embedding Touchflow (examples/faust_embedding/), started
 with one command, on the real embedded broker."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 10 on the real broker: complaint calls from several customers (on different
+"""Signal aggregation on the real broker: complaint calls from several customers (on different
 partitions) are counted together by the worker that owns the product's feed partition; the
 `product_issue` message reaches the operations topic once, the pause reaches every worker's
 context, and a restarted worker rebuilds its counts without publishing the message again."""

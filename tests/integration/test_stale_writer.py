@@ -1,4 +1,4 @@
-"""Issue 16, item 6: a worker paused past its session timeout (SIGSTOP here; a long GC or a
+"""Stale writers fenced: a worker paused past its session timeout (SIGSTOP here; a long GC or a
 frozen VM alike) must not land changelog records after its successor's when it resumes, or a
 later recovery rolls the successor's state back.
 

@@ -1,4 +1,4 @@
-"""Issue 3, end to end on the embedded broker: events in, actions out, bad input dead-lettered,
+"""The worker end to end on the embedded broker: events in, actions out, bad input dead-lettered,
 state recovered exactly after a restart."""
 
 from __future__ import annotations

@@ -247,7 +247,7 @@ def test_the_channel_used_is_the_first_allowed_one(grants: dict[str, bool], minu
 
 def test_legitimate_interest_lists_move_on_after_a_channel_objection(
         event: EventFactory) -> None:
-    """Issue 17's legal basis per channel: an objection to sms moves a legitimate-interest
+    """Legal basis per channel: an objection to sms moves a legitimate-interest
     apology to e-mail (audited with its reason and basis); an objection to the purpose stops
     it on every channel."""
     book = parse_rulebook(dedent("""\
