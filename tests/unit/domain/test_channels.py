@@ -17,7 +17,8 @@ from pydantic import TypeAdapter
 from schemas.event import Event
 from schemas.models import Action, DecisionRecord
 from service.domain import Rulebook, RulebookError, parse_rulebook
-from tests.unit.domain.replaykit import make_event, run_events
+from tests.events import make_event
+from tests.unit.domain.replaykit import run_events
 
 EventFactory = Callable[..., Event]
 

@@ -16,6 +16,7 @@ from schemas.event import Event
 from service.domain import Profile, RulebookError, decide, parse_rulebook
 from service.domain.identity import merge_profiles
 from service.domain.scoring import Trait
+from tests.events import at_ms, make_event
 
 HOUR = 3_600_000
 WITHIN = 5 * HOUR
@@ -48,8 +49,7 @@ TRAITS: dict[str, Trait] = {t.name: t for t in BOOK.traits.by_type["v"]}
 
 
 def _event(index: int, etype: str, ts: int, x: int = 0, k: str = "a") -> Event:
-    return Event(f"e-{index}", "2026-03-02T00:00:00Z", ts, 0, "web", etype,
-                 {"customer_id": "c-1"}, {"x": x, "k": k}, {}, "customer_id:c-1")
+    return make_event(etype, event_id=f"e-{index}", at=at_ms(ts), x=x, k=k)
 
 
 @st.composite

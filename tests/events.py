@@ -1,0 +1,88 @@
+"""The one way tests build touchpoint events: `event_dict` writes the wire contract's JSON
+object, and every other builder here is a shape of it.
+
+- `make_event(...)`: the decoded `Event`, through the production decoder (`parse_event`);
+- `wire(...)`: the same event as bytes, what a producer puts on `<prefix>.events` or a log
+  line holds;
+- `line(event_id, customer, etype, ...)`: a customer's event as bytes, by position (logs);
+- `keyed(event_id, etype, minute, **identity)` and `keyed_event(...)`: an event under given
+  identifiers (identity, erasure), as bytes or decoded.
+
+Times are ISO-8601 strings: `at_minute` (minutes past a given hour of 2026-03-02, rolling
+over into the next hours) and `at_ms` (epoch milliseconds, UTC).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+import orjson
+
+from schemas.event import Event, parse_event
+
+__all__ = ["DAY", "at_minute", "at_ms", "event_dict", "keyed", "keyed_event", "line",
+           "make_event", "wire"]
+
+DAY = "2026-03-02"
+_ids = itertools.count(1)
+
+
+def at_minute(minute: int, *, hour: int = 9, offset: str = "Z") -> str:
+    """`DAY` at `hour`:00 plus `minute` minutes (past 59 they roll into the next hours), in
+    the given UTC offset ("Z", "+09:00")."""
+    extra, minute = divmod(minute, 60)
+    return f"{DAY}T{hour + extra:02d}:{minute:02d}:00{offset}"
+
+
+def at_ms(ms: int) -> str:
+    """Epoch milliseconds as ISO-8601 in UTC, with the milliseconds."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000))
+    return f"{stamp}.{ms % 1000:03d}+00:00"
+
+
+def event_dict(type: str = "page_viewed", *, event_id: str | None = None,
+               at: str = f"{DAY}T12:00:00+00:00", channel: str = "web", customer: str = "c-1",
+               identity: dict[str, str] | None = None, props: dict[str, Any] | None = None,
+               **properties: Any) -> dict[str, Any]:
+    """A valid event as the wire contract's JSON object (a fresh event_id unless given).
+    `identity` replaces the default `{"customer_id": customer}`; `props` holds properties
+    whose names clash with the arguments (e.g. a consent event's `channel`)."""
+    return {
+        "event_id": event_id or f"t-{next(_ids)}",
+        "occurred_at": at,
+        "channel": channel,
+        "type": type,
+        "identity": {"customer_id": customer} if identity is None else identity,
+        "properties": {**properties, **(props or {})},
+    }
+
+
+def make_event(type: str = "page_viewed", **fields: Any) -> Event:
+    """`event_dict(type, **fields)` decoded as the worker decodes it."""
+    return parse_event(event_dict(type, **fields))
+
+
+def wire(type: str = "page_viewed", **fields: Any) -> bytes:
+    """`event_dict(type, **fields)` as JSON bytes."""
+    return orjson.dumps(event_dict(type, **fields))
+
+
+def line(event_id: str, customer: str, etype: str = "page_viewed", *, minute: int = 0,
+         at: str | None = None, channel: str = "web", **properties: Any) -> bytes:
+    """One customer's event as bytes: at `at`, else `minute` minutes past 09:00 (+09:00)."""
+    return wire(etype, event_id=event_id, customer=customer, channel=channel,
+                at=at or at_minute(minute, offset="+09:00"), props=properties)
+
+
+def keyed(event_id: str, etype: str, minute: int = 0, *, at: str | None = None,
+          **identity: str) -> bytes:
+    """An event on the web under exactly `identity`'s identifiers, without properties: at
+    `at`, else `minute` minutes past 09:00 UTC."""
+    return wire(etype, event_id=event_id, at=at or at_minute(minute), identity=identity)
+
+
+def keyed_event(event_id: str, etype: str, minute: int = 0, **identity: str) -> Event:
+    """`keyed(...)`, decoded."""
+    return make_event(etype, event_id=event_id, at=at_minute(minute), identity=identity)
