@@ -4,7 +4,7 @@ object, and every other builder here is a shape of it.
 - `make_event(...)`: the decoded `Event`, through the production decoder (`parse_event`);
 - `wire(...)`: the same event as bytes, what a producer puts on `<prefix>.events` or a log
   line holds;
-- `line(event_id, customer, etype, ...)`: a customer's event as bytes, by position (logs);
+- `log_line(event_id, customer, etype, ...)`: a customer's event as bytes, by position (logs);
 - `keyed(event_id, etype, minute, **identity)` and `keyed_event(...)`: an event under given
   identifiers (identity, erasure), as bytes or decoded.
 
@@ -22,7 +22,7 @@ import orjson
 
 from schemas.event import Event, parse_event
 
-__all__ = ["DAY", "at_minute", "at_ms", "event_dict", "keyed", "keyed_event", "line",
+__all__ = ["DAY", "at_minute", "at_ms", "event_dict", "keyed", "keyed_event", "log_line",
            "make_event", "wire"]
 
 DAY = "2026-03-02"
@@ -69,7 +69,7 @@ def wire(type: str = "page_viewed", **fields: Any) -> bytes:
     return orjson.dumps(event_dict(type, **fields))
 
 
-def line(event_id: str, customer: str, etype: str = "page_viewed", *, minute: int = 0,
+def log_line(event_id: str, customer: str, etype: str = "page_viewed", *, minute: int = 0,
          at: str | None = None, channel: str = "web", **properties: Any) -> bytes:
     """One customer's event as bytes: at `at`, else `minute` minutes past 09:00 (+09:00)."""
     return wire(etype, event_id=event_id, customer=customer, channel=channel,
