@@ -19,7 +19,7 @@ from service.cli import main
 from service.domain.rules import load_rulebook
 from service.replay.reader import BadRecord
 from service.replay.runner import replay_events, replay_file, run
-from tests.events import log_line
+from tests.events import keyed, log_line
 from tests.unit.replay.conftest import ROOT
 
 TEST_RULES = ROOT / "tests" / "data" / "rulebook.yaml"
@@ -187,10 +187,8 @@ def test_a_failed_decide_leaves_no_trace_in_replay_as_in_the_worker(
 
     monkeypatch.setattr(step_module, "decide", flaky)
     log = tmp_path / "log.jsonl"
-    log.write_bytes(b"".join(orjson.dumps({
-        "event_id": f"p-{n}", "occurred_at": f"2026-03-02T09:{n:02d}:00Z", "channel": "web",
-        "type": "ping", "identity": {"customer_id": "c-1"}, "properties": {}}) + b"\n"
-        for n in range(12)))
+    log.write_bytes(b"".join(keyed(f"p-{n}", "ping", n, customer_id="c-1") + b"\n"
+                             for n in range(12)))
     out = tmp_path / "actions.jsonl"
     with out.open("wb") as handle:
         result = replay_file(log, load_rulebook(TEST_RULES), output=handle)
