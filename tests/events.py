@@ -6,7 +6,9 @@ object, and every other builder here is a shape of it.
   line holds;
 - `log_line(event_id, customer, etype, ...)`: a customer's event as bytes, by position (logs);
 - `keyed(event_id, etype, minute, **identity)` and `keyed_event(...)`: an event under given
-  identifiers (identity, erasure), as bytes or decoded.
+  identifiers (identity, erasure), as bytes or decoded;
+- `unchecked_event(...)`: an `Event` built without the decoder, for property tests whose
+  random properties the decoder's personal-data check could refuse.
 
 Times are ISO-8601 strings: `at_minute` (minutes past a given hour of 2026-03-02, rolling
 over into the next hours) and `at_ms` (epoch milliseconds, UTC).
@@ -23,7 +25,7 @@ import orjson
 from schemas.event import Event, parse_event
 
 __all__ = ["DAY", "at_minute", "at_ms", "event_dict", "keyed", "keyed_event", "log_line",
-           "make_event", "wire"]
+           "make_event", "unchecked_event", "wire"]
 
 DAY = "2026-03-02"
 _ids = itertools.count(1)
@@ -86,3 +88,10 @@ def keyed(event_id: str, etype: str, minute: int = 0, *, at: str | None = None,
 def keyed_event(event_id: str, etype: str, minute: int = 0, **identity: str) -> Event:
     """`keyed(...)`, decoded."""
     return make_event(etype, event_id=event_id, at=at_minute(minute), identity=identity)
+
+
+def unchecked_event(type: str, *, event_id: str, ts_ms: int, channel: str = "web",
+                    customer: str = "c-1", properties: dict[str, Any] | None = None) -> Event:
+    """An `Event` at `ts_ms` built directly, without the decoder's validation."""
+    return Event(event_id, at_ms(ts_ms), ts_ms, 0, channel, type, {"customer_id": customer},
+                 properties or {}, {}, f"customer_id:{customer}")

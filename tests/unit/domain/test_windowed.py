@@ -258,14 +258,11 @@ def test_comparison_between_two_fields() -> None:
               - {value: event.properties.price, gt: {path: trait.usual}}
         """), "c.yaml")
     profile = decide(None, _event(1, "viewed", T0), {}, book).profile  # no usual price yet
-    viewed = Event("e-2", "2026-03-02T00:00:00Z", T0 + 1, 0, "web", "viewed",
-                   {"customer_id": "c-1"}, {"price": 120}, {}, "customer_id:c-1")
+    viewed = make_event("viewed", event_id="e-2", at=at_ms(T0 + 1), price=120)
     assert not decide(profile, viewed, {}, book).actions
-    bought = Event("e-3", "2026-03-02T00:00:00Z", T0 + 2, 0, "web", "bought",
-                   {"customer_id": "c-1"}, {"price": 80}, {}, "customer_id:c-1")
+    bought = make_event("bought", event_id="e-3", at=at_ms(T0 + 2), price=80)
     profile = decide(profile, bought, {}, book).profile
-    again = Event("e-4", "2026-03-02T00:00:00Z", T0 + 3, 0, "web", "viewed",
-                  {"customer_id": "c-1"}, {"price": 120}, {}, "customer_id:c-1")
+    again = make_event("viewed", event_id="e-4", at=at_ms(T0 + 3), price=120)
     outcome = decide(profile, again, {}, book)
     [action] = outcome.actions
     assert action["reasons"][-1] == "event.properties.price 120 > trait.usual (trait.usual = 80)"
