@@ -8,7 +8,9 @@ object, and every other builder here is a shape of it.
 - `keyed(event_id, etype, minute, **identity)` and `keyed_event(...)`: an event under given
   identifiers (identity, erasure), as bytes or decoded;
 - `unchecked_event(...)`: an `Event` built without the decoder, for property tests whose
-  random properties the decoder's personal-data check could refuse.
+  random properties the decoder's personal-data check could refuse;
+- `chained_identities(person)`: the erasure tests' story of one customer under three
+  identifiers, as `keyed` arguments.
 
 Times are ISO-8601 strings: `at_minute` (minutes past a given hour of 2026-03-02, rolling
 over into the next hours) and `at_ms` (epoch milliseconds, UTC).
@@ -24,8 +26,8 @@ import orjson
 
 from schemas.event import Event, parse_event
 
-__all__ = ["DAY", "at_minute", "at_ms", "event_dict", "keyed", "keyed_event", "log_line",
-           "make_event", "unchecked_event", "wire"]
+__all__ = ["DAY", "at_minute", "at_ms", "chained_identities", "event_dict", "keyed",
+           "keyed_event", "log_line", "make_event", "unchecked_event", "wire"]
 
 DAY = "2026-03-02"
 _ids = itertools.count(1)
@@ -95,3 +97,19 @@ def unchecked_event(type: str, *, event_id: str, ts_ms: int, channel: str = "web
     """An `Event` at `ts_ms` built directly, without the decoder's validation."""
     return Event(event_id, at_ms(ts_ms), ts_ms, 0, channel, type, {"customer_id": customer},
                  properties or {}, {}, f"customer_id:{customer}")
+
+
+def chained_identities(person: dict[str, str]
+                       ) -> tuple[list[tuple[str, str, int, dict[str, str]]],
+                                  tuple[str, str, int, dict[str, str]]]:
+    """One customer's inputs as `(event_id, etype, minute, identity)`: a ping under each of
+    `person`'s `anonymous_id`, `loyalty_id` and `customer_id`, two logins chaining cookie ->
+    loyalty card -> customer, a ping and a report; and, apart, the erasure at minute 20."""
+    anonymous = {"anonymous_id": person["anonymous_id"]}
+    loyalty = {"loyalty_id": person["loyalty_id"]}
+    customer = {"customer_id": person["customer_id"]}
+    inputs = [("i1", "ping", 1, anonymous), ("i2", "ping", 2, loyalty),
+              ("i3", "ping", 3, customer), ("i4", "identified", 4, {**loyalty, **anonymous}),
+              ("i5", "identified", 5, {**customer, **loyalty}), ("i6", "ping", 6, anonymous),
+              ("i7", "report", 7, customer)]
+    return inputs, ("bye", "erasure_requested", 20, customer)

@@ -22,24 +22,15 @@ from service.stream.sink import MemorySink
 from service.stream.store import tombstone_key
 from service.stream.topics import TopicNames
 from tests.component.pipeline_harness import LoopBack, no_recovery
-from tests.events import keyed
+from tests.events import chained_identities, keyed
 
 RULES = Path(__file__).resolve().parents[1] / "data" / "rulebook.yaml"
 PERSON = {"customer_id": "cust-zz91", "loyalty_id": "loy-zz92", "anonymous_id": "anon-zz93"}
 
 
-_INPUTS = [
-    keyed("i1", "ping", 1, anonymous_id=PERSON["anonymous_id"]),
-    keyed("i2", "ping", 2, loyalty_id=PERSON["loyalty_id"]),
-    keyed("i3", "ping", 3, customer_id=PERSON["customer_id"]),
-    keyed("i4", "identified", 4, loyalty_id=PERSON["loyalty_id"],
-          anonymous_id=PERSON["anonymous_id"]),
-    keyed("i5", "identified", 5, customer_id=PERSON["customer_id"],
-          loyalty_id=PERSON["loyalty_id"]),
-    keyed("i6", "ping", 6, anonymous_id=PERSON["anonymous_id"]),
-    keyed("i7", "report", 7, customer_id=PERSON["customer_id"]),
-]
-_ERASURE = keyed("bye", "erasure_requested", 20, customer_id=PERSON["customer_id"])
+_STORY, _BYE = chained_identities(PERSON)
+_INPUTS = [keyed(eid, etype, minute, **who) for eid, etype, minute, who in _STORY]
+_ERASURE = keyed(*_BYE[:3], **_BYE[3])
 
 
 async def _run(order: list[int], redeliver: list[int], picks: list[int]) -> tuple[

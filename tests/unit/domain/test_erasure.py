@@ -16,7 +16,7 @@ from service.domain.erasure import Tombstones, key_digest
 from service.domain.rules import Rulebook, load_rulebook
 from service.domain.step import Control
 from service.replay.replayer import Replayer
-from tests.events import keyed_event
+from tests.events import chained_identities, keyed_event
 
 RULES = Path(__file__).resolve().parents[2] / "data" / "rulebook.yaml"
 _RULEBOOK: Rulebook = load_rulebook(RULES)
@@ -139,18 +139,9 @@ def test_tombstones_expire_after_max_lateness_plus_the_margin() -> None:
     assert tombs.pending == {key_digest("customer_id:c-6"): None}
 
 
-_INPUTS = [
-    keyed_event("i1", "ping", 1, anonymous_id=PERSON["anonymous_id"]),
-    keyed_event("i2", "ping", 2, loyalty_id=PERSON["loyalty_id"]),
-    keyed_event("i3", "ping", 3, customer_id=PERSON["customer_id"]),
-    keyed_event("i4", "identified", 4, loyalty_id=PERSON["loyalty_id"],
-           anonymous_id=PERSON["anonymous_id"]),
-    keyed_event("i5", "identified", 5, customer_id=PERSON["customer_id"],
-           loyalty_id=PERSON["loyalty_id"]),
-    keyed_event("i6", "ping", 6, anonymous_id=PERSON["anonymous_id"]),
-    keyed_event("i7", "report", 7, customer_id=PERSON["customer_id"]),
-]
-_ERASURE = keyed_event("bye", "erasure_requested", 20, customer_id=PERSON["customer_id"])
+_STORY, _BYE = chained_identities(PERSON)
+_INPUTS = [keyed_event(eid, etype, minute, **who) for eid, etype, minute, who in _STORY]
+_ERASURE = keyed_event(*_BYE[:3], **_BYE[3])
 
 
 @settings(max_examples=150, deadline=None)
