@@ -85,6 +85,17 @@ class LoopBack:
         self.offsets: dict[tuple[str, int], int] = {}
         self.looped = 0  # repartition records delivered back so far
 
+    @classmethod
+    def over(cls, rules: Path, prefix: str, **settings: Any) -> LoopBack:
+        """A fresh processor for `rules` (memory store, 4 partitions, no broker, topics
+        `<prefix>.*`) over a `MemorySink`."""
+        settings_ = load_settings(rules=rules, store="memory://", partitions=4,
+                                  broker="kafka://127.0.0.1:1", topic_prefix=prefix, **settings)
+        topics = TopicNames.from_settings(settings_)
+        sink = MemorySink()
+        processor = Processor(settings_, topics, load_rulebook(rules), sink, recover=no_recovery)
+        return cls(processor, sink, topics)
+
     async def deliver(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
                       headers: tuple[tuple[str, bytes], ...] = ()) -> None:
         """Process one record at the next offset of its partition."""

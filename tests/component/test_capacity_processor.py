@@ -13,13 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.domain.capacity import CapacityState
-from service.domain.rules import load_rulebook
-from service.ops.settings import load_settings
 from service.stream.processor import Processor
 from service.stream.sink import MemorySink
 from service.stream.store import CAPACITY_KEY
 from service.stream.topics import TopicNames
-from tests.component.pipeline_harness import LoopBack, no_recovery
+from tests.component.pipeline_harness import LoopBack
 from tests.events import keyed
 
 RULES = Path(__file__).resolve().parents[1] / "data" / "capacity_rulebook.yaml"
@@ -32,12 +30,8 @@ def _lead(n: int) -> bytes:
 
 async def _run(picks: list[int], duplicates: list[int]) -> tuple[MemorySink, TopicNames,
                                                                   Processor]:
-    settings_ = load_settings(rules=RULES, store="memory://", partitions=4,
-                              broker="kafka://127.0.0.1:1", topic_prefix="cap")
-    topics = TopicNames.from_settings(settings_)
-    sink = MemorySink()
-    processor = Processor(settings_, topics, load_rulebook(RULES), sink, recover=no_recovery)
-    broker = LoopBack(processor, sink, topics)
+    broker = LoopBack.over(RULES, "cap")
+    sink, topics, processor = broker.sink, broker.topics, broker.processor
     turns = iter(picks)
     again = set(duplicates)
     for n in range(LEADS):

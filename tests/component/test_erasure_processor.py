@@ -15,13 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.domain.erasure import key_digest
-from service.domain.rules import load_rulebook
-from service.ops.settings import load_settings
 from service.stream.processor import Processor
 from service.stream.sink import MemorySink
 from service.stream.store import tombstone_key
 from service.stream.topics import TopicNames
-from tests.component.pipeline_harness import LoopBack, no_recovery
+from tests.component.pipeline_harness import LoopBack
 from tests.events import chained_identities, keyed
 
 RULES = Path(__file__).resolve().parents[1] / "data" / "rulebook.yaml"
@@ -35,12 +33,8 @@ _ERASURE = keyed(*_BYE[:3], **_BYE[3])
 
 async def _run(order: list[int], redeliver: list[int], picks: list[int]) -> tuple[
         MemorySink, TopicNames, Processor]:
-    settings_ = load_settings(rules=RULES, store="memory://", partitions=4,
-                              broker="kafka://127.0.0.1:1", topic_prefix="erz")
-    topics = TopicNames.from_settings(settings_)
-    sink = MemorySink()
-    processor = Processor(settings_, topics, load_rulebook(RULES), sink, recover=no_recovery)
-    broker = LoopBack(processor, sink, topics)
+    broker = LoopBack.over(RULES, "erz")
+    sink, topics, processor = broker.sink, broker.topics, broker.processor
     turns = iter(picks)
     log = [[*_INPUTS, _ERASURE][i] for i in order] + [_INPUTS[i] for i in redeliver]
     for value in log:

@@ -11,13 +11,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from service.domain.rules import load_rulebook
 from service.ops.logs import JsonFormatter
-from service.ops.settings import load_settings
-from service.stream.processor import Processor
-from service.stream.sink import MemorySink
-from service.stream.topics import TopicNames
-from tests.component.pipeline_harness import LoopBack, no_recovery
+from tests.component.pipeline_harness import LoopBack
 from tests.events import at_minute, event_dict, keyed
 from tests.pii_corpus import HOSTILE
 
@@ -34,13 +29,8 @@ async def test_debug_logs_and_dead_letters_hold_no_identifier_or_personal_value(
     erasure, undecodable messages keyed by a customer id and the whole hostile corpus, once
     formatted as the worker writes it (JSON with every field), contains none of the
     customers' identifiers or personal values; nor does any dead letter."""
-    settings = load_settings(rules=RULES, store="memory://", partitions=4,
-                             broker="kafka://127.0.0.1:1", topic_prefix="pii",
-                             pii_salt="component-salt")
-    topics = TopicNames.from_settings(settings)
-    sink = MemorySink()
-    processor = Processor(settings, topics, load_rulebook(RULES), sink, recover=no_recovery)
-    broker = LoopBack(processor, sink, topics)
+    broker = LoopBack.over(RULES, "pii", pii_salt="component-salt")
+    sink, topics = broker.sink, broker.topics
 
     async def deliver(raw: bytes, key: bytes | None = None) -> None:
         await broker.deliver(topics.events, 0, key, raw)
