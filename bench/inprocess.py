@@ -49,9 +49,6 @@ class NullSink:
         future.set_result(None)
         return future
 
-    async def hand_over(self) -> None:
-        """Nothing is held back: nothing to hand over."""
-
     async def flush(self) -> None:
         return None
 

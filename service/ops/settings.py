@@ -85,10 +85,6 @@ class Settings(BaseSettings):
     pii_salt: SecretStr | None = Field(
         None, description="Salt of the digests that stand for identifiers and personal data "
         "in dead letters (never logged); unset: a random salt per process, with a warning")
-    hand_over_ms: int = Field(
-        0, ge=0, le=60_000,
-        description="Within a batch, hand the actions decided so far to the producer every "
-        "this many ms (0: once, when the whole batch is decided)")
     recovery_write_bytes: int = Field(
         64 * 1024 * 1024, ge=1, le=1 << 40,
         description="Changelog values held in recovery before a store write (bytes, across "

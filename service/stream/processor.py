@@ -396,9 +396,6 @@ class Processor:
         capacity = self.capacity
         newest_ts = self.context.decided_ms
         channel_topics = self.settings.channel_topics
-        # The actions decided so far leave every `hand_over_ms` while the batch goes on
-        hand_every = self.settings.hand_over_ms / 1000
-        hand_at = batch.started + hand_every if hand_every else float("inf")
         counted = batch.decisions if self.metrics is not None else None
         used: list[Mapping[str, Any] | None] = []  # the context each event was decided with
         failed: set[int] = set()  # positions in `ordered` whose step raised
@@ -514,9 +511,6 @@ class Processor:
                 stats.decisions += len(outcome.decisions)
                 if counted is not None:
                     counted.extend(outcome.decisions)
-            if outcome.actions and time.perf_counter() >= hand_at:
-                await sink.hand_over()
-                hand_at = time.perf_counter() + hand_every
         self.context.decided_ms = newest_ts
         for partition in changed:
             quota = capacity.get(partition)

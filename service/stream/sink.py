@@ -30,11 +30,6 @@ class Sink(Protocol):
 
     async def ship(self) -> asyncio.Future[Any]: ...
 
-    async def hand_over(self) -> None:
-        """Hand the records sent so far to the producer now, without waiting (a batch's
-        early actions leave while the rest of it is decided); the next `ship()` covers
-        them too."""
-
     async def flush(self) -> None: ...
 
     def discard(self) -> None:
@@ -99,9 +94,6 @@ class MemorySink:
         self.flushes += 1
         return _settled()
 
-    async def hand_over(self) -> None:
-        """Records are "delivered" as they are sent: nothing to hand over."""
-
     async def flush(self) -> None:
         await (await self.ship())
 
@@ -149,9 +141,6 @@ class KafkaSink:
     async def ship(self) -> asyncio.Future[Any]:
         sent, self._sent = self._sent, []
         return asyncio.ensure_future(self._delivered(self.producer(), sent))
-
-    async def hand_over(self) -> None:
-        """Each record is with the producer as it is sent: nothing to hand over."""
 
     async def _delivered(self, producer: Any, sent: list[Awaitable[Any]]) -> None:
         await asyncio.wait_for(producer.flush(), self._flush_timeout_s)
@@ -259,11 +248,6 @@ class BatchingKafkaSink:
         self._shipped.append(future)
 
     async def ship(self) -> asyncio.Future[Any]:
-        await self.hand_over()
-        shipped, self._shipped = self._shipped, []
-        return _all_of(shipped)
-
-    async def hand_over(self) -> None:
         opened, self._open = self._open, {}
         try:
             for slot, entry in opened.items():
@@ -271,6 +255,8 @@ class BatchingKafkaSink:
         except BaseException:  # no later shipment inherits this one's futures
             self.discard()
             raise
+        shipped, self._shipped = self._shipped, []
+        return _all_of(shipped)
 
     async def flush(self) -> None:
         await asyncio.wait_for(await self.ship(), self._flush_timeout_s)

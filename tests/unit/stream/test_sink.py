@@ -125,23 +125,3 @@ async def test_faust_sink_ships_a_batch_that_sent_nothing() -> None:
     await sink.send("actions", b"k", b"v", partition=0)
     await sink.flush()
     assert _App.producer.started.batches == [("actions", 0, 1)]
-
-
-async def test_records_handed_over_early_leave_at_once_and_ship_still_covers_them() -> None:
-    """`hand_over()` gives the open batches to the producer at once; records sent after it
-    start new batches; the next `ship()` waits for both and fails if the early one failed
-    (so no changelog follows lost early output)."""
-    producer = _Producer()
-    sink = BatchingKafkaSink(producer)
-    early = await sink.send("actions", None, b"a1", partition=0)
-    await sink.hand_over()
-    assert producer.batches == [("actions", 0, 1)]
-    late = await sink.send("actions", None, b"a2", partition=0)
-    await asyncio.wait_for(await sink.ship(), 1)
-    assert producer.batches == [("actions", 0, 1), ("actions", 0, 1)]
-    assert (await early, await late) == (100, 101)
-    failing = BatchingKafkaSink(_Producer(fail=True))
-    await failing.send("actions", None, b"a1", partition=0)
-    await failing.hand_over()
-    with pytest.raises(RuntimeError, match="broker said no"):
-        await failing.flush()
