@@ -324,7 +324,7 @@ _CONDITION: JsonSchema = {"$ref": "#/$defs/Condition"}
 _CONDITIONS: JsonSchema = {"type": "array", "items": _CONDITION, "minItems": 1}
 _CROSSES: dict[str, JsonSchema] = {"crosses": {
     "type": "number", "description": "true only on the event that takes the value from below "
-    "this to at or above it (the value before the event is read from the profile)"}}
+    "this to at or above it"}}
 _CLOCK: JsonSchema = {"type": "string", "pattern": CLOCK_PATTERN}
 _DAY: JsonSchema = {"enum": list(WEEKDAYS)}
 
