@@ -4,13 +4,12 @@ combinators the condition compilers share (conditions.py, subjects.py, localcond
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from schemas.event import Event
 from service.domain.fields import fmt
 from service.domain.profile import Profile
 
-__all__ = ["Cond", "Env", "EnvGetter", "EnvTest", "conjunction", "text_of"]
+__all__ = ["Cond", "Env", "EnvGetter", "EnvTest", "ObjectTemplate", "conjunction", "text_of"]
 
 
 class Env:
@@ -18,21 +17,23 @@ class Env:
 
     __slots__ = ("context", "event", "fired", "item", "prior", "profile", "segments")
 
-    def __init__(self, event: Event, profile: Profile, context: Mapping[str, Any],
+    def __init__(self, event: Event, profile: Profile, context: Mapping[str, object],
                  fired: frozenset[str] | set[str]) -> None:
         self.event = event
         self.profile = profile
         self.context = context
         self.fired = fired
         self.segments: dict[str, bool] = {}
-        self.item: Any = None  # the list element a `for_any` context condition is looking at
+        self.item: object = None  # the list element a `for_any` context condition is looking at
         # each crossing's value before this event (only for rulebooks with one, else None)
-        self.prior: tuple[Any, ...] | None = None
+        self.prior: tuple[object, ...] | None = None
 
 
 #: a field path compiled: the value it reads (a JSON value from the event, profile or context)
-EnvGetter = Callable[[Env], Any]
+EnvGetter = Callable[[Env], object]
 EnvTest = Callable[[Env], bool]
+#: a JSON object template compiled (a payload): the object it builds
+ObjectTemplate = Callable[[Env], dict[str, object]]
 
 
 class Cond:

@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from service.domain.cond import Cond, Env, EnvGetter, conjunction, text_of
+from service.domain.cond import Cond, Env, EnvGetter, ObjectTemplate, conjunction, text_of
 from service.domain.fields import OPS, SpecError, compile_event_getter, fmt
 from service.domain.localconds import local_getter
 from service.domain.profile import Profile
@@ -118,16 +118,20 @@ class ConditionCompiler:
         raise SpecError((), f"{path!r} is not a known path (event.*, trait.*, score.*, "
                             "segment.*, profile.customer_id, profile.key, item)")
 
+    def object_template(self, value: Mapping[str, object]) -> ObjectTemplate:
+        """A JSON object template (a payload) -> a function of the env building the object."""
+        parts = []
+        for key, item in value.items():
+            try:
+                parts.append((key, self.template(item)))
+            except SpecError as exc:
+                raise SpecError((key, *exc.path), exc.message) from None
+        return lambda env: {k: f(env) for k, f in parts}
+
     def template(self, value: object) -> EnvGetter:
         """A JSON template (strings with `{path}` placeholders) -> a function of the env."""
         if isinstance(value, dict):
-            parts = []
-            for key, item in value.items():
-                try:
-                    parts.append((key, self.template(item)))
-                except SpecError as exc:
-                    raise SpecError((key, *exc.path), exc.message) from None
-            return lambda env: {k: f(env) for k, f in parts}
+            return self.object_template(value)
         if isinstance(value, list):
             items = [self.template(item) for item in value]
             return lambda env: [f(env) for f in items]

@@ -189,7 +189,7 @@ def _score(c: ConditionCompiler, arg: object, spec: Mapping[str, object]) -> Con
     def explain(env: Env) -> list[str]:
         points = info.breakdown(env.profile)
         tail = f" (points: {points})" if points else ""
-        return [f"{name} {fmt(float(get(env)))} {optext}{tail}"]
+        return [f"{name} {fmt(float(info.read(env.profile)))} {optext}{tail}"]
 
     return Cond(lambda env: check(get(env)), explain, f"{name} {optext}")
 
