@@ -26,7 +26,7 @@ decide() stays pure: the driver puts the partition's state in the context under
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypedDict
 
 import orjson
 
@@ -125,6 +125,27 @@ class _WithQuota(Mapping[str, Any]):
         return len(self._base) + (CAPACITY_CONTEXT not in self._base)
 
 
+class Holding(TypedDict):
+    """A partition's quota of one constraint's period (see `CapacityState`)."""
+
+    g: int
+    s: int
+    r: int
+    a: int
+    k: int
+    dry: bool
+    miss: int
+    done: bool
+
+
+class Pool(TypedDict):
+    """What the owner of one constraint's period granted (see `CapacityState`)."""
+
+    left: int
+    asks: dict[str, int]
+    rets: list[str]
+
+
 class CapacityState:
     """One partition's capacity state: the pools it owns and the quotas it holds.
 
@@ -153,8 +174,8 @@ class CapacityState:
         self.partition = partition
         self.partitions = partitions
         self.grace_ms = grace_ms  # how long after a period's end a late event may still spend
-        self.holds: dict[tuple[str, int], dict[str, Any]] = {}
-        self.pools: dict[tuple[str, int], dict[str, Any]] = {}
+        self.holds: dict[tuple[str, int], Holding] = {}
+        self.pools: dict[tuple[str, int], Pool] = {}
         self.floor: dict[str, int] = {}  # per constraint: older periods are forgotten
         self.seq = 0
         self.newest = -(2**62)  # the newest event time seen
@@ -162,7 +183,7 @@ class CapacityState:
         self.boundary = -(2**62)  # the next period start of any constraint
         self.outbox: list[QuotaMessage] = []  # to send (the driver drains it)
         self.held_back: list[QuotaMessage] = []  # to send once this state is durable
-        self.rets: dict[str, list[Any]] = {}  # return id -> [constraint, period, amount]
+        self.rets: dict[str, list[str | int]] = {}  # return id -> [constraint, period, amount]
         self.dirty = False
 
     # -- the holder's side -------------------------------------------------------------------
@@ -246,7 +267,7 @@ class CapacityState:
         hold = self.holds.get((name, period))
         return int(hold["g"] - hold["s"] - hold["r"]) if hold is not None else 0
 
-    def _hold(self, name: str, period: int) -> dict[str, Any]:
+    def _hold(self, name: str, period: int) -> Holding:
         hold = self.holds.get((name, period))
         if hold is None:
             hold = self.holds[(name, period)] = {"g": 0, "s": 0, "r": 0, "a": 0, "k": 0,
@@ -258,7 +279,7 @@ class CapacityState:
             self.due = -(2**62)
         return hold
 
-    def _want(self, constraint: Constraint, period: int, hold: dict[str, Any]) -> None:
+    def _want(self, constraint: Constraint, period: int, hold: Holding) -> None:
         """Demand without (enough) quota: ask, unless an ask is in flight; after an empty
         grant, only every `DRY_RETRY` demands (the pool may have been refilled by a return)."""
         if hold["a"] > hold["k"]:
@@ -270,7 +291,7 @@ class CapacityState:
                 return
         self._ask(constraint, period, hold)
 
-    def _ask(self, constraint: Constraint, period: int, hold: dict[str, Any]) -> None:
+    def _ask(self, constraint: Constraint, period: int, hold: Holding) -> None:
         hold["a"] += 1
         hold["miss"] = 0
         self.dirty = True
@@ -283,7 +304,7 @@ class CapacityState:
         partition (small asks strand little; the low-water mark keeps them ahead)."""
         return constraint.chunk or max(1, constraint.limit // (4 * self.partitions))
 
-    def _give_back(self, name: str, period: int, hold: dict[str, Any]) -> None:
+    def _give_back(self, name: str, period: int, hold: Holding) -> None:
         unused = hold["g"] - hold["s"] - hold["r"]
         if unused <= 0 or hold["a"] > hold["k"]:
             return  # (an ask in flight: its grant is given back when it arrives)
@@ -302,7 +323,7 @@ class CapacityState:
             self.outbox.append(self._to_owner(str(name), int(period), {
                 "op": "ret", "id": ident, "n": int(amount)}))
 
-    def _to_owner(self, name: str, period: int, body: dict[str, Any]) -> QuotaMessage:
+    def _to_owner(self, name: str, period: int, body: dict[str, str | int]) -> QuotaMessage:
         key = owner_key(name, period)
         return QuotaMessage(partition_for_key(key, self.partitions), key, orjson.dumps(
             {**body, "c": name, "p": period, "from": self.partition}))
@@ -428,7 +449,8 @@ class CapacityState:
         state.seq = int(raw["seq"])
         state.newest = int(raw["newest"])
         state.floor = {str(k): int(v) for k, v in raw.get("floor", {}).items()}
-        state.holds = {(str(n), int(p)): dict(h) for n, p, h in raw.get("holds", [])}
-        state.pools = {(str(n), int(p)): dict(q) for n, p, q in raw.get("pools", [])}
+        # (the decoded JSON objects are the state's own: no copy)
+        state.holds = {(str(n), int(p)): h for n, p, h in raw.get("holds", [])}
+        state.pools = {(str(n), int(p)): q for n, p, q in raw.get("pools", [])}
         state.rets = {str(k): list(v) for k, v in raw.get("rets", {}).items()}
         return state

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from service.domain.cond import Cond, Env, EnvGetter, ObjectTemplate, conjunction, text_of
 from service.domain.fields import OPS, SpecError, compile_event_getter, fmt
@@ -73,7 +72,7 @@ class ConditionCompiler:
     def __init__(
         self,
         scores: dict[str, ScoreInfo],
-        traits: dict[str, Callable[[Profile], Any]],
+        traits: dict[str, Callable[[Profile], object]],
         segments: Mapping[str, object],
         patterns: dict[str, str],
         signals: set[str] | None = None,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from service.domain.cond import Cond, Env
 from service.domain.fields import SpecError
@@ -43,7 +43,7 @@ def _moment(env: Env) -> tuple[datetime, str]:
     return local_moment(env.event.ts_ms, zone, profile.tz_min), zone_label(name, profile.tz_min)
 
 
-LOCAL_PATHS: dict[str, Callable[[datetime, str], Any]] = {
+LOCAL_PATHS: dict[str, Callable[[datetime, str], str | int]] = {
     "local.time": lambda at, _: f"{at.hour:02d}:{at.minute:02d}",
     "local.hour": lambda at, _: at.hour,
     "local.minute": lambda at, _: at.hour * 60 + at.minute,
@@ -53,13 +53,13 @@ LOCAL_PATHS: dict[str, Callable[[datetime, str], Any]] = {
 }
 
 
-def local_getter(path: str) -> Callable[[Env], Any]:
+def local_getter(path: str) -> Callable[[Env], str | int]:
     """The function of the env a `local.*` path reads."""
     read = LOCAL_PATHS.get(path)
     if read is None:
         raise SpecError((), f"{path!r} is not a local path (" + ", ".join(LOCAL_PATHS) + ")")
 
-    def get(env: Env) -> Any:
+    def get(env: Env) -> str | int:
         return read(*_moment(env))
 
     return get
