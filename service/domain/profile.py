@@ -29,6 +29,7 @@ an optional part: profiles stored before it read as "zone not known" (the offset
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -41,7 +42,7 @@ __all__ = ["PROFILE_VERSION", "Profile", "ProfileFormatError", "event_digest"]
 PROFILE_VERSION = 2
 _READABLE = frozenset({1, PROFILE_VERSION})
 #: Stored parts read back by `from_bytes`: (key, attribute, constructor).
-_PARTS: tuple[tuple[str, str, Any], ...] = (
+_PARTS: tuple[tuple[str, str, Callable[[Any], object]], ...] = (
     ("s", "scores", dict), ("h", "hits", dict), ("t", "traits", dict), ("w", "windows", dict),
     ("a", "sent", dict), ("q", "recent", list), ("o", "consent", dict),
     ("x", "responses", dict), ("d", "redirect", str),

@@ -85,7 +85,7 @@ def _condition_defs() -> dict[str, Any]:
     }
 
 
-def _readable_defaults(node: Any) -> None:
+def _readable_defaults(node: object) -> None:
     """Duration defaults as a rulebook writes them (86400000 -> '1d')."""
     if isinstance(node, dict):
         if node.get("x-duration") and isinstance(node.get("default"), int):
