@@ -23,9 +23,10 @@ from typing import Any
 
 import orjson
 
+from schemas.vocabulary import SUCCESS_RESPONSES
+
 __all__ = ["LearningState", "context_key", "propensity", "segment_of", "thompson"]
 
-SUCCESS = frozenset({"accepted", "converted"})
 FAILURE = frozenset({"declined"})
 
 
@@ -103,7 +104,7 @@ class LearningState:
             self._cache_epoch = None
         bucket = self.base if epoch <= self.base_upto else self.epochs.setdefault(epoch, {})
         for action, segment, response in responses:
-            if response in SUCCESS:
+            if response in SUCCESS_RESPONSES:
                 index = 0
             elif response in FAILURE:
                 index = 1

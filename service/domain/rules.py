@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError
 
+from schemas.vocabulary import CORE_EVENT_TYPES, IDENTIFIER_FIELDS
 from service.domain.attribution import AttributionPolicy
 from service.domain.capacity import Constraint
 from service.domain.compiled import compile_steps
@@ -211,7 +212,7 @@ class _Compiler:
         actions = self._actions(conditions, experiments, pattern_types)
         policy = self._policy(conditions)
         capacity = self._capacity([action for action, _ in actions])
-        extra = {"consent_changed", "action_response", "erasure_requested", "identified"}
+        extra = set(CORE_EVENT_TYPES)
         attribution = self._attribution()
         if attribution is not None:
             extra |= attribution.match.types or set()
@@ -259,8 +260,7 @@ class _Compiler:
         for name, spec in self.model.signals.items():
             match = self.match(("signals", name, "when"), spec.when)
             by = self.attempt(("signals", name, "by"), compile_event_getter, spec.by)
-            if spec.by.split(".")[-1] in ("customer_id", "anonymous_id", "email_sha256",
-                                          "phone_sha256", "loyalty_id"):
+            if spec.by.split(".")[-1] in IDENTIFIER_FIELDS:
                 self.problems.append(self.locator.problem(
                     ("signals", name, "by"), "a signal groups by something other than a "
                     "customer identifier (per-customer counts are patterns)"))

@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 
 from schemas.codec import dumps, loads
 from schemas.event import Event
+from schemas.vocabulary import IDENTITY_CONTROL_KINDS
 from service.domain.context_table import ContextTable
 from service.domain.decide import Effects, Outcome, decide
 from service.domain.erasure import erasure_notice, ignored_record, key_digest
@@ -66,7 +67,7 @@ __all__ = [
     "step_event",
 ]
 
-CONTROL_KINDS = frozenset({"link", "merge", "erase"})
+CONTROL_KINDS = frozenset(IDENTITY_CONTROL_KINDS)
 
 
 class Control(NamedTuple):

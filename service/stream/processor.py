@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from schemas.codec import dumps
 from schemas.event import Event, EventError, decode_event
+from schemas.vocabulary import CORE_EVENT_TYPES
 from service.domain.capacity import CapacityState, QuotaMessage, with_quota
 from service.domain.context_table import ContextTable
 from service.domain.erasure import Tombstones, key_digest
@@ -67,9 +68,6 @@ if TYPE_CHECKING:
 __all__ = ["BatchStats", "Message", "PendingBatch", "Processor", "Record"]
 
 log = logging.getLogger(__name__)
-_CORE_TYPES = frozenset(
-    {"identified", "consent_changed", "erasure_requested", "action_response"}
-)
 _PARTITION_MEMO_LIMIT = 200_000  # key -> partition answers remembered
 _ACK_TIMEOUT_S = 60.0
 
@@ -122,7 +120,7 @@ class Processor:
         self._recovered: set[int] = set()
         self._partition_of: dict[bytes, int] = {}
         self._lock = asyncio.Lock()
-        self._batch_metrics = BatchMetrics(metrics, rulebook.event_types | _CORE_TYPES) \
+        self._batch_metrics = BatchMetrics(metrics, rulebook.event_types | CORE_EVENT_TYPES) \
             if metrics is not None else None
         self._signal_specs = list(rulebook.signals.values()) if topics.signal_feed else []
         # Learned propensities: one tally per partition, in the partition's store and

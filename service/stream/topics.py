@@ -7,7 +7,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from schemas.event import CHANNELS
+from schemas.vocabulary import CHANNELS
 from service.ops.settings import Settings
 
 __all__ = ["TopicNames", "ensure_topics", "topic_partition_counts"]

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from schemas.event import IDENTIFIER_FIELDS
+from schemas.vocabulary import IDENTIFIER_FIELDS
 from service.domain.erasure import key_digest
 from service.domain.partitioning import partition_for_key
 from service.domain.profile import Profile, ProfileFormatError

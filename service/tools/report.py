@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.codec import JSONDecodeError, dumps, loads
+from schemas.vocabulary import SUCCESS_RESPONSES
 
 __all__ = ["ActionStats", "Interval", "newcombe", "register", "tally", "wilson"]
 
@@ -117,7 +118,7 @@ def tally(records: Iterable[dict[str, Any]]) -> dict[str, ActionStats]:
             elif outcome == "held_out":
                 entry.held_out += 1
         elif kind == "response" and record.get("arm") != "holdout":
-            if outcome in ("accepted", "converted"):
+            if outcome in SUCCESS_RESPONSES:
                 entry.accepted.add(action_id)
             elif outcome == "declined":
                 entry.declined.add(action_id)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.codec import dumps, dumps_line
-from schemas.event import IDENTIFIER_FIELDS
+from schemas.vocabulary import IDENTIFIER_FIELDS
 from service.tools.workload import journeys
 
 __all__ = ["SimulatorError", "customer_key", "register", "simulate", "write_log"]
