@@ -14,8 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-import orjson
-
+from schemas.codec import JSONDecodeError, loads
 from schemas.pii import find_personal, looks_plain, may_hold_phone, scan_text
 from schemas.vocabulary import CHANNELS, HASHED_IDENTIFIERS, IDENTIFIER_FIELDS
 
@@ -289,8 +288,8 @@ def decode_event(raw: bytes | bytearray | memoryview | str | None) -> Event:
     if len(raw) > MAX_EVENT_BYTES:
         raise EventError("oversized", f"message is larger than {MAX_EVENT_BYTES} bytes")
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        data = loads(raw)
+    except JSONDecodeError as exc:
         # orjson's message names a position, never echoes the payload.
         text = str(exc)
         reason = "invalid_utf8" if "utf-8" in text.lower() else "invalid_json"

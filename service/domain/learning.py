@@ -21,8 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from hashlib import blake2b
 from typing import Any
 
-import orjson
-
+from schemas.codec import dumps, loads
 from schemas.vocabulary import SUCCESS_RESPONSES
 
 __all__ = ["LearningState", "context_key", "propensity", "segment_of", "thompson"]
@@ -148,7 +147,7 @@ class LearningState:
 
     def to_bytes(self) -> bytes:
         """The stored form (the partition's store and changelog)."""
-        return orjson.dumps({"v": 1, "r": self.refresh_ms, "bu": self.base_upto,
+        return dumps({"v": 1, "r": self.refresh_ms, "bu": self.base_upto,
                              "b": self.base, "late": self.late, "de": self.decided_epoch,
                              "e": {str(k): v for k, v in sorted(self.epochs.items())}})
 
@@ -156,7 +155,7 @@ class LearningState:
     def from_bytes(cls, data: bytes, refresh_ms: int) -> LearningState:
         """Read the stored form; tallies kept under another refresh period are re-bucketed
         into the base (their epochs no longer line up)."""
-        raw = orjson.loads(data)
+        raw = loads(data)
         state = cls(refresh_ms)
         state.late = int(raw.get("late", 0))
         state.decided_epoch = int(raw.get("de", state.decided_epoch))

@@ -31,9 +31,9 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-import orjson
 from xxhash import xxh3_64_digest
 
+from schemas.codec import JSONDecodeError, dumps_str_keys, loads
 from service.domain.idring import IdRing
 
 __all__ = ["PROFILE_VERSION", "Profile", "ProfileFormatError", "event_digest"]
@@ -205,14 +205,14 @@ class Profile:
 
     def to_bytes(self) -> bytes:
         """Compact JSON bytes; `from_bytes(p.to_bytes())` gives an equal profile."""
-        return orjson.dumps(self.to_dict())
+        return dumps_str_keys(self.to_dict())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Profile:
         """Read stored bytes; raise `ProfileFormatError` for a format this code cannot read."""
         try:
-            raw = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
+            raw = loads(data)
+        except JSONDecodeError as exc:
             raise ProfileFormatError(f"stored profile is not JSON: {exc}") from None
         if not isinstance(raw, dict):
             raise ProfileFormatError("stored profile is not a JSON object")

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
+from schemas.codec import dumps_pretty
 from service.domain.conditions import ConditionCompiler
 from service.domain.fields import OPS, format_ms
 from service.domain.model import DURATION_SCHEMA, RulebookModel
@@ -153,5 +152,4 @@ def rulebook_schema() -> dict[str, Any]:
 
 def render_rulebook_schema() -> bytes:
     """The schema as pretty, deterministic JSON bytes."""
-    return orjson.dumps(rulebook_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
-                        | orjson.OPT_APPEND_NEWLINE)
+    return dumps_pretty(rulebook_schema())

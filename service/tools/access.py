@@ -22,8 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from schemas.codec import dumps, dumps_pretty
 from schemas.vocabulary import IDENTIFIER_FIELDS
 from service.domain.erasure import key_digest
 from service.domain.partitioning import partition_for_key
@@ -312,7 +311,7 @@ def _lines(value: Any, indent: str) -> list[str]:
 
 def _scalar(value: Any) -> str:
     if isinstance(value, dict | list):
-        return "(none)" if not value else orjson.dumps(value).decode()
+        return "(none)" if not value else dumps(value).decode()
     return "-" if value is None else str(value)
 
 
@@ -369,8 +368,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         print(f"touchflow profile: {error}.", file=sys.stderr)
         return 2
     if args.profile_command == "export":
-        sys.stdout.write(orjson.dumps(export(key, chain), option=orjson.OPT_INDENT_2).decode()
-                         + "\n")
+        sys.stdout.write(dumps_pretty(export(key, chain), sort_keys=False).decode())
     else:
         print(render(key, chain))
     return 0 if chain[-1].profile is not None else 1
