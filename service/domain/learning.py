@@ -24,7 +24,7 @@ from typing import Any
 from schemas.codec import dumps, loads
 from schemas.vocabulary import SUCCESS_RESPONSES
 
-__all__ = ["LearningState", "context_key", "propensity", "segment_of", "thompson"]
+__all__ = ["LearningState", "propensity", "propensity_key", "segment_of", "thompson"]
 
 FAILURE = frozenset({"declined"})
 
@@ -35,7 +35,7 @@ def thompson(accepted: float, declined: float, seed: str) -> float:
     return random.Random(state).betavariate(accepted, declined)
 
 
-def context_key(action: str, segment: str) -> str:
+def propensity_key(action: str, segment: str) -> str:
     """Where the counts of one action and segment live in the context mapping."""
     return f"propensity:{action}:{segment}"
 
@@ -43,7 +43,7 @@ def context_key(action: str, segment: str) -> str:
 def propensity(context: Mapping[str, Any], action: str, segment: str, event_id: str,
                warm_up: int, prior: tuple[float, float]) -> tuple[float, str]:
     """The propensity to rank with, and the reason line that explains it."""
-    counts = context.get(context_key(action, segment))
+    counts = context.get(propensity_key(action, segment))
     accepted, declined = (counts[0], counts[1]) if counts else (0, 0)
     seen = accepted + declined
     if seen < warm_up:
@@ -109,7 +109,7 @@ class LearningState:
                 index = 1
             else:
                 continue
-            counts = bucket.setdefault(context_key(action, segment), [0, 0])
+            counts = bucket.setdefault(propensity_key(action, segment), [0, 0])
             counts[index] += 1
         if len(self.epochs) > self.KEEP_EPOCHS:
             self._fold()

@@ -28,11 +28,11 @@ __all__ = [
     "ExperimentSpec",
     "Idempotence",
     "PatternSpec",
-    "PointRule",
+    "PointSpec",
     "QuietHours",
     "RulebookModel",
     "ScoreSpec",
-    "SignalModel",
+    "SignalSpec",
     "TraitSpec",
     "parse_duration",
 ]
@@ -67,7 +67,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class PointRule(_Strict):
+class PointSpec(_Strict):
     """Points for a score: `add` points (times the numeric field `per`, if given) per match."""
 
     name: Name | None = None
@@ -82,7 +82,7 @@ class ScoreSpec(_Strict):
     """A named score: points from events, optional cap/floor, optional half-life decay."""
 
     description: str | None = None
-    points: list[PointRule] = Field(min_length=1)
+    points: list[PointSpec] = Field(min_length=1)
     cap: float | None = None
     floor: float | None = None
     half_life: Duration | None = None
@@ -216,7 +216,7 @@ class Attribution(_Strict):
     actions: list[Name] | Literal["*"] = "*"
 
 
-class SignalModel(_Strict):
+class SignalSpec(_Strict):
     """A cross-customer signal: `at_least` events matching `when` with the same `by` value
     (e.g. properties.sku) within `within` fire it; it stays active for `hold`."""
 
@@ -278,5 +278,5 @@ class RulebookModel(_Strict):
     idempotence: Idempotence = Idempotence()
     learning: Learning | None = None
     attribution: Attribution | None = None
-    signals: dict[Name, SignalModel] = Field(default_factory=dict)
+    signals: dict[Name, SignalSpec] = Field(default_factory=dict)
     capacity: dict[Name, CapacitySpec] = Field(default_factory=dict)

@@ -20,9 +20,9 @@ from service.domain.model import DURATION_SCHEMA, RulebookModel
 __all__ = ["RULEBOOK_SCHEMA_FILE", "render_rulebook_schema", "rulebook_schema"]
 
 RULEBOOK_SCHEMA_FILE = "rulebook.schema.json"
-_MATCHER_FIELDS = {("PointRule", "when"), ("TraitSpec", "when"), ("TraitSpec", "clear_when"),
+_MATCHER_FIELDS = {("PointSpec", "when"), ("TraitSpec", "when"), ("TraitSpec", "clear_when"),
                    ("PatternSpec", "when"), ("PatternSpec", "first"), ("PatternSpec", "then"),
-                   ("Attribution", "conversions"), ("SignalModel", "when")}
+                   ("Attribution", "conversions"), ("SignalSpec", "when")}
 _CONDITION_FIELDS = {("ActionSpec", "when"), ("ActionSpec", "suppress_unless")}
 _REF_MATCHER = {"$ref": "#/$defs/EventMatcher"}
 _REF_CONDITION = {"$ref": "#/$defs/Condition"}

@@ -34,7 +34,7 @@ from service.domain.policy import (
     on_channel,
 )
 from service.domain.scoring import PointRule, Trait
-from service.domain.signals import SignalSpec
+from service.domain.signals import Signal
 from service.domain.yamlsrc import Locator, Problem, read_yaml
 
 __all__ = ["Problem", "Rulebook", "RulebookError", "load_rulebook", "parse_rulebook"]
@@ -84,7 +84,7 @@ class Rulebook:
                  traits: TypeIndex[Trait], patterns: TypeIndex[Pattern],
                  actions: TypeIndex[Action], policy: Policy, scores: dict[str, ScoreInfo],
                  extra_types: set[str], attribution: AttributionPolicy | None = None,
-                 signals: dict[str, SignalSpec] | None = None) -> None:
+                 signals: dict[str, Signal] | None = None) -> None:
         self.model = model
         self.source = source
         self.declared_version = model.version
@@ -107,7 +107,7 @@ class Rulebook:
         self.channels: dict[str, str] = {n: spec.channel_list()[0]
                                          for n, spec in model.actions.items()}
         self.attribution = attribution
-        self.signals: dict[str, SignalSpec] = signals or {}
+        self.signals: dict[str, Signal] = signals or {}
         self.capacity: dict[str, Constraint] = {}  # limits across customers, by name
         self.event_types: frozenset[str] = frozenset(
             points.types() | traits.types() | patterns.types() | actions.types() | extra_types
@@ -255,8 +255,8 @@ class _Compiler:
             out[name] = constraint
         return out
 
-    def _signals(self) -> dict[str, SignalSpec]:
-        out: dict[str, SignalSpec] = {}
+    def _signals(self) -> dict[str, Signal]:
+        out: dict[str, Signal] = {}
         for name, spec in self.model.signals.items():
             match = self.match(("signals", name, "when"), spec.when)
             by = self.attempt(("signals", name, "by"), compile_event_getter, spec.by)
@@ -266,7 +266,7 @@ class _Compiler:
                     "customer identifier (per-customer counts are patterns)"))
                 continue
             if match is not None and by is not None:
-                out[name] = SignalSpec(name, match, by, spec.within, spec.at_least, spec.hold,
+                out[name] = Signal(name, match, by, spec.within, spec.at_least, spec.hold,
                                        spec.description)
         return out
 

@@ -311,7 +311,7 @@ def _single(args: argparse.Namespace, events: Any, context: ContextTable,
         _say("bad records by reason: " + ", ".join(
             f"{reason} {count:,}" for reason, count in result.bad_reasons.most_common()))
     if args.report:
-        from service.replay.report import write_report
+        from service.replay.html_report import write_report
 
         write_report(Path(args.report), [result], source=label)
         _say(f"report written to {args.report}")
@@ -343,7 +343,7 @@ def _compare(args: argparse.Namespace, events: Any, context: ContextTable,
          f"{result_a.bad_records:,} bad records skipped"
          + (" - INTERRUPTED" if comparison.interrupted else ""))
     if args.report:
-        from service.replay.report import write_report
+        from service.replay.html_report import write_report
 
         write_report(Path(args.report), [comparison.a, comparison.b], comparison=comparison,
                      source=label)
