@@ -11,11 +11,12 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
+import schemas.event as event_module
 import touchflow_consumer.action as consumer_kit
 from schemas.asyncapi import asyncapi_document
 from schemas.event import EventError, parse_event
 from schemas.export import render_schemas
-from schemas.models import DecisionRecord, Identity, SkippedChannel
+from schemas.models import DecisionRecord, Identity, SkippedChannel, TouchpointEvent
 from schemas.vocabulary import (
     CHANNEL_SKIP_REASONS,
     CHANNELS,
@@ -133,7 +134,8 @@ def _event(channel: str, identity: dict[str, str]) -> dict[str, Any]:
 
 def test_decoder_accepts_exactly_the_channels_and_identifiers() -> None:
     """The event decoder accepts every vocabulary channel and no other; every identifier field
-    keys a profile by itself, and the first in priority order wins."""
+    keys a profile by itself, and the first in priority order wins; it knows the model's
+    top-level fields."""
     for channel in CHANNELS:
         assert parse_event(_event(channel, {"customer_id": "c-1"})).channel == channel
     with pytest.raises(EventError) as caught:
@@ -143,6 +145,7 @@ def test_decoder_accepts_exactly_the_channels_and_identifiers() -> None:
     for name, value in every.items():
         assert parse_event(_event("web", {name: value})).key() == f"{name}:{value}"
     assert parse_event(_event("web", every)).key().startswith(IDENTIFIER_FIELDS[0] + ":")
+    assert set(TouchpointEvent.model_fields) == event_module._TOP_FIELDS
 
 
 def test_rulebook_validation_uses_the_vocabulary() -> None:
