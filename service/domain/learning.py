@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["LearningState", "context_key", "propensity", "segment_of", "thompson"]
+__all__ = ["LearningState", "context_key", "propensity", "thompson"]
 
 SUCCESS = frozenset({"accepted", "converted"})
 FAILURE = frozenset({"declined"})
@@ -52,14 +52,6 @@ def propensity(context: Mapping[str, Any], action: str, segment: str, event_id: 
     mean = (prior[0] + accepted) / (prior[0] + prior[1] + seen)
     return value, (f"propensity {value:.3f} (Thompson draw; {accepted:g}/{seen:g} accepted, "
                    f"mean {mean:.3f}, {segment})")
-
-
-def segment_of(segments: Mapping[str, bool], order: tuple[str, ...]) -> str:
-    """The first listed segment the customer is in, else `all`."""
-    for name in order:
-        if segments.get(name):
-            return name
-    return "all"
 
 
 class LearningState:

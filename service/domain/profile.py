@@ -123,10 +123,6 @@ class Profile:
 
     # -- idempotence ------------------------------------------------------------------------
 
-    def has_applied(self, digest: bytes, ts_ms: int) -> bool:
-        """True if this event (by id digest) was applied, or is too old to be sure it was not."""
-        return self.seen.has(digest) or ts_ms <= self.floor_ms
-
     def remember(self, digest: bytes, ts_ms: int, limit: int) -> None:
         """Record an applied event id, forgetting the oldest arrivals beyond `limit`."""
         seen = self.seen

@@ -111,7 +111,6 @@ class ContextReader(Background):
         self.apply = apply
         self.table = ContextTable()
         self.caught_up = asyncio.Event()
-        self.malformed = 0
         self._next: dict[int, int] = {}  # partition -> next offset, so a retry resumes there
 
     async def wait_loaded(self, warn_every_s: float = 30.0) -> None:
@@ -151,9 +150,8 @@ class ContextReader(Background):
                 self._working()
                 for tp, records in batch.items():
                     for record in records:
-                        if not self.apply(self.table, record.key, record.value,
-                                          record_time(record.timestamp)):
-                            self.malformed += 1
+                        self.apply(self.table, record.key, record.value,
+                                   record_time(record.timestamp))
                     if records:
                         self._next[tp.partition] = records[-1].offset + 1
                 if not self.caught_up.is_set():

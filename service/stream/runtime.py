@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -63,7 +62,7 @@ _CATCH_UP_FACTOR = 4
 
 
 class KafkaRuntime:
-    """Consume -> process -> commit, until `stop()` (or SIGTERM/SIGINT in `run_forever`)."""
+    """Consume -> process -> commit, until `stop()` (the worker calls it on SIGTERM/SIGINT)."""
 
     def __init__(
         self, settings: Settings, topics: TopicNames, processor_factory: Callable[[Sink],
@@ -406,12 +405,6 @@ class KafkaRuntime:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(client.stop(), 10)
         log.info("worker stopped", extra={"seconds": round(time.monotonic() - started, 3)})
-
-    def install_signal_handlers(self) -> None:
-        """SIGTERM and SIGINT drain: finish the batch, commit, leave the group, exit 0."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop)
 
 
 async def _let_the_fetcher_send() -> None:

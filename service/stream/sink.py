@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from service.domain.partitioning import partition_for_key
 
-__all__ = ["BatchingKafkaSink", "KafkaSink", "MemorySink", "Sent", "SentOffset", "Sink"]
+__all__ = ["BatchingKafkaSink", "MemorySink", "Sent", "SentOffset", "Sink"]
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -103,58 +103,6 @@ class MemorySink:
     def on(self, topic: str) -> list[Sent]:
         """Records sent to one topic, in send order."""
         return [r for r in self.records if r.topic == topic]
-
-
-class KafkaSink:
-    """Wraps a producer with aiokafka's `send(topic, value, key, partition, headers)` API.
-
-    Faust's producer (`app.producer`) is used in the worker so that Faust's own
-    flush-before-commit covers our records too. `flush()` also waits for every record's own
-    future and raises if one failed: a producer's flush returns even when a send gave up.
-    """
-
-    def __init__(self, producer: Any, *, flush_timeout_s: float = 60.0) -> None:
-        self._producer = producer
-        self._flush_timeout_s = flush_timeout_s
-        self._sent: list[Awaitable[Any]] = []
-
-    async def send(
-        self, topic: str, key: bytes | None, value: bytes | None, *,
-        partition: int | None = None, headers: Headers | None = None,
-    ) -> Awaitable[int]:
-        # Keywords: aiokafka orders (topic, value, key), Faust's producer (topic, key, value).
-        fut = await self._produce(topic, key, value, partition,
-                                  list(headers) if headers else None)
-        self._sent.append(fut)
-        return SentOffset(fut)
-
-    def producer(self) -> Any:
-        """The producer records go to (a subclass may resolve it late)."""
-        return self._producer
-
-    async def _produce(self, topic: str, key: bytes | None, value: bytes | None,
-                       partition: int | None, headers: list[tuple[str, bytes]] | None) -> Any:
-        """Hand one record to the producer; its delivery future."""
-        return await self.producer().send(topic, key=key, value=value, partition=partition,
-                                          headers=headers)
-
-    async def ship(self) -> asyncio.Future[Any]:
-        sent, self._sent = self._sent, []
-        return asyncio.ensure_future(self._delivered(self.producer(), sent))
-
-    async def _delivered(self, producer: Any, sent: list[Awaitable[Any]]) -> None:
-        await asyncio.wait_for(producer.flush(), self._flush_timeout_s)
-        if sent:
-            await asyncio.wait_for(asyncio.gather(*sent), self._flush_timeout_s)
-
-    async def flush(self) -> None:
-        await (await self.ship())
-
-    def discard(self) -> None:
-        sent, self._sent = self._sent, []
-        for fut in sent:
-            if isinstance(fut, asyncio.Future):
-                fut.add_done_callback(_retrieve)
 
 
 class SentOffset:
