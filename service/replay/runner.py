@@ -37,7 +37,7 @@ __all__ = [
     "replay_stream",
 ]
 
-_BAD_KEEP = 1000
+_BAD_KEEP = 1000  # bad lines and failed decisions kept as examples for the report
 Tick = Callable[[int], None]
 Context = ContextTable | Mapping[str, Any] | None
 

@@ -33,10 +33,11 @@ __all__ = ["TopicSource", "assign_topics", "open_consumer", "parse_time"]
 
 _RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# Constants, not settings: they bound replay's own memory while merging partitions by event
+# time (events handed on per chunk; a partition paused past `_PAUSE_AT` buffered events).
 _CHUNK = 1000
 _PAUSE_AT = 20_000
 _RESUME_AT = 2_000
-_TIMEOUT_S = 30.0
 Item = tuple[Event, bytes]
 
 
@@ -73,7 +74,7 @@ async def open_consumer(settings: Settings) -> Any:
         client_id="touchflow-replay", **settings.kafka_security(),
     )
     try:
-        await asyncio.wait_for(consumer.start(), _TIMEOUT_S)
+        await asyncio.wait_for(consumer.start(), settings.broker_timeout_s)
     except (TimeoutError, OSError, Exception) as exc:
         await consumer.stop()
         raise ReplayInputError(
@@ -86,7 +87,7 @@ async def assign_topics(consumer: Any, topics: list[str], settings: Settings) ->
     """Assign every partition of `topics` to `consumer`; one sentence if a topic is missing."""
     from aiokafka import TopicPartition
 
-    existing = await asyncio.wait_for(consumer.topics(), _TIMEOUT_S)
+    existing = await asyncio.wait_for(consumer.topics(), settings.broker_timeout_s)
     tps: list[Any] = []
     for topic in topics:
         if topic not in existing:
@@ -183,7 +184,8 @@ class TopicSource:
             await consumer.seek_to_beginning(*tps)
         else:
             found = await asyncio.wait_for(
-                consumer.offsets_for_times({tp: self.since_ms for tp in tps}), _TIMEOUT_S)
+                consumer.offsets_for_times({tp: self.since_ms for tp in tps}),
+                self.settings.broker_timeout_s)
             for tp in tps:
                 hit = found.get(tp)
                 if hit is None:

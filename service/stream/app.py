@@ -87,9 +87,9 @@ def faust_app(settings: Settings) -> faust.App:
         broker_rebalance_timeout=max(session_s * 2, 20.0),
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
-        consumer_max_fetch_size=4 * 1024 * 1024,
+        consumer_max_fetch_size=settings.partition_fetch_max_bytes,
         producer_linger=0.002,
-        producer_max_batch_size=512 * 1024,
+        producer_max_batch_size=settings.producer_max_batch_bytes,
         producer_acks=-1,
         logging_config=None,
     )

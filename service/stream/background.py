@@ -30,7 +30,7 @@ class Background:
     task_name = "touchflow-background"
     component = "background"  # the metric label and the /readyz name
     retry_initial_s = 1.0
-    retry_max_s = 30.0
+    retry_max_s = 30.0  # subclasses take TOUCHFLOW_RETRY_MAX_S
     _task: asyncio.Task[None] | None = None
     metrics: Any = None
     readiness: Any = None

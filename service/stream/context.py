@@ -103,6 +103,7 @@ class ContextReader(Background):
     def __init__(self, settings: Settings, topic: str, apply: Apply = apply_context_record,
                  label: str = "context", *, metrics: Any = None, readiness: Any = None) -> None:
         self.settings = settings
+        self.retry_max_s = settings.retry_max_s
         self.component = label
         self.metrics = metrics  # failures: counted, and a /readyz reason (background.py)
         self.readiness = readiness
@@ -135,7 +136,7 @@ class ContextReader(Background):
             **self.settings.kafka_security(),
         )
         try:
-            await asyncio.wait_for(consumer.start(), 30)
+            await asyncio.wait_for(consumer.start(), self.settings.broker_timeout_s)
             partitions = consumer.partitions_for_topic(self.topic) or {0}
             tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
             consumer.assign(tps)

@@ -169,7 +169,8 @@ class FaustRuntime(KafkaRuntime):
         self.app = app
         # Built now: Faust may assign partitions before the loop starts, and the processor
         # recovers them then; its producer is looked up at the first send.
-        self.processor = processor_factory(BatchingKafkaSink(_FaustProducer(app)))
+        self.processor = processor_factory(BatchingKafkaSink(
+            _FaustProducer(app), flush_timeout_s=settings.ack_timeout_s))
         self.processor.fence = self.lease.check
         self._owned_topics = {topics.events, topics.responses, topics.repartition}
         self._running: asyncio.Future[None] | None = None

@@ -71,13 +71,13 @@ _CORE_TYPES = frozenset(
     {"identified", "consent_changed", "erasure_requested", "action_response"}
 )
 _PARTITION_MEMO_LIMIT = 200_000  # key -> partition answers remembered
-_ACK_TIMEOUT_S = 60.0
 
 
-async def _acknowledged(acks: asyncio.Future[Any]) -> None:
-    """Wait for a shipment's acknowledgement; a timeout fails the step without cancelling
-    the shipment (its future is shared, and aiokafka's batches under it)."""
-    await asyncio.wait_for(asyncio.shield(acks), _ACK_TIMEOUT_S)
+async def _acknowledged(acks: asyncio.Future[Any], timeout_s: float) -> None:
+    """Wait for a shipment's acknowledgement; a timeout (`TOUCHFLOW_ACK_TIMEOUT_S`) fails
+    the step without cancelling the shipment (its future is shared, and aiokafka's batches
+    under it)."""
+    await asyncio.wait_for(asyncio.shield(acks), timeout_s)
 
 
 class Processor:
@@ -736,7 +736,7 @@ class Processor:
         # A partition's records get increasing offsets in send order, so its checkpoint is
         # the offset of its last record; the acknowledgement has raised if any was lost.
         assert batch.acks is not None
-        await _acknowledged(batch.acks)
+        await _acknowledged(batch.acks, self.settings.ack_timeout_s)
         generation = self.fence() if self.fence is not None else None
         sink = self.sink
         changelog = self.topics.changelog
@@ -754,7 +754,7 @@ class Processor:
 
     async def _complete(self, batch: PendingBatch) -> BatchStats:
         if batch.acks is not None:
-            await _acknowledged(batch.acks)
+            await _acknowledged(batch.acks, self.settings.ack_timeout_s)
         if not self._unwritten or self._unwritten[0] is not batch:
             raise RuntimeError("batches must complete in the order they began")
         checkpoints = {partition: await fut for partition, fut in batch.last_sent.items()}

@@ -40,7 +40,6 @@ from service.stream.topics import TopicNames
 __all__ = ["KafkaRuntime"]
 
 log = logging.getLogger(__name__)
-_RETRY_MAX_S = 10.0
 # Event-loop turns given to aiokafka's fetcher after each batch is taken, before deciding it.
 # The fetcher sends a partition's next Fetch only once its buffered records are consumed, and
 # it takes two turns to do so (wake on the "consumed" signal, then the request task writes);
@@ -103,26 +102,28 @@ class KafkaRuntime:
         security = settings.kafka_security()
         self._producer = AIOKafkaProducer(
             bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=2,
-            max_batch_size=512 * 1024, request_timeout_ms=30_000, **security,
+            max_batch_size=settings.producer_max_batch_bytes,
+            request_timeout_ms=int(settings.broker_timeout_s * 1000), **security,
         )
-        await asyncio.wait_for(self._producer.start(), 30)
-        self.processor = self._processor_factory(BatchingKafkaSink(self._producer))
+        await asyncio.wait_for(self._producer.start(), settings.broker_timeout_s)
+        self.processor = self._processor_factory(
+            BatchingKafkaSink(self._producer, flush_timeout_s=settings.ack_timeout_s))
         if self.processor.fence is None:  # the factory (service/stream/worker.py) does not know it
             self.processor.fence = self.lease.check
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap_servers,
             client_id=f"{settings.app_id}-worker",
             partition_assignment_strategy=(RangePartitionAssignor,),
-            max_partition_fetch_bytes=4 * 1024 * 1024,
+            max_partition_fetch_bytes=settings.partition_fetch_max_bytes,
             # how long the broker may hold a fetch with no data: short, or an idle partition's
             # fetch (responses, repartition) delays the next events. Measured at half load,
             # event to action: 500 ms (the default) p99 264 ms; 50 ms p50 29-34, p99 64-86;
             # now the batch wait (10 ms) p50 19-26 ms. Throughput does not change.
             fetch_max_wait_ms=max(5, min(100, settings.batch_max_wait_ms)),
-            fetch_max_bytes=32 * 1024 * 1024,
+            fetch_max_bytes=settings.fetch_max_bytes,
             **settings.group_member(),
         )
-        await asyncio.wait_for(self._consumer.start(), 30)
+        await asyncio.wait_for(self._consumer.start(), settings.broker_timeout_s)
         self.lease.attach(self._consumer)
         self._consumer.subscribe(
             [self.topics.events, self.topics.responses, self.topics.repartition],
@@ -342,8 +343,8 @@ class KafkaRuntime:
 
     async def _process_with_retry(self, messages: Sequence[Record]) -> bool:
         """Process a batch, retrying with jittered backoff (0.5 s doubling up to
-        `_RETRY_MAX_S`, plus up to 0.5 s at random); False if the worker was asked to stop
-        before it succeeded."""
+        `TOUCHFLOW_BATCH_RETRY_MAX_S`, plus up to 0.5 s at random); False if the worker was
+        asked to stop before it succeeded."""
         from tenacity import (
             AsyncRetrying,
             RetryCallState,
@@ -366,7 +367,7 @@ class KafkaRuntime:
             retry=retry_if_exception_type(Exception) & retry_if_not_exception_type(
                 AssignmentLost),
             stop=lambda _: self._stopping.is_set(),
-            wait=backoff(0.5, _RETRY_MAX_S), before_sleep=crashed,
+            wait=backoff(0.5, self.settings.batch_retry_max_s), before_sleep=crashed,
             retry_error_callback=lambda _: False,
         )
         if await retrying(self.processor.process, messages) is False:

@@ -47,6 +47,7 @@ class SignalAggregator(Background):
     def __init__(self, settings: Settings, topics: TopicNames, rulebook: Rulebook,
                  metrics: Any = None, readiness: Any = None) -> None:
         self.settings = settings
+        self.retry_max_s = settings.retry_max_s
         self.readiness = readiness
         self.topics = topics
         self.rulebook = rulebook
@@ -83,8 +84,8 @@ class SignalAggregator(Background):
         )
         self._consumer = consumer
         try:
-            await asyncio.wait_for(producer.start(), 30)
-            await asyncio.wait_for(consumer.start(), 30)
+            await asyncio.wait_for(producer.start(), settings.broker_timeout_s)
+            await asyncio.wait_for(consumer.start(), settings.broker_timeout_s)
             consumer.subscribe([self.topics.signal_feed], listener=_Listener(self))
             while True:
                 batch = await consumer.getmany(timeout_ms=500, max_records=5000)

@@ -66,11 +66,11 @@ async def _unresolvable_hosts(settings: Settings) -> list[str]:
 
 async def wait_for_broker(
     settings: Settings, topics: TopicNames, *, attempts: int | None = None,
-    max_delay_s: float = 30.0, dns_attempts: int = 3,
+    max_delay_s: float | None = None, dns_attempts: int = 3,
 ) -> dict[str, int]:
     """Create/verify the topics, retrying with jittered exponential backoff (1 s doubling up
-    to `max_delay_s`, plus up to 1 s at random: workers restarted together spread out) while
-    the broker is down.
+    to `max_delay_s`, default `TOUCHFLOW_RETRY_MAX_S`, plus up to 1 s at random: workers
+    restarted together spread out) while the broker is down.
 
     An unreachable broker is retried forever (or `attempts` times): brokers restart. A host
     name that does not resolve `dns_attempts` times in a row is a configuration error.
@@ -118,7 +118,8 @@ async def wait_for_broker(
     retrying = AsyncRetrying(
         retry=retry_if_exception_type(_Unreachable),
         stop=stop_after_attempt(attempts) if attempts is not None else stop_never,
-        wait=backoff(1.0, max_delay_s), before_sleep=log_retry, reraise=True,
+        wait=backoff(1.0, max_delay_s if max_delay_s is not None else settings.retry_max_s),
+        before_sleep=log_retry, reraise=True,
     )
     library = logging.getLogger("aiokafka")
     quiet = _DropLibraryErrors()

@@ -33,7 +33,7 @@ from service.stream.store import TOMBSTONE_PREFIX, is_profile_key, tombstone_key
 
 __all__ = ["AccessError", "Holding", "describe", "export", "read_holdings", "register", "render"]
 
-_MAX_HOPS = 8
+_MAX_HOPS = 8  # redirects followed before a chain is reported as a loop
 
 
 class AccessError(RuntimeError):
