@@ -26,7 +26,7 @@ from service.ops.settings import Settings
 from service.stream.context import ContextReader
 from service.stream.faust_runtime import FaustRuntime
 from service.stream.processor import Processor
-from service.stream.sink import Sink
+from service.stream.sink import Sink, SinkFactory, kafka_sink
 from service.stream.store import PartitionStore
 from service.stream.topics import TopicNames
 
@@ -104,10 +104,12 @@ def create_app(
     in_place: bool = True,
     recover: Callable[[Mapping[int, PartitionStore]], Awaitable[Any]] | None = None,
     app: faust.App | None = None,
+    sink_factory: SinkFactory = kafka_sink,
 ) -> Touchflow:
     """Build the worker inside `app` (default: a Faust app configured from `settings`); it
     starts with the app, once the context topic is loaded (and the signal aggregator started,
-    when the rulebook has signals)."""
+    when the rulebook has signals). `sink_factory` builds where its records go (default:
+    Faust's producer; service/stream/sink.py)."""
     rulebook = rulebook if rulebook is not None else load_rulebook(settings.rules)
     metrics = metrics if metrics is not None else Metrics()
     readiness = readiness if readiness is not None else Readiness()
@@ -122,7 +124,7 @@ def create_app(
                          recover=recover)
 
     runtime = FaustRuntime(settings, topics, make_processor, app, metrics=metrics,
-                           readiness=readiness)
+                           readiness=readiness, sink_factory=sink_factory)
     aggregator: Any = None
 
     async def before() -> None:

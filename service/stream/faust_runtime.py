@@ -33,7 +33,7 @@ from typing import Any
 from service.ops.settings import Settings
 from service.stream.processor import Processor
 from service.stream.runtime import KafkaRuntime
-from service.stream.sink import BatchingKafkaSink, Sink
+from service.stream.sink import Sink, SinkFactory, kafka_sink
 from service.stream.topics import TopicNames
 
 __all__ = ["FaustConsumer", "FaustRuntime"]
@@ -163,14 +163,14 @@ class FaustRuntime(KafkaRuntime):
 
     def __init__(self, settings: Settings, topics: TopicNames,
                  processor_factory: Callable[[Sink], Processor], app: Any,
-                 *, metrics: Any = None, readiness: Any = None) -> None:
+                 *, metrics: Any = None, readiness: Any = None,
+                 sink_factory: SinkFactory = kafka_sink) -> None:
         super().__init__(settings, topics, processor_factory, metrics=metrics,
-                         readiness=readiness)
+                         readiness=readiness, sink_factory=sink_factory)
         self.app = app
         # Built now: Faust may assign partitions before the loop starts, and the processor
         # recovers them then; its producer is looked up at the first send.
-        self.processor = processor_factory(BatchingKafkaSink(
-            _FaustProducer(app), flush_timeout_s=settings.ack_timeout_s))
+        self.processor = processor_factory(sink_factory(_FaustProducer(app), settings))
         self.processor.fence = self.lease.check
         self._owned_topics = {topics.events, topics.responses, topics.repartition}
         self._running: asyncio.Future[None] | None = None

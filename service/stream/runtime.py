@@ -34,7 +34,7 @@ from service.ops.settings import Settings
 from service.stream.commits import OffsetCommits
 from service.stream.fencing import AssignmentLost, GroupLease, rewind
 from service.stream.processor import PendingBatch, Processor, Record
-from service.stream.sink import BatchingKafkaSink, Sink
+from service.stream.sink import Sink, SinkFactory, kafka_sink
 from service.stream.topics import TopicNames
 
 __all__ = ["KafkaRuntime"]
@@ -66,11 +66,12 @@ class KafkaRuntime:
     def __init__(
         self, settings: Settings, topics: TopicNames, processor_factory: Callable[[Sink],
                                                                                   Processor],
-        *, metrics: Any = None, readiness: Any = None,
+        *, metrics: Any = None, readiness: Any = None, sink_factory: SinkFactory = kafka_sink,
     ) -> None:
         self.settings = settings
         self.topics = topics
         self._processor_factory = processor_factory
+        self._sink_factory = sink_factory  # the processor's output (service/stream/sink.py)
         self.metrics = metrics
         self.readiness = readiness
         self.processor: Processor | None = None
@@ -106,8 +107,7 @@ class KafkaRuntime:
             request_timeout_ms=int(settings.broker_timeout_s * 1000), **security,
         )
         await asyncio.wait_for(self._producer.start(), settings.broker_timeout_s)
-        self.processor = self._processor_factory(
-            BatchingKafkaSink(self._producer, flush_timeout_s=settings.ack_timeout_s))
+        self.processor = self._processor_factory(self._sink_factory(self._producer, settings))
         if self.processor.fence is None:  # the factory (service/stream/worker.py) does not know it
             self.processor.fence = self.lease.check
         self._consumer = AIOKafkaConsumer(
