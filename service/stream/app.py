@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 
@@ -29,6 +29,9 @@ from service.stream.processor import Processor
 from service.stream.sink import Sink, SinkFactory, kafka_sink
 from service.stream.store import PartitionStore
 from service.stream.topics import TopicNames
+
+if TYPE_CHECKING:
+    from service.stream.signal_aggregator import SignalAggregator
 
 __all__ = ["Touchflow", "create_app"]
 
@@ -62,7 +65,7 @@ class Touchflow:
 def faust_app(settings: Settings) -> faust.App:
     """A Faust app configured from Touchflow's settings (broker, security, group timing); an
     embedding app may be built here and given agents of its own before `create_app`."""
-    credentials: Any = None
+    credentials: Any = None  # Faust's credential classes (no type stubs)
     if settings.security_protocol.startswith("SASL"):
         credentials = faust.SASLCredentials(
             username=settings.sasl_username,
@@ -102,7 +105,7 @@ def create_app(
     metrics: Metrics | None = None,
     readiness: Readiness | None = None,
     in_place: bool = True,
-    recover: Callable[[Mapping[int, PartitionStore]], Awaitable[Any]] | None = None,
+    recover: Callable[[Mapping[int, PartitionStore]], Awaitable[object]] | None = None,
     app: faust.App | None = None,
     sink_factory: SinkFactory = kafka_sink,
 ) -> Touchflow:
@@ -125,7 +128,7 @@ def create_app(
 
     runtime = FaustRuntime(settings, topics, make_processor, app, metrics=metrics,
                            readiness=readiness, sink_factory=sink_factory)
-    aggregator: Any = None
+    aggregator: SignalAggregator | None = None
 
     async def before() -> None:
         nonlocal aggregator

@@ -19,12 +19,16 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
 from schemas.codec import JSONDecodeError, loads
 from service.domain.context_table import BEGINNING, ContextTable
 from service.ops.settings import Settings
 from service.stream.background import Background
+
+if TYPE_CHECKING:
+    from service.ops.health import Readiness
+    from service.ops.metrics import Metrics
 
 __all__ = ["Apply", "ContextReader", "apply_context_record", "parse_valid_from",
            "record_time"]
@@ -41,7 +45,7 @@ def record_time(timestamp: int | None) -> int | None:
     return timestamp if timestamp is not None and timestamp >= 0 else None
 
 
-def parse_valid_from(raw: Any, default_ms: int) -> int | None:
+def parse_valid_from(raw: object, default_ms: int) -> int | None:
     """Epoch ms of a record's `valid_from` (absent or null: `default_ms`); None if malformed.
 
     Accepted: an integer of epoch milliseconds, or an ISO-8601 time with a UTC offset (`Z`
@@ -101,7 +105,8 @@ class ContextReader(Background):
     task_name = "touchflow-context"
 
     def __init__(self, settings: Settings, topic: str, apply: Apply = apply_context_record,
-                 label: str = "context", *, metrics: Any = None, readiness: Any = None) -> None:
+                 label: str = "context", *, metrics: Metrics | None = None,
+                 readiness: Readiness | None = None) -> None:
         self.settings = settings
         self.retry_max_s = settings.retry_max_s
         self.component = label

@@ -27,7 +27,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from schemas.codec import dumps
@@ -47,7 +47,7 @@ from service.stream.deadletter import dead_letter, pii_salt
 from service.stream.fencing import GENERATION_HEADER, stamp
 from service.stream.identity_control import CONTROL_HEADER, control_kind
 from service.stream.profile_cache import ENTRY_OVERHEAD, HEAP_PER_STORED_BYTE, ProfileCache
-from service.stream.recovery import recover_partitions
+from service.stream.recovery import RecoveryResult, recover_partitions
 from service.stream.sink import Sink
 from service.stream.store import (
     CAPACITY_KEY,
@@ -94,7 +94,7 @@ class Processor:
         metrics: Metrics | None = None,
         readiness: Readiness | None = None,
         in_place: bool = True,
-        recover: Callable[[Mapping[int, PartitionStore]], Awaitable[Any]] | None = None,
+        recover: Callable[[Mapping[int, PartitionStore]], Awaitable[object]] | None = None,
         clock: Callable[[], float] = time.time,
         fence: Callable[[], int | None] | None = None,
     ) -> None:
@@ -179,7 +179,8 @@ class Processor:
         """Close every store (worker shutdown)."""
         await self.revoke(set(self._stores))
 
-    async def _recover_from_changelog(self, stores: Mapping[int, PartitionStore]) -> Any:
+    async def _recover_from_changelog(self, stores: Mapping[int, PartitionStore]
+                                      ) -> list[RecoveryResult]:
         def progress(partition: int, remaining: int) -> None:
             if self.metrics is not None:
                 self.metrics.recovery_remaining.labels(str(partition)).set(remaining)
@@ -599,7 +600,7 @@ class Processor:
                 profile = outcome.profile
         return profile
 
-    def _observe_late(self, metrics: Metrics, partitions: Mapping[int, Any]) -> None:
+    def _observe_late(self, metrics: Metrics, partitions: Iterable[int]) -> None:
         """Context records and responses that arrived after decisions they should have
         informed (the only ways a live decision can differ from replay's)."""
         late = (self.context.late, self.context.late_signals)
