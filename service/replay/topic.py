@@ -28,6 +28,7 @@ from typing import Any
 from schemas.event import Event, EventError, decode_event
 from service.ops.settings import Settings
 from service.replay.reader import BadRecord, OnBad, ReplayInputError
+from service.stream.consumer import TopicPartition
 
 __all__ = ["TopicSource", "assign_topics", "open_consumer", "parse_time"]
 
@@ -64,7 +65,11 @@ def parse_time(text: str, now: datetime | None = None) -> int:
     return int(moment.timestamp() * 1000)
 
 
-async def open_consumer(settings: Settings) -> Any:
+# aiokafka's consumer, used beyond the runtime's `Consumer` calls (no type stubs)
+AiokafkaConsumer = Any
+
+
+async def open_consumer(settings: Settings) -> AiokafkaConsumer:
     """A started plain consumer (no group, nothing committed) on the configured broker."""
     from aiokafka import AIOKafkaConsumer
 
@@ -83,12 +88,13 @@ async def open_consumer(settings: Settings) -> Any:
     return consumer
 
 
-async def assign_topics(consumer: Any, topics: list[str], settings: Settings) -> list[Any]:
+async def assign_topics(consumer: AiokafkaConsumer, topics: list[str],
+                        settings: Settings) -> list[TopicPartition]:
     """Assign every partition of `topics` to `consumer`; one sentence if a topic is missing."""
     from aiokafka import TopicPartition
 
     existing = await asyncio.wait_for(consumer.topics(), settings.broker_timeout_s)
-    tps: list[Any] = []
+    tps: list[TopicPartition] = []
     for topic in topics:
         if topic not in existing:
             raise ReplayInputError(f"topic {topic!r} does not exist on {settings.broker}")
@@ -115,9 +121,9 @@ class TopicSource:
         self.label = ",".join(topics)
         self._queue: queue.Queue[list[Item] | BaseException | None] = queue.Queue(maxsize=64)
         self._stop = threading.Event()
-        self._starts: dict[Any, int] = {}
-        self._targets: dict[Any, int] = {}
-        self._positions: dict[Any, int] = {}
+        self._starts: dict[TopicPartition, int] = {}
+        self._targets: dict[TopicPartition, int] = {}
+        self._positions: dict[TopicPartition, int] = {}
         self._finished = False
 
     def position(self) -> tuple[int, int | None]:
@@ -177,9 +183,10 @@ class TopicSource:
         finally:
             await consumer.stop()
 
-    async def _seek(self, consumer: Any, tps: list[Any]) -> set[Any]:
+    async def _seek(self, consumer: AiokafkaConsumer,
+                    tps: list[TopicPartition]) -> set[TopicPartition]:
         """Seek every partition to `since`; return those with nothing at or after it."""
-        empty: set[Any] = set()
+        empty: set[TopicPartition] = set()
         if self.since_ms is None:
             await consumer.seek_to_beginning(*tps)
         else:
@@ -197,11 +204,11 @@ class TopicSource:
                 self._starts[tp] = await consumer.position(tp)
         return empty
 
-    async def _merge(self, consumer: Any, tps: list[Any]) -> None:
-        buffers: dict[Any, deque[tuple[tuple[int, int, int, str], Item]]] = {
+    async def _merge(self, consumer: AiokafkaConsumer, tps: list[TopicPartition]) -> None:
+        buffers: dict[TopicPartition, deque[tuple[tuple[int, int, int, str], Item]]] = {
             tp: deque() for tp in tps}
         live = set(tps)  # partitions that may still deliver records
-        paused: set[Any] = set()
+        paused: set[TopicPartition] = set()
         since, until = self.since_ms, self.until_ms
         out: list[Item] = []
         while (live or any(buffers.values())) and not self._stop.is_set():
