@@ -48,7 +48,7 @@ from service.stream.fencing import GENERATION_HEADER, stamp
 from service.stream.identity_control import CONTROL_HEADER, control_kind
 from service.stream.profile_cache import ENTRY_OVERHEAD, HEAP_PER_STORED_BYTE, ProfileCache
 from service.stream.recovery import RecoveryResult, recover_partitions
-from service.stream.sink import Sink
+from service.stream.sink import Shipment, Sink
 from service.stream.store import (
     CAPACITY_KEY,
     LEARNING_KEY,
@@ -73,7 +73,7 @@ _CORE_TYPES = frozenset(
 _PARTITION_MEMO_LIMIT = 200_000  # key -> partition answers remembered
 
 
-async def _acknowledged(acks: asyncio.Future[Any], timeout_s: float) -> None:
+async def _acknowledged(acks: Shipment, timeout_s: float) -> None:
     """Wait for a shipment's acknowledgement; a timeout (`TOUCHFLOW_ACK_TIMEOUT_S`) fails
     the step without cancelling the shipment (its future is shared, and aiokafka's batches
     under it)."""
@@ -559,7 +559,7 @@ class Processor:
         batch.acks = await sink.ship()
         clock = self._clock
 
-        def acknowledged(future: asyncio.Future[Any]) -> None:
+        def acknowledged(future: Shipment) -> None:
             if not future.cancelled() and future.exception() is None:
                 batch.acked_at = clock()
 
