@@ -127,7 +127,6 @@ class MemorySink:
     """Keeps every record in `records`; offsets count per (topic, partition)."""
 
     records: list[Sent] = field(default_factory=list)
-    flushes: int = 0
     _offsets: dict[tuple[str, int | None], int] = field(default_factory=dict)
 
     async def send(
@@ -143,7 +142,6 @@ class MemorySink:
         return future
 
     async def ship(self) -> Shipment:
-        self.flushes += 1
         return _settled()
 
     async def flush(self) -> None:
