@@ -2,7 +2,7 @@
 
 Every partition is read from its beginning up to the high watermark that the first Fetch
 response reported (`consumer.highwater(tp)`; ListOffsets(latest) is not trusted: the embedded
-Tansu broker answers it wrongly, see README), so a topic that keeps growing still gives a
+Tansu broker answers it wrongly, see docs/decisions.md), so a topic that keeps growing still gives a
 bounded read. Records apply with the worker's semantics (`apply_context_record`), the record
 timestamp standing in for a missing `valid_from`, so replay reads the versions the worker read.
 """

@@ -10,11 +10,11 @@ in process and what fires enters the versioned context from the firing event's t
 
 Events are atomic, as in the worker: a `decide()` that raises leaves the profile as it was.
 The worker restores from its last encoded copy; here, copying every profile before every
-event would cost a third of replay's speed, so a key is copied only once it is known to fail
-(`risky`). A failure on a key not yet known leaves that profile damaged and is recorded in
-`tainted`; `replay_stream` then runs the log again with those keys risky (failures are bugs,
-rare, and a run is deterministic, so the second run fails at the same events and rolls them
-back).
+event would cost a large share of replay's time (docs/decisions.md, "Atomic events"), so a
+key is copied only once it is known to fail (`risky`). A failure on a key not yet known
+leaves that profile damaged and is recorded in `tainted`; `replay_stream` then runs the log
+again with those keys risky (failures are bugs, rare, and a run is deterministic, so the
+second run fails at the same events and rolls them back).
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ A plain consumer (no group, nothing committed) is assigned every partition of th
 seeks each to the first offset at or after `since` (`offsets_for_times`, by record timestamp)
 and reads until a record is later than `until`, or until the high watermark that the first
 Fetch response reported (`consumer.highwater(tp)`; ListOffsets(latest) is not trusted: the
-embedded Tansu broker answers it wrongly, see README). So a topic that keeps growing still
-gives a bounded run.
+embedded Tansu broker answers it wrongly, see docs/decisions.md). So a topic that keeps
+growing still gives a bounded run.
 
 Partitions are merged into one stream by `(occurred_at, partition, offset)` of each
 partition's next record, never reordering a partition: what has to match production is the

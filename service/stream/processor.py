@@ -528,7 +528,8 @@ class Processor:
         # Encode now, before the next batch updates these profile objects in place.
         for partition, touched in changed.items():
             values = batch.encoded[partition] = {}
-            # ProfileCache.put inlined: a call per profile cost 1,100 more instructions an event
+            # ProfileCache.put inlined, a call per profile being measurable per event
+            # (docs/decisions.md, "Small shapes on the per-event path")
             held, charges = cache_of.maps(partition)
             grown = 0
             for key, profile in touched.items():

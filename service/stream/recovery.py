@@ -1,10 +1,9 @@
 """Rebuild partitions' profile stores from the changelog, to the true end of the log.
 
-Why not Faust's table recovery: it reads up to the end offset from ListOffsets(latest), which
-on some brokers (Tansu, the embedded one) is the last record batch's base offset + 1 rather
-than the high watermark, so a restart silently lost the newest changelog records. Here the
-end is the high watermark carried by the Fetch responses themselves, which every Kafka-
-compatible broker fills in correctly, and recovery reads until its position reaches it.
+The end is the high watermark carried by the Fetch responses themselves, not
+ListOffsets(latest), which the embedded broker (Tansu) answers one batch short (why Faust's
+table recovery is not used; docs/decisions.md, "The end of a partition is the Fetch high
+watermark"); recovery reads until its position reaches it.
 
 All partitions assigned together are recovered by one consumer, in parallel fetches.
 

@@ -1,12 +1,11 @@
 """The lean runtime: one aiokafka consumer-group loop feeding the batch processor.
 
-Why not Faust agents: Faust's per-event stream machinery caps a worker at about 14,000
-events/s on our reference machine even with an empty `take_events` body, and `take_events`
-acknowledges a batch's events in a `finally`, so a batch interrupted at shutdown can be
-committed unprocessed. This loop reads batches with `getmany`, hands them to the `Processor`,
-and commits exactly the offsets it processed, after the processor's flushes: the checkpoint
-order of the module docstring in service/stream/processor.py. The Faust runtime runs this same loop
-over Faust's consumer (service/stream/faust_runtime.py).
+Not Faust agents: their per-event stream machinery caps a worker's throughput, and
+`take_events` can commit a batch interrupted at shutdown unprocessed (docs/decisions.md, "The
+lean aiokafka runtime is the default"). This loop reads batches with `getmany`, hands them to
+the `Processor`, and commits exactly the offsets it processed, after the processor's flushes:
+the checkpoint order of the module docstring in service/stream/processor.py. The Faust runtime
+runs this same loop over Faust's consumer (service/stream/faust_runtime.py).
 
 Partitions of the events, responses and repartition topics are assigned co-partitioned (range
 assignor over topics with equal partition counts), so partition p of each lands on the worker
@@ -45,22 +44,16 @@ if TYPE_CHECKING:
 __all__ = ["KafkaRuntime"]
 
 log = logging.getLogger(__name__)
-# Event-loop turns given to aiokafka's fetcher after each batch is taken, before deciding it.
-# The fetcher sends a partition's next Fetch only once its buffered records are consumed, and
-# it takes two turns to do so (wake on the "consumed" signal, then the request task writes);
-# without them the request waited for the batch's whole decision (10-25 ms at half load) and
-# its round trip came after it. Measured, `python -m bench --only latency`, three A/B pairs:
-# p99 of event-to-action 46-60 ms against 79-90 ms without, p50 17-20 against 24-28 ms.
+# Event-loop turns given to aiokafka's fetcher after each batch is taken, before deciding it,
+# so the next Fetch goes out now rather than after the decision (docs/decisions.md, "Fetch
+# early and briefly").
 _FETCH_YIELDS = 3
 # Catching up: when the worker is more than `_CATCH_UP_LAG` batches behind its partitions'
 # high watermarks (from the Fetch responses, right on Tansu too), batches may be
 # `_CATCH_UP_FACTOR` times `TOUCHFLOW_BATCH_MAX_EVENTS`: fewer fetches, produce requests,
-# commits and acknowledgement waits per event while the lag, not the batch, sets latency.
-# Measured from a 200,000-event backlog (`python -m bench --only touchflow`): a fixed cap of
-# 4000 against 1000, 44-47k events/s against 38-45k (+11 % in medians of three, every pair
-# won); this adaptive cap against 1000, pairs +30 %, -9 %, +15 % (the machine's noise).
-# Near real time the cap stays: a fixed 4000 raised the latency row's p99 from 77-92 to
-# 118-189 ms (three pairs), a hiccup's backlog then decided in one long batch.
+# commits and acknowledgement waits per event while the lag, not the batch, sets latency;
+# near real time the set cap keeps a hiccup's backlog out of one long batch
+# (docs/decisions.md, "Batch caps").
 _CATCH_UP_LAG = 8
 _CATCH_UP_FACTOR = 4
 
@@ -131,9 +124,8 @@ class KafkaRuntime:
             partition_assignment_strategy=(RangePartitionAssignor,),
             max_partition_fetch_bytes=settings.partition_fetch_max_bytes,
             # how long the broker may hold a fetch with no data: short, or an idle partition's
-            # fetch (responses, repartition) delays the next events. Measured at half load,
-            # event to action: 500 ms (the default) p99 264 ms; 50 ms p50 29-34, p99 64-86;
-            # now the batch wait (10 ms) p50 19-26 ms. Throughput does not change.
+            # fetch (responses, repartition) delays the next events (docs/decisions.md,
+            # "Fetch early and briefly").
             fetch_max_wait_ms=max(5, min(100, settings.batch_max_wait_ms)),
             fetch_max_bytes=settings.fetch_max_bytes,
             **settings.group_member(),
@@ -241,13 +233,9 @@ class KafkaRuntime:
     # output is acknowledged, then it is completed (store written) once the changelog is, and
     # its offsets are committed. Each new batch advances the older ones by one step, so the
     # broker's acknowledgements of batch n arrive while batch n+1 is decided instead of being
-    # waited for (measured: the worker idled 9 % of its time in two flushes per batch).
-    # Moving the older batches on only as far as already acknowledged, never waiting (up to
-    # four in flight), was tried: at half load the loop then fetched smaller batches, spent
-    # more per event and the p99 of event-to-action rose from 57-60 ms to 101-166 ms (the
-    # waits here batch the next events, as Nagle's algorithm does). At most three batches
-    # are in flight; steps run in batch order, under `_pipe`, which the
-    # rebalance listener also takes to drain the pipeline before partitions move.
+    # waited for; the waits batch the next events (docs/decisions.md, "The pipelined
+    # runtime"). At most three batches are in flight; steps run in batch order, under
+    # `_pipe`, which the rebalance listener also takes to drain the pipeline before partitions move.
 
     async def _begin(self, messages: list[Record],
                      offsets: dict[TopicPartition, int]) -> None:

@@ -181,8 +181,8 @@ class _Open:
 class BatchingKafkaSink:
     """A sink that fills one aiokafka `BatchBuilder` per topic partition and hands whole
     batches to the producer at `flush()`: one future per batch instead of one coroutine,
-    partition lookup and future per record (the per-record path was ~14 % of the worker's
-    CPU). Keyed records are partitioned like every standard producer does (murmur2 of the
+    partition lookup and future per record (docs/decisions.md, "Batches to the producer").
+    Keyed records are partitioned like every standard producer does (murmur2 of the
     key modulo the partition count); while a topic's metadata is unknown its records take the
     producer's ordinary path, which fetches it.
 

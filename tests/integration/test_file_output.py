@@ -9,7 +9,8 @@ from pathlib import Path
 
 import orjson
 
-from tests.integration.conftest import WorkerEnv, consume, event, produce, wait_for_records
+from tests.events import log_line
+from tests.integration.conftest import WorkerEnv, consume, produce, wait_for_records
 
 
 async def _file_lines(path: Path, count: int, env: WorkerEnv, timeout: float = 60) -> list[bytes]:
@@ -29,8 +30,10 @@ async def test_actions_go_to_files_and_audit_records_to_kafka(worker_env: Worker
     the audit records of both actions are on Kafka; SIGTERM stops it with exit code 0."""
     worker = worker_env.start_worker("files", module="examples.file_output")
     worker_env.wait_ready(worker)
-    values = [event(f"a{i}", "c-a", "ping", at=f"2026-03-02T09:{i:02d}:00Z") for i in range(12)]
-    values.append(event("c0", "c-c", "call", channel="call_center", reason="complaint"))
+    values = [log_line(f"a{i}", "c-a", "ping", at=f"2026-03-02T09:{i:02d}:00Z")
+              for i in range(12)]
+    values.append(log_line("c0", "c-c", "call", minute=30, channel="call_center",
+                           reason="complaint"))
     await produce(worker_env.broker.bootstrap, worker_env.topic("events"), values)
 
     outputs = worker_env.tmp / "data" / "outputs"
