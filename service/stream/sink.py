@@ -173,7 +173,7 @@ class _Open:
 
     __slots__ = ("batch", "future")
 
-    def __init__(self, batch: Any) -> None:
+    def __init__(self, batch: Any) -> None:  # aiokafka's BatchBuilder (no type stubs)
         self.batch = batch
         self.future: asyncio.Future[Any] | None = None
 
@@ -190,7 +190,7 @@ class BatchingKafkaSink:
     failed, so the processor never writes its changelog or commits offsets over lost output.
     """
 
-    def __init__(self, producer: Any, *, flush_timeout_s: float = 60.0) -> None:
+    def __init__(self, producer: Producer, *, flush_timeout_s: float = 60.0) -> None:
         self._producer = producer
         self._flush_timeout_s = flush_timeout_s
         self._open: dict[tuple[str, int], _Open] = {}

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from schemas.event import decode_event
+from schemas.event import Event, decode_event
 from service.domain.rules import load_rulebook
 from service.replay.runner import Replayer
 
@@ -102,7 +102,7 @@ def simulate_learning(rules: Path, *, opens: int = 4000, customers: int = 1500,
     return run
 
 
-def _event(body: dict[str, Any]) -> Any:
+def _event(body: dict[str, Any]) -> Event:
     import orjson
 
     return decode_event(orjson.dumps(body))
