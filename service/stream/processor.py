@@ -70,7 +70,7 @@ log = logging.getLogger(__name__)
 _CORE_TYPES = frozenset(
     {"identified", "consent_changed", "erasure_requested", "action_response"}
 )
-_PARTITION_MEMO_LIMIT = 200_000  # key -> partition answers remembered
+_PARTITION_MEMO_LIMIT = 200_000  # key -> partition answers kept; a miss costs one murmur2
 
 
 async def _acknowledged(acks: Shipment, timeout_s: float) -> None:
