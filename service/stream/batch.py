@@ -35,7 +35,7 @@ class Record(Protocol):
 
 
 class Message(NamedTuple):
-    """A consumed Kafka record built by hand (Faust runtime, tests): a `Record`."""
+    """A consumed Kafka record built by hand (tests, benchmarks): a `Record`."""
 
     topic: str
     partition: int
