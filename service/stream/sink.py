@@ -16,6 +16,9 @@ the profile partition. What it needs of a sink, and nothing Kafka-specific beyon
   changelog's, and only then are the source offsets committed (service/stream/processor.py);
 * `discard()` forgets what was sent and not shipped (the batch is processed again).
 
+The sinks here also have `flush()`, `await (await ship())`, for callers outside the pipeline
+(tests, benchmarks).
+
 Sinks: `BatchingKafkaSink` (the worker's default, on the runtime's Kafka producer),
 `MemorySink` (in process: tests, benchmarks), `JsonLinesSink` (files:
 service/stream/file_sink.py) and `RoutedSink` (chosen streams to another sink). A worker
@@ -55,9 +58,6 @@ class Sink(Protocol):
 
     async def ship(self) -> Shipment:
         """Hand over every record sent so far; the future resolves once they are durable."""
-
-    async def flush(self) -> None:
-        """`await (await ship())`."""
 
     def discard(self) -> None:
         """Drop what was sent and not yet shipped, and stop tracking what was shipped (the
