@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 
 from tests.events import log_line
 from tests.integration.conftest import WorkerEnv, consume, produce, wait_for_records
@@ -23,13 +24,17 @@ async def _file_lines(path: Path, count: int, env: WorkerEnv, timeout: float = 6
     raise AssertionError(f"timed out waiting on {path}\n{env.logs()[-3000:]}")
 
 
-async def test_actions_go_to_files_and_audit_records_to_kafka(worker_env: WorkerEnv) -> None:
+@pytest.mark.parametrize("runtime", ["kafka", "faust"])
+async def test_actions_go_to_files_and_audit_records_to_kafka(worker_env: WorkerEnv,
+                                                              runtime: str) -> None:
     """`python -m examples.file_output`: twelve pings give one `milestone_10` and a complaint
     call an `apology_call`, written once each to `<data dir>/outputs/<prefix>.actions.jsonl`
     (and the call to the call-center channel's file); the Kafka actions topic stays empty,
-    the audit records of both actions are on Kafka; SIGTERM stops it with exit code 0."""
-    worker = worker_env.start_worker("files", module="examples.file_output")
-    worker_env.wait_ready(worker)
+    the audit records of both actions are on Kafka; SIGTERM stops it with exit code 0. Both
+    runtimes take the sink factory."""
+    worker = worker_env.start_worker("files", module="examples.file_output",
+                                     TOUCHFLOW_RUNTIME=runtime)
+    worker_env.wait_ready(worker, timeout=90)
     values = [log_line(f"a{i}", "c-a", "ping", at=f"2026-03-02T09:{i:02d}:00Z")
               for i in range(12)]
     values.append(log_line("c0", "c-c", "call", minute=30, channel="call_center",
