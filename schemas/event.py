@@ -52,9 +52,9 @@ class Event:
     """A validated touchpoint event. `ts_ms` is UTC epoch milliseconds of `occurred_at`.
 
     Immutable by contract (nothing assigns to an event after `decode_event` built it), not by
-    run-time enforcement: a frozen dataclass's `object.__setattr__` per field cost 1.5 us of
-    the ~5 us a decode took; a plain slotted `__init__` costs 0.2 us. `key()` is computed once
-    (the decoder passes it in, having walked the identity anyway).
+    run-time enforcement, which a frozen dataclass pays per field on every decode
+    (docs/decisions.md, "The event decoder"). `key()` is computed once (the decoder passes it
+    in, having walked the identity anyway).
     """
 
     __slots__ = ("_key", "channel", "context", "event_id", "identity", "occurred_at",
@@ -132,9 +132,9 @@ _MINUTES_PER_OFFSET = 8192
 
 def _parse_time(value: object) -> tuple[int, int]:
     """(UTC epoch ms, offset minutes) of an ISO-8601 timestamp with an offset, in exact integer
-    arithmetic (floored to the millisecond); float `timestamp()` cost 0.45 us and could land
-    a millisecond low. The date arithmetic and range checks of a minute are done once (they
-    were 0.5 of the 0.9 us a parse took): the events of a stream share minutes."""
+    arithmetic (floored to the millisecond; float `timestamp()` could land a millisecond
+    low). The date arithmetic and range checks of a minute are done once: the events of a
+    stream share minutes (docs/decisions.md, "The event decoder")."""
     if not isinstance(value, str):
         raise EventError("bad_timestamp", "occurred_at must be an ISO-8601 string")
     try:

@@ -60,9 +60,10 @@ class Effects:
 class Outcome:
     """What one event did: the new profile (None: erased), actions to send, audit records.
 
-    A plain slotted class (the dataclass' generated `__init__` with two default factories
-    cost a quarter of a microsecond per event); the parts most events leave empty share one
-    empty tuple instead of a fresh list each. `decisions` is a list: callers add records."""
+    A plain slotted class, cheaper to build per event than a dataclass with default factories
+    (docs/decisions.md, "Small shapes on the per-event path"); the parts most events leave
+    empty share one empty tuple instead of a fresh list each. `decisions` is a list: callers
+    add records."""
 
     __slots__ = ("actions", "decisions", "duplicate", "effects", "late", "operations", "profile",
                  "responses")

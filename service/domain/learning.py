@@ -24,7 +24,7 @@ from typing import Any
 from schemas.codec import dumps, loads
 from schemas.vocabulary import SUCCESS_RESPONSES
 
-__all__ = ["LearningState", "propensity", "propensity_key", "segment_of", "thompson"]
+__all__ = ["LearningState", "propensity", "propensity_key", "thompson"]
 
 FAILURE = frozenset({"declined"})
 
@@ -52,14 +52,6 @@ def propensity(context: Mapping[str, Any], action: str, segment: str, event_id: 
     mean = (prior[0] + accepted) / (prior[0] + prior[1] + seen)
     return value, (f"propensity {value:.3f} (Thompson draw; {accepted:g}/{seen:g} accepted, "
                    f"mean {mean:.3f}, {segment})")
-
-
-def segment_of(segments: Mapping[str, bool], order: tuple[str, ...]) -> str:
-    """The first listed segment the customer is in, else `all`."""
-    for name in order:
-        if segments.get(name):
-            return name
-    return "all"
 
 
 class LearningState:

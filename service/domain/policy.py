@@ -1,8 +1,9 @@
 """Arbitration and contact policy: which eligible actions are sent, and why the others are not.
 
-Eligible actions are ranked by priority x propensity x value (propensity is 1.0 until the
-learning issue supplies one), ties broken by action name. Each candidate, in rank order, meets
-the first check that stops it, recorded as `suppressed_by`:
+Eligible actions are ranked by priority x propensity x value (the propensity is learned when
+the rulebook has a `learning` section, learning.py, and 1.0 otherwise), ties broken by
+action name. Each candidate, in rank order, meets the first check that stops it, recorded as
+`suppressed_by`:
 
 1. `context`     - a `suppress_unless` condition fails (e.g. the product is out of stock);
 2. `once_only`   - a once-only action was already sent to this customer;
@@ -120,7 +121,7 @@ class Action:
         self.when = when
         self.unless = unless
         self.payload = payload
-        self.rank = priority * value  # x propensity (1.0 for now)
+        self.rank = priority * value  # `arbitrate` multiplies in the learned propensity
         self.expires = expires
         self.cooldown = cooldown
         self.once = once

@@ -96,15 +96,6 @@ class SignalState:
         self.version = version
         self.tracks: dict[tuple[str, str], _Track] = {}
 
-    def feed(self, event: Event) -> list[tuple[str, str]]:
-        """The (signal, group) pairs an event counts in."""
-        out = []
-        for spec in self.specs.values():
-            group = spec.group_of(event)
-            if group is not None:
-                out.append((spec.name, group))
-        return out
-
     def observe(self, name: str, group: str, event_id: str, ts_ms: int) -> Fired | None:
         """Count one event (once per id) and return the firing, if this event made it fire."""
         spec = self.specs.get(name)

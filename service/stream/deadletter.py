@@ -36,7 +36,7 @@ from service.stream.batch import Record
 __all__ = ["MAX_KEPT_BYTES", "dead_letter", "pii_salt", "redact_event"]
 
 log = logging.getLogger(__name__)
-MAX_KEPT_BYTES = 256 * 1024
+MAX_KEPT_BYTES = 256 * 1024  # larger messages keep only size and digest: part of the contract
 _CONTROL_HEADER = "tf-ctl"
 _SCALAR_FIELDS = frozenset({"event_id", "occurred_at", "channel", "type", "schema_version"})
 _random_salt: bytes | None = None

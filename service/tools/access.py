@@ -20,7 +20,7 @@ import sys
 from collections.abc import Container, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from schemas.codec import dumps, dumps_pretty
 from schemas.vocabulary import IDENTIFIER_FIELDS
@@ -30,9 +30,12 @@ from service.domain.profile import Profile, ProfileFormatError
 from service.ops.settings import Settings
 from service.stream.store import TOMBSTONE_PREFIX, is_profile_key, tombstone_key
 
+if TYPE_CHECKING:
+    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
 __all__ = ["AccessError", "Holding", "describe", "export", "read_holdings", "register", "render"]
 
-_MAX_HOPS = 8
+_MAX_HOPS = 8  # redirects followed before a chain is reported as a loop
 
 
 class AccessError(RuntimeError):
@@ -374,7 +377,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0 if chain[-1].profile is not None else 1
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: SubParsers) -> None:
     """Add the `profile show|export` subcommands to the `touchflow` parser."""
     parser = subparsers.add_parser(
         "profile", help="what the engine holds about one customer (right of access)")

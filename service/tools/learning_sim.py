@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.codec import dumps, dumps_line
-from schemas.event import decode_event
+from schemas.event import Event, decode_event
 from service.domain.rules import load_rulebook
 from service.replay.runner import Replayer
 
@@ -103,7 +103,7 @@ def simulate_learning(rules: Path, *, opens: int = 4000, customers: int = 1500,
     return run
 
 
-def _event(body: dict[str, Any]) -> Any:
+def _event(body: dict[str, Any]) -> Event:
     return decode_event(dumps(body))
 
 

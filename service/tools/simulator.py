@@ -329,8 +329,8 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _at_least(minimum: float, kind: type[int] | type[float]) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
+def _at_least(minimum: float, kind: type[int] | type[float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
         try:
             value = kind(text)
         except ValueError:

@@ -20,10 +20,13 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from schemas.codec import JSONDecodeError, dumps, loads
 from schemas.vocabulary import SUCCESS_RESPONSES
+
+if TYPE_CHECKING:
+    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 __all__ = ["ActionStats", "Interval", "newcombe", "register", "tally", "wilson"]
 
@@ -246,7 +249,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: SubParsers) -> None:
     """Add the `report` subcommand to the `touchflow` parser."""
     parser = subparsers.add_parser(
         "report", help="acceptance and conversion per action, treated against the holdout",

@@ -6,7 +6,6 @@ partitions' stored capacity states say was spent is what the actions topic carri
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from pathlib import Path
 
 import orjson
@@ -14,64 +13,33 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.domain.capacity import CapacityState
-from service.domain.rules import load_rulebook
-from service.ops.settings import load_settings
-from service.stream.processor import Message, Processor
+from service.stream.processor import Processor
 from service.stream.sink import MemorySink
-from service.stream.store import CAPACITY_KEY, PartitionStore
+from service.stream.store import CAPACITY_KEY
 from service.stream.topics import TopicNames
+from tests.component.pipeline_harness import LoopBack
+from tests.events import keyed
 
 RULES = Path(__file__).resolve().parents[1] / "data" / "capacity_rulebook.yaml"
 LEADS = 24
 
 
-async def _no_recovery(stores: Mapping[int, PartitionStore]) -> None:
-    return None
-
-
 def _lead(n: int) -> bytes:
-    return orjson.dumps({"event_id": f"q-{n}", "occurred_at": f"2026-03-02T09:{n:02d}:00Z",
-                         "channel": "web", "type": "lead_qualified",
-                         "identity": {"customer_id": f"lead-{n}"}, "properties": {}})
+    return keyed(f"q-{n}", "lead_qualified", n, customer_id=f"lead-{n}")
 
 
 async def _run(picks: list[int], duplicates: list[int]) -> tuple[MemorySink, TopicNames,
                                                                   Processor]:
-    settings_ = load_settings(rules=RULES, store="memory://", partitions=4,
-                              broker="kafka://127.0.0.1:1", topic_prefix="cap")
-    topics = TopicNames.from_settings(settings_)
-    sink = MemorySink()
-    processor = Processor(settings_, topics, load_rulebook(RULES), sink, recover=_no_recovery)
-    offsets: dict[tuple[str, int], int] = {}
-    looped = 0
+    broker = LoopBack.over(RULES, "cap")
+    sink, topics, processor = broker.sink, broker.topics, broker.processor
     turns = iter(picks)
     again = set(duplicates)
-
-    async def deliver(topic: str, partition: int, key: bytes | None, value: bytes,
-                      headers: tuple[tuple[str, bytes], ...] = ()) -> None:
-        slot = (topic, partition)
-        offsets[slot] = offsets.get(slot, -1) + 1
-        await processor.process([Message(topic, partition, offsets[slot], key, value,
-                                         headers=headers)])
-
-    async def loop_back(limit: int) -> None:
-        nonlocal looped
-        records = sink.on(topics.repartition)
-        for record in records[looped:looped + limit]:
-            looped += 1
-            for _ in range(2 if looped in again else 1):  # delivered twice: a retry
-                await deliver(topics.repartition, record.partition or 0, record.key,
-                              record.value or b"", tuple(record.headers or ()))
-
     for n in range(LEADS):
-        await deliver(topics.events, next(turns, 0) % 4, None, _lead(n))
+        await broker.deliver(topics.events, next(turns, 0) % 4, None, _lead(n))
         if n in again:
-            await deliver(topics.events, next(turns, 1) % 4, None, _lead(n))
-        await loop_back(next(turns, 0) % 4)
-    for _ in range(500):
-        if looped == len(sink.on(topics.repartition)):
-            break
-        await loop_back(1)
+            await broker.deliver(topics.events, next(turns, 1) % 4, None, _lead(n))
+        await broker.loop_back(next(turns, 0) % 4, twice=again)  # twice: a retry
+    await broker.drain(500)
     return sink, topics, processor
 
 

@@ -14,7 +14,8 @@ from schemas.models import Action, DecisionRecord
 from service.domain import RulebookError, parse_rulebook
 from service.domain.capacity import CapacityState, Constraint
 from service.replay.replayer import Replayer
-from tests.unit.domain.replaykit import EXAMPLES, load_example, make_event
+from tests.events import make_event
+from tests.unit.domain.replaykit import EXAMPLES, load_example
 
 BASE = """\
 version: "cap-1"
