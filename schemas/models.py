@@ -35,7 +35,6 @@ __all__ = [
 
 SCHEMA_VERSION = "1"
 
-_HexDigest = Field(pattern=r"^[0-9a-f]{64}$")
 
 
 def _one_of(words: list[str]) -> str:
@@ -158,6 +157,10 @@ class DecisionRecord(BaseModel):
         "(treated) or held out by an experiment (holdout)."
     )
     reasons: list[str] = Field(default_factory=list)
+    experiment: dict[str, str] | None = Field(
+        None, description="For decision records of an action under experiments: the arm this "
+        "customer is in, by experiment name (arms are named in the rulebook)."
+    )
     not_before: AwareDatetime | None = Field(
         None, description="The action's not_before when quiet hours deferred it."
     )

@@ -220,7 +220,7 @@ def _response(profile: Profile, event: Event, rulebook: Rulebook
     """Count an `action_response` for the action it names; (action, response, audit record)."""
     props = event.properties
     response = props.get("response")
-    if response not in RESPONSES:
+    if not isinstance(response, str) or response not in RESPONSES:  # (a list is unhashable)
         return None
     name = None
     action_id = props.get("action_id")

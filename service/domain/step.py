@@ -40,7 +40,6 @@ from typing import Any, NamedTuple
 
 from schemas.codec import dumps, loads
 from schemas.event import Event
-from schemas.vocabulary import IDENTITY_CONTROL_KINDS
 from service.domain.context_table import ContextTable
 from service.domain.decide import Effects, Outcome, decide
 from service.domain.erasure import erasure_notice, ignored_record, key_digest
@@ -58,7 +57,6 @@ from service.domain.rules import Rulebook
 from service.domain.signals import Signal
 
 __all__ = [
-    "CONTROL_KINDS",
     "Control",
     "ControlResult",
     "Effects",
@@ -67,7 +65,6 @@ __all__ = [
     "step_event",
 ]
 
-CONTROL_KINDS = frozenset(IDENTITY_CONTROL_KINDS)
 
 
 class Control(NamedTuple):
