@@ -28,8 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, TypedDict
 
-import orjson
-
+from schemas.codec import JSONDecodeError, dumps, loads
 from service.domain.partitioning import partition_for_key
 
 __all__ = ["CAPACITY_CONTEXT", "CapacityState", "Constraint", "QuotaMessage", "owner_key",
@@ -325,7 +324,7 @@ class CapacityState:
 
     def _to_owner(self, name: str, period: int, body: dict[str, str | int]) -> QuotaMessage:
         key = owner_key(name, period)
-        return QuotaMessage(partition_for_key(key, self.partitions), key, orjson.dumps(
+        return QuotaMessage(partition_for_key(key, self.partitions), key, dumps(
             {**body, "c": name, "p": period, "from": self.partition}))
 
     # -- records from other partitions -------------------------------------------------------
@@ -334,11 +333,11 @@ class CapacityState:
         """Apply an ask, grant or return addressed to this partition; an error text when the
         record cannot be read (the driver dead-letters it)."""
         try:
-            record = orjson.loads(body)
+            record = loads(body)
             op, name, period = str(record["op"]), str(record["c"]), int(record["p"])
             ident, sender = str(record["id"]), int(record["from"])
             amount = int(record.get("n", 0))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        except (JSONDecodeError, KeyError, TypeError, ValueError):
             return "unreadable capacity record"
         constraint = self.constraints.get(name)
         if constraint is None:
@@ -376,7 +375,7 @@ class CapacityState:
             if op == "ask":  # forgotten long ago: nothing left to grant
                 self._reply(name, period, sender, ident, 0)
             else:
-                self.outbox.append(QuotaMessage(sender, owner_key(name, period), orjson.dumps(
+                self.outbox.append(QuotaMessage(sender, owner_key(name, period), dumps(
                     {"op": "retok", "c": name, "p": period, "id": ident,
                      "from": self.partition})))
             return
@@ -397,12 +396,12 @@ class CapacityState:
         if ident not in pool["rets"]:
             pool["rets"].append(ident)
             pool["left"] += max(0, amount)
-        self.outbox.append(QuotaMessage(sender, owner_key(name, period), orjson.dumps(
+        self.outbox.append(QuotaMessage(sender, owner_key(name, period), dumps(
             {"op": "retok", "c": name, "p": period, "id": ident, "from": self.partition})))
 
     def _reply(self, name: str, period: int, sender: int, ident: str, amount: int) -> None:
         number = int(ident.rsplit(".", 1)[1]) if "." in ident else 0
-        self.outbox.append(QuotaMessage(sender, owner_key(name, period), orjson.dumps(
+        self.outbox.append(QuotaMessage(sender, owner_key(name, period), dumps(
             {"op": "grant", "c": name, "p": period, "id": ident, "k": number, "n": amount,
              "from": self.partition})))
 
@@ -435,7 +434,7 @@ class CapacityState:
 
     def to_bytes(self) -> bytes:
         """The stored form (the partition's store and changelog)."""
-        return orjson.dumps({
+        return dumps({
             "v": 1, "seq": self.seq, "newest": self.newest, "floor": self.floor,
             "rets": self.rets,
             "holds": [[n, p, h] for (n, p), h in sorted(self.holds.items())],
@@ -444,7 +443,7 @@ class CapacityState:
     @classmethod
     def from_bytes(cls, data: bytes, constraints: Mapping[str, Constraint], partition: int,
                    partitions: int, grace_ms: int = CLOSE_GRACE_MS) -> CapacityState:
-        raw = orjson.loads(data)
+        raw = loads(data)
         state = cls(constraints, partition, partitions, grace_ms)
         state.seq = int(raw["seq"])
         state.newest = int(raw["newest"])

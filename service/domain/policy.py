@@ -33,6 +33,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from schemas.vocabulary import CHANNEL_SKIP_REASONS, RecordOutcome
+from service.domain.audit import audit_record
 from service.domain.capacity import CAPACITY_CONTEXT, CapacityState, Constraint
 from service.domain.channels import (
     Deferral,
@@ -270,7 +272,7 @@ def arbitrate(env: Env, eligible: list[Action], policy: Policy, version: str
             reasons = [*channel_notes(skipped, not_before), *reasons]
         if stopped is None and (action.capacity or capped):
             stopped = _capacity(env, action, arms, capped)
-        outcome = "sent"
+        outcome: RecordOutcome = "sent"
         suppressed_by: str | None = None
         if stopped is not None:
             outcome = "suppressed"
@@ -293,26 +295,19 @@ def arbitrate(env: Env, eligible: list[Action], policy: Policy, version: str
                                         rank))
             if not_before is not None:
                 actions[-1]["not_before"] = not_before.at
-        decisions.append({
-            "decision_id": digest32(key, name, event.event_id, version, "decision"),
-            "kind": "action",
-            "customer_id": customer,
-            "trigger_event_id": event.event_id,
-            "rulebook_version": version,
-            "decided_at": event.occurred_at,
-            "outcome": outcome,
-            "action": name,
-            "channel": action.channel,
-            "action_id": action_id,
-            "suppressed_by": suppressed_by,
-            "score": rank,
-            "reasons": reasons,
-            "legal_basis": action.basis,
-            **({"purpose": action.purpose} if action.purpose else {}),
-            **({"experiment": arms} if arms else {}),
-        })
+        record = audit_record(
+            digest32(key, name, event.event_id, version, "decision"), "action", customer,
+            event.event_id, version, event.occurred_at, outcome, reasons, action=name,
+            channel=action.channel, action_id=action_id, suppressed_by=suppressed_by,
+            score=rank)
+        record["legal_basis"] = action.basis
+        if action.purpose:
+            record["purpose"] = action.purpose
+        if arms:
+            record["experiment"] = arms
         if skipped or not_before is not None:
-            decisions[-1].update(channel_fields(skipped, not_before))
+            record.update(channel_fields(skipped, not_before))
+        decisions.append(record)
     return actions, decisions
 
 
@@ -387,7 +382,7 @@ def _action_dict(action: Action, env: Env, action_id: str, customer: str, reason
 # -- channel preference lists and deferred quiet hours (channels.py) ---------------------------
 
 # what makes a list try the next channel (an objection to the purpose stops every channel)
-_CHANNEL_STOPS = frozenset({"no_consent", "objection", "quiet_hours"})
+_CHANNEL_STOPS = CHANNEL_SKIP_REASONS
 _NO_SKIPS: tuple[Skip, ...] = ()
 
 

@@ -20,7 +20,7 @@ from service.domain.cond import Cond, Env, EnvGetter, EnvTest, conjunction, text
 from service.domain.fields import OPS, SpecError, compile_match, compile_ops, fmt, is_number
 from service.domain.localconds import CLOCK_PATTERN, local_day, local_time
 from service.domain.localtime import WEEKDAYS
-from service.domain.signals import context_key, is_active
+from service.domain.signals import is_active, signal_key
 
 if TYPE_CHECKING:
     from service.domain.conditions import ConditionCompiler
@@ -115,7 +115,7 @@ def _signal(c: ConditionCompiler, arg: object, spec: Mapping[str, object]) -> Co
 
     def explain(env: Env) -> list[str]:
         key = str(key_of(env))
-        value = env.context.get(context_key(name, key))
+        value = env.context.get(signal_key(name, key))
         if test(env) and isinstance(value, dict):
             return [f"signal {name} active for {key}: {value.get('reason', '')}"]
         return [f"signal {name} not active for {key}"]
