@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-import orjson
-
+from schemas.codec import JSONDecodeError, loads
 from schemas.pii import find_personal, looks_plain, may_hold_phone, scan_text
+from schemas.vocabulary import CHANNELS, HASHED_IDENTIFIERS, IDENTIFIER_FIELDS
 
 __all__ = [
     "CHANNELS",
@@ -28,17 +28,6 @@ __all__ = [
     "parse_event",
 ]
 
-CHANNELS: frozenset[str] = frozenset(
-    {"web", "mobile", "store", "call_center", "email", "sms", "social"}
-)
-#: Identifier fields in priority order: the first present one keys the profile.
-IDENTIFIER_FIELDS: tuple[str, ...] = (
-    "customer_id",
-    "loyalty_id",
-    "email_sha256",
-    "phone_sha256",
-    "anonymous_id",
-)
 MAX_EVENT_BYTES = 1024 * 1024
 MAX_ID_LEN = 200
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -186,7 +175,7 @@ def _minute(moment: datetime) -> tuple[int, int]:
 
 
 _ID_NAMES = frozenset(IDENTIFIER_FIELDS)
-_HASHED_IDS = frozenset({"email_sha256", "phone_sha256"})
+_HASHED_IDS = HASHED_IDENTIFIERS
 
 
 def _check_identity(identity: object, plain: bool) -> tuple[dict[str, str], str]:
@@ -299,8 +288,8 @@ def decode_event(raw: bytes | bytearray | memoryview | str | None) -> Event:
     if len(raw) > MAX_EVENT_BYTES:
         raise EventError("oversized", f"message is larger than {MAX_EVENT_BYTES} bytes")
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        data = loads(raw)
+    except JSONDecodeError as exc:
         # orjson's message names a position, never echoes the payload.
         text = str(exc)
         reason = "invalid_utf8" if "utf-8" in text.lower() else "invalid_json"

@@ -26,10 +26,9 @@ decide() stays pure: the driver puts the partition's state in the context under
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypedDict
 
-import orjson
-
+from schemas.codec import JSONDecodeError, dumps, loads
 from service.domain.partitioning import partition_for_key
 
 __all__ = ["CAPACITY_CONTEXT", "CapacityState", "Constraint", "QuotaMessage", "owner_key",
@@ -125,6 +124,27 @@ class _WithQuota(Mapping[str, Any]):
         return len(self._base) + (CAPACITY_CONTEXT not in self._base)
 
 
+class Holding(TypedDict):
+    """A partition's quota of one constraint's period (see `CapacityState`)."""
+
+    g: int
+    s: int
+    r: int
+    a: int
+    k: int
+    dry: bool
+    miss: int
+    done: bool
+
+
+class Pool(TypedDict):
+    """What the owner of one constraint's period granted (see `CapacityState`)."""
+
+    left: int
+    asks: dict[str, int]
+    rets: list[str]
+
+
 class CapacityState:
     """One partition's capacity state: the pools it owns and the quotas it holds.
 
@@ -153,8 +173,8 @@ class CapacityState:
         self.partition = partition
         self.partitions = partitions
         self.grace_ms = grace_ms  # how long after a period's end a late event may still spend
-        self.holds: dict[tuple[str, int], dict[str, Any]] = {}
-        self.pools: dict[tuple[str, int], dict[str, Any]] = {}
+        self.holds: dict[tuple[str, int], Holding] = {}
+        self.pools: dict[tuple[str, int], Pool] = {}
         self.floor: dict[str, int] = {}  # per constraint: older periods are forgotten
         self.seq = 0
         self.newest = -(2**62)  # the newest event time seen
@@ -162,7 +182,7 @@ class CapacityState:
         self.boundary = -(2**62)  # the next period start of any constraint
         self.outbox: list[QuotaMessage] = []  # to send (the driver drains it)
         self.held_back: list[QuotaMessage] = []  # to send once this state is durable
-        self.rets: dict[str, list[Any]] = {}  # return id -> [constraint, period, amount]
+        self.rets: dict[str, list[str | int]] = {}  # return id -> [constraint, period, amount]
         self.dirty = False
 
     # -- the holder's side -------------------------------------------------------------------
@@ -246,7 +266,7 @@ class CapacityState:
         hold = self.holds.get((name, period))
         return int(hold["g"] - hold["s"] - hold["r"]) if hold is not None else 0
 
-    def _hold(self, name: str, period: int) -> dict[str, Any]:
+    def _hold(self, name: str, period: int) -> Holding:
         hold = self.holds.get((name, period))
         if hold is None:
             hold = self.holds[(name, period)] = {"g": 0, "s": 0, "r": 0, "a": 0, "k": 0,
@@ -258,7 +278,7 @@ class CapacityState:
             self.due = -(2**62)
         return hold
 
-    def _want(self, constraint: Constraint, period: int, hold: dict[str, Any]) -> None:
+    def _want(self, constraint: Constraint, period: int, hold: Holding) -> None:
         """Demand without (enough) quota: ask, unless an ask is in flight; after an empty
         grant, only every `DRY_RETRY` demands (the pool may have been refilled by a return)."""
         if hold["a"] > hold["k"]:
@@ -270,7 +290,7 @@ class CapacityState:
                 return
         self._ask(constraint, period, hold)
 
-    def _ask(self, constraint: Constraint, period: int, hold: dict[str, Any]) -> None:
+    def _ask(self, constraint: Constraint, period: int, hold: Holding) -> None:
         hold["a"] += 1
         hold["miss"] = 0
         self.dirty = True
@@ -283,7 +303,7 @@ class CapacityState:
         partition (small asks strand little; the low-water mark keeps them ahead)."""
         return constraint.chunk or max(1, constraint.limit // (4 * self.partitions))
 
-    def _give_back(self, name: str, period: int, hold: dict[str, Any]) -> None:
+    def _give_back(self, name: str, period: int, hold: Holding) -> None:
         unused = hold["g"] - hold["s"] - hold["r"]
         if unused <= 0 or hold["a"] > hold["k"]:
             return  # (an ask in flight: its grant is given back when it arrives)
@@ -302,9 +322,9 @@ class CapacityState:
             self.outbox.append(self._to_owner(str(name), int(period), {
                 "op": "ret", "id": ident, "n": int(amount)}))
 
-    def _to_owner(self, name: str, period: int, body: dict[str, Any]) -> QuotaMessage:
+    def _to_owner(self, name: str, period: int, body: dict[str, str | int]) -> QuotaMessage:
         key = owner_key(name, period)
-        return QuotaMessage(partition_for_key(key, self.partitions), key, orjson.dumps(
+        return QuotaMessage(partition_for_key(key, self.partitions), key, dumps(
             {**body, "c": name, "p": period, "from": self.partition}))
 
     # -- records from other partitions -------------------------------------------------------
@@ -313,11 +333,11 @@ class CapacityState:
         """Apply an ask, grant or return addressed to this partition; an error text when the
         record cannot be read (the driver dead-letters it)."""
         try:
-            record = orjson.loads(body)
+            record = loads(body)
             op, name, period = str(record["op"]), str(record["c"]), int(record["p"])
             ident, sender = str(record["id"]), int(record["from"])
             amount = int(record.get("n", 0))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        except (JSONDecodeError, KeyError, TypeError, ValueError):
             return "unreadable capacity record"
         constraint = self.constraints.get(name)
         if constraint is None:
@@ -355,7 +375,7 @@ class CapacityState:
             if op == "ask":  # forgotten long ago: nothing left to grant
                 self._reply(name, period, sender, ident, 0)
             else:
-                self.outbox.append(QuotaMessage(sender, owner_key(name, period), orjson.dumps(
+                self.outbox.append(QuotaMessage(sender, owner_key(name, period), dumps(
                     {"op": "retok", "c": name, "p": period, "id": ident,
                      "from": self.partition})))
             return
@@ -376,12 +396,12 @@ class CapacityState:
         if ident not in pool["rets"]:
             pool["rets"].append(ident)
             pool["left"] += max(0, amount)
-        self.outbox.append(QuotaMessage(sender, owner_key(name, period), orjson.dumps(
+        self.outbox.append(QuotaMessage(sender, owner_key(name, period), dumps(
             {"op": "retok", "c": name, "p": period, "id": ident, "from": self.partition})))
 
     def _reply(self, name: str, period: int, sender: int, ident: str, amount: int) -> None:
         number = int(ident.rsplit(".", 1)[1]) if "." in ident else 0
-        self.outbox.append(QuotaMessage(sender, owner_key(name, period), orjson.dumps(
+        self.outbox.append(QuotaMessage(sender, owner_key(name, period), dumps(
             {"op": "grant", "c": name, "p": period, "id": ident, "k": number, "n": amount,
              "from": self.partition})))
 
@@ -414,7 +434,7 @@ class CapacityState:
 
     def to_bytes(self) -> bytes:
         """The stored form (the partition's store and changelog)."""
-        return orjson.dumps({
+        return dumps({
             "v": 1, "seq": self.seq, "newest": self.newest, "floor": self.floor,
             "rets": self.rets,
             "holds": [[n, p, h] for (n, p), h in sorted(self.holds.items())],
@@ -423,12 +443,13 @@ class CapacityState:
     @classmethod
     def from_bytes(cls, data: bytes, constraints: Mapping[str, Constraint], partition: int,
                    partitions: int, grace_ms: int = CLOSE_GRACE_MS) -> CapacityState:
-        raw = orjson.loads(data)
+        raw = loads(data)
         state = cls(constraints, partition, partitions, grace_ms)
         state.seq = int(raw["seq"])
         state.newest = int(raw["newest"])
         state.floor = {str(k): int(v) for k, v in raw.get("floor", {}).items()}
-        state.holds = {(str(n), int(p)): dict(h) for n, p, h in raw.get("holds", [])}
-        state.pools = {(str(n), int(p)): dict(q) for n, p, q in raw.get("pools", [])}
+        # (the decoded JSON objects are the state's own: no copy)
+        state.holds = {(str(n), int(p)): h for n, p, h in raw.get("holds", [])}
+        state.pools = {(str(n), int(p)): q for n, p, q in raw.get("pools", [])}
         state.rets = {str(k): list(v) for k, v in raw.get("rets", {}).items()}
         return state

@@ -33,6 +33,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from schemas.vocabulary import CHANNEL_SKIP_REASONS, RecordOutcome
+from service.domain.audit import audit_record
 from service.domain.capacity import CAPACITY_CONTEXT, CapacityState, Constraint
 from service.domain.channels import (
     Deferral,
@@ -42,9 +44,10 @@ from service.domain.channels import (
     deferral,
     quiet_now,
 )
-from service.domain.conditions import Cond, Env
+from service.domain.cond import Cond, Env, ObjectTemplate
 from service.domain.fields import digest32, format_ms
 from service.domain.learning import propensity
+from service.domain.profile import Profile
 
 __all__ = ["Action", "Experiment", "Policy", "arbitrate", "choose_channel", "digest32",
            "format_ms", "on_channel"]
@@ -59,7 +62,7 @@ class Experiment:
 
     def __init__(self, name: str, salt: str, arms: list[tuple[str, float]],
                  holdout: frozenset[str], actions: frozenset[str] | None,
-                 payload: dict[str, Any]) -> None:
+                 payload: dict[str, ObjectTemplate]) -> None:
         self.name = name
         self.salt = salt
         total = sum(weight for _, weight in arms)
@@ -109,7 +112,7 @@ class Action:
     )
 
     def __init__(self, name: str, channel: str, when: Cond, unless: Cond | None,
-                 payload: Any, value: float, priority: float, expires: int,
+                 payload: ObjectTemplate, value: float, priority: float, expires: int,
                  cooldown: int | None, once: bool, group: str | None,
                  consent_keys: tuple[str, ...], experiments: tuple[Experiment, ...],
                  types: frozenset[str] | None,
@@ -144,7 +147,7 @@ class LearningPolicy:
     __slots__ = ("prior", "refresh", "segments", "warm_up")
 
     def __init__(self, warm_up: int, prior: tuple[float, float],
-                 segments: list[tuple[str, Any]], refresh: int) -> None:
+                 segments: list[tuple[str, Cond]], refresh: int) -> None:
         self.warm_up = warm_up
         self.prior = prior
         self.segments = segments  # (name, Cond) in order; the first that holds is the segment
@@ -153,7 +156,7 @@ class LearningPolicy:
     def segment(self, env: Env) -> str:
         for name, cond in self.segments:
             if cond.test(env):
-                return str(name)
+                return name
         return "all"
 
 
@@ -269,7 +272,7 @@ def arbitrate(env: Env, eligible: list[Action], policy: Policy, version: str
             reasons = [*channel_notes(skipped, not_before), *reasons]
         if stopped is None and (action.capacity or capped):
             stopped = _capacity(env, action, arms, capped)
-        outcome = "sent"
+        outcome: RecordOutcome = "sent"
         suppressed_by: str | None = None
         if stopped is not None:
             outcome = "suppressed"
@@ -292,26 +295,19 @@ def arbitrate(env: Env, eligible: list[Action], policy: Policy, version: str
                                         rank))
             if not_before is not None:
                 actions[-1]["not_before"] = not_before.at
-        decisions.append({
-            "decision_id": digest32(key, name, event.event_id, version, "decision"),
-            "kind": "action",
-            "customer_id": customer,
-            "trigger_event_id": event.event_id,
-            "rulebook_version": version,
-            "decided_at": event.occurred_at,
-            "outcome": outcome,
-            "action": name,
-            "channel": action.channel,
-            "action_id": action_id,
-            "suppressed_by": suppressed_by,
-            "score": rank,
-            "reasons": reasons,
-            "legal_basis": action.basis,
-            **({"purpose": action.purpose} if action.purpose else {}),
-            **({"experiment": arms} if arms else {}),
-        })
+        record = audit_record(
+            digest32(key, name, event.event_id, version, "decision"), "action", customer,
+            event.event_id, version, event.occurred_at, outcome, reasons, action=name,
+            channel=action.channel, action_id=action_id, suppressed_by=suppressed_by,
+            score=rank)
+        record["legal_basis"] = action.basis
+        if action.purpose:
+            record["purpose"] = action.purpose
+        if arms:
+            record["experiment"] = arms
         if skipped or not_before is not None:
-            decisions[-1].update(channel_fields(skipped, not_before))
+            record.update(channel_fields(skipped, not_before))
+        decisions.append(record)
     return actions, decisions
 
 
@@ -337,7 +333,7 @@ def _capacity(env: Env, action: Action, arms: dict[str, str], capped: list[str]
     return "capacity", f"{reached.describe()} reached{fallback}"
 
 
-def _book(profile: Any, name: str, action_id: str, ts: int, policy: Policy,
+def _book(profile: Profile, name: str, action_id: str, ts: int, policy: Policy,
           held_out: bool) -> None:
     history = profile.sent.get(name)
     if history is None:
@@ -386,7 +382,7 @@ def _action_dict(action: Action, env: Env, action_id: str, customer: str, reason
 # -- channel preference lists and deferred quiet hours (channels.py) ---------------------------
 
 # what makes a list try the next channel (an objection to the purpose stops every channel)
-_CHANNEL_STOPS = frozenset({"no_consent", "objection", "quiet_hours"})
+_CHANNEL_STOPS = CHANNEL_SKIP_REASONS
 _NO_SKIPS: tuple[Skip, ...] = ()
 
 

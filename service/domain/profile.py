@@ -26,11 +26,12 @@ an optional part: profiles stored before it read as "zone not known" (the offset
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from typing import Any
 
-import orjson
 from xxhash import xxh3_64_digest
 
+from schemas.codec import JSONDecodeError, dumps_str_keys, loads
 from service.domain.idring import IdRing
 
 __all__ = ["PROFILE_VERSION", "Profile", "ProfileFormatError", "event_digest"]
@@ -38,7 +39,7 @@ __all__ = ["PROFILE_VERSION", "Profile", "ProfileFormatError", "event_digest"]
 PROFILE_VERSION = 2
 _READABLE = frozenset({1, PROFILE_VERSION})
 #: Stored parts read back by `from_bytes`: (key, attribute, constructor).
-_PARTS: tuple[tuple[str, str, Any], ...] = (
+_PARTS: tuple[tuple[str, str, Callable[[Any], object]], ...] = (
     ("s", "scores", dict), ("h", "hits", dict), ("t", "traits", dict), ("w", "windows", dict),
     ("a", "sent", dict), ("q", "recent", list), ("o", "consent", dict),
     ("x", "responses", dict), ("d", "redirect", str),
@@ -120,10 +121,6 @@ class Profile:
 
     # -- idempotence ------------------------------------------------------------------------
 
-    def has_applied(self, digest: bytes, ts_ms: int) -> bool:
-        """True if this event (by id digest) was applied, or is too old to be sure it was not."""
-        return self.seen.has(digest) or ts_ms <= self.floor_ms
-
     def remember(self, digest: bytes, ts_ms: int, limit: int) -> None:
         """Record an applied event id, forgetting the oldest arrivals beyond `limit`."""
         seen = self.seen
@@ -202,14 +199,14 @@ class Profile:
 
     def to_bytes(self) -> bytes:
         """Compact JSON bytes; `from_bytes(p.to_bytes())` gives an equal profile."""
-        return orjson.dumps(self.to_dict())
+        return dumps_str_keys(self.to_dict())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Profile:
         """Read stored bytes; raise `ProfileFormatError` for a format this code cannot read."""
         try:
-            raw = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
+            raw = loads(data)
+        except JSONDecodeError as exc:
             raise ProfileFormatError(f"stored profile is not JSON: {exc}") from None
         if not isinstance(raw, dict):
             raise ProfileFormatError("stored profile is not a JSON object")

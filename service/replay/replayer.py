@@ -20,7 +20,7 @@ second run fails at the same events and rolls them back).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from schemas.event import Event
@@ -187,7 +187,7 @@ class Replayer:
             self.undelivered.extend((c.target.encode(), c) for c in result.controls)
         return result
 
-    def _deliver(self, controls: Any, outcome: Outcome) -> None:
+    def _deliver(self, controls: Iterable[Control], outcome: Outcome) -> None:
         queue: deque[Control] = deque(controls)
         decisions = outcome.decisions
         while queue:
@@ -245,7 +245,8 @@ class Replayer:
             tallies = self.learning[partition] = LearningState(self._refresh_ms)
         return tallies
 
-    def _signal(self, event: Event, feeds: Any, outcome: Outcome) -> None:
+    def _signal(self, event: Event, feeds: Iterable[tuple[str, str]],
+                outcome: Outcome) -> None:
         """Count the event in its signals; a firing goes to the operations output and into
         the context from this event's time on (the event itself decided without it, as in
         the worker, where the signal arrives through the context topic)."""

@@ -35,7 +35,7 @@ class Record(Protocol):
 
 
 class Message(NamedTuple):
-    """A consumed Kafka record built by hand (Faust runtime, tests): a `Record`."""
+    """A consumed Kafka record built by hand (tests, benchmarks): a `Record`."""
 
     topic: str
     partition: int
@@ -79,5 +79,5 @@ class PendingBatch:
     source_offsets: dict[int, str] = field(default_factory=dict)
     encoded: dict[int, dict[bytes, bytes | None]] = field(default_factory=dict)
     last_sent: dict[int, Awaitable[int]] = field(default_factory=dict)
-    acks: asyncio.Future[Any] | None = None  # what must be acknowledged before the next step
+    acks: asyncio.Future[None] | None = None  # what must be acknowledged before the next step
     acked_at: float | None = None  # when the output was (the event-to-action clock)

@@ -21,7 +21,7 @@ __all__ = ["ENTRY_OVERHEAD", "HEAP_PER_STORED_BYTE", "ProfileCache", "charge"]
 # cache bounded per process in bytes").
 ENTRY_OVERHEAD = 1024
 HEAP_PER_STORED_BYTE = 3
-_TRIM_TO = 0.9
+_TRIM_TO = 0.9  # trimmed to this share of the limit, so one trim serves several batches
 
 
 def charge(stored_bytes: int) -> int:

@@ -33,6 +33,7 @@ from service.stream.store import PartitionStore
 __all__ = ["RecoveryResult", "recover_partitions"]
 
 log = logging.getLogger(__name__)
+# A constant, not a setting: recovery reads a backlog, so a fetch rarely waits.
 _FETCH_WAIT_MS = 50
 _NOTHING: frozenset[bytes] = frozenset()  # "no key of this write is in the store yet"
 
@@ -55,11 +56,12 @@ async def recover_partitions(
     stores: Mapping[int, PartitionStore],
     *,
     on_progress: Callable[[int, int], None] | None = None,
-    timeout_s: float = 900.0,
+    timeout_s: float | None = None,
 ) -> list[RecoveryResult]:
     """Apply changelog records after each store's checkpoint, up to the high watermark.
 
-    `on_progress(partition, remaining)` reports the records still to read.
+    `on_progress(partition, remaining)` reports the records still to read; past `timeout_s`
+    (default `TOUCHFLOW_RECOVERY_TIMEOUT_S`) it raises `TimeoutError`.
     """
     if not stores:
         return []
@@ -68,8 +70,11 @@ async def recover_partitions(
     # (each partition from the checkpoint's own record: its generation)
     reader = ChangelogReader(settings.bootstrap_servers, changelog,
                              {p: max(s - 1, 0) for p, s in start.items()},
-                             max_wait_ms=_FETCH_WAIT_MS, security=settings.kafka_security())
-    await asyncio.wait_for(reader.start(), 30)
+                             max_wait_ms=_FETCH_WAIT_MS,
+                             max_bytes=settings.recovery_fetch_max_bytes,
+                             max_partition_bytes=settings.recovery_partition_fetch_max_bytes,
+                             security=settings.kafka_security())
+    await asyncio.wait_for(reader.start(), settings.broker_timeout_s)
     last = {p: s - 1 for p, s in start.items()}
     records = dict.fromkeys(stores, 0)
     # Each partition's records not yet written, the last value per key: written once they
@@ -91,10 +96,11 @@ async def recover_partitions(
         pending[p], pending_bytes[p] = {}, 0
 
     try:
-        deadline = started + timeout_s
+        limit_s = timeout_s if timeout_s is not None else settings.recovery_timeout_s
+        deadline = started + limit_s
         while len(done) < len(stores):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"recovery of {changelog} took over {timeout_s:.0f}s")
+                raise TimeoutError(f"recovery of {changelog} took over {limit_s:.0f}s")
             for p, messages in await reader.fetch():
                 values = pending[p]
                 first, highest, ignored = start[p], newest[p], 0

@@ -22,25 +22,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from itertools import chain
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.ops.logs import error_summary
 from service.ops.settings import Settings
 from service.stream.commits import OffsetCommits
+from service.stream.consumer import Consumer, TopicPartition
 from service.stream.fencing import AssignmentLost, GroupLease, rewind
 from service.stream.processor import PendingBatch, Processor, Record
-from service.stream.sink import BatchingKafkaSink, Sink
+from service.stream.sink import Sink, SinkFactory, kafka_sink
 from service.stream.topics import TopicNames
+
+if TYPE_CHECKING:
+    from service.ops.health import Readiness
+    from service.ops.metrics import Metrics
 
 __all__ = ["KafkaRuntime"]
 
 log = logging.getLogger(__name__)
-_RETRY_MAX_S = 10.0
 # Event-loop turns given to aiokafka's fetcher after each batch is taken, before deciding it,
 # so the next Fetch goes out now rather than after the decision (docs/decisions.md, "Fetch
 # early and briefly").
@@ -56,32 +59,43 @@ _CATCH_UP_FACTOR = 4
 
 
 class KafkaRuntime:
-    """Consume -> process -> commit, until `stop()` (or SIGTERM/SIGINT in `run_forever`)."""
+    """Consume -> process -> commit, until `stop()` (the worker calls it on SIGTERM/SIGINT)."""
 
     def __init__(
         self, settings: Settings, topics: TopicNames, processor_factory: Callable[[Sink],
                                                                                   Processor],
-        *, metrics: Any = None, readiness: Any = None,
+        *, metrics: Metrics | None = None, readiness: Readiness | None = None,
+        sink_factory: SinkFactory = kafka_sink,
     ) -> None:
         self.settings = settings
         self.topics = topics
         self._processor_factory = processor_factory
+        self._sink_factory = sink_factory  # the processor's output (service/stream/sink.py)
         self.metrics = metrics
         self.readiness = readiness
         self.processor: Processor | None = None
         self._stopping = asyncio.Event()
-        self._consumer: Any = None
-        self._producer: Any = None
-        self._assigned: set[Any] = set()
-        self._next_offsets: dict[Any, int] = {}  # per partition, past the last batch taken
+        self._consumer: Consumer | None = None
+        self._producer: Any = None  # aiokafka's (no type stubs)
+        self._assigned: set[TopicPartition] = set()
+        # per partition, past the last batch taken
+        self._next_offsets: dict[TopicPartition, int] = {}
         self._lag_at = 0.0
         self._pipe = asyncio.Lock()
         self._inflight: deque[_InFlight] = deque()
         self.lease = GroupLease(settings.session_timeout_ms)
-        self._commits = OffsetCommits(lambda: self._consumer, lambda: self.lease.live(),
+        self._commits = OffsetCommits(lambda: self.consumer, lambda: self.lease.live(),
                                       lambda: self.lease.age(), metrics=metrics,
-                                      readiness=readiness)
+                                      readiness=readiness,
+                                      timeout_s=settings.broker_timeout_s)
         self._lapsed = False  # the lease expired: fetching paused until it is renewed
+
+    @property
+    def consumer(self) -> Consumer:
+        """The started consumer (aiokafka's, or Faust's through `FaustConsumer`)."""
+        if self._consumer is None:
+            raise RuntimeError("the worker's consumer is not started")
+        return self._consumer
 
     def stop(self) -> None:
         """Ask the loop to finish its current batch, commit, and leave the group."""
@@ -97,32 +111,34 @@ class KafkaRuntime:
         security = settings.kafka_security()
         self._producer = AIOKafkaProducer(
             bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=2,
-            max_batch_size=512 * 1024, request_timeout_ms=30_000, **security,
+            max_batch_size=settings.producer_max_batch_bytes,
+            request_timeout_ms=int(settings.broker_timeout_s * 1000), **security,
         )
-        await asyncio.wait_for(self._producer.start(), 30)
-        self.processor = self._processor_factory(BatchingKafkaSink(self._producer))
+        await asyncio.wait_for(self._producer.start(), settings.broker_timeout_s)
+        self.processor = self._processor_factory(self._sink_factory(self._producer, settings))
         if self.processor.fence is None:  # the factory (service/stream/worker.py) does not know it
             self.processor.fence = self.lease.check
-        self._consumer = AIOKafkaConsumer(
+        consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap_servers,
             client_id=f"{settings.app_id}-worker",
             partition_assignment_strategy=(RangePartitionAssignor,),
-            max_partition_fetch_bytes=4 * 1024 * 1024,
+            max_partition_fetch_bytes=settings.partition_fetch_max_bytes,
             # how long the broker may hold a fetch with no data: short, or an idle partition's
             # fetch (responses, repartition) delays the next events (docs/decisions.md,
             # "Fetch early and briefly").
             fetch_max_wait_ms=max(5, min(100, settings.batch_max_wait_ms)),
-            fetch_max_bytes=32 * 1024 * 1024,
+            fetch_max_bytes=settings.fetch_max_bytes,
             **settings.group_member(),
         )
-        await asyncio.wait_for(self._consumer.start(), 30)
-        self.lease.attach(self._consumer)
-        self._consumer.subscribe(
+        await asyncio.wait_for(consumer.start(), settings.broker_timeout_s)
+        self.lease.attach(consumer)
+        consumer.subscribe(
             [self.topics.events, self.topics.responses, self.topics.repartition],
             listener=_listener(self),
         )
+        self._consumer = consumer
 
-    async def _on_assigned(self, assigned: set[Any]) -> None:
+    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         self.lease.assigned()
         self._lapsed = False  # (a new assignment is not paused)
         self._assigned = set(assigned)
@@ -139,7 +155,7 @@ class KafkaRuntime:
         if self.processor is not None:
             await self.processor.assign(partitions)
 
-    async def _on_revoked(self, revoked: set[Any]) -> None:
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         # Finish and commit the batches in flight while the partitions are still ours; if a
         # step fails, they are left to the next owner (their offsets are not committed).
         try:
@@ -155,7 +171,7 @@ class KafkaRuntime:
                 await self.processor.revoke(partitions)
             log.info("partitions revoked", extra={"partitions": sorted(partitions)})
 
-    def _owned(self, tps: set[Any]) -> set[int]:
+    def _owned(self, tps: Iterable[TopicPartition]) -> set[int]:
         return {tp.partition for tp in tps if tp.topic == self.topics.repartition}
 
     async def run(self) -> None:
@@ -166,7 +182,7 @@ class KafkaRuntime:
         await self._start_clients()
         assert self.processor is not None
         settings = self.settings
-        consumer = self._consumer
+        consumer = self.consumer
         wait_ms = max(1, settings.batch_max_wait_ms)
         cap = settings.batch_max_events
         try:
@@ -197,14 +213,14 @@ class KafkaRuntime:
                 collector.close()
                 await self._shutdown()
 
-    def _next_cap(self, offsets: dict[Any, int]) -> int:
+    def _next_cap(self, offsets: Mapping[TopicPartition, int]) -> int:
         """The next batch's size cap: larger while the worker is far behind on its partitions
         (`_CATCH_UP_LAG`), counted over every partition it has taken a batch from."""
         positions = self._next_offsets
         positions.update(offsets)
         cap = self.settings.batch_max_events
         behind = 0
-        consumer = self._consumer
+        consumer = self.consumer
         for tp, next_offset in positions.items():
             high = consumer.highwater(tp)
             if high is not None:
@@ -221,7 +237,8 @@ class KafkaRuntime:
     # runtime"). At most three batches are in flight; steps run in batch order, under
     # `_pipe`, which the rebalance listener also takes to drain the pipeline before partitions move.
 
-    async def _begin(self, messages: list[Record], offsets: dict[Any, int]) -> None:
+    async def _begin(self, messages: list[Record],
+                     offsets: dict[TopicPartition, int]) -> None:
         assert self.processor is not None
         entry = _InFlight(messages, offsets)
         self._inflight.append(entry)
@@ -293,7 +310,7 @@ class KafkaRuntime:
         assert self.processor is not None
         log.warning("group membership may be lost: batches in flight abandoned, no changelog "
                     "written", extra={"error": str(exc), "batches": len(self._inflight)})
-        self._next_offsets.update(rewind(self._consumer,
+        self._next_offsets.update(rewind(self.consumer,
                                          (entry.messages for entry in self._inflight)))
         self._inflight.clear()
         self.processor.abandon()
@@ -306,13 +323,14 @@ class KafkaRuntime:
         if lapsed == self._lapsed:
             return
         self._lapsed = lapsed
-        partitions = self._consumer.assignment()
+        consumer = self.consumer
+        partitions = consumer.assignment()
         if lapsed:
             log.warning("no heartbeat answered lately: fetching paused until the group answers",
                         extra={"heartbeat_age_s": round(self.lease.age() or 0.0, 1)})
-            self._consumer.pause(*partitions)
+            consumer.pause(*partitions)
         else:
-            self._consumer.resume(*partitions)
+            consumer.resume(*partitions)
 
     def _abandon(self, exc: Exception) -> None:
         assert self.processor is not None
@@ -331,8 +349,8 @@ class KafkaRuntime:
 
     async def _process_with_retry(self, messages: Sequence[Record]) -> bool:
         """Process a batch, retrying with jittered backoff (0.5 s doubling up to
-        `_RETRY_MAX_S`, plus up to 0.5 s at random); False if the worker was asked to stop
-        before it succeeded."""
+        `TOUCHFLOW_BATCH_RETRY_MAX_S`, plus up to 0.5 s at random); False if the worker was
+        asked to stop before it succeeded."""
         from tenacity import (
             AsyncRetrying,
             RetryCallState,
@@ -355,7 +373,7 @@ class KafkaRuntime:
             retry=retry_if_exception_type(Exception) & retry_if_not_exception_type(
                 AssignmentLost),
             stop=lambda _: self._stopping.is_set(),
-            wait=backoff(0.5, _RETRY_MAX_S), before_sleep=crashed,
+            wait=backoff(0.5, self.settings.batch_retry_max_s), before_sleep=crashed,
             retry_error_callback=lambda _: False,
         )
         if await retrying(self.processor.process, messages) is False:
@@ -372,7 +390,7 @@ class KafkaRuntime:
         if self.metrics is None or now - self._lag_at < 1.0:
             return
         self._lag_at = now
-        consumer = self._consumer
+        consumer = self.consumer
         committed = self._commits.committed
         for tp in consumer.assignment():
             high = consumer.highwater(tp)
@@ -395,12 +413,6 @@ class KafkaRuntime:
                     await asyncio.wait_for(client.stop(), 10)
         log.info("worker stopped", extra={"seconds": round(time.monotonic() - started, 3)})
 
-    def install_signal_handlers(self) -> None:
-        """SIGTERM and SIGINT drain: finish the batch, commit, leave the group, exit 0."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop)
-
 
 async def _let_the_fetcher_send() -> None:
     """Yield `_FETCH_YIELDS` turns of the event loop (see there), so that the next Fetch
@@ -415,14 +427,14 @@ class _InFlight:
 
     __slots__ = ("batch", "changelog_sent", "messages", "offsets")
 
-    def __init__(self, messages: list[Record], offsets: dict[Any, int]) -> None:
+    def __init__(self, messages: list[Record], offsets: dict[TopicPartition, int]) -> None:
         self.messages = messages
         self.offsets = offsets
         self.batch: PendingBatch | None = None
         self.changelog_sent = False
 
 
-def _listener(runtime: KafkaRuntime) -> Any:
+def _listener(runtime: KafkaRuntime) -> object:
     from aiokafka.abc import ConsumerRebalanceListener
 
     class Listener(_Listener, ConsumerRebalanceListener):  # type: ignore[misc]
@@ -437,8 +449,8 @@ class _Listener:
     def __init__(self, runtime: KafkaRuntime) -> None:
         self._runtime = runtime
 
-    def on_partitions_revoked(self, revoked: Any) -> Awaitable[None]:
+    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> Awaitable[None]:
         return self._runtime._on_revoked(set(revoked))
 
-    def on_partitions_assigned(self, assigned: Any) -> Awaitable[None]:
+    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> Awaitable[None]:
         return self._runtime._on_assigned(set(assigned))

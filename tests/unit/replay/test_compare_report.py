@@ -1,4 +1,4 @@
-"""Comparing two rulebooks (service/replay/diff.py) and the HTML report (report.py)."""
+"""Comparing two rulebooks (service/replay/diff.py) and the HTML report (html_report.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from service.cli import main
 from service.domain.rules import load_rulebook
 from service.replay.diff import compare_stream, format_table
+from service.replay.html_report import bar_chart, histogram, line_chart
 from service.replay.reader import LogFile, decode_lines
-from service.replay.report import bar_chart, histogram, line_chart
 from tests.events import log_line
 
 

@@ -1,5 +1,5 @@
 """The report's decision funnel per action and its customers who received nothing
-(service/replay/funnel.py, report_funnel.py), for a replay and side by side in a comparison."""
+(service/replay/funnel.py, html_funnel.py), for a replay and side by side in a comparison."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from service.cli import main
 from service.domain.rules import load_rulebook
 from service.replay.funnel import NO_CANDIDATE, FunnelTally
-from service.replay.report import render_report
+from service.replay.html_report import render_report
 from service.replay.runner import replay_file
 from tests.events import at_minute, log_line
 

@@ -18,7 +18,7 @@ from schemas.event import decode_event
 from service.cli import main
 from service.domain.rules import load_rulebook
 from service.replay.reader import BadRecord
-from service.replay.runner import replay_events, replay_file, run
+from service.replay.runner import replay_events, replay_file
 from tests.events import keyed, log_line
 from tests.unit.replay.conftest import ROOT
 
@@ -156,17 +156,6 @@ def test_replay_events_library_api_yields_one_step_per_event(
     assert [s.event.event_id for s in steps] == ["e-0", "e-1", "e-2"]
     assert all(s.outcome is not None and s.error is None for s in steps)
     assert [len(s.outcome.actions) for s in steps if s.outcome] == [0, 1, 1]
-
-
-def test_benchmark_entry_reports_events_per_second(
-    write_rulebook: Callable[..., Path], write_log: Callable[..., Path]
-) -> None:
-    """`run(events, rules_path)` (used by `make bench`) replays raw values and reports
-    events, seconds and events/s."""
-    raw = write_log(n=200).read_bytes().splitlines()
-    stats = run(raw, write_rulebook())
-    assert stats["events"] == 200 and stats["seconds"] > 0
-    assert stats["events_per_s"] == pytest.approx(200 / stats["seconds"])
 
 
 def test_a_failed_decide_leaves_no_trace_in_replay_as_in_the_worker(
