@@ -118,3 +118,25 @@ async def test_a_store_ahead_of_its_changelog_is_rebuilt_from_it(
     [result] = await recover_partitions(settings, changelog, {0: store})
     assert {k: store.get(k) for k in store.keys()} == {b"c:1": b"a", b"c:2": b"b"}  # noqa: SIM118
     assert (result.start_offset, result.records, store.checkpoint()) == (0, 2, 1)
+
+
+async def test_a_position_out_of_range_moves_to_the_partitions_first_offset(
+        broker: EmbeddedBroker) -> None:
+    """Kafka answers a fetch below the log's start with OFFSET_OUT_OF_RANGE, on which the
+    reader asks ListOffsets for the earliest offset and reads from there (as the consumer
+    with `auto_offset_reset="earliest"`). Tansu never answers so, so the step is driven
+    directly: the position moves to 0 and the next fetch brings every record."""
+    from aiokafka.structs import TopicPartition
+
+    settings, changelog = await _changelog(broker, 1)
+    await _write(settings, changelog, [(0, b"c:1", b"a"), (0, b"c:2", b"b")])
+    reader = ChangelogReader(settings.bootstrap_servers, changelog, {0: 1})
+    await reader.start()
+    try:
+        node = reader._client.cluster.leader_for_partition(TopicPartition(changelog, 0))
+        await reader._to_earliest(node, 0, 1)
+        assert reader.position(0) == 0
+        [(partition, records)] = await reader.fetch()
+        assert (partition, [r.offset for r in records]) == (0, [0, 1])
+    finally:
+        await reader.stop()
