@@ -74,7 +74,6 @@ async def recover_partitions(
                              max_bytes=settings.recovery_fetch_max_bytes,
                              max_partition_bytes=settings.recovery_partition_fetch_max_bytes,
                              security=settings.kafka_security())
-    await asyncio.wait_for(reader.start(), settings.broker_timeout_s)
     last = {p: s - 1 for p, s in start.items()}
     records = dict.fromkeys(stores, 0)
     # Each partition's records not yet written, the last value per key: written once they
@@ -96,6 +95,7 @@ async def recover_partitions(
         pending[p], pending_bytes[p] = {}, 0
 
     try:
+        await asyncio.wait_for(reader.start(), settings.broker_timeout_s)
         limit_s = timeout_s if timeout_s is not None else settings.recovery_timeout_s
         deadline = started + limit_s
         while len(done) < len(stores):
