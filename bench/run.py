@@ -177,7 +177,9 @@ def latency_table(latency: Mapping[str, Any]) -> str:
                          f"{got['p50_ms']:>7} {got['p95_ms']:>7} {got['p99_ms']:>7} "
                          f"{got['max_ms']:>7}  {got['generator_lag_max_ms']:>9} ms   "
                          f"{got.get('to_stamp_p50_ms')}/{got.get('to_stamp_p99_ms')}, "
-                         f"{got.get('stamp_to_held_p50_ms')}/{got.get('stamp_to_held_p99_ms')}")
+                         f"{got.get('stamp_to_held_p50_ms')}/{got.get('stamp_to_held_p99_ms')}"
+                         + ("" if got.get("generator_kept_up", True) else
+                            "  (generator behind: the host's figure, not the path's)"))
     return "\n".join(lines)
 
 
