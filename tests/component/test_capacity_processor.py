@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.domain.capacity import CapacityState
+from service.domain.capacity import CapacityState, owner_key
+from service.domain.partitioning import partition_for_key
 from service.domain.rules import load_rulebook
 from service.ops.settings import load_settings
 from service.stream.processor import Message, Processor
@@ -100,3 +102,121 @@ def test_calls_never_exceed_the_limit_and_the_stored_state_accounts_for_them(
     pool = sum(s.pool_left("call_center", 0) or 0 for s in states)
     assert spent == len(calls)
     assert pool + held + spent == 5
+
+
+def _customer_on(partition: int, taken: set[str]) -> str:
+    """A lead id whose profile key falls on `partition` of 4."""
+    for n in range(1000):
+        lead = f"lead-{n}"
+        if lead not in taken and partition_for_key(f"customer_id:{lead}".encode(), 4) == partition:
+            taken.add(lead)
+            return lead
+    raise AssertionError("no lead id found")
+
+
+def _message(topic: str, partition: int, offset: int, lead: str) -> Message:
+    value = orjson.dumps({"event_id": f"q-{lead}", "occurred_at": "2026-03-02T09:00:00Z",
+                          "channel": "web", "type": "lead_qualified",
+                          "identity": {"customer_id": lead}, "properties": {}})
+    return Message(topic, partition, offset, None, value)
+
+
+async def _lost_batch(defer: bool) -> tuple[list[dict[str, Any]], int]:
+    """Limit 5 over 4 partitions: a share of 1 each, 1 in the owner's pool. Partition A calls
+    its first lead on its share and asks for more; a batch reads the grant, then the second
+    lead (a call), and dies before its store write (abandoned). Redelivered, the second lead
+    comes before the grant (the e-mail) and a third lead gets the call; every other partition
+    calls one lead on its share. Returns the actions and what the stored states spent."""
+    settings_ = load_settings(rules=RULES, store="memory://", partitions=4,
+                              broker="kafka://127.0.0.1:1", topic_prefix="cap")
+    topics = TopicNames.from_settings(settings_)
+    sink = MemorySink()
+    processor = Processor(settings_, topics, load_rulebook(RULES), sink, recover=_no_recovery)
+    if not defer:  # the behaviour before the outbox: every action leaves when decided
+        processor._spends = frozenset()
+    owner = partition_for_key(owner_key("call_center", 0), 4)
+    holder = (owner + 1) % 4
+    taken: set[str] = set()
+    first, second, third = (_customer_on(holder, taken) for _ in range(3))
+    await processor.process([_message(topics.events, holder, 0, first)])
+    ask = sink.on(topics.repartition)[-1]
+    await processor.process([Message(topics.repartition, owner, 0, ask.key, ask.value,
+                                     headers=tuple(ask.headers or ()))])
+    grant = sink.on(topics.repartition)[-1]
+    assert orjson.loads(grant.value or b"")["n"] == 1
+    granted = Message(topics.repartition, holder, 0, grant.key, grant.value,
+                      headers=tuple(grant.headers or ()))
+    lead = _message(topics.events, holder, 1, second)
+    await processor.begin([granted, lead])  # the lost batch: its output left
+    processor.abandon()
+    await processor.process([lead, granted, _message(topics.events, holder, 2, third)])
+    offsets = {holder: 3}
+    for partition in range(4):
+        if partition != holder:
+            await processor.process([_message(topics.events, partition, offsets.get(
+                partition, 0), _customer_on(partition, taken))])
+    spent = 0
+    for partition in range(4):
+        store = processor.store(partition)
+        raw = store.get(CAPACITY_KEY) if store is not None else None
+        if raw is not None:
+            spent += CapacityState.from_bytes(raw, processor.rulebook.capacity, partition,
+                                              4).spent("call_center", 0)
+    return [orjson.loads(r.value or b"") for r in sink.on(topics.actions)], spent
+
+
+def test_a_call_decided_by_a_lost_batch_never_reaches_the_actions_topic() -> None:
+    """The crash between a batch's sends and its store write, through the processor: the
+    calls wait for their batch's store write, so the actions topic carries exactly the 5
+    calls the stored states spent, and the lead whose call the lost batch decided gets only
+    the e-mail. With calls sent as decided (the behaviour before), the same history puts 6
+    distinct calls on the topic, 5 of them counted."""
+    actions, spent = asyncio.run(_lost_batch(defer=True))
+    calls = {a["action_id"] for a in actions if a["action"] == "call"}
+    assert len(calls) == spent == 5
+    assert len({a["customer_id"] for a in actions}) == len(actions) == 6  # one action each
+    before, spent_before = asyncio.run(_lost_batch(defer=False))
+    assert len({a["action_id"] for a in before if a["action"] == "call"}) == 6
+    assert spent_before == 5
+
+
+def test_an_unacknowledged_call_is_sent_again_by_the_next_owner() -> None:
+    """A worker dies after a batch's store write, before its call was acknowledged: the
+    stored capacity state still keeps the call, so the partition's next owner sends it again
+    on assignment (the same action id: consumers drop repeats), and forgets it once the
+    broker acknowledged it."""
+
+    async def run() -> tuple[list[Any], list[Any], CapacityState]:
+        settings_ = load_settings(rules=RULES, store="memory://", partitions=4,
+                                  broker="kafka://127.0.0.1:1", topic_prefix="cap")
+        topics = TopicNames.from_settings(settings_)
+        sink = MemorySink()
+        first = Processor(settings_, topics, load_rulebook(RULES), sink,
+                          recover=_no_recovery)
+        lead = _customer_on(1, set())
+        await first.process([_message(topics.events, 1, 0, lead)])
+        store = first.store(1)
+        assert store is not None
+        kept = CapacityState.from_bytes(store.get(CAPACITY_KEY) or b"",
+                                        first.rulebook.capacity, 1, 4)
+        assert list(kept.pending) == [a["action_id"] for a in (
+            orjson.loads(r.value or b"") for r in sink.on(topics.actions))]
+
+        async def recover(stores: Mapping[int, PartitionStore]) -> None:
+            for partition, target in stores.items():  # the changelog, as the first left it
+                source = first.store(partition)
+                if source is not None:
+                    target.write(dict(source.scan(b"")), -1)
+
+        again = MemorySink()
+        second = Processor(settings_, topics, load_rulebook(RULES), again, recover=recover)
+        await second.assign({1})
+        await asyncio.sleep(0)  # (the acknowledgement's callback)
+        return ([orjson.loads(r.value or b"") for r in sink.on(topics.actions)],
+                [orjson.loads(r.value or b"") for r in again.on(topics.actions)],
+                second.capacity[1])
+
+    sent, resent, state = asyncio.run(run())
+    assert [a["action"] for a in sent] == ["call"]
+    assert resent == sent
+    assert state.pending == {}
