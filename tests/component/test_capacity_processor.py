@@ -14,10 +14,13 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from schemas.codec import dumps
+from schemas.event import decode_event
 from service.domain.capacity import CapacityState, owner_key
 from service.domain.partitioning import partition_for_key
-from service.domain.rules import load_rulebook
+from service.domain.rules import Rulebook, load_rulebook, parse_rulebook
 from service.ops.settings import load_settings
+from service.replay.replayer import Replayer
 from service.stream.processor import Message, Processor
 from service.stream.sink import MemorySink
 from service.stream.store import CAPACITY_KEY, PartitionStore
@@ -37,13 +40,14 @@ def _lead(n: int) -> bytes:
                          "identity": {"customer_id": f"lead-{n}"}, "properties": {}})
 
 
-async def _run(picks: list[int], duplicates: list[int]) -> tuple[MemorySink, TopicNames,
-                                                                  Processor]:
+async def _run(picks: list[int], duplicates: list[int], rulebook: Rulebook | None = None,
+               settle: bool = False) -> tuple[MemorySink, TopicNames, Processor]:
     settings_ = load_settings(rules=RULES, store="memory://", partitions=4,
                               broker="kafka://127.0.0.1:1", topic_prefix="cap")
     topics = TopicNames.from_settings(settings_)
     sink = MemorySink()
-    processor = Processor(settings_, topics, load_rulebook(RULES), sink, recover=_no_recovery)
+    processor = Processor(settings_, topics, rulebook or load_rulebook(RULES), sink,
+                          recover=_no_recovery)
     offsets: dict[tuple[str, int], int] = {}
     looped = 0
     turns = iter(picks)
@@ -70,6 +74,8 @@ async def _run(picks: list[int], duplicates: list[int]) -> tuple[MemorySink, Top
         if n in again:
             await deliver(topics.events, next(turns, 1) % 4, None, _lead(n))
         await loop_back(next(turns, 0) % 4)
+        while settle and looped < len(sink.on(topics.repartition)):
+            await loop_back(1)  # every record answered before the next lead
     for _ in range(500):
         if looped == len(sink.on(topics.repartition)):
             break
@@ -102,6 +108,24 @@ def test_calls_never_exceed_the_limit_and_the_stored_state_accounts_for_them(
     pool = sum(s.pool_left("call_center", 0) or 0 for s in states)
     assert spent == len(calls)
     assert pool + held + spent == 5
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(picks=st.lists(st.integers(0, 11), min_size=60, max_size=60))
+def test_below_the_limit_live_sends_what_replay_sends(picks: list[int]) -> None:
+    """A limit of 100 calls that 24 leads do not reach, quota records answered before the
+    next lead arrives (as replay delivers them): whatever partition each lead is produced
+    to, the processor's actions topic carries, byte for byte, the actions replay sends over
+    the same leads (the calls only leave later, after their batch's store write)."""
+    rulebook = parse_rulebook(RULES.read_text().replace("limit: 5,", "limit: 100,"),
+                              str(RULES))
+    assert rulebook.capacity["call_center"].limit == 100
+    sink, topics, _ = asyncio.run(_run(picks, [], rulebook, settle=True))
+    replay = Replayer(rulebook, partitions=4)
+    expected = [dumps(action) for n in range(LEADS)
+                for action in replay.apply(decode_event(_lead(n))).actions]
+    assert sorted(r.value or b"" for r in sink.on(topics.actions)) == sorted(expected)
+    assert {orjson.loads(v)["action"] for v in expected} == {"call"}
 
 
 def _customer_on(partition: int, taken: set[str]) -> str:
