@@ -112,8 +112,8 @@ class SkippedChannel(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True, title="SkippedChannel")
 
     channel: Channel
-    reason: str = Field(description="A suppression reason: no_consent, objection or "
-                        "quiet_hours.")
+    reason: str = Field(description="A suppression reason: no_consent, objection, "
+                        "quiet_hours or capacity.")
     why: str = Field(description="The readable explanation.")
 
 

@@ -259,3 +259,49 @@ def test_a_big_context_is_wrapped_with_the_quota_not_copied() -> None:
     assert len(wrapped) == 101 and set(wrapped) == {*big, CAPACITY_CONTEXT}
     assert wrapped.get("absent") is None
     assert with_quota(big, None) is big
+
+
+CHANNELS = """\
+version: "cap-channels-1"
+actions:
+  delay_notice:
+    channels: [sms, email]
+    basis: service
+    when: [{event: {type: lead_qualified}}]
+  survey:
+    channel: web
+    basis: service
+    when: [{event: {type: lead_qualified}}]
+    priority: 0.1
+"""
+
+
+@pytest.mark.parametrize("behaviour", ["fallback", "suppress"])
+def test_a_channel_whose_capacity_is_reached_gives_way_to_the_next_channel(
+        behaviour: str) -> None:
+    """An action preferring sms, then e-mail, with 2 SMS in total: with `fallback`, the
+    first 2 customers get the SMS and the others the e-mail, their audit record listing sms
+    as skipped for `capacity`: the next channel is tried before arbitration moves to the next
+    action (the survey, ranked below, is never sent: one action per event); with `suppress`,
+    the action is suppressed after 2 (no e-mail) and so is the survey ranked below it."""
+    rulebook = parse_rulebook(CHANNELS + dedent(f"""\
+        capacity:
+          sms: {{channel: sms, limit: 2, when_reached: {behaviour}}}
+        """), "rules.yaml")
+    _, decisions = _run(rulebook, 6)
+    notices = [d for d in decisions if d["action"] == "delay_notice"]
+    sent = Counter((d["outcome"], d["channel"]) for d in notices)
+    surveys = Counter(d["suppressed_by"] for d in decisions if d["action"] == "survey")
+    if behaviour == "fallback":
+        assert sent == {("sent", "sms"): 2, ("sent", "email"): 4}
+        skipped = [d["skipped_channels"] for d in notices if d["channel"] == "email"]
+        assert skipped == [[{"channel": "sms", "reason": "capacity",
+                             "why": "capacity sms (2 total) reached; falling back to the "
+                                    "next eligible action"}]] * 4
+        assert surveys == {"arbitration": 6}
+    else:
+        assert sent == {("sent", "sms"): 2, ("suppressed", "sms"): 4}
+        assert {d["suppressed_by"] for d in notices if d["outcome"] == "suppressed"} == \
+            {"capacity"}
+        assert surveys == {"arbitration": 2, "capacity": 4}
+    TypeAdapter(list[DecisionRecord]).validate_python(decisions)
