@@ -132,12 +132,13 @@ class CapacityState:
     Holding (per constraint and period): `g` granted, from the start the partition's implicit
     `share`; `s` spent, `r` returned, `a` asks made, `k` grants applied (an ask is in flight
     while a > k), `dry` the last grant was empty, `miss` demands since, `rc` the last recall
-    answered and `sr` what was spent then. Pool: `left` not granted, from the start the limit
-    less every partition's share; `asks` id -> amount granted, `rets` ids of returns applied,
-    `d` per partition what it was granted less what it returned, `sp` per partition what it
-    had spent by its last return, `wait` asks waiting for a recall's answers ([id, partition,
-    amount, recalls made for it]), `out` the partitions recalled that have not answered,
-    `rc` recalls made. `rets` (holder): returns not yet confirmed by their owner.
+    answered and `sr` what was spent then, `pre` the last ask was ahead of need, `w` demands
+    it could not serve. Pool: `left` not granted, from the start the limit less every
+    partition's share; `asks` id -> amount granted, `rets` ids of returns applied, `d` per
+    partition what it was granted less what it returned, `sp` per partition what it had
+    spent by its last return, `wait` asks waiting for a recall's answers ([id, partition,
+    amount, recalls made, recalls allowed]), `out` the partitions recalled that have not
+    answered, `rc` recalls made. `rets` (holder): returns not yet confirmed by their owner.
     `pending`: action id -> what the driver needs to send it (`defer`).
 
     Why these ids survive a crash: a partition's inputs come from two topics (events, and
@@ -222,6 +223,7 @@ class CapacityState:
         if blocked is not None:
             for constraint, period, hold in holds:
                 if hold["g"] - hold["s"] - hold["r"] <= 0:
+                    hold["w"] = hold.get("w", 0) + 1
                     self._want(constraint, period, hold, False)
             return blocked
         for constraint, period, hold in holds:
@@ -280,7 +282,7 @@ class CapacityState:
             hold = self.holds[(name, period)] = {
                 "g": 0 if below else self.share(self.constraints[name], period), "s": 0,
                 "r": 0, "a": 0, "k": 0, "dry": False, "miss": 0, "done": False, "rc": 0,
-                "sr": 0, "pre": False}
+                "sr": 0, "pre": False, "w": 0}
             self.dirty = True
             self.due = -(2**62)  # a new holding: look again at the next event
         elif hold["done"]:
@@ -312,6 +314,10 @@ class CapacityState:
                 "n": self.ask_size(constraint)}
         if ahead:
             body["pre"] = 1
+        elif hold.get("w", 0) > 1 or (constraint.period_ms and (self.newest - period * \
+                constraint.period_ms) * 2 >= constraint.period_ms):
+            body["all"] = 1  # demand goes unserved repeatedly, or late in the period: the
+            # owner may recall even partitions' shares
         self.outbox.append(self._to_owner(constraint.name, period, body))
 
     def ask_size(self, constraint: Constraint) -> int:
@@ -403,21 +409,23 @@ class CapacityState:
         if constraint is None:
             return None  # a constraint the rulebook no longer has: nothing to keep
         if op == "grant":
-            self._granted(constraint, period, number, amount)
+            self._granted(constraint, period, number, amount, bool(record.get("more")))
         elif op == "retok":
             if self.rets.pop(ident, None) is not None:
                 self.dirty = True
         elif op == "recall":
             self._recalled(constraint, period, number, bool(record.get("all")))
         elif op == "ask":
-            self._asked(constraint, period, ident, amount, sender, bool(record.get("pre")))
+            rounds = 0 if record.get("pre") else 2 if record.get("all") else 1
+            self._asked(constraint, period, ident, amount, sender, rounds)
         elif op == "ret":
             self._returned(constraint, period, ident, amount, sender, recall, spent)
         else:
             return f"unknown capacity record {op!r}"
         return None
 
-    def _granted(self, constraint: Constraint, period: int, number: int, amount: int) -> None:
+    def _granted(self, constraint: Constraint, period: int, number: int, amount: int,
+                 more: bool = False) -> None:
         if period < self.floor.get(constraint.name, -(2**62)):
             return
         hold = self._hold(constraint.name, period)
@@ -426,7 +434,8 @@ class CapacityState:
         hold["k"] = number
         hold["a"] = max(hold["a"], number)  # an ask a lost batch made: adopted
         hold["g"] += max(0, amount)
-        hold["dry"] = amount <= 0 and not hold.get("pre")  # (short ahead of need: not dry)
+        # (short ahead of need, or with quota left at others: not dry)
+        hold["dry"] = amount <= 0 and not hold.get("pre") and not more
         self.dirty = True
         if constraint.period_ms and \
                 (period + 1) * constraint.period_ms + self.grace_ms <= self.newest:
@@ -447,7 +456,7 @@ class CapacityState:
         return pool
 
     def _asked(self, constraint: Constraint, period: int, ident: str, amount: int,
-               sender: int, ahead: bool) -> None:
+               sender: int, rounds: int) -> None:
         pool = self._pool(constraint, period)
         if pool is None:  # forgotten long ago: nothing left to grant
             self._reply(constraint.name, period, sender, ident, 0)
@@ -458,7 +467,7 @@ class CapacityState:
             return
         if any(entry[0] == ident for entry in pool["wait"]):
             return  # (waiting for a recall's answers)
-        pool["wait"].append([ident, sender, max(0, amount), 2 if ahead else 0])
+        pool["wait"].append([ident, sender, max(0, amount), 0, rounds])
         self._serve(constraint, period, pool)
 
     def _returned(self, constraint: Constraint, period: int, ident: str, amount: int,
@@ -481,18 +490,19 @@ class CapacityState:
     def _serve(self, constraint: Constraint, period: int, pool: dict[str, Any]) -> None:
         """Grant the waiting asks in order. One the pool cannot fill, made by a partition
         with demand it could not serve, recalls unspent quota first: what partitions were
-        granted beyond their shares, then, if still short, everything but what partitions
-        that are spending need; each time it waits until all recalled answered. Then it gets
+        granted beyond their shares; then, if still short and the partition could not serve
+        more than one demand of the period, everything but what partitions that are
+        spending need. Each recall waits until all recalled answered; then the ask gets
         what there is. An ask ahead of need gets what there is at once."""
         wait = pool["wait"]
         while wait:
-            ident, sender, amount, rounds = wait[0]
+            ident, sender, amount, done, rounds = wait[0]
             if pool["left"] < amount:
                 if pool["out"]:
                     return
-                if rounds < 2:
-                    wait[0][3] = rounds + 1
-                    if self._recall(constraint, period, pool, rounds == 1):
+                if done < rounds:
+                    wait[0][3] = done + 1
+                    if self._recall(constraint, period, pool, done == 1):
                         return
                     continue
             granted = min(amount, pool["left"])
@@ -501,14 +511,16 @@ class CapacityState:
             who = str(sender)
             pool["d"][who] = pool["d"].get(who, 0) + granted
             wait.pop(0)
-            self._reply(constraint.name, period, sender, ident, granted)
+            # short, shares not recalled, some left with others: the next demand asks again
+            more = granted < amount and 0 < rounds < 2 and \
+                bool(self._holders(constraint, period, pool, True))
+            self._reply(constraint.name, period, sender, ident, granted, more)
 
-    def _recall(self, constraint: Constraint, period: int, pool: dict[str, Any],
-                everything: bool) -> bool:
-        """Ask the partitions, but those waiting, that may hold unspent quota of the period
-        beyond their share (`everything`: any) to give it back; False when there are none.
-        What a partition may hold: its share plus grants, less returns and what it said it
-        spent (never less than what it holds)."""
+    def _holders(self, constraint: Constraint, period: int, pool: dict[str, Any],
+                 everything: bool) -> list[int]:
+        """The partitions, but those waiting, that may hold unspent quota of the period
+        beyond their share (`everything`: any): their share plus grants, less returns and
+        what they said they spent (never less than what they hold)."""
         waiting = {entry[1] for entry in pool["wait"]}
         lent, told = pool["d"], pool["sp"]
         out = []
@@ -519,6 +531,13 @@ class CapacityState:
             extra = lent.get(str(part), 0) - told.get(str(part), 0)
             if extra + share > 0 and (everything or extra > 0):
                 out.append(part)
+        return out
+
+    def _recall(self, constraint: Constraint, period: int, pool: dict[str, Any],
+                everything: bool) -> bool:
+        """Ask the partitions that may hold unspent quota (`_holders`) to give it back;
+        False when there are none."""
+        out = self._holders(constraint, period, pool, everything)
         if not out:
             return False
         pool["rc"] += 1
@@ -532,11 +551,14 @@ class CapacityState:
             self.outbox.append(QuotaMessage(part, owner_key(name, period), orjson.dumps(body)))
         return True
 
-    def _reply(self, name: str, period: int, sender: int, ident: str, amount: int) -> None:
+    def _reply(self, name: str, period: int, sender: int, ident: str, amount: int,
+               more: bool = False) -> None:
         number = int(ident.rsplit(".", 1)[1]) if "." in ident else 0
-        self.outbox.append(QuotaMessage(sender, owner_key(name, period), orjson.dumps(
-            {"op": "grant", "c": name, "p": period, "id": ident, "k": number, "n": amount,
-             "from": self.partition})))
+        body = {"op": "grant", "c": name, "p": period, "id": ident, "k": number, "n": amount,
+                "from": self.partition}
+        if more:
+            body["more"] = 1
+        self.outbox.append(QuotaMessage(sender, owner_key(name, period), orjson.dumps(body)))
 
     def _forget(self, name: str, period: int) -> None:
         """Keep `KEEP_PERIODS` periods of a constraint, owned and held."""
@@ -592,7 +614,7 @@ class CapacityState:
         state.seq = int(raw["seq"])
         state.newest = int(raw["newest"])
         state.floor = {str(k): int(v) for k, v in raw.get("floor", {}).items()}
-        state.holds = {(str(n), int(p)): _filled(h, rc=0, sr=0, pre=False)
+        state.holds = {(str(n), int(p)): _filled(h, rc=0, sr=0, pre=False, w=0)
                        for n, p, h in raw.get("holds", [])}
         state.pools = {(str(n), int(p)): _filled(q, d={}, sp={}, wait=[], out=[], rc=0)
                        for n, p, q in raw.get("pools", [])}

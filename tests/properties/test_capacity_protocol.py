@@ -176,6 +176,26 @@ class QuotaProtocol(RuleBasedStateMachine):
         self.commit(partition)
         self.crash(partition)
 
+    @rule(partition=st.integers(0, 2), count=st.integers(1, 12))
+    def one_by_one(self, partition: int, count: int) -> None:
+        """A partition's next events, each in its own committed batch, every quota record
+        answered in between (no event read elsewhere): demand meets the protocol settled."""
+        for _ in range(count):
+            self.process(partition, [True])
+            self.commit(partition)
+            self.settle()
+
+    def settle(self) -> None:
+        """Deliver and answer every quota record in flight, committing as it goes."""
+        for _ in range(50):
+            pending = [i for i, p in enumerate(self.parts) if p.at[1] < len(p.controls)]
+            if not pending:
+                return
+            for index in pending:
+                part = self.parts[index]
+                self.process(index, [False] * (len(part.controls) - part.at[1]))
+                self.commit(index)
+
     @precondition(lambda self: bool(self.parts))
     @rule()
     def quiesce(self) -> None:
@@ -345,17 +365,7 @@ def test_demand_on_one_partition_reaches_the_limit_by_recalling_the_shares() -> 
     machine = QuotaProtocol()
     machine.setup(partitions=3, limit=12, chunk=1)
     machine.demand(0, 30)
-    for _ in range(30):
-        machine.process(0, [True])
-        machine.commit(0)
-        for _ in range(20):  # every record delivered and answered, no event read
-            pending = [i for i, p in enumerate(machine.parts) if p.at[1] < len(p.controls)]
-            if not pending:
-                break
-            for index in pending:
-                part = machine.parts[index]
-                machine.process(index, [False] * (len(part.controls) - part.at[1]))
-                machine.commit(index)
+    machine.one_by_one(0, 30)
     assert machine.parts[0].state.spent("calls", 10) == 12
     assert len(machine.topic[10]) == 12
     machine.quiesce()
