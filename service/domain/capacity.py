@@ -3,21 +3,24 @@ partitions, without a round trip per decision.
 
 Each (constraint, period) has an *owner*: the partition that owns the key
 `capacity:<name>:<period>` (the period is the event time divided by the constraint's `per`,
-0 for a total limit). The owner keeps the pool (what is not yet granted) and grants quotas,
-ahead of need, to the partitions that ask; a partition decides locally while it holds quota,
-asks again when what it holds falls to a low-water mark, and returns what it did not use once
-its event time is past the period's end (plus `CLOSE_GRACE_MS`). Asks, grants and
+0 for a total limit). Every partition starts a period holding its `share` (computed, not
+sent); the owner's pool holds the rest and grants quotas to the partitions that ask. A
+partition decides locally while it holds quota, asks again when what it holds falls to a
+low-water mark, and returns what it did not use once its event time is past the period's end
+(plus `CLOSE_GRACE_MS`). An ask the pool cannot fill, from a partition that turned demand
+away, makes the owner recall unspent quota from the others first. Asks, grants, recalls and
 returns are `QuotaMessage`s the driver sends as control records on the repartition topic to
 the partition named in them.
 
-Exactness: only the owner creates quota (a grant is taken from its pool), a partition spends
-only what was granted to it, and every message carries an id so that a redelivered or
-re-sent one changes nothing: the owner answers a known ask with the grant it recorded, applies
-a return once, and a holder applies only the grant it is waiting for. Both sides' state is the
-partition's `CapacityState`, stored and changelogged with its profiles (like the learned
-tallies), so after a crash the state and the records it had sent agree again once the inputs
-are redelivered. Hence: spent + held + pool == limit at the owner's and holders' committed
-state, and what all partitions spend in a period never exceeds the limit.
+Exactness: only the owner creates quota (a grant is taken from its pool, shares are the
+limit less the pool's start), a partition spends only what it holds, and every message
+carries an id so that a redelivered or re-sent one changes nothing: the owner answers a known
+ask with the grant it recorded, applies a return once, and a holder applies only the grant it
+is waiting for. Both sides' state is the partition's `CapacityState`, stored and changelogged
+with its profiles (like the learned tallies), so after a crash the state and the records it
+had sent agree again once the inputs are redelivered. Hence: spent + held + pool == limit at
+the owner's and holders' committed state, and what all partitions spend in a period never
+exceeds the limit. The actions that spent it leave only once that state is durable (`defer`).
 
 decide() stays pure: the driver puts the partition's state in the context under
 `CAPACITY_CONTEXT`; arbitration (policy.py) calls `take` for an action that would be sent.

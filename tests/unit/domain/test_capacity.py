@@ -205,7 +205,7 @@ def test_quota_records_are_idempotent_and_the_state_survives_its_stored_form() -
 
 
 @pytest.mark.parametrize(("partitions", "calls"), [(1, (20, 12)), (4, (20, 12)),
-                                                   (12, (20, 12))])
+                                                   (12, (20, 12)), (48, (11, 4))])
 def test_lead_scoring_capacity_example(partitions: int, calls: tuple[int, int]) -> None:
     """examples/lead_scoring_capacity as its README tells: never more than 20 callbacks an
     hour whatever the partition count, the e-mail for the others, and the limit reached at
