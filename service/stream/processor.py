@@ -143,7 +143,8 @@ class Processor:
         # (partition, action id) of batches begun, sent once their batch is in the store
         self._deferred: dict[int, list[tuple[int, str]]] = {}
         self._spends = rulebook.spends_capacity
-        self._reloaded: set[int] = set()  # states loaded with records or actions to re-send
+        # states loaded with records to re-send, and the actions they held, by partition
+        self._reloaded: dict[int, list[str]] = {}
         self._undelivered: BaseException | None = None  # a deferred action's send failed
 
     # -- partitions -------------------------------------------------------------------------
@@ -180,7 +181,7 @@ class Processor:
                 self._cache.drop(partition)
                 self.learning.pop(partition, None)
                 self.capacity.pop(partition, None)
-                self._reloaded.discard(partition)
+                self._reloaded.pop(partition, None)
                 self.tombstones.pop(partition, None)
                 store = self._stores.pop(partition, None)
                 if store is not None:
@@ -330,20 +331,20 @@ class Processor:
         state.resend()  # returns not confirmed yet: the owner applies each once
         if before is not None:  # (abandoned batches: what was acknowledged since is known)
             state.delivered([ident for ident in state.pending if ident not in before.pending])
-        if state.outbox or state.pending:  # (pending: actions not seen acknowledged)
-            self._reloaded.add(partition)
+        if state.outbox or state.pending:  # (pending: durable, not seen acknowledged)
+            self._reloaded[partition] = list(state.pending)
 
     async def _send_reloaded(self) -> dict[int, list[str]]:
         """Send what loaded capacity states hold to send again: unconfirmed returns, and the
         actions that spent quota, durable but not seen acknowledged (the same action ids:
         consumers drop repeats). Returns the action ids sent, by partition."""
         sent: dict[int, list[str]] = {}
-        for partition in sorted(self._reloaded):
+        for partition, idents in sorted(self._reloaded.items()):
             state = self.capacity.get(partition)
             if state is None:
                 continue
             await self._send_quota(state)
-            sent[partition] = await self._send_actions(state, list(state.pending))
+            sent[partition] = await self._send_actions(state, idents)  # (not this batch's)
         self._reloaded.clear()
         return sent
 
