@@ -301,6 +301,7 @@ class Processor:
         self._unwritten.clear()
         self._held_back.clear()
         self._deferred.clear()
+        self._undelivered = None  # (the reloaded states send their actions again)
         for partition in list(self.learning):
             self._load_learning(partition)
         for partition in list(self.tombstones):

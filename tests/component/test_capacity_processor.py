@@ -256,3 +256,51 @@ def test_an_unacknowledged_call_is_sent_again_by_the_next_owner(how: str) -> Non
     assert [a["action"] for a in sent] == ["call"]  # (the first owner's)
     assert resent == sent
     assert how == "batch" or state.pending == {}
+
+
+class _LosingSink(MemorySink):
+    """A sink whose next shipment is reported lost when `lose` is set (the records stay in
+    `records`: they may or may not have reached the broker)."""
+
+    lose = False
+
+    async def ship(self) -> asyncio.Future[Any]:
+        future = await super().ship()
+        if self.lose:
+            self.lose = False
+            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            failed.set_exception(ConnectionError("broker gone"))
+            return failed
+        return future
+
+
+def test_a_call_whose_send_failed_is_sent_again_by_the_recovery() -> None:
+    """The shipment carrying a call (after its store write) fails: the next batch fails
+    too, the recovery reloads the stored capacity state and sends the call again (same
+    action id), and once that is acknowledged the state no longer keeps it."""
+
+    async def run() -> tuple[list[Any], CapacityState]:
+        settings_ = load_settings(rules=RULES, store="memory://", partitions=4,
+                                  broker="kafka://127.0.0.1:1", topic_prefix="cap")
+        topics = TopicNames.from_settings(settings_)
+        sink = _LosingSink()
+        processor = Processor(settings_, topics, load_rulebook(RULES), sink,
+                              recover=_no_recovery)
+        taken: set[str] = set()
+        batch = await processor.begin([_message(topics.events, 1, 0, _customer_on(1, taken))])
+        await processor.send_changelog(batch)
+        sink.lose = True  # the shipment of `complete`: the call
+        await processor.complete(batch)
+        await asyncio.sleep(0)
+        later = [_message(topics.events, 2, 0, _customer_on(2, taken))]
+        with pytest.raises(ConnectionError):
+            await processor.process(later)
+        await processor.process(later)  # the runtime's retry
+        await asyncio.sleep(0)
+        return [orjson.loads(r.value or b"") for r in sink.on(topics.actions)], \
+            processor.capacity[1]
+
+    actions, state = asyncio.run(run())
+    calls = [a["action_id"] for a in actions if a["customer_id"] != actions[-1]["customer_id"]]
+    assert len(calls) == 2 and len(set(calls)) == 1  # sent, then sent again
+    assert state.pending == {}
