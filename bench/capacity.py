@@ -1,4 +1,4 @@
-"""Capacity across customers (issue 22): what the quota protocol costs replay, and how close
+"""Capacity across customers: what the quota protocol costs replay, and how close
 to the limit it gets with more partitions.
 
 `python -m bench.capacity [--events N]`: the seeded workload (service.tools.workload.event_log,

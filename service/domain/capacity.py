@@ -31,8 +31,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
-import orjson
-
+from schemas.codec import JSONDecodeError, dumps, loads
 from service.domain.partitioning import partition_for_key
 
 __all__ = ["CAPACITY_CONTEXT", "CapacityState", "Constraint", "QuotaMessage", "owner_key",
@@ -391,7 +390,7 @@ class CapacityState:
 
     def _to_owner(self, name: str, period: int, body: dict[str, Any]) -> QuotaMessage:
         key = owner_key(name, period)
-        return QuotaMessage(partition_for_key(key, self.partitions), key, orjson.dumps(
+        return QuotaMessage(partition_for_key(key, self.partitions), key, dumps(
             {**body, "c": name, "p": period, "from": self.partition}))
 
     # -- records from other partitions -------------------------------------------------------
@@ -400,13 +399,13 @@ class CapacityState:
         """Apply an ask, grant, recall or return addressed to this partition; an error text
         when the record cannot be read (the driver dead-letters it)."""
         try:
-            record = orjson.loads(body)
+            record = loads(body)
             op, name, period = str(record["op"]), str(record["c"]), int(record["p"])
             ident, sender = str(record["id"]), int(record["from"])
             amount = int(record.get("n", 0))
             number = int(record.get("k", 0))
             recall, spent = int(record.get("rc", 0)), int(record.get("s", 0))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        except (JSONDecodeError, KeyError, TypeError, ValueError):
             return "unreadable capacity record"
         constraint = self.constraints.get(name)
         if constraint is None:
@@ -486,7 +485,7 @@ class CapacityState:
                 pool["out"].remove(sender)
             self._serve(constraint, period, pool)
         self.outbox.append(QuotaMessage(sender, owner_key(constraint.name, period),
-                                        orjson.dumps({"op": "retok", "c": constraint.name,
+                                        dumps({"op": "retok", "c": constraint.name,
                                                       "p": period, "id": ident,
                                                       "from": self.partition})))
 
@@ -551,7 +550,7 @@ class CapacityState:
         if everything:
             body["all"] = 1
         for part in out:
-            self.outbox.append(QuotaMessage(part, owner_key(name, period), orjson.dumps(body)))
+            self.outbox.append(QuotaMessage(part, owner_key(name, period), dumps(body)))
         return True
 
     def _reply(self, name: str, period: int, sender: int, ident: str, amount: int,
@@ -561,7 +560,7 @@ class CapacityState:
                 "from": self.partition}
         if more:
             body["more"] = 1
-        self.outbox.append(QuotaMessage(sender, owner_key(name, period), orjson.dumps(body)))
+        self.outbox.append(QuotaMessage(sender, owner_key(name, period), dumps(body)))
 
     def _forget(self, name: str, period: int) -> None:
         """Keep `KEEP_PERIODS` periods of a constraint, owned and held."""
@@ -603,7 +602,7 @@ class CapacityState:
 
     def to_bytes(self) -> bytes:
         """The stored form (the partition's store and changelog)."""
-        return orjson.dumps({
+        return dumps({
             "v": 2, "seq": self.seq, "newest": self.newest, "floor": self.floor,
             "rets": self.rets, "pend": self.pending,
             "holds": [[n, p, h] for (n, p), h in sorted(self.holds.items())],
@@ -612,7 +611,7 @@ class CapacityState:
     @classmethod
     def from_bytes(cls, data: bytes, constraints: Mapping[str, Constraint], partition: int,
                    partitions: int, grace_ms: int = CLOSE_GRACE_MS) -> CapacityState:
-        raw = orjson.loads(data)
+        raw = loads(data)
         state = cls(constraints, partition, partitions, grace_ms)
         state.seq = int(raw["seq"])
         state.newest = int(raw["newest"])

@@ -46,7 +46,7 @@ from service.domain.fields import (
 from service.domain.localconds import LOCAL_SUBJECTS, local_condition, local_getter
 from service.domain.profile import Profile
 from service.domain.scoring import awarded
-from service.domain.signals import context_key, is_active
+from service.domain.signals import is_active, signal_key
 
 __all__ = ["Cond", "ConditionCompiler", "Env", "ScoreInfo"]
 
@@ -377,7 +377,7 @@ class ConditionCompiler:
 
         def explain(env: Env) -> list[str]:
             key = str(key_of(env))
-            value = env.context.get(context_key(name, key))
+            value = env.context.get(signal_key(name, key))
             if test(env) and isinstance(value, dict):
                 return [f"signal {name} active for {key}: {value.get('reason', '')}"]
             return [f"signal {name} not active for {key}"]

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
+from schemas.vocabulary import CHANNELS, Channel, LegalBasis
+
 __all__ = [
     "DURATION_SCHEMA",
     "ActionSpec",
@@ -26,16 +28,16 @@ __all__ = [
     "ExperimentSpec",
     "Idempotence",
     "PatternSpec",
-    "PointRule",
+    "PointSpec",
     "QuietHours",
     "RulebookModel",
     "ScoreSpec",
-    "SignalModel",
+    "SignalSpec",
     "TraitSpec",
     "parse_duration",
 ]
 
-ChannelName = Literal["web", "mobile", "store", "call_center", "email", "sms", "social"]
+ConsentDefault = Literal["opt_in", "opt_out"]
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 _CLOCK = r"^([01]\d|2[0-3]):[0-5]\d$"
@@ -65,7 +67,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class PointRule(_Strict):
+class PointSpec(_Strict):
     """Points for a score: `add` points (times the numeric field `per`, if given) per match."""
 
     name: Name | None = None
@@ -80,7 +82,7 @@ class ScoreSpec(_Strict):
     """A named score: points from events, optional cap/floor, optional half-life decay."""
 
     description: str | None = None
-    points: list[PointRule] = Field(min_length=1)
+    points: list[PointSpec] = Field(min_length=1)
     cap: float | None = None
     floor: float | None = None
     half_life: Duration | None = None
@@ -120,7 +122,7 @@ class ActionSpec(_Strict):
     """One entry of the actions catalog."""
 
     description: str | None = None
-    channel: ChannelName | None = None
+    channel: Channel | None = None
     when: Any
     suppress_unless: Any = None
     payload: dict[str, Any] = Field(default_factory=dict)
@@ -132,13 +134,13 @@ class ActionSpec(_Strict):
     group: Name | None = None
     # The legal basis of contacting the customer (default `consent`); `consent: exempt` is
     # the older spelling of `basis: service`, `consent: required` of `basis: consent`.
-    basis: Literal["consent", "service", "legitimate_interest"] | None = None
+    basis: LegalBasis | None = None
     consent: Literal["required", "exempt"] | None = None
     purpose: Name | None = None
     # preference list instead of `channel`: the first consented, outside quiet hours, is used
-    channels: list[ChannelName] | None = Field(default=None, min_length=1, max_length=7)
+    channels: list[Channel] | None = Field(default=None, min_length=1, max_length=len(CHANNELS))
 
-    def channel_list(self) -> list[ChannelName]:
+    def channel_list(self) -> list[Channel]:
         """The channels in order of preference (`[channel]` for a single-channel action)."""
         if self.channels:
             return list(self.channels)
@@ -165,9 +167,9 @@ class ContactPolicy(_Strict):
     """Contact fatigue cap, quiet hours per channel, consent defaults."""
 
     cap: ContactCap | None = None
-    quiet_hours: dict[ChannelName, QuietHours] = Field(default_factory=dict)
-    consent_default: Literal["opt_in", "opt_out"] = "opt_out"
-    consent_by_channel: dict[ChannelName, Literal["opt_in", "opt_out"]] = Field(
+    quiet_hours: dict[Channel, QuietHours] = Field(default_factory=dict)
+    consent_default: ConsentDefault = "opt_out"
+    consent_by_channel: dict[Channel, ConsentDefault] = Field(
         default_factory=dict
     )
 
@@ -214,7 +216,7 @@ class Attribution(_Strict):
     actions: list[Name] | Literal["*"] = "*"
 
 
-class SignalModel(_Strict):
+class SignalSpec(_Strict):
     """A cross-customer signal: `at_least` events matching `when` with the same `by` value
     (e.g. properties.sku) within `within` fire it; it stays active for `hold`."""
 
@@ -243,7 +245,7 @@ class CapacitySpec(_Strict):
     description: str | None = None
     action: Name | None = None
     group: Name | None = None
-    channel: ChannelName | None = None
+    channel: Channel | None = None
     limit: int = Field(ge=1, le=1_000_000_000)
     per: Annotated[int, BeforeValidator(_period), WithJsonSchema({
         "anyOf": [DURATION_SCHEMA, {"const": "total"}],
@@ -276,5 +278,5 @@ class RulebookModel(_Strict):
     idempotence: Idempotence = Idempotence()
     learning: Learning | None = None
     attribution: Attribution | None = None
-    signals: dict[Name, SignalModel] = Field(default_factory=dict)
+    signals: dict[Name, SignalSpec] = Field(default_factory=dict)
     capacity: dict[Name, CapacitySpec] = Field(default_factory=dict)

@@ -1,8 +1,9 @@
 """Arbitration and contact policy: which eligible actions are sent, and why the others are not.
 
-Eligible actions are ranked by priority x propensity x value (propensity is 1.0 until the
-learning issue supplies one), ties broken by action name. Each candidate, in rank order, meets
-the first check that stops it, recorded as `suppressed_by`:
+Eligible actions are ranked by priority x propensity x value (the propensity is learned when
+the rulebook has a `learning` section, learning.py, and 1.0 otherwise), ties broken by
+action name. Each candidate, in rank order, meets the first check that stops it, recorded as
+`suppressed_by`:
 
 1. `context`     - a `suppress_unless` condition fails (e.g. the product is out of stock);
 2. `once_only`   - a once-only action was already sent to this customer;
@@ -33,6 +34,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from schemas.vocabulary import CHANNEL_SKIP_REASONS, RecordOutcome
+from service.domain.audit import audit_record
 from service.domain.capacity import CAPACITY_CONTEXT, CapacityState, Constraint
 from service.domain.channels import (
     Deferral,
@@ -119,7 +122,7 @@ class Action:
         self.when = when
         self.unless = unless
         self.payload = payload
-        self.rank = priority * value  # x propensity (1.0 for now)
+        self.rank = priority * value  # `arbitrate` multiplies in the learned propensity
         self.expires = expires
         self.cooldown = cooldown
         self.once = once
@@ -269,7 +272,7 @@ def arbitrate(env: Env, eligible: list[Action], policy: Policy, version: str
                                                              sent_now, in_cap, afford)
         if skipped or not_before is not None:
             reasons = [*channel_notes(skipped, not_before), *reasons]
-        outcome = "sent"
+        outcome: RecordOutcome = "sent"
         suppressed_by: str | None = None
         if stopped is not None:
             outcome = "suppressed"
@@ -292,26 +295,19 @@ def arbitrate(env: Env, eligible: list[Action], policy: Policy, version: str
                                         rank))
             if not_before is not None:
                 actions[-1]["not_before"] = not_before.at
-        decisions.append({
-            "decision_id": digest32(key, name, event.event_id, version, "decision"),
-            "kind": "action",
-            "customer_id": customer,
-            "trigger_event_id": event.event_id,
-            "rulebook_version": version,
-            "decided_at": event.occurred_at,
-            "outcome": outcome,
-            "action": name,
-            "channel": action.channel,
-            "action_id": action_id,
-            "suppressed_by": suppressed_by,
-            "score": rank,
-            "reasons": reasons,
-            "legal_basis": action.basis,
-            **({"purpose": action.purpose} if action.purpose else {}),
-            **({"experiment": arms} if arms else {}),
-        })
+        record = audit_record(
+            digest32(key, name, event.event_id, version, "decision"), "action", customer,
+            event.event_id, version, event.occurred_at, outcome, reasons, action=name,
+            channel=action.channel, action_id=action_id, suppressed_by=suppressed_by,
+            score=rank)
+        record["legal_basis"] = action.basis
+        if action.purpose:
+            record["purpose"] = action.purpose
+        if arms:
+            record["experiment"] = arms
         if skipped or not_before is not None:
-            decisions[-1].update(channel_fields(skipped, not_before))
+            record.update(channel_fields(skipped, not_before))
+        decisions.append(record)
     return actions, decisions
 
 
@@ -405,7 +401,7 @@ def _action_dict(action: Action, env: Env, action_id: str, customer: str, reason
 # -- channel preference lists and deferred quiet hours (channels.py) ---------------------------
 
 # what makes a list try the next channel (an objection to the purpose stops every channel)
-_CHANNEL_STOPS = frozenset({"no_consent", "objection", "quiet_hours"})
+_CHANNEL_STOPS = CHANNEL_SKIP_REASONS
 _NO_SKIPS: tuple[Skip, ...] = ()
 
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
+from schemas.codec import dumps_pretty
 from service.domain.conditions import ConditionCompiler
 from service.domain.fields import OPS, format_ms
 from service.domain.model import DURATION_SCHEMA, RulebookModel
@@ -21,9 +20,9 @@ from service.domain.model import DURATION_SCHEMA, RulebookModel
 __all__ = ["RULEBOOK_SCHEMA_FILE", "render_rulebook_schema", "rulebook_schema"]
 
 RULEBOOK_SCHEMA_FILE = "rulebook.schema.json"
-_MATCHER_FIELDS = {("PointRule", "when"), ("TraitSpec", "when"), ("TraitSpec", "clear_when"),
+_MATCHER_FIELDS = {("PointSpec", "when"), ("TraitSpec", "when"), ("TraitSpec", "clear_when"),
                    ("PatternSpec", "when"), ("PatternSpec", "first"), ("PatternSpec", "then"),
-                   ("Attribution", "conversions"), ("SignalModel", "when")}
+                   ("Attribution", "conversions"), ("SignalSpec", "when")}
 _CONDITION_FIELDS = {("ActionSpec", "when"), ("ActionSpec", "suppress_unless")}
 _REF_MATCHER = {"$ref": "#/$defs/EventMatcher"}
 _REF_CONDITION = {"$ref": "#/$defs/Condition"}
@@ -153,5 +152,4 @@ def rulebook_schema() -> dict[str, Any]:
 
 def render_rulebook_schema() -> bytes:
     """The schema as pretty, deterministic JSON bytes."""
-    return orjson.dumps(rulebook_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
-                        | orjson.OPT_APPEND_NEWLINE)
+    return dumps_pretty(rulebook_schema())

@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError
 
+from schemas.vocabulary import CORE_EVENT_TYPES, IDENTIFIER_FIELDS
 from service.domain.attribution import AttributionPolicy
 from service.domain.capacity import Constraint
 from service.domain.compiled import compile_steps
@@ -33,7 +34,7 @@ from service.domain.policy import (
     on_channel,
 )
 from service.domain.scoring import PointRule, Trait
-from service.domain.signals import SignalSpec
+from service.domain.signals import Signal
 from service.domain.yamlsrc import Locator, Problem, read_yaml
 
 __all__ = ["Problem", "Rulebook", "RulebookError", "load_rulebook", "parse_rulebook"]
@@ -83,7 +84,7 @@ class Rulebook:
                  traits: TypeIndex[Trait], patterns: TypeIndex[Pattern],
                  actions: TypeIndex[Action], policy: Policy, scores: dict[str, ScoreInfo],
                  extra_types: set[str], attribution: AttributionPolicy | None = None,
-                 signals: dict[str, SignalSpec] | None = None) -> None:
+                 signals: dict[str, Signal] | None = None) -> None:
         self.model = model
         self.source = source
         self.declared_version = model.version
@@ -106,7 +107,7 @@ class Rulebook:
         self.channels: dict[str, str] = {n: spec.channel_list()[0]
                                          for n, spec in model.actions.items()}
         self.attribution = attribution
-        self.signals: dict[str, SignalSpec] = signals or {}
+        self.signals: dict[str, Signal] = signals or {}
         self.capacity: dict[str, Constraint] = {}  # limits across customers, by name
         # (action, channel) pairs a capacity limit covers: sending one spends quota
         self.spends_capacity: frozenset[tuple[str, str]] = frozenset()
@@ -213,7 +214,7 @@ class _Compiler:
         actions = self._actions(conditions, experiments, pattern_types)
         policy = self._policy(conditions)
         capacity = self._capacity([action for action, _ in actions])
-        extra = {"consent_changed", "action_response", "erasure_requested", "identified"}
+        extra = set(CORE_EVENT_TYPES)
         attribution = self._attribution()
         if attribution is not None:
             extra |= attribution.match.types or set()
@@ -259,19 +260,18 @@ class _Compiler:
             out[name] = constraint
         return out
 
-    def _signals(self) -> dict[str, SignalSpec]:
-        out: dict[str, SignalSpec] = {}
+    def _signals(self) -> dict[str, Signal]:
+        out: dict[str, Signal] = {}
         for name, spec in self.model.signals.items():
             match = self.match(("signals", name, "when"), spec.when)
             by = self.attempt(("signals", name, "by"), compile_event_getter, spec.by)
-            if spec.by.split(".")[-1] in ("customer_id", "anonymous_id", "email_sha256",
-                                          "phone_sha256", "loyalty_id"):
+            if spec.by.split(".")[-1] in IDENTIFIER_FIELDS:
                 self.problems.append(self.locator.problem(
                     ("signals", name, "by"), "a signal groups by something other than a "
                     "customer identifier (per-customer counts are patterns)"))
                 continue
             if match is not None and by is not None:
-                out[name] = SignalSpec(name, match, by, spec.within, spec.at_least, spec.hold,
+                out[name] = Signal(name, match, by, spec.within, spec.at_least, spec.hold,
                                        spec.description)
         return out
 

@@ -55,10 +55,9 @@ from service.domain.identity import (
 from service.domain.learning import LearningState
 from service.domain.profile import Profile
 from service.domain.rules import Rulebook
-from service.domain.signals import SignalSpec
+from service.domain.signals import Signal
 
 __all__ = [
-    "CONTROL_KINDS",
     "Control",
     "ControlResult",
     "Effects",
@@ -67,7 +66,6 @@ __all__ = [
     "step_event",
 ]
 
-CONTROL_KINDS = frozenset({"link", "merge", "erase"})
 
 
 class Control(NamedTuple):
@@ -119,7 +117,7 @@ def event_context(table: ContextTable, tallies: LearningState | None,
 
 
 def step_event(profile: Profile | None, key: str, event: Event, context: Mapping[str, Any],
-               rulebook: Rulebook, signals: Sequence[SignalSpec] = (),
+               rulebook: Rulebook, signals: Sequence[Signal] = (),
                erased_ms: int = -1) -> Outcome:
     """Apply `event` to the profile stored under `key` (None: none yet; then `erased_ms` is
     the key's tombstone time, -1: none); see the module doc. `decide()` may update `profile`

@@ -27,11 +27,12 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from schemas.codec import dumps
 from schemas.event import Event, EventError, decode_event
+from schemas.vocabulary import CORE_EVENT_TYPES
 from service.domain.capacity import CapacityState, QuotaMessage, with_quota
 from service.domain.context_table import ContextTable
 from service.domain.erasure import Tombstones, key_digest
@@ -47,8 +48,8 @@ from service.stream.deadletter import dead_letter, pii_salt
 from service.stream.fencing import GENERATION_HEADER, stamp
 from service.stream.identity_control import CONTROL_HEADER, control_kind
 from service.stream.profile_cache import ENTRY_OVERHEAD, HEAP_PER_STORED_BYTE, ProfileCache
-from service.stream.recovery import recover_partitions
-from service.stream.sink import Sink
+from service.stream.recovery import RecoveryResult, recover_partitions
+from service.stream.sink import Shipment, Sink
 from service.stream.store import (
     CAPACITY_KEY,
     LEARNING_KEY,
@@ -67,17 +68,14 @@ if TYPE_CHECKING:
 __all__ = ["BatchStats", "Message", "PendingBatch", "Processor", "Record"]
 
 log = logging.getLogger(__name__)
-_CORE_TYPES = frozenset(
-    {"identified", "consent_changed", "erasure_requested", "action_response"}
-)
-_PARTITION_MEMO_LIMIT = 200_000  # key -> partition answers remembered
-_ACK_TIMEOUT_S = 60.0
+_PARTITION_MEMO_LIMIT = 200_000  # key -> partition answers kept; a miss costs one murmur2
 
 
-async def _acknowledged(acks: asyncio.Future[Any]) -> None:
-    """Wait for a shipment's acknowledgement; a timeout fails the step without cancelling
-    the shipment (its future is shared, and aiokafka's batches under it)."""
-    await asyncio.wait_for(asyncio.shield(acks), _ACK_TIMEOUT_S)
+async def _acknowledged(acks: Shipment, timeout_s: float) -> None:
+    """Wait for a shipment's acknowledgement; a timeout (`TOUCHFLOW_ACK_TIMEOUT_S`) fails
+    the step without cancelling the shipment (its future is shared, and aiokafka's batches
+    under it)."""
+    await asyncio.wait_for(asyncio.shield(acks), timeout_s)
 
 
 class Processor:
@@ -94,7 +92,7 @@ class Processor:
         metrics: Metrics | None = None,
         readiness: Readiness | None = None,
         in_place: bool = True,
-        recover: Callable[[Mapping[int, PartitionStore]], Awaitable[Any]] | None = None,
+        recover: Callable[[Mapping[int, PartitionStore]], Awaitable[object]] | None = None,
         clock: Callable[[], float] = time.time,
         fence: Callable[[], int | None] | None = None,
     ) -> None:
@@ -122,7 +120,7 @@ class Processor:
         self._recovered: set[int] = set()
         self._partition_of: dict[bytes, int] = {}
         self._lock = asyncio.Lock()
-        self._batch_metrics = BatchMetrics(metrics, rulebook.event_types | _CORE_TYPES) \
+        self._batch_metrics = BatchMetrics(metrics, rulebook.event_types | CORE_EVENT_TYPES) \
             if metrics is not None else None
         self._signal_specs = list(rulebook.signals.values()) if topics.signal_feed else []
         # Learned propensities: one tally per partition, in the partition's store and
@@ -191,7 +189,8 @@ class Processor:
         """Close every store (worker shutdown)."""
         await self.revoke(set(self._stores))
 
-    async def _recover_from_changelog(self, stores: Mapping[int, PartitionStore]) -> Any:
+    async def _recover_from_changelog(self, stores: Mapping[int, PartitionStore]
+                                      ) -> list[RecoveryResult]:
         def progress(partition: int, remaining: int) -> None:
             if self.metrics is not None:
                 self.metrics.recovery_remaining.labels(str(partition)).set(remaining)
@@ -617,7 +616,8 @@ class Processor:
         # Encode now, before the next batch updates these profile objects in place.
         for partition, touched in changed.items():
             values = batch.encoded[partition] = {}
-            # ProfileCache.put inlined: a call per profile cost 1,100 more instructions an event
+            # ProfileCache.put inlined, a call per profile being measurable per event
+            # (docs/decisions.md, "Small shapes on the per-event path")
             held, charges = cache_of.maps(partition)
             grown = 0
             for key, profile in touched.items():
@@ -654,7 +654,7 @@ class Processor:
             self._track_deferred(batch.acks, resent)
         clock = self._clock
 
-        def acknowledged(future: asyncio.Future[Any]) -> None:
+        def acknowledged(future: Shipment) -> None:
             if not future.cancelled() and future.exception() is None:
                 batch.acked_at = clock()
 
@@ -695,7 +695,7 @@ class Processor:
                 profile = outcome.profile
         return profile
 
-    def _observe_late(self, metrics: Metrics, partitions: Mapping[int, Any]) -> None:
+    def _observe_late(self, metrics: Metrics, partitions: Iterable[int]) -> None:
         """Context records and responses that arrived after decisions they should have
         informed (the only ways a live decision can differ from replay's)."""
         late = (self.context.late, self.context.late_signals)
@@ -832,7 +832,7 @@ class Processor:
         # A partition's records get increasing offsets in send order, so its checkpoint is
         # the offset of its last record; the acknowledgement has raised if any was lost.
         assert batch.acks is not None
-        await _acknowledged(batch.acks)
+        await _acknowledged(batch.acks, self.settings.ack_timeout_s)
         generation = self.fence() if self.fence is not None else None
         sink = self.sink
         changelog = self.topics.changelog
@@ -850,7 +850,7 @@ class Processor:
 
     async def _complete(self, batch: PendingBatch) -> BatchStats:
         if batch.acks is not None:
-            await _acknowledged(batch.acks)
+            await _acknowledged(batch.acks, self.settings.ack_timeout_s)
         if not self._unwritten or self._unwritten[0] is not batch:
             raise RuntimeError("batches must complete in the order they began")
         checkpoints = {partition: await fut for partition, fut in batch.last_sent.items()}

@@ -26,61 +26,34 @@ from service.stream.processor import Message, Processor
 from service.stream.sink import MemorySink
 from service.stream.store import CAPACITY_KEY, PartitionStore
 from service.stream.topics import TopicNames
+from tests.component.pipeline_harness import LoopBack, no_recovery
+from tests.events import keyed
 
 RULES = Path(__file__).resolve().parents[1] / "data" / "capacity_rulebook.yaml"
 LEADS = 24
 
 
-async def _no_recovery(stores: Mapping[int, PartitionStore]) -> None:
-    return None
-
-
 def _lead(n: int) -> bytes:
-    return orjson.dumps({"event_id": f"q-{n}", "occurred_at": f"2026-03-02T09:{n:02d}:00Z",
-                         "channel": "web", "type": "lead_qualified",
-                         "identity": {"customer_id": f"lead-{n}"}, "properties": {}})
+    return keyed(f"q-{n}", "lead_qualified", n, customer_id=f"lead-{n}")
 
 
 async def _run(picks: list[int], duplicates: list[int], rulebook: Rulebook | None = None,
                settle: bool = False) -> tuple[MemorySink, TopicNames, Processor]:
-    settings_ = load_settings(rules=RULES, store="memory://", partitions=4,
-                              broker="kafka://127.0.0.1:1", topic_prefix="cap")
-    topics = TopicNames.from_settings(settings_)
-    sink = MemorySink()
-    processor = Processor(settings_, topics, rulebook or load_rulebook(RULES), sink,
-                          recover=_no_recovery)
-    offsets: dict[tuple[str, int], int] = {}
-    looped = 0
+    broker = LoopBack.over(RULES, "cap")
+    if rulebook is not None:  # the same processor, another rulebook
+        broker = LoopBack(Processor(broker.processor.settings, broker.topics, rulebook,
+                                    broker.sink, recover=no_recovery), broker.sink, broker.topics)
+    sink, topics, processor = broker.sink, broker.topics, broker.processor
     turns = iter(picks)
     again = set(duplicates)
-
-    async def deliver(topic: str, partition: int, key: bytes | None, value: bytes,
-                      headers: tuple[tuple[str, bytes], ...] = ()) -> None:
-        slot = (topic, partition)
-        offsets[slot] = offsets.get(slot, -1) + 1
-        await processor.process([Message(topic, partition, offsets[slot], key, value,
-                                         headers=headers)])
-
-    async def loop_back(limit: int) -> None:
-        nonlocal looped
-        records = sink.on(topics.repartition)
-        for record in records[looped:looped + limit]:
-            looped += 1
-            for _ in range(2 if looped in again else 1):  # delivered twice: a retry
-                await deliver(topics.repartition, record.partition or 0, record.key,
-                              record.value or b"", tuple(record.headers or ()))
-
     for n in range(LEADS):
-        await deliver(topics.events, next(turns, 0) % 4, None, _lead(n))
+        await broker.deliver(topics.events, next(turns, 0) % 4, None, _lead(n))
         if n in again:
-            await deliver(topics.events, next(turns, 1) % 4, None, _lead(n))
-        await loop_back(next(turns, 0) % 4)
-        while settle and looped < len(sink.on(topics.repartition)):
-            await loop_back(1)  # every record answered before the next lead
-    for _ in range(500):
-        if looped == len(sink.on(topics.repartition)):
-            break
-        await loop_back(1)
+            await broker.deliver(topics.events, next(turns, 1) % 4, None, _lead(n))
+        await broker.loop_back(next(turns, 0) % 4, twice=again)  # twice: a retry
+        if settle:
+            await broker.drain()  # every record answered before the next lead
+    await broker.drain(500)
     return sink, topics, processor
 
 
@@ -156,7 +129,7 @@ async def _lost_batch(defer: bool) -> tuple[list[dict[str, Any]], int]:
                               broker="kafka://127.0.0.1:1", topic_prefix="cap")
     topics = TopicNames.from_settings(settings_)
     sink = MemorySink()
-    processor = Processor(settings_, topics, load_rulebook(RULES), sink, recover=_no_recovery)
+    processor = Processor(settings_, topics, load_rulebook(RULES), sink, recover=no_recovery)
     if not defer:  # the behaviour before the outbox: every action leaves when decided
         processor._spends = frozenset()
     owner = partition_for_key(owner_key("call_center", 0), 4)
@@ -221,7 +194,7 @@ def test_an_unacknowledged_call_is_sent_again_by_the_next_owner(how: str) -> Non
         sink = MemorySink()
         rulebook = parse_rulebook(RULES.read_text().replace("limit: 5,", "limit: 100,"),
                                   str(RULES))  # (a share of 6 calls per partition)
-        first = Processor(settings_, topics, rulebook, sink, recover=_no_recovery)
+        first = Processor(settings_, topics, rulebook, sink, recover=no_recovery)
         taken: set[str] = set()
         lead = _customer_on(1, taken)
         await first.process([_message(topics.events, 1, 0, lead)])
@@ -285,7 +258,7 @@ def test_a_call_whose_send_failed_is_sent_again_by_the_recovery() -> None:
         topics = TopicNames.from_settings(settings_)
         sink = _LosingSink()
         processor = Processor(settings_, topics, load_rulebook(RULES), sink,
-                              recover=_no_recovery)
+                              recover=no_recovery)
         taken: set[str] = set()
         batch = await processor.begin([_message(topics.events, 1, 0, _customer_on(1, taken))])
         await processor.send_changelog(batch)

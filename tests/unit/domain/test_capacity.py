@@ -14,7 +14,8 @@ from schemas.models import Action, DecisionRecord
 from service.domain import RulebookError, parse_rulebook
 from service.domain.capacity import CapacityState, Constraint
 from service.replay.replayer import Replayer
-from tests.unit.domain.replaykit import EXAMPLES, load_example, make_event
+from tests.events import make_event
+from tests.unit.domain.replaykit import EXAMPLES, load_example
 
 BASE = """\
 version: "cap-1"
@@ -233,7 +234,7 @@ def test_lead_scoring_capacity_example(partitions: int, calls: tuple[int, int]) 
 def test_the_replay_report_shows_where_capacity_ran_out() -> None:
     """`touchflow replay --report` on the example: a Capacity section per constraint, the
     calls sent per hour against the limit of 20, and the one hour that reached it."""
-    from service.replay.report import render_report
+    from service.replay.html_report import render_report
     from service.replay.runner import replay_file
 
     folder = EXAMPLES / "lead_scoring_capacity"
