@@ -29,7 +29,7 @@ decide() stays pure: the driver puts the partition's state in the context under
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypedDict
 
 from schemas.codec import JSONDecodeError, dumps, loads
 from service.domain.partitioning import partition_for_key
@@ -127,6 +127,46 @@ class _WithQuota(Mapping[str, Any]):
         return len(self._base) + (CAPACITY_CONTEXT not in self._base)
 
 
+class Holding(TypedDict):
+    """A partition's quota of one constraint's period (see `CapacityState`)."""
+
+    g: int
+    s: int
+    r: int
+    a: int
+    k: int
+    dry: bool
+    miss: int
+    done: bool
+    rc: int
+    sr: int
+    pre: bool
+    w: int
+
+
+class Waiting(TypedDict):
+    """An ask the owner's pool could not fill yet (see `CapacityState._serve`)."""
+
+    id: str
+    sender: int
+    n: int
+    done: int  # recalls made for it
+    rounds: int  # recalls it may make
+
+
+class Pool(TypedDict):
+    """What the owner of one constraint's period granted (see `CapacityState`)."""
+
+    left: int
+    asks: dict[str, int]
+    rets: list[str]
+    d: dict[str, int]
+    sp: dict[str, int]
+    wait: list[Waiting]
+    out: list[int]
+    rc: int
+
+
 class CapacityState:
     """One partition's capacity state: the pools it owns, the quotas it holds, and the
     actions that spent some of it and wait for this state to be durable before they leave.
@@ -138,10 +178,10 @@ class CapacityState:
     it could not serve. Pool: `left` not granted, from the start the limit less every
     partition's share; `asks` id -> amount granted, `rets` ids of returns applied, `d` per
     partition what it was granted less what it returned, `sp` per partition what it had
-    spent by its last return, `wait` asks waiting for a recall's answers ([id, partition,
-    amount, recalls made, recalls allowed]), `out` the partitions recalled that have not
-    answered, `rc` recalls made. `rets` (holder): returns not yet confirmed by their owner.
-    `pending`: action id -> what the driver needs to send it (`defer`).
+    spent by its last return, `wait` asks waiting for a recall's answers (`Waiting`), `out`
+    the partitions recalled that have not answered, `rc` recalls made. `rets` (holder):
+    returns not yet confirmed by their owner. `pending`: action id -> what the driver needs
+    to send it (`defer`).
 
     Why these ids survive a crash: a partition's inputs come from two topics (events, and
     these records on the repartition topic), and after a crash they may interleave otherwise,
@@ -167,15 +207,16 @@ class CapacityState:
         self.partition = partition
         self.partitions = partitions
         self.grace_ms = grace_ms  # how long after a period's end a late event may still spend
-        self.holds: dict[tuple[str, int], dict[str, Any]] = {}
-        self.pools: dict[tuple[str, int], dict[str, Any]] = {}
+        self.holds: dict[tuple[str, int], Holding] = {}
+        self.pools: dict[tuple[str, int], Pool] = {}
         self.floor: dict[str, int] = {}  # per constraint: older periods are forgotten
         self.seq = 0
         self.newest = -(2**62)  # the newest event time seen
         self.due = -(2**62)  # the event time from which `advance` has holdings to close
         self.outbox: list[QuotaMessage] = []  # to send (the driver drains it)
         self.held_back: list[QuotaMessage] = []  # to send once this state is durable
-        self.rets: dict[str, list[Any]] = {}  # return id -> [constraint, period, amount, rc, s]
+        # return id -> [constraint, period, amount, recall answered, spent]
+        self.rets: dict[str, list[str | int]] = {}
         self.pending: dict[str, Any] = {}  # action id -> the driver's payload, until delivered
         self.fresh: list[str] = []  # action ids deferred since the driver last looked
         self.dirty = False
@@ -225,7 +266,7 @@ class CapacityState:
         if blocked is not None:
             for constraint, period, hold in holds:
                 if hold["g"] - hold["s"] - hold["r"] <= 0:
-                    hold["w"] = hold.get("w", 0) + 1
+                    hold["w"] += 1
                     self._want(constraint, period, hold, False)
             return blocked
         for constraint, period, hold in holds:
@@ -277,7 +318,7 @@ class CapacityState:
         worth each, at most the limit); the owner's pool starts with the rest."""
         return min(constraint.limit, self.partitions * self.ask_size(constraint))
 
-    def _hold(self, name: str, period: int) -> dict[str, Any]:
+    def _hold(self, name: str, period: int) -> Holding:
         hold = self.holds.get((name, period))
         if hold is None:
             below = period < self.floor.get(name, -(2**62))  # forgotten: its share was used
@@ -292,7 +333,7 @@ class CapacityState:
             self.due = -(2**62)
         return hold
 
-    def _want(self, constraint: Constraint, period: int, hold: dict[str, Any],
+    def _want(self, constraint: Constraint, period: int, hold: Holding,
               ahead: bool) -> None:
         """Demand without (enough) quota: ask, unless an ask is in flight; after an empty
         grant, only every `DRY_RETRY` demands (the pool may have been refilled by a return).
@@ -306,17 +347,17 @@ class CapacityState:
                 return
         self._ask(constraint, period, hold, ahead)
 
-    def _ask(self, constraint: Constraint, period: int, hold: dict[str, Any],
+    def _ask(self, constraint: Constraint, period: int, hold: Holding,
              ahead: bool) -> None:
         hold["a"] += 1
         hold["miss"] = 0
         hold["pre"] = ahead
         self.dirty = True
-        body = {"op": "ask", "id": f"{self.partition}.{hold['a']}", "k": hold["a"],
-                "n": self.ask_size(constraint)}
+        body: dict[str, str | int] = {"op": "ask", "id": f"{self.partition}.{hold['a']}",
+                                      "k": hold["a"], "n": self.ask_size(constraint)}
         if ahead:
             body["pre"] = 1
-        elif hold.get("w", 0) > 1 or (constraint.period_ms and (self.newest - period * \
+        elif hold["w"] > 1 or (constraint.period_ms and (self.newest - period * \
                 constraint.period_ms) * 2 >= constraint.period_ms):
             body["all"] = 1  # demand goes unserved repeatedly, or late in the period: the
             # owner may recall even partitions' shares
@@ -327,7 +368,7 @@ class CapacityState:
         partition (small asks strand little; the low-water mark keeps them ahead)."""
         return constraint.chunk or max(1, constraint.limit // (4 * self.partitions))
 
-    def _give_back(self, name: str, period: int, hold: dict[str, Any]) -> None:
+    def _give_back(self, name: str, period: int, hold: Holding) -> None:
         unused = hold["g"] - hold["s"] - hold["r"]
         if unused <= 0 or hold["a"] > hold["k"]:
             return  # (an ask in flight: its grant is given back when it arrives)
@@ -359,7 +400,7 @@ class CapacityState:
         hold["sr"] = hold["s"]
         self._return(name, period, hold, unused - keep, number)
 
-    def _return(self, name: str, period: int, hold: dict[str, Any] | None, amount: int,
+    def _return(self, name: str, period: int, hold: Holding | None, amount: int,
                 recall: int) -> None:
         self.seq += 1
         ident = f"{self.partition}.r{self.seq}"
@@ -373,8 +414,8 @@ class CapacityState:
             ident, amount, recall, spent)))
 
     @staticmethod
-    def _ret_body(ident: str, amount: int, recall: int, spent: int) -> dict[str, Any]:
-        body: dict[str, Any] = {"op": "ret", "id": ident, "n": amount, "s": spent}
+    def _ret_body(ident: str, amount: int, recall: int, spent: int) -> dict[str, str | int]:
+        body: dict[str, str | int] = {"op": "ret", "id": ident, "n": amount, "s": spent}
         if recall:
             body["rc"] = recall
         return body
@@ -388,7 +429,7 @@ class CapacityState:
             self.outbox.append(self._to_owner(str(name), int(period), self._ret_body(
                 ident, int(amount), int(recall), int(spent))))
 
-    def _to_owner(self, name: str, period: int, body: dict[str, Any]) -> QuotaMessage:
+    def _to_owner(self, name: str, period: int, body: dict[str, str | int]) -> QuotaMessage:
         key = owner_key(name, period)
         return QuotaMessage(partition_for_key(key, self.partitions), key, dumps(
             {**body, "c": name, "p": period, "from": self.partition}))
@@ -437,13 +478,13 @@ class CapacityState:
         hold["a"] = max(hold["a"], number)  # an ask a lost batch made: adopted
         hold["g"] += max(0, amount)
         # (short ahead of need, or with quota left at others: not dry)
-        hold["dry"] = amount <= 0 and not hold.get("pre") and not more
+        hold["dry"] = amount <= 0 and not hold["pre"] and not more
         self.dirty = True
         if constraint.period_ms and \
                 (period + 1) * constraint.period_ms + self.grace_ms <= self.newest:
             self._give_back(constraint.name, period, hold)
 
-    def _pool(self, constraint: Constraint, period: int) -> dict[str, Any] | None:
+    def _pool(self, constraint: Constraint, period: int) -> Pool | None:
         """The owned pool of a period (made at its first record); None when forgotten."""
         name = constraint.name
         if period < self.floor.get(name, -(2**62)):
@@ -467,9 +508,10 @@ class CapacityState:
         if granted is not None:  # a known ask is answered again, the same
             self._reply(constraint.name, period, sender, ident, granted)
             return
-        if any(entry[0] == ident for entry in pool["wait"]):
+        if any(entry["id"] == ident for entry in pool["wait"]):
             return  # (waiting for a recall's answers)
-        pool["wait"].append([ident, sender, max(0, amount), 0, rounds])
+        pool["wait"].append({"id": ident, "sender": sender, "n": max(0, amount), "done": 0,
+                             "rounds": rounds})
         self._serve(constraint, period, pool)
 
     def _returned(self, constraint: Constraint, period: int, ident: str, amount: int,
@@ -489,7 +531,7 @@ class CapacityState:
                                                       "p": period, "id": ident,
                                                       "from": self.partition})))
 
-    def _serve(self, constraint: Constraint, period: int, pool: dict[str, Any]) -> None:
+    def _serve(self, constraint: Constraint, period: int, pool: Pool) -> None:
         """Grant the waiting asks in order. One the pool cannot fill, made by a partition
         with demand it could not serve, recalls unspent quota first: what partitions were
         granted beyond their shares; then, if still short and the partition could not serve
@@ -498,12 +540,14 @@ class CapacityState:
         what there is. An ask ahead of need gets what there is at once."""
         wait = pool["wait"]
         while wait:
-            ident, sender, amount, done, rounds = wait[0]
+            head = wait[0]
+            ident, sender, amount, done, rounds = (head["id"], head["sender"], head["n"],
+                                                   head["done"], head["rounds"])
             if pool["left"] < amount:
                 if pool["out"]:
                     return
                 if done < rounds:
-                    wait[0][3] = done + 1
+                    head["done"] = done + 1
                     if self._recall(constraint, period, pool, done == 1):
                         return
                     continue
@@ -518,12 +562,12 @@ class CapacityState:
                 bool(self._holders(constraint, period, pool, True))
             self._reply(constraint.name, period, sender, ident, granted, more)
 
-    def _holders(self, constraint: Constraint, period: int, pool: dict[str, Any],
+    def _holders(self, constraint: Constraint, period: int, pool: Pool,
                  everything: bool) -> list[int]:
         """The partitions, but those waiting, that may hold unspent quota of the period
         beyond their share (`everything`: any): their share plus grants, less returns and
         what they said they spent (never less than what they hold)."""
-        waiting = {entry[1] for entry in pool["wait"]}
+        waiting = {entry["sender"] for entry in pool["wait"]}
         lent, told = pool["d"], pool["sp"]
         out = []
         for part in range(self.partitions):
@@ -535,7 +579,7 @@ class CapacityState:
                 out.append(part)
         return out
 
-    def _recall(self, constraint: Constraint, period: int, pool: dict[str, Any],
+    def _recall(self, constraint: Constraint, period: int, pool: Pool,
                 everything: bool) -> bool:
         """Ask the partitions that may hold unspent quota (`_holders`) to give it back;
         False when there are none."""
@@ -616,18 +660,28 @@ class CapacityState:
         state.seq = int(raw["seq"])
         state.newest = int(raw["newest"])
         state.floor = {str(k): int(v) for k, v in raw.get("floor", {}).items()}
-        state.holds = {(str(n), int(p)): _filled(h, rc=0, sr=0, pre=False, w=0)
-                       for n, p, h in raw.get("holds", [])}
-        state.pools = {(str(n), int(p)): _filled(q, d={}, sp={}, wait=[], out=[], rc=0)
-                       for n, p, q in raw.get("pools", [])}
+        # (the decoded JSON objects are the state's own; fields a v1 state lacks added)
+        state.holds = {(str(n), int(p)): _holding(h) for n, p, h in raw.get("holds", [])}
+        state.pools = {(str(n), int(p)): _pool(q) for n, p, q in raw.get("pools", [])}
         state.rets = {str(k): list(v) for k, v in raw.get("rets", {}).items()}
         state.pending = dict(raw.get("pend", {}))
         return state
 
 
-def _filled(stored: dict[str, Any], **defaults: Any) -> dict[str, Any]:
-    """A stored holding or pool with the fields an older version did not write."""
-    out = dict(stored)
-    for name, value in defaults.items():
-        out.setdefault(name, value)
-    return out
+def _holding(stored: Holding) -> Holding:
+    """A stored holding, with the fields a v1 state did not write."""
+    stored.setdefault("rc", 0)
+    stored.setdefault("sr", 0)
+    stored.setdefault("pre", False)
+    stored.setdefault("w", 0)
+    return stored
+
+
+def _pool(stored: Pool) -> Pool:
+    """A stored pool, with the fields a v1 state did not write."""
+    stored.setdefault("d", {})
+    stored.setdefault("sp", {})
+    stored.setdefault("wait", [])
+    stored.setdefault("out", [])
+    stored.setdefault("rc", 0)
+    return stored

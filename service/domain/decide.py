@@ -20,7 +20,7 @@ the contact policy (policy.py). Responses and conversions are audited as `respon
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from schemas.event import Event
 from schemas.vocabulary import RESPONSES, Response
@@ -32,6 +32,9 @@ from service.domain.localtime import ZONE_PROPERTY, note_zone
 from service.domain.policy import arbitrate, digest32, format_ms
 from service.domain.profile import Profile, event_digest
 from service.domain.rules import Rulebook
+
+if TYPE_CHECKING:
+    from service.domain.step import Control
 
 __all__ = ["Effects", "Outcome", "decide"]
 
@@ -49,7 +52,7 @@ class Effects:
 
     def __init__(self) -> None:
         self.forward: str | None = None  # the profile key to deliver the event to instead
-        self.controls: Sequence[Any] = _NONE  # identity control records to send
+        self.controls: Sequence[Control] = _NONE  # identity control records to send
         self.feeds: Sequence[tuple[str, str]] = _NONE  # (signal, group) pairs it counts in
         # dated before its customer's erasure: no state changes, one `ignored` audit record
         self.ignored = False

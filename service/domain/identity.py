@@ -155,7 +155,7 @@ def merge_profiles(base: Profile, alias: str, other: Profile | None,
     return merged, True
 
 
-def _hashable(value: Any) -> Any:
+def _hashable(value: object) -> object:
     return tuple(value) if isinstance(value, list) else value
 
 

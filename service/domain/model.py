@@ -1,8 +1,9 @@
 """The rulebook's structure as pydantic models: what keys exist, their types and ranges.
 
 Only the shape is checked here. Conditions, event matchers and templates are free-form values
-(`Any`) that `rules.py` compiles and checks with the same file:line:field reporting, because
-their grammar is recursive and the messages pydantic gives for unions are hard to read.
+(`object`: raw YAML) that `rules.py` compiles and checks with the same file:line:field
+reporting, because their grammar is recursive and the messages pydantic gives for unions are
+hard to read.
 Durations are strings such as `90s`, `30m`, `24h`, `30d`, `2w` (or `500ms`), turned into
 milliseconds.
 """
@@ -71,7 +72,7 @@ class PointSpec(_Strict):
     """Points for a score: `add` points (times the numeric field `per`, if given) per match."""
 
     name: Name | None = None
-    when: Any
+    when: object
     add: float
     per: str | None = None
     max_times: int | None = Field(default=None, ge=1)
@@ -95,11 +96,11 @@ class TraitSpec(_Strict):
     kind: Literal["last", "count", "sum", "max", "min", "mean", "distinct", "top",
                   "distinct_count"]
     field: str | None = None
-    when: Any = None
-    clear_when: Any = None
+    when: object = None
+    clear_when: object = None
     max_items: int = Field(default=20, ge=1, le=200)
     bands: dict[str, float] | None = None
-    default: Any = None
+    default: object = None
     within: Duration | None = None  # a sliding window in event time (service/domain/windowed.py)
     keep: int = Field(default=100, ge=1, le=1000)  # windowed: newest matching events kept
 
@@ -110,10 +111,10 @@ class PatternSpec(_Strict):
     description: str | None = None
     kind: Literal["count", "sequence"]
     within: Duration
-    when: Any = None
+    when: object = None
     at_least: int = Field(default=2, ge=1, le=1000)
-    first: Any = None
-    then: Any = None
+    first: object = None
+    then: object = None
     by: str | None = None
     keep: int = Field(default=32, ge=2, le=500)
 
@@ -123,9 +124,9 @@ class ActionSpec(_Strict):
 
     description: str | None = None
     channel: Channel | None = None
-    when: Any
-    suppress_unless: Any = None
-    payload: dict[str, Any] = Field(default_factory=dict)
+    when: object
+    suppress_unless: object = None
+    payload: dict[str, object] = Field(default_factory=dict)
     value: float = Field(default=1.0, ge=0)
     priority: float = Field(default=1.0, ge=0)
     expires: Duration = 86_400_000
@@ -188,7 +189,7 @@ class ExperimentSpec(_Strict):
     arms: dict[Name, float] = Field(min_length=1)
     holdout: list[Name] = Field(default_factory=list)
     actions: list[Name] | Literal["*"] = "*"
-    payload: dict[Name, dict[str, Any]] = Field(default_factory=dict)
+    payload: dict[Name, dict[str, object]] = Field(default_factory=dict)
 
 
 class Idempotence(_Strict):
@@ -211,7 +212,7 @@ class Attribution(_Strict):
     """Credit conversions (events matching `conversions`) to the latest action within `window`
     before them, once per action (service/domain/attribution.py)."""
 
-    conversions: Any
+    conversions: object
     window: Duration = 7 * 86_400_000
     actions: list[Name] | Literal["*"] = "*"
 
@@ -221,7 +222,7 @@ class SignalSpec(_Strict):
     (e.g. properties.sku) within `within` fire it; it stays active for `hold`."""
 
     description: str | None = None
-    when: Any
+    when: object
     by: str
     within: Duration
     at_least: int = Field(ge=1, le=100_000)
@@ -269,7 +270,7 @@ class RulebookModel(_Strict):
     description: str | None = None
     scores: dict[Name, ScoreSpec] = Field(default_factory=dict)
     traits: dict[Name, TraitSpec] = Field(default_factory=dict)
-    segments: dict[Name, Any] = Field(default_factory=dict)
+    segments: dict[Name, object] = Field(default_factory=dict)
     patterns: dict[Name, PatternSpec] = Field(default_factory=dict)
     actions: dict[Name, ActionSpec] = Field(min_length=1)
     contact_policy: ContactPolicy = ContactPolicy()

@@ -45,9 +45,10 @@ from service.domain.channels import (
     deferral,
     quiet_now,
 )
-from service.domain.conditions import Cond, Env
+from service.domain.cond import Cond, Env, ObjectTemplate
 from service.domain.fields import digest32, format_ms
 from service.domain.learning import propensity
+from service.domain.profile import Profile
 
 __all__ = ["Action", "Experiment", "Policy", "arbitrate", "choose_channel", "digest32",
            "format_ms", "on_channel"]
@@ -62,7 +63,7 @@ class Experiment:
 
     def __init__(self, name: str, salt: str, arms: list[tuple[str, float]],
                  holdout: frozenset[str], actions: frozenset[str] | None,
-                 payload: dict[str, Any]) -> None:
+                 payload: dict[str, ObjectTemplate]) -> None:
         self.name = name
         self.salt = salt
         total = sum(weight for _, weight in arms)
@@ -112,7 +113,7 @@ class Action:
     )
 
     def __init__(self, name: str, channel: str, when: Cond, unless: Cond | None,
-                 payload: Any, value: float, priority: float, expires: int,
+                 payload: ObjectTemplate, value: float, priority: float, expires: int,
                  cooldown: int | None, once: bool, group: str | None,
                  consent_keys: tuple[str, ...], experiments: tuple[Experiment, ...],
                  types: frozenset[str] | None,
@@ -147,7 +148,7 @@ class LearningPolicy:
     __slots__ = ("prior", "refresh", "segments", "warm_up")
 
     def __init__(self, warm_up: int, prior: tuple[float, float],
-                 segments: list[tuple[str, Any]], refresh: int) -> None:
+                 segments: list[tuple[str, Cond]], refresh: int) -> None:
         self.warm_up = warm_up
         self.prior = prior
         self.segments = segments  # (name, Cond) in order; the first that holds is the segment
@@ -156,7 +157,7 @@ class LearningPolicy:
     def segment(self, env: Env) -> str:
         for name, cond in self.segments:
             if cond.test(env):
-                return str(name)
+                return name
         return "all"
 
 
@@ -352,7 +353,7 @@ def _capacity(env: Env, action: Action, arms: dict[str, str], capped: list[str]
     return "capacity", f"{reached.describe()} reached{fallback}"
 
 
-def _book(profile: Any, name: str, action_id: str, ts: int, policy: Policy,
+def _book(profile: Profile, name: str, action_id: str, ts: int, policy: Policy,
           held_out: bool) -> None:
     history = profile.sent.get(name)
     if history is None:

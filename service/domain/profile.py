@@ -26,6 +26,7 @@ an optional part: profiles stored before it read as "zone not known" (the offset
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from typing import Any
 
 from xxhash import xxh3_64_digest
@@ -38,7 +39,7 @@ __all__ = ["PROFILE_VERSION", "Profile", "ProfileFormatError", "event_digest"]
 PROFILE_VERSION = 2
 _READABLE = frozenset({1, PROFILE_VERSION})
 #: Stored parts read back by `from_bytes`: (key, attribute, constructor).
-_PARTS: tuple[tuple[str, str, Any], ...] = (
+_PARTS: tuple[tuple[str, str, Callable[[Any], object]], ...] = (
     ("s", "scores", dict), ("h", "hits", dict), ("t", "traits", dict), ("w", "windows", dict),
     ("a", "sent", dict), ("q", "recent", list), ("o", "consent", dict),
     ("x", "responses", dict), ("d", "redirect", str),

@@ -13,7 +13,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from pydantic import ValidationError
 
@@ -21,6 +21,7 @@ from schemas.vocabulary import CORE_EVENT_TYPES, IDENTIFIER_FIELDS
 from service.domain.attribution import AttributionPolicy
 from service.domain.capacity import Constraint
 from service.domain.compiled import compile_steps
+from service.domain.cond import EnvGetter
 from service.domain.conditions import ConditionCompiler, ScoreInfo
 from service.domain.fields import EventMatch, SpecError, compile_event_getter, compile_match
 from service.domain.model import ActionSpec, RulebookModel
@@ -40,6 +41,7 @@ from service.domain.yamlsrc import Locator, Problem, read_yaml
 __all__ = ["Problem", "Rulebook", "RulebookError", "load_rulebook", "parse_rulebook"]
 
 T = TypeVar("T")
+A = TypeVar("A")
 _Path = tuple[str | int, ...]
 
 
@@ -115,7 +117,7 @@ class Rulebook:
             points.types() | traits.types() | patterns.types() | actions.types() | extra_types
         )
         # the value getters of `crosses` conditions: decide() reads them before each event
-        self.crossings: tuple[Callable[[Any], Any], ...] = ()
+        self.crossings: tuple[EnvGetter, ...] = ()
 
     def __repr__(self) -> str:
         return f"Rulebook({self.version!r}, actions={sorted(self.action_names)})"
@@ -163,14 +165,14 @@ class _Compiler:
         self.locator = locator
         self.problems: list[Problem] = []
 
-    def attempt(self, path: _Path, make: Callable[[Any], T], arg: Any) -> T | None:
+    def attempt(self, path: _Path, make: Callable[[A], T], arg: A) -> T | None:
         try:
             return make(arg)
         except SpecError as exc:
             self.problems.append(self.locator.problem((*path, *exc.path), exc.message))
             return None
 
-    def match(self, path: _Path, spec: Any) -> EventMatch | None:
+    def match(self, path: _Path, spec: object) -> EventMatch | None:
         if spec is None:
             return None
         return self.attempt(path, compile_match, spec)
@@ -377,7 +379,7 @@ class _Compiler:
                         (*path, "payload", arm), f"{arm!r} is not one of the arms"))
                     continue
                 compiled = self.attempt((*path, "payload", arm),
-                                        conditions.template, template)
+                                        conditions.object_template, template)
                 if compiled is not None:
                     payload[arm] = compiled
             actions = None if spec.actions == "*" else frozenset(spec.actions)
@@ -397,7 +399,7 @@ class _Compiler:
                 unless = self.attempt((*path, "suppress_unless"),
                                       conditions.condition, spec.suppress_unless)
             payload = self.attempt((*path, "payload"),
-                                   conditions.template, spec.payload)
+                                   conditions.object_template, spec.payload)
             channels = self._channels(path, spec)
             if when is None or payload is None or not channels:
                 continue
@@ -487,20 +489,20 @@ class _Compiler:
         return channels
 
 
-def _top_level(when: Any) -> list[dict[str, Any]]:
+def _top_level(when: object) -> list[dict[str, object]]:
     """An action's top-level conditions (a list means all of them), those that are mappings."""
     items = when if isinstance(when, list) else [when]
     return [item for item in items if isinstance(item, dict)]
 
 
-def _required_patterns(when: Any) -> frozenset[str]:
+def _required_patterns(when: object) -> frozenset[str]:
     """Patterns named by top-level conditions (all of which must hold): the action can be
     eligible only on an event that fires every one of them."""
-    return frozenset(item["pattern"] for item in _top_level(when)
-                     if isinstance(item.get("pattern"), str))
+    return frozenset(name for item in _top_level(when)
+                     if isinstance(name := item.get("pattern"), str))
 
 
-def _trigger_types(when: Any, pattern_types: dict[str, frozenset[str] | None]
+def _trigger_types(when: object, pattern_types: dict[str, frozenset[str] | None]
                    ) -> frozenset[str] | None:
     """Event types an action can fire on, if its top-level conditions pin them down (an event
     condition with types, or a pattern, which fires only on events it looks at)."""
@@ -509,8 +511,9 @@ def _trigger_types(when: Any, pattern_types: dict[str, frozenset[str] | None]
             match = compile_match(item["event"])
             if match.types is not None:
                 return match.types
-        if isinstance(item.get("pattern"), str):
-            types = pattern_types.get(item["pattern"])
+        pattern = item.get("pattern")
+        if isinstance(pattern, str):
+            types = pattern_types.get(pattern)
             if types is not None:
                 return types
     return None

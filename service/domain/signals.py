@@ -17,13 +17,13 @@ group's partition (service/stream/signal_aggregator.py). A redelivered event id 
 from __future__ import annotations
 
 from bisect import insort
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from schemas.event import Event
-from service.domain.fields import EventMatch, digest32, format_ms
+from service.domain.fields import EventMatch, Getter, digest32, format_ms
 
 __all__ = ["Fired", "Signal", "SignalState", "is_active", "signal_key"]
 
@@ -45,7 +45,7 @@ class Signal:
 
     __slots__ = ("at_least", "by", "description", "hold", "match", "name", "within")
 
-    def __init__(self, name: str, match: EventMatch, by: Callable[[Event], Any], within: int,
+    def __init__(self, name: str, match: EventMatch, by: Getter, within: int,
                  at_least: int, hold: int, description: str | None) -> None:
         self.name = name
         self.match = match

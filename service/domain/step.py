@@ -101,7 +101,7 @@ def _effects(outcome: Outcome) -> Effects:
 
 
 def _control(kind: str, target: str, canonical: str, event_id: str, occurred_at: str,
-             ts_ms: int, **extra: Any) -> Control:
+             ts_ms: int, **extra: object) -> Control:
     body = {"alias": target, "canonical": canonical, "event_id": event_id,
             "occurred_at": occurred_at, "ts": ts_ms, **extra}
     return Control(kind, target, dumps(body))
@@ -307,7 +307,7 @@ def _link(profile: Profile | None, alias: str, canonical: str, event_id: str,
 
 
 def _merge(profile: Profile | None, key: str, alias: str, event_id: str, occurred_at: str,
-           raw_history: Any, rulebook: Rulebook) -> ControlResult:
+           raw_history: object, rulebook: Rulebook) -> ControlResult:
     base = profile if profile is not None else Profile(key)
     other = Profile.from_bytes(dumps(raw_history)) if raw_history else None
     merged, changed = merge_profiles(base, alias, other, rulebook)
