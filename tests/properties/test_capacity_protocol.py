@@ -210,7 +210,7 @@ class QuotaProtocol(RuleBasedStateMachine):
         self._drain()
         for index in range(len(self.parts)):
             self.acknowledge(index)
-        for part in self.parts:  # (asks ahead name periods no event was in)
+        for part in self.parts:  # (recalls name periods a partition had no event in)
             self.periods |= {period for name, period in part.state.holds}
         for period in self.periods:
             owner = self._owner(period)
