@@ -448,14 +448,17 @@ class CapacityState:
             recall, spent = int(record.get("rc", 0)), int(record.get("s", 0))
         except (JSONDecodeError, KeyError, TypeError, ValueError):
             return "unreadable capacity record"
-        constraint = self.constraints.get(name)
-        if constraint is None:
-            return None  # a constraint the rulebook no longer has: nothing to keep
-        if op == "grant":
-            self._granted(constraint, period, number, amount, bool(record.get("more")))
-        elif op == "retok":
+        if op == "retok":
             if self.rets.pop(ident, None) is not None:
                 self.dirty = True
+            return None
+        constraint = self.constraints.get(name)
+        if constraint is None:  # a constraint the rulebook no longer has: nothing to keep,
+            if op == "recall":  # but an owner that still has it waits for an answer
+                self._return(name, period, None, 0, number)
+            return None
+        if op == "grant":
+            self._granted(constraint, period, number, amount, bool(record.get("more")))
         elif op == "recall":
             self._recalled(constraint, period, number, bool(record.get("all")))
         elif op == "ask":
@@ -526,10 +529,9 @@ class CapacityState:
             if recall and recall == pool["rc"] and sender in pool["out"]:
                 pool["out"].remove(sender)
             self._serve(constraint, period, pool)
-        self.outbox.append(QuotaMessage(sender, owner_key(constraint.name, period),
-                                        dumps({"op": "retok", "c": constraint.name,
-                                                      "p": period, "id": ident,
-                                                      "from": self.partition})))
+        self.outbox.append(QuotaMessage(sender, owner_key(constraint.name, period), dumps(
+            {"op": "retok", "c": constraint.name, "p": period, "id": ident,
+             "from": self.partition})))
 
     def _serve(self, constraint: Constraint, period: int, pool: Pool) -> None:
         """Grant the waiting asks in order. One the pool cannot fill, made by a partition
@@ -559,15 +561,15 @@ class CapacityState:
             wait.pop(0)
             # short, shares not recalled, some left with others: the next demand asks again
             more = granted < amount and 0 < rounds < 2 and \
-                bool(self._holders(constraint, period, pool, True))
+                bool(self._holders(constraint, period, pool, True, sender))
             self._reply(constraint.name, period, sender, ident, granted, more)
 
     def _holders(self, constraint: Constraint, period: int, pool: Pool,
-                 everything: bool) -> list[int]:
-        """The partitions, but those waiting, that may hold unspent quota of the period
-        beyond their share (`everything`: any): their share plus grants, less returns and
-        what they said they spent (never less than what they hold)."""
-        waiting = {entry["sender"] for entry in pool["wait"]}
+                 everything: bool, asker: int = -1) -> list[int]:
+        """The partitions, but the asker and those waiting, that may hold unspent quota of
+        the period beyond their share (`everything`: any): their share plus grants, less
+        returns and what they said they spent (never less than what they hold)."""
+        waiting = {entry["sender"] for entry in pool["wait"]} | {asker}
         lent, told = pool["d"], pool["sp"]
         out = []
         for part in range(self.partitions):

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter
 
+from schemas.codec import dumps, loads
 from schemas.models import Action, DecisionRecord
 from service.domain import RulebookError, parse_rulebook
 from service.domain.capacity import CapacityState, Constraint
@@ -306,3 +307,50 @@ def test_a_channel_whose_capacity_is_reached_gives_way_to_the_next_channel(
             {"capacity"}
         assert surveys == {"arbitration": 2, "capacity": 4}
     TypeAdapter(list[DecisionRecord]).validate_python(decisions)
+
+
+def test_a_recall_takes_quota_beyond_the_share_first_and_is_always_answered() -> None:
+    """Limit 12 over 2 partitions, asks of 3 (a share of 3 each, 6 in the pool). A spends 4
+    (its share and a grant of 3, 2 left), B spends 6 and is turned away: the owner recalls
+    from A what it holds beyond its share, A keeps its low-water mark (1; it has been
+    spending) and gives 1, which B gets. Turned away a second time, B's ask recalls
+    everything: A, idle since, gives its last unit. The limit is spent exactly; a partition
+    whose rulebook no longer has the constraint answers a recall with nothing (the owner
+    would wait for it for ever otherwise)."""
+    constraint = Constraint("calls", "action", "call", 12, 0, False, 3)
+    states = [CapacityState({"calls": constraint}, p, 2) for p in range(2)]
+    a, b = states
+
+    def deliver() -> None:  # every record sent so far, in order, returns included
+        for _ in range(20):
+            queue = [r for s in states for r in (*s.outbox, *s.held_back)]
+            for s in states:
+                s.outbox.clear()
+                s.held_back.clear()
+            if not queue:
+                return
+            for record in queue:
+                assert states[record.partition].receive(record.body) is None
+
+    def takes(state: CapacityState, count: int) -> list[bool]:
+        out = []
+        for _ in range(count):
+            out.append(state.take([constraint], 0) is None)
+            deliver()
+        return out
+
+    assert takes(a, 4) == [True] * 4 and a.held("calls", 0) == 2
+    assert takes(b, 7) == [True] * 6 + [False]  # the pool ran dry: turned away, asks
+    owner = a if a.owns("calls", 0) else b
+    pool = owner.pools[("calls", 0)]
+    assert pool["rc"] == 1 and pool["wait"] == [] and pool["out"] == []
+    assert (a.held("calls", 0), b.held("calls", 0)) == (1, 1)
+    assert takes(b, 2) == [True, False]  # turned away again: everything recalled
+    assert pool["rc"] == 2 and (a.held("calls", 0), b.held("calls", 0)) == (0, 1)
+    assert takes(b, 2) == [True, False]
+    assert a.spent("calls", 0) + b.spent("calls", 0) == 12  # the limit, exactly
+    stranger = CapacityState({}, 1, 2)  # (its rulebook lost the constraint)
+    recall = dumps({"op": "recall", "c": "calls", "p": 0, "id": "0.c9", "k": 9, "from": 0})
+    assert stranger.receive(recall) is None
+    assert [loads(r.body)["op"] for r in stranger.held_back] == ["ret"]
+    assert loads(stranger.held_back[0].body)["n"] == 0
