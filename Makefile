@@ -30,14 +30,14 @@ typecheck: $(STAMP) ## mypy --strict on service/ and schemas/
 	$(VENV)/bin/mypy
 
 unit: $(STAMP) ## unit and component tests only
-	$(VENV)/bin/pytest -q tests/unit tests/component
+	$(VENV)/bin/pytest -q tests/unit tests/component bench/tests
 
 integration: $(STAMP) ## integration tests on the embedded broker
 	$(VENV)/bin/pytest -q tests/integration
 
 test: $(STAMP) ## lint, type-check, then the whole test suite
 	$(MAKE) --no-print-directory lint typecheck
-	$(VENV)/bin/pytest -q -p no:cacheprovider tests
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests bench/tests
 
 bench: $(STAMP) ## benchmarks: naive Faust vs touchflow vs raw aiokafka, plus the pure core
 	$(PY) -m bench

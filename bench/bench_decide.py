@@ -102,12 +102,12 @@ def generate(count: int, customers: int, seed: int) -> list[dict[str, Any]]:
 
 def run(events: list[Event], rulebook: Any, context: dict[str, Any]) -> dict[str, float]:
     """Time the decide loop; return counters."""
-    from service.gcpolicy import GcPolicy
+    from service.ops.gcpolicy import GcPolicy
 
     profiles: dict[str, Profile | None] = {}
     actions = decisions = duplicates = 0
     gc.collect()
-    # the worker's garbage-collection regime (service/gcpolicy.py): survivors frozen between
+    # the worker's garbage-collection regime (service/ops/gcpolicy.py): survivors frozen between
     # batches of 1,000 events, so the collector does not rescan the profiles over and over
     collector = GcPolicy()
     started = time.perf_counter()

@@ -1,7 +1,7 @@
 """Capacity across customers (issue 22): what the quota protocol costs replay, and how close
 to the limit it gets with more partitions.
 
-`python -m bench.capacity [--events N]`: the seeded workload (service.workload.event_log,
+`python -m bench.capacity [--events N]`: the seeded workload (service.tools.workload.event_log,
 seed 7) replayed in process through `Replayer` with examples/default/rulebook.yaml, then with
 the same rulebook plus `capacity:` limits below demand: 2 web actions an hour and 100 mobile
 actions in total (hourly limits in the dozens would not be reached by this workload).
@@ -26,7 +26,7 @@ from typing import Any
 from schemas.event import decode_event
 from service.domain.rules import Rulebook, parse_rulebook
 from service.replay.replayer import Replayer
-from service.workload import event_log
+from service.tools.workload import event_log
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMITS = """

@@ -69,7 +69,7 @@ async def produce_log(bootstrap: str, topic: str, values: Sequence[bytes],
     producing process stays light when it shares the machine with what it feeds."""
     from aiokafka import AIOKafkaProducer
 
-    from service.sink import BatchingKafkaSink
+    from service.stream.sink import BatchingKafkaSink
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1,
                                 max_batch_size=512 * 1024, max_request_size=4 * 1024 * 1024)

@@ -2,8 +2,8 @@
 
 `run_processor` feeds the bench workload, as the consumer would hand it over (records of the
 events topic on the partition their key hashes to, in batches of `batch` records), through
-`service.processor.Processor` with the chosen store, into a sink that acknowledges at once and
-keeps nothing. Against replay (the same decode and `decide()` without the shell) it shows
+`service.stream.processor.Processor` with the chosen store, into a sink that acknowledges at
+once and keeps nothing. Against replay (the same decode and `decide()` without the shell) it shows
 what routing, caching, profile encoding, changelog records and store writes add per event,
 free of the broker's share and of its noise; bench/instructions.py counts it in machine
 instructions.
@@ -58,7 +58,7 @@ class NullSink:
 
 def partitions_of(keys: Sequence[bytes | None], partitions: int) -> list[int]:
     """The partition each key's record lands on (murmur2, as the producer puts it)."""
-    from service.partitioning import partition_for_key
+    from service.domain.partitioning import partition_for_key
 
     return [partition_for_key(key, partitions) if key is not None else 0 for key in keys]
 
@@ -67,7 +67,7 @@ def as_messages(log: Sequence[bytes], keys: Sequence[bytes | None], topic: str,
                 placed: Sequence[int]) -> list[Any]:
     """The log as consumed records, each on its partition in `placed` (`partitions_of`),
     offsets counting per partition."""
-    from service.processor import Message
+    from service.stream.processor import Message
 
     offsets = [0] * (max(placed, default=0) + 1)
     messages = []
@@ -85,10 +85,10 @@ async def _run(log: Sequence[bytes], keys: Sequence[bytes | None], store: str, b
                partitions: int, placed: Sequence[int] | None,
                data_dir: Path) -> tuple[float, dict[str, int]]:
     from service.domain.rules import load_rulebook
-    from service.gcpolicy import GcPolicy
-    from service.processor import Processor
-    from service.settings import load_settings
-    from service.topics import TopicNames
+    from service.ops.gcpolicy import GcPolicy
+    from service.ops.settings import load_settings
+    from service.stream.processor import Processor
+    from service.stream.topics import TopicNames
 
     settings = load_settings(rules=RULES, store=store, data_dir=data_dir,
                              partitions=partitions, broker="kafka://127.0.0.1:1",
@@ -102,7 +102,7 @@ async def _run(log: Sequence[bytes], keys: Sequence[bytes | None], store: str, b
     messages = as_messages(log, keys, topics.events, placed)
     batches = [messages[i:i + batch] for i in range(0, len(messages), batch)]
     del messages
-    collector = GcPolicy()  # the worker's regime (service/runtime.py)
+    collector = GcPolicy()  # the worker's regime (service/stream/runtime.py)
     gc.collect()
     try:
         started = time.perf_counter()

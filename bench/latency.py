@@ -168,7 +168,7 @@ async def _paced(producer: Any, topic: str, log: Sequence[bytes], keys: Sequence
     sink): a per-record `producer.send` cost a third of a core at 13k events/s, taken from
     the worker on a 2-CPU machine. Returns the rate achieved and the worst lag (ms) of a
     slice's sending behind its due time."""
-    from service.sink import BatchingKafkaSink
+    from service.stream.sink import BatchingKafkaSink
 
     sink = BatchingKafkaSink(producer)
     lag = 0.0

@@ -14,7 +14,7 @@ import os
 import signal
 from typing import Any
 
-import orjson
+from bench.ceiling_work import touch_profile
 
 
 def run(bootstrap: str, topic: str, group: str, out_topic: str) -> None:
@@ -46,18 +46,10 @@ def run(bootstrap: str, topic: str, group: str, out_topic: str) -> None:
             for record in records:
                 if record.error() is not None:
                     continue
-                event = orjson.loads(record.value())
-                identity = event["identity"]
-                customer = identity.get("customer_id") or identity.get("anonymous_id")
-                profile = profiles.get(customer)
-                if profile is None:
-                    profile = profiles[customer] = {"events": 0}
-                profile["events"] += 1
-                profile["last_type"] = event["type"]
-                profile["last_seen"] = event["occurred_at"]
+                encoded = touch_profile(profiles, record.value())
                 while True:
                     try:
-                        producer.produce(out_topic, orjson.dumps(profile), record.key())
+                        producer.produce(out_topic, encoded, record.key())
                         break
                     except BufferError:  # the local queue is full: let deliveries drain
                         producer.poll(0.01)

@@ -6,7 +6,7 @@ Started by bench/run.py as ``python -m bench.raw_ceiling`` with BENCH_BROKER, BE
 BENCH_GROUP, BENCH_OUT_TOPIC; stops on SIGTERM after committing its last batch. With
 BENCH_BATCHED=1 the records go out as the worker sends its own: appended to one record batch
 per output partition (the input record's partition) and shipped once per consumed batch
-(service/sink.py), instead of one `producer.send` per record.
+(service/stream/sink.py), instead of one `producer.send` per record.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import os
 import signal
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from service.sink import BatchingKafkaSink
+from bench.ceiling_work import touch_profile
+from service.stream.sink import BatchingKafkaSink
 
 
 async def run(bootstrap: str, topic: str, group: str, out_topic: str) -> None:
@@ -65,16 +65,7 @@ async def _process(batch: dict[Any, list[Any]], profiles: dict[str, dict[str, An
     """Decode, update the customer's dict, produce one record per event."""
     for records in batch.values():
         for record in records:
-            event = orjson.loads(record.value)
-            identity = event["identity"]
-            customer = identity.get("customer_id") or identity.get("anonymous_id")
-            profile = profiles.get(customer)
-            if profile is None:
-                profile = profiles[customer] = {"events": 0}
-            profile["events"] += 1
-            profile["last_type"] = event["type"]
-            profile["last_seen"] = event["occurred_at"]
-            await producer.send(out_topic, orjson.dumps(profile), key=record.key)
+            await producer.send(out_topic, touch_profile(profiles, record.value), key=record.key)
 
 
 async def _process_batched(batch: dict[Any, list[Any]], profiles: dict[str, dict[str, Any]],
@@ -82,16 +73,7 @@ async def _process_batched(batch: dict[Any, list[Any]], profiles: dict[str, dict
     """As `_process`, each record appended to its output partition's batch."""
     for records in batch.values():
         for record in records:
-            event = orjson.loads(record.value)
-            identity = event["identity"]
-            customer = identity.get("customer_id") or identity.get("anonymous_id")
-            profile = profiles.get(customer)
-            if profile is None:
-                profile = profiles[customer] = {"events": 0}
-            profile["events"] += 1
-            profile["last_type"] = event["type"]
-            profile["last_seen"] = event["occurred_at"]
-            await sink.send(out_topic, record.key, orjson.dumps(profile),
+            await sink.send(out_topic, record.key, touch_profile(profiles, record.value),
                             partition=record.partition)
 
 

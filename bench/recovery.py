@@ -113,8 +113,8 @@ async def _fill(bootstrap: str, topic: str, partitions: int,
     seconds it took, the records, and the bytes of the last round's values."""
     from aiokafka import AIOKafkaProducer
 
-    from service.partitioning import partition_for_key
-    from service.sink import BatchingKafkaSink
+    from service.domain.partitioning import partition_for_key
+    from service.stream.sink import BatchingKafkaSink
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1,
                                 max_batch_size=1024 * 1024, max_request_size=8 * 1024 * 1024)

@@ -1,6 +1,6 @@
 """`python -m bench [--events N] [--quick]`: naive Faust vs touchflow vs raw aiokafka.
 
-One seeded workload (service.workload.event_log: ~300-byte events from 100k customers, keyed
+One seeded workload (service.tools.workload.event_log: ~300-byte events from 100k customers, keyed
 by customer); each pipeline gets its own copy of it on its own topic of a fresh embedded
 broker, produced before its clock starts, and runs as its own process in its own group.
 Throughput = events committed per second, from the first committed-offset movement until all
@@ -41,8 +41,8 @@ CEILINGS = ("raw aiokafka", "aiokafka batched", "librdkafka")
 
 
 def _workload(events: int, customers: int, seed: int) -> tuple[list[bytes], list[bytes | None]]:
-    from service.simulator import customer_key
-    from service.workload import event_log
+    from service.tools.simulator import customer_key
+    from service.tools.workload import event_log
 
     log = event_log(seed, events, customers, START)
     return log, [customer_key(orjson.loads(raw)) for raw in log]
@@ -273,8 +273,8 @@ async def _fresh_broker(tmp: Path, rtt_ms: float) -> AsyncIterator[str]:
     adding `rtt_ms` per round trip if asked. Each pipeline gets an empty broker: on one
     broker for the whole run the later rows met the earlier rows' millions of records (the
     latency row's p99 was 129-219 ms there, 49-60 ms on a fresh broker, same code)."""
-    from service.embedded import EmbeddedBroker
-    from service.embedded.broker import free_port
+    from service.tools.embedded import EmbeddedBroker
+    from service.tools.embedded.broker import free_port
 
     relay_port = free_port() if rtt_ms else None
     with EmbeddedBroker(log_path=tmp / "tansu.log", advertised_port=relay_port) as broker:

@@ -194,7 +194,7 @@ class ErasureNotice(BaseModel):
 
 class DeadLetter(BaseModel):
     """A rejected message on `<prefix>.deadletter`: where it came from, why, and the message
-    without personal data (service/deadletter.py): identifiers and detected e-mail addresses
+    without personal data (service/stream/deadletter.py): identifiers and detected e-mail addresses
     and phone numbers replaced by `[redacted:<kind>:<digest>]`, salted digests
     (HMAC-SHA256 with TOUCHFLOW_PII_SALT, 16 hex characters)."""
 

@@ -62,8 +62,8 @@ def main() -> int:
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
-    from service.embedded import EmbeddedBroker
-    from service.simulator import simulate
+    from service.tools.embedded import EmbeddedBroker
+    from service.tools.simulator import simulate
 
     data = tempfile.mkdtemp(prefix="touchflow-soak-")
     with EmbeddedBroker() as broker:

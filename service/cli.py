@@ -17,25 +17,26 @@ __all__ = ["main"]
 
 Handler = Callable[[argparse.Namespace], int]
 # Subcommands contributed by their own modules: each has register(subparsers).
-_PLUGINS = ("service.simulator", "service.replay.command", "service.report", "service.access")
+_PLUGINS = ("service.tools.simulator", "service.replay.command", "service.tools.report",
+            "service.tools.access")
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
     import logging
     import os
 
-    from service.logs import configure_logging
-    from service.settings import load_settings, warn_unknown_variables
-    from service.worker import run_worker
+    from service.ops.logs import configure_logging
+    from service.ops.settings import load_settings, warn_unknown_variables
+    from service.stream.worker import run_worker
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    warn_unknown_variables(logging.getLogger("service.worker"), os.environ)
+    warn_unknown_variables(logging.getLogger("service.stream.worker"), os.environ)
     return run_worker(settings)
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:
-    from service.dev import run_dev
+    from service.tools.dev import run_dev
 
     return run_dev(rate=args.rate, customers=args.customers, seed=args.seed,
                    metrics_port=args.metrics_port)
@@ -58,7 +59,7 @@ def _cmd_rules_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_rules_test(args: argparse.Namespace) -> int:
-    from service.cases import run_files
+    from service.tools.cases import run_files
 
     out, err, code = run_files(args.files)
     for line in out:
@@ -88,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="touchflow", description="Streaming next-best-action engine for touchpoints."
     )
     from service import __version__
-    from service.settings import settings_help
+    from service.ops.settings import settings_help
 
     parser.add_argument("--version", action="version", version=f"touchflow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -136,10 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `touchflow`; returns the exit code."""
     from service.domain.rules import RulebookError
-    from service.embedded.broker import BrokerError
-    from service.settings import SettingsError
-    from service.store import StoreError
-    from service.worker import StartupError
+    from service.ops.settings import SettingsError
+    from service.stream.store import StoreError
+    from service.stream.worker import StartupError
+    from service.tools.embedded.broker import BrokerError
 
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler

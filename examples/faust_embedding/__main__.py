@@ -7,9 +7,9 @@ from __future__ import annotations
 import sys
 
 from examples.faust_embedding.crm import add_crm_forwarder
-from service.logs import configure_logging
-from service.settings import SettingsError, load_settings
-from service.worker import StartupError, run_worker
+from service.ops.logs import configure_logging
+from service.ops.settings import SettingsError, load_settings
+from service.stream.worker import StartupError, run_worker
 
 
 def main() -> int:

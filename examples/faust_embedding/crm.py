@@ -17,7 +17,7 @@ CRM_TOPIC_SUFFIX = "crm.tickets"
 
 
 def add_crm_forwarder(touchflow: Any) -> None:
-    """Add the forwarding agent to `touchflow.app` (a `service.app.Touchflow`): from
+    """Add the forwarding agent to `touchflow.app` (a `service.stream.app.Touchflow`): from
     `<prefix>.actions.call_center` to `<prefix>.crm.tickets`, keyed by customer."""
     app = touchflow.app
     prefix = touchflow.settings.topic_prefix

@@ -1,4 +1,6 @@
-"""The pure decision core: rulebook, profile, and `decide()` (no I/O, no clock, no globals)."""
+"""The pure decision core: rulebook, profile, and `decide()` (no I/O, no clock, no globals).
+
+May import `schemas` only (tests/unit/test_layers.py keeps it so)."""
 
 from service.domain.decide import Outcome, decide
 from service.domain.profile import Profile, ProfileFormatError

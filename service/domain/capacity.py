@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from service.partitioning import partition_for_key
+from service.domain.partitioning import partition_for_key
 
 __all__ = ["CAPACITY_CONTEXT", "CapacityState", "Constraint", "QuotaMessage", "owner_key",
            "with_quota"]

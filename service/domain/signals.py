@@ -11,7 +11,7 @@ promotion pauses by itself while its product is in trouble.
 
 `SignalState` is pure and deterministic: replay feeds it every event in log order; the worker
 feeds it the small signal-feed records its processors emit, on the worker that owns the
-group's partition (service/signal_aggregator.py). A redelivered event id is counted once.
+group's partition (service/stream/signal_aggregator.py). A redelivered event id is counted once.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Offline replay of event logs through the production decision logic.
+"""Offline replay of event logs through the production decision logic (the same per-event step
+as the worker). May import `schemas`, `service.domain`, `service.ops` and `service.stream`.
 
 Library API (imported lazily, so `touchflow --help` stays fast):
 

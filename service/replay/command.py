@@ -239,7 +239,7 @@ def _partitions(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from service.settings import load_settings
+    from service.ops.settings import load_settings
 
     return load_settings(**({"broker": args.broker} if args.broker else {}))
 
@@ -253,7 +253,7 @@ def _load_context(args: argparse.Namespace, reporter: _Reporter) -> ContextTable
         return load_context(args.context, reporter)
     if args.context_from_topic:
         from service.replay.context_topic import load_context_topic
-        from service.topics import TopicNames
+        from service.stream.topics import TopicNames
 
         settings = _settings(args)
         topic = TopicNames.from_settings(settings).context

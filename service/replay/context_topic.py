@@ -13,11 +13,11 @@ import asyncio
 import threading
 from typing import Any
 
-from service.context import apply_context_record, record_time
 from service.domain.context_table import ContextTable
+from service.ops.settings import Settings
 from service.replay.reader import CONTEXT_SHAPE, BadRecord, OnBad, ReplayInputError
 from service.replay.topic import assign_topics, open_consumer
-from service.settings import Settings
+from service.stream.context import apply_context_record, record_time
 
 __all__ = ["load_context_topic", "read_context_topic"]
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from schemas.event import Event
-from service.settings import Settings
+from service.ops.settings import Settings
 
 __all__ = ["PublishResult", "publish_events"]
 

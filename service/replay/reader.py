@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import IO
 
 from schemas.event import Event, EventError, decode_event
-from service.context import apply_context_record
 from service.domain.context_table import ContextTable
+from service.stream.context import apply_context_record
 
 __all__ = [
     "CONTEXT_SHAPE",

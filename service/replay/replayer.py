@@ -29,6 +29,7 @@ from service.domain.context_table import ContextTable
 from service.domain.decide import Outcome
 from service.domain.erasure import Tombstones
 from service.domain.learning import LearningState
+from service.domain.partitioning import partition_for_key
 from service.domain.profile import Profile
 from service.domain.rules import Rulebook
 from service.domain.signals import SignalState
@@ -39,8 +40,7 @@ from service.domain.step import (
     step_control,
     step_event,
 )
-from service.partitioning import partition_for_key
-from service.settings import Settings
+from service.ops.settings import Settings
 
 __all__ = ["DEFAULT_PARTITIONS", "Replayer"]
 

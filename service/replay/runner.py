@@ -21,7 +21,7 @@ from service.domain.capacity import Constraint
 from service.domain.context_table import ContextTable
 from service.domain.decide import Outcome
 from service.domain.rules import Rulebook, load_rulebook
-from service.gcpolicy import GcPolicy
+from service.ops.gcpolicy import GcPolicy
 from service.replay.funnel import FunnelTally
 from service.replay.reader import BadRecord, LogFile, OnBad, decode_lines
 from service.replay.replayer import DEFAULT_PARTITIONS, Replayer
@@ -156,7 +156,7 @@ class ReplayResult:
 
 @contextlib.contextmanager
 def quiet_gc() -> Iterator[GcPolicy]:
-    """The worker's garbage-collection regime for a replay (service/gcpolicy.py): survivors
+    """The worker's garbage-collection regime for a replay (service/ops/gcpolicy.py): survivors
     are frozen as the run goes, so the collector does not rescan millions of live profile
     objects; call `after_batch()` on the yielded policy every thousand events or so."""
     gc.collect()

@@ -26,8 +26,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas.event import Event, EventError, decode_event
+from service.ops.settings import Settings
 from service.replay.reader import BadRecord, OnBad, ReplayInputError
-from service.settings import Settings
 
 __all__ = ["TopicSource", "assign_topics", "open_consumer", "parse_time"]
 

@@ -15,12 +15,12 @@ import orjson
 
 from schemas.event import EventError, decode_event
 from service.domain.rules import load_rulebook
-from service.processor import Message, Processor
-from service.runtime import KafkaRuntime
-from service.settings import Settings, load_settings
-from service.sink import MemorySink, Sent
-from service.store import PartitionStore
-from service.topics import TopicNames
+from service.ops.settings import Settings, load_settings
+from service.stream.processor import Message, Processor
+from service.stream.runtime import KafkaRuntime
+from service.stream.sink import MemorySink, Sent
+from service.stream.store import PartitionStore
+from service.stream.topics import TopicNames
 from tests.unit.replay.journeys import journey_log
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 
 from service.domain.capacity import CapacityState
 from service.domain.rules import load_rulebook
-from service.processor import Message, Processor
-from service.settings import load_settings
-from service.sink import MemorySink
-from service.store import CAPACITY_KEY, PartitionStore
-from service.topics import TopicNames
+from service.ops.settings import load_settings
+from service.stream.processor import Message, Processor
+from service.stream.sink import MemorySink
+from service.stream.store import CAPACITY_KEY, PartitionStore
+from service.stream.topics import TopicNames
 
 RULES = Path(__file__).resolve().parents[1] / "data" / "capacity_rulebook.yaml"
 LEADS = 24

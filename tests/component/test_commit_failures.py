@@ -1,7 +1,7 @@
-"""Offset commits that fail show (service/commits.py): the lean runtime's loop over a scripted
-consumer whose commits fail counts each failure by reason, puts "commits failing" in /readyz
-after `FAILING_AFTER` failures in a row and clears it once a commit succeeds; the lag gauge
-counts from the last committed offset, not from the fetch position, so a worker that reads
+"""Offset commits that fail show (service/stream/commits.py): the lean runtime's loop over a
+scripted consumer whose commits fail counts each failure by reason, puts "commits failing" in
+/readyz after `FAILING_AFTER` failures in a row and clears it once a commit succeeds; the lag
+gauge counts from the last committed offset, not from the fetch position, so a worker that reads
 on without committing shows a growing lag."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import asyncio
 from collections import namedtuple
 from typing import Any
 
-from service.commits import FAILING_AFTER, OffsetCommits
-from service.health import Readiness
-from service.metrics import Metrics
-from service.runtime import KafkaRuntime
-from service.settings import load_settings
-from service.topics import TopicNames
+from service.ops.health import Readiness
+from service.ops.metrics import Metrics
+from service.ops.settings import load_settings
+from service.stream.commits import FAILING_AFTER, OffsetCommits
+from service.stream.runtime import KafkaRuntime
+from service.stream.topics import TopicNames
 from tests.component.test_runtime_commits import TP, _Consumer, _Processor
 
 

@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 
 from service.domain.erasure import key_digest
 from service.domain.rules import load_rulebook
-from service.processor import Message, Processor
-from service.settings import load_settings
-from service.sink import MemorySink
-from service.store import PartitionStore, tombstone_key
-from service.topics import TopicNames
+from service.ops.settings import load_settings
+from service.stream.processor import Message, Processor
+from service.stream.sink import MemorySink
+from service.stream.store import PartitionStore, tombstone_key
+from service.stream.topics import TopicNames
 
 RULES = Path(__file__).resolve().parents[1] / "data" / "rulebook.yaml"
 PERSON = {"customer_id": "cust-zz91", "loyalty_id": "loy-zz92", "anonymous_id": "anon-zz93"}

@@ -1,4 +1,4 @@
-"""Component tests of the Faust runtime's consumer (service/faust_runtime.py) over a scripted
+"""Component tests of the Faust runtime's consumer (service/stream/faust_runtime.py) over a scripted
 Faust consumer (no broker): what it hands the shared pipeline, what it leaves to Faust's own
 per-message path, and when it does not fetch; and the shared loop over it, whose offsets are
 committed only for batches whose effects are durable."""
@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from service.domain.rules import load_rulebook
-from service.faust_runtime import FaustConsumer
-from service.health import Readiness
-from service.processor import Processor
-from service.runtime import KafkaRuntime
-from service.settings import load_settings
-from service.topics import TopicNames
+from service.ops.health import Readiness
+from service.ops.settings import load_settings
+from service.stream.faust_runtime import FaustConsumer
+from service.stream.processor import Processor
+from service.stream.runtime import KafkaRuntime
+from service.stream.topics import TopicNames
 from tests.component.pipeline_harness import Broker, no_recovery
 from tests.integration.conftest import event
 
@@ -194,8 +194,8 @@ async def test_an_embedding_app_reads_the_profiles_this_worker_owns(tmp_path: Pa
     """`Touchflow.profile(key)` returns the durable profile of a customer whose partition this
     worker holds (after a batch completed: the pings counted), and None for an unknown
     customer, in place of a Faust table."""
-    from service.app import create_app
-    from service.sink import MemorySink
+    from service.stream.app import create_app
+    from service.stream.sink import MemorySink
 
     settings = load_settings(rules=RULES, store="memory://", partitions=1,
                              broker="kafka://127.0.0.1:1", topic_prefix="comp",
@@ -267,8 +267,8 @@ def test_a_rebalance_is_not_a_lapsed_lease_but_a_silent_group_is(tmp_path: Path)
     stopped; on Tansu the join alone takes half the session timeout) the runtime leaves its
     partitions alone, since Faust pauses and resumes them itself; with Faust's flow running
     (a worker paused past its session timeout) it pauses them until the group answers."""
-    from service.faust_runtime import FaustRuntime
-    from service.fencing import GroupLease
+    from service.stream.faust_runtime import FaustRuntime
+    from service.stream.fencing import GroupLease
 
     settings = load_settings(rules=RULES, store="memory://", partitions=1,
                              broker="kafka://127.0.0.1:1", topic_prefix="comp",

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from service.domain.rules import load_rulebook
-from service.fencing import GENERATION_HEADER, GENERATION_KEY, AssignmentLost, GroupLease
-from service.processor import Message, Processor
-from service.runtime import KafkaRuntime
-from service.sink import MemorySink
-from service.topics import TopicNames
+from service.stream.fencing import GENERATION_HEADER, GENERATION_KEY, AssignmentLost, GroupLease
+from service.stream.processor import Message, Processor
+from service.stream.runtime import KafkaRuntime
+from service.stream.sink import MemorySink
+from service.stream.topics import TopicNames
 from tests.component.pipeline_harness import (
     TP,
     Broker,
@@ -221,7 +221,7 @@ async def test_a_lapsed_lease_mid_stream_writes_nothing_until_renewed_and_loses_
     runtime._shutdown = keep_stores  # type: ignore[method-assign]
     runtime.lease = lease
     await runtime._on_assigned(set(logs))
-    with caplog.at_level(logging.WARNING, logger="service.runtime"):
+    with caplog.at_level(logging.WARNING, logger="service.stream.runtime"):
         await asyncio.wait_for(runtime.run(), 60)
     messages = [r.getMessage() for r in caplog.records]
     assert any("batches in flight abandoned" in m for m in messages), messages

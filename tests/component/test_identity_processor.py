@@ -11,11 +11,11 @@ import orjson
 
 from service.domain.erasure import key_digest
 from service.domain.rules import load_rulebook
-from service.processor import Message, Processor
-from service.settings import load_settings
-from service.sink import MemorySink
-from service.store import PartitionStore, tombstone_key
-from service.topics import TopicNames
+from service.ops.settings import load_settings
+from service.stream.processor import Message, Processor
+from service.stream.sink import MemorySink
+from service.stream.store import PartitionStore, tombstone_key
+from service.stream.topics import TopicNames
 
 RULES = Path(__file__).resolve().parents[1] / "data" / "rulebook.yaml"
 
@@ -45,7 +45,7 @@ async def test_erasure_tombstones_profile_and_linked_aliases() -> None:
                              broker="kafka://127.0.0.1:1", topic_prefix="idc")
     topics = TopicNames.from_settings(settings)
     sink = MemorySink()
-    from service.metrics import Metrics
+    from service.ops.metrics import Metrics
 
     metrics = Metrics()
     processor = Processor(settings, topics, load_rulebook(RULES), sink, recover=_no_recovery,
@@ -168,7 +168,7 @@ async def test_event_metrics_label_unknown_types_other_and_count_duplicates() ->
     """Processed and duplicate events are counted per channel and type; a type the rulebook
     does not name is labelled "other" (producers cannot grow the label set), and its
     duplicate is counted as one."""
-    from service.metrics import Metrics
+    from service.ops.metrics import Metrics
 
     settings = load_settings(rules=RULES, store="memory://", partitions=1,
                              broker="kafka://127.0.0.1:1", topic_prefix="met")
@@ -193,7 +193,7 @@ async def test_late_event_is_counted_late_and_audited_by_the_worker() -> None:
     """An event dropped for lateness (more than max_lateness before the customer's newest) is
     counted with outcome="late", not "duplicate", and its `late` audit record is sent to the
     decisions topic, as replay writes it."""
-    from service.metrics import Metrics
+    from service.ops.metrics import Metrics
 
     settings = load_settings(rules=RULES, store="memory://", partitions=1,
                              broker="kafka://127.0.0.1:1", topic_prefix="lat")

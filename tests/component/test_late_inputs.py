@@ -11,12 +11,12 @@ import orjson
 
 from service.domain.context_table import ContextTable
 from service.domain.rules import load_rulebook
-from service.metrics import Metrics
-from service.processor import Message, Processor
-from service.settings import load_settings
-from service.sink import MemorySink
-from service.store import PartitionStore
-from service.topics import TopicNames
+from service.ops.metrics import Metrics
+from service.ops.settings import load_settings
+from service.stream.processor import Message, Processor
+from service.stream.sink import MemorySink
+from service.stream.store import PartitionStore
+from service.stream.topics import TopicNames
 
 RULES = Path(__file__).resolve().parents[1] / "data" / "rulebook.yaml"
 NINE = 1772442000000  # 2026-03-02T09:00:00Z

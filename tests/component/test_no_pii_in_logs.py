@@ -13,12 +13,12 @@ import orjson
 import pytest
 
 from service.domain.rules import load_rulebook
-from service.logs import JsonFormatter
-from service.processor import Message, Processor
-from service.settings import load_settings
-from service.sink import MemorySink
-from service.store import PartitionStore
-from service.topics import TopicNames
+from service.ops.logs import JsonFormatter
+from service.ops.settings import load_settings
+from service.stream.processor import Message, Processor
+from service.stream.sink import MemorySink
+from service.stream.store import PartitionStore
+from service.stream.topics import TopicNames
 from tests.pii_corpus import HOSTILE
 
 RULES = Path(__file__).resolve().parents[1] / "data" / "rulebook.yaml"

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from service.domain.rules import load_rulebook
-from service.metrics import Metrics
-from service.processor import Processor
-from service.runtime import KafkaRuntime
-from service.topics import TopicNames
+from service.ops.metrics import Metrics
+from service.stream.processor import Processor
+from service.stream.runtime import KafkaRuntime
+from service.stream.topics import TopicNames
 from tests.component.pipeline_harness import (
     LEARNING,
     TP,

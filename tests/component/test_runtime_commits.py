@@ -9,9 +9,9 @@ import asyncio
 from collections import namedtuple
 from typing import Any
 
-from service.runtime import KafkaRuntime
-from service.settings import load_settings
-from service.topics import TopicNames
+from service.ops.settings import load_settings
+from service.stream.runtime import KafkaRuntime
+from service.stream.topics import TopicNames
 
 TP = namedtuple("TP", "topic partition")
 Rec = namedtuple("Rec", "topic partition offset key value timestamp headers")

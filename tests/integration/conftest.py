@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 import pytest
 
-from service.embedded import EmbeddedBroker
+from service.tools.embedded import EmbeddedBroker
 
 ROOT = Path(__file__).resolve().parents[2]
 

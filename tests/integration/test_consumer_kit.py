@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from service.partitioning import partition_for_key
+from service.domain.partitioning import partition_for_key
 from tests.integration.conftest import ROOT, WorkerEnv, consume, event, produce
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from service.domain.erasure import key_digest
-from service.store import tombstone_key
+from service.stream.store import tombstone_key
 from tests.integration.conftest import WorkerEnv, consume, produce, report_scores
 
 

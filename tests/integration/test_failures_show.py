@@ -16,15 +16,15 @@ from typing import Any
 
 import pytest
 
-from service.context import ContextReader
 from service.domain.rules import load_rulebook
-from service.embedded import EmbeddedBroker
-from service.embedded.broker import free_port
-from service.health import Readiness, start_http
-from service.metrics import Metrics
-from service.settings import load_settings
-from service.signal_aggregator import SignalAggregator
-from service.topics import TopicNames, ensure_topics
+from service.ops.health import Readiness, start_http
+from service.ops.metrics import Metrics
+from service.ops.settings import load_settings
+from service.stream.context import ContextReader
+from service.stream.signal_aggregator import SignalAggregator
+from service.stream.topics import TopicNames, ensure_topics
+from service.tools.embedded import EmbeddedBroker
+from service.tools.embedded.broker import free_port
 
 pytestmark = pytest.mark.integration
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

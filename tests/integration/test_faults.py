@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from service.embedded import EmbeddedBroker
-from service.embedded.broker import free_port
+from service.tools.embedded import EmbeddedBroker
+from service.tools.embedded.broker import free_port
 from tests.integration.conftest import WorkerEnv, consume, event, produce
 
 CUSTOMERS = [f"f-{n:03d}" for n in range(24)]

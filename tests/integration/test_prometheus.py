@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from service.embedded.broker import free_port
-from service.simulator import simulate
+from service.tools.embedded.broker import free_port
+from service.tools.simulator import simulate
 from tests.integration.conftest import ROOT, WorkerEnv, produce
 
 PROMETHEUS = shutil.which("prometheus")

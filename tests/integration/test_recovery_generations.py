@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from service.embedded import EmbeddedBroker
-from service.fencing import GENERATION_HEADER, GENERATION_KEY, stamp
-from service.recovery import recover_partitions
-from service.settings import Settings, load_settings
-from service.store import MemoryStore
-from service.topics import TopicNames, ensure_topics
+from service.ops.settings import Settings, load_settings
+from service.stream.fencing import GENERATION_HEADER, GENERATION_KEY, stamp
+from service.stream.recovery import recover_partitions
+from service.stream.store import MemoryStore
+from service.stream.topics import TopicNames, ensure_topics
+from service.tools.embedded import EmbeddedBroker
 
 Record = tuple[bytes, bytes | None, bytes | None]  # key, value, generation stamp
 
@@ -67,7 +67,7 @@ async def test_records_of_an_older_generation_after_a_newer_one_are_ignored(
         (b"c:3", b"c1", None),
     ])
     store = MemoryStore()
-    with caplog.at_level(logging.WARNING, logger="service.recovery"):
+    with caplog.at_level(logging.WARNING, logger="service.stream.recovery"):
         [result] = await recover_partitions(settings, changelog, {0: store})
     assert _profiles(store) == {b"c:1": b"a2", b"c:2": b"b1", b"c:3": b"c1"}
     assert (result.records, result.stale, store.checkpoint()) == (6, 2, 5)

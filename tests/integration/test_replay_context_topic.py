@@ -11,9 +11,9 @@ import orjson
 import pytest
 
 from service.domain.context_table import BEGINNING
+from service.ops.settings import load_settings
 from service.replay.context_topic import load_context_topic
 from service.replay.reader import BadRecord, ReplayInputError
-from service.settings import load_settings
 from tests.integration.conftest import WorkerEnv
 from tests.unit.replay.test_versioned_context import RULEBOOK  # the same stock rule
 

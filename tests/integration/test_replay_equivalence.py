@@ -19,11 +19,11 @@ import orjson
 import pytest
 
 from schemas.event import decode_event
-from service.embedded import EmbeddedBroker
+from service.ops.settings import load_settings
 from service.replay.publish import publish_events
 from service.replay.reader import BadRecord, LogFile, decode_lines
 from service.replay.topic import TopicSource
-from service.settings import load_settings
+from service.tools.embedded import EmbeddedBroker
 from tests.integration.conftest import WorkerEnv, consume, produce
 from tests.unit.replay.journeys import scenarios
 
@@ -177,9 +177,9 @@ def test_replay_gives_the_same_actions_as_a_live_worker(
     from service.domain.rules import load_rulebook
     from service.replay.reader import load_context
     from service.replay.runner import ReplayResult, RunStats, replay_file, replay_stream
-    from service.topics import TopicNames, ensure_topics
+    from service.stream.topics import TopicNames, ensure_topics
 
-    missing = [m for m in ("service.logs", "service.health", "service.metrics")
+    missing = [m for m in ("service.ops.logs", "service.ops.health", "service.ops.metrics")
                if importlib.util.find_spec(m) is None]
     if missing:
         pytest.skip(f"the worker cannot start yet: {', '.join(missing)} missing")

@@ -18,8 +18,8 @@ import pytest
 
 from schemas.codec import dumps, loads
 from schemas.event import decode_event
-from service.embedded import EmbeddedBroker
-from service.simulator import customer_key, simulate
+from service.tools.embedded import EmbeddedBroker
+from service.tools.simulator import customer_key, simulate
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,7 +104,7 @@ async def test_simulated_events_arrive_valid_and_keyed_by_customer(
 
 async def test_generated_clock_keeps_the_generated_times(broker: EmbeddedBroker) -> None:
     """With clock="generated" the events are exactly the pure generator's, from `start`."""
-    from service.workload import journeys
+    from service.tools.workload import journeys
 
     topic = f"sim{uuid.uuid4().hex[:8]}.events"
     await _create(broker.bootstrap, topic, 1)
@@ -138,8 +138,8 @@ async def test_rate_paces_and_cancellation_stops_cleanly(broker: EmbeddedBroker)
 
 async def test_unreachable_broker_fails_with_a_readable_error() -> None:
     """A broker that is not there ends the simulation with SimulatorError naming the address."""
-    from service.embedded import free_port
-    from service.simulator import SimulatorError
+    from service.tools.embedded import free_port
+    from service.tools.simulator import SimulatorError
 
     address = f"127.0.0.1:{free_port()}"
     with pytest.raises(SimulatorError, match=address):
@@ -201,7 +201,7 @@ def test_output_writes_the_same_jsonl_log_every_time(tmp_path: Path,
     """`touchflow simulate --output F --limit N --start T` writes N valid events, the pure
     generator's exactly, and the same bytes on every run (an input for replay); no broker."""
     from service.cli import main
-    from service.workload import journeys
+    from service.tools.workload import journeys
 
     argv = ["simulate", "--limit", "300", "--customers", "40", "--seed", "2",
             "--start", "2026-03-02T00:00:00+00:00"]

@@ -9,7 +9,7 @@ profile). A is resumed: its batches from before the pause must not reach the cha
 B stops, A takes every partition back and recovers them from the changelog: the score of each
 customer must count every ping and both reports, nothing rolled back.
 
-Verified against the bug: with both layers of service/fencing.py switched off, this test
+Verified against the bug: with both layers of service/stream/fencing.py switched off, this test
 failed 3 runs of 3 (scores of 4, 17 or 41 instead of 42: A's stale records landed after B's);
 with either layer alone the scores were right.
 """

@@ -2,7 +2,7 @@
 live == replay state machine: partitioned logs with offsets, producer shipments that fail
 (their records lost, or landed with the acknowledgement lost), committed offsets, and a
 recovery that replays a partition's changelog after its store's checkpoint as
-service/recovery.py does (last record per key, checkpoint = last offset read)."""
+service/stream/recovery.py does (last record per key, checkpoint = last offset read)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.batch import Message
-from service.store import PartitionStore
+from service.stream.batch import Message
+from service.stream.store import PartitionStore
 
 Headers = Sequence[tuple[str, bytes]]
 

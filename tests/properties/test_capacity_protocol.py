@@ -23,7 +23,7 @@ from hypothesis.stateful import (
 )
 
 from service.domain.capacity import CapacityState, Constraint, owner_key
-from service.partitioning import partition_for_key
+from service.domain.partitioning import partition_for_key
 
 HOUR = 3_600_000
 

@@ -37,17 +37,17 @@ from hypothesis.stateful import (
 import service.domain.step as step_module
 from schemas.codec import dumps
 from schemas.event import EventError, decode_event
-from service.batch import Message
 from service.domain.context_table import ContextTable
 from service.domain.learning import LearningState
+from service.domain.partitioning import partition_for_key
 from service.domain.rules import load_rulebook
-from service.identity_control import control_kind
-from service.partitioning import partition_for_key
-from service.processor import Processor
+from service.ops.settings import load_settings
 from service.replay.replayer import Replayer
-from service.settings import load_settings
-from service.store import LEARNING_KEY, TOMBSTONE_PREFIX
-from service.topics import TopicNames
+from service.stream.batch import Message
+from service.stream.identity_control import control_kind
+from service.stream.processor import Processor
+from service.stream.store import LEARNING_KEY, TOMBSTONE_PREFIX
+from service.stream.topics import TopicNames
 from tests.properties.broker_model import BrokerModel
 from tests.properties.histories import CUSTOMERS, bodies, identities, links
 

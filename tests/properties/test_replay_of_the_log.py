@@ -21,12 +21,12 @@ from hypothesis import strategies as st
 
 from schemas.codec import dumps
 from schemas.event import decode_event
+from service.domain.partitioning import partition_for_key
 from service.domain.rules import load_rulebook
-from service.partitioning import partition_for_key
-from service.processor import Processor
+from service.ops.settings import load_settings
 from service.replay.replayer import Replayer
-from service.settings import load_settings
-from service.topics import TopicNames
+from service.stream.processor import Processor
+from service.stream.topics import TopicNames
 from tests.properties.broker_model import BrokerModel
 from tests.properties.histories import bodies, identities, links
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from service.cli import main
-from service.settings import Settings, settings_help, unknown_variables
+from service.ops.settings import Settings, settings_help, unknown_variables
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "contact_fatigue"
@@ -158,7 +158,7 @@ def test_the_wheel_ships_a_default_rulebook_the_worker_finds(tmp_path: Path) -> 
         archive.extractall(site)
     requires = (next(site.glob("touchflow-*.dist-info")) / "METADATA").read_text()
     assert "Requires-Dist: aiohttp" in requires
-    probe = ("from service.settings import Settings; from service.domain.rules import "
+    probe = ("from service.ops.settings import Settings; from service.domain.rules import "
              "load_rulebook; r = Settings().rules; print(r); print(load_rulebook(r).version)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOUCHFLOW_")}
     env["PYTHONPATH"] = str(site)

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from service.metrics import Metrics
-from service.settings import Settings
+from service.ops.metrics import Metrics
+from service.ops.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -82,7 +82,7 @@ def test_every_alert_is_unit_tested_and_documented() -> None:
 
 
 def test_dashboard_and_alerts_only_use_metrics_the_worker_exports() -> None:
-    """Every touchflow_* name in the dashboard and the alert rules exists in service/metrics.py
+    """Every touchflow_* name in the dashboard and the alert rules exists in service/ops/metrics.py
     (a renamed metric would silently blank a panel or disarm an alert)."""
     exported = _metric_families()
     dashboard = json.loads((DEPLOY / "grafana/dashboards/touchflow.json").read_text())

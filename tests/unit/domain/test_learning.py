@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.domain.learning import LearningState, propensity, thompson
-from service.learning_sim import TRUE_RATES, simulate_learning
 from service.replay.runner import Replayer, replay_events
+from service.tools.learning_sim import TRUE_RATES, simulate_learning
 from tests.unit.domain.replaykit import EXAMPLES, load_example
 
 RULES = EXAMPLES / "learning" / "rulebook.yaml"

@@ -1,4 +1,4 @@
-"""Replay == the worker's processor, without a broker (service/processor.py vs replay).
+"""Replay == the worker's processor, without a broker (service/stream/processor.py vs replay).
 
 The integration test proves the same over a live worker; this one runs in a second and also
 covers the restart path: profiles read back from the store (RocksDB bytes), not kept objects.
@@ -15,12 +15,12 @@ import pytest
 
 from schemas.event import EventError, decode_event
 from service.domain.rules import load_rulebook
-from service.processor import Message, Processor
+from service.ops.settings import load_settings
 from service.replay.reader import load_context
 from service.replay.runner import replay_file
-from service.settings import load_settings
-from service.sink import MemorySink
-from service.topics import TopicNames
+from service.stream.processor import Message, Processor
+from service.stream.sink import MemorySink
+from service.stream.topics import TopicNames
 from tests.unit.replay.journeys import SCENARIO_NAMES, scenarios
 
 

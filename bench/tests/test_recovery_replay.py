@@ -1,0 +1,50 @@
+"""New bench helpers: the memory row's traffic (one event per recovered customer) and the
+whole-process replay's floor (no timing asserted anywhere)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from bench.recovery import _customers, touch_log
+from bench.replay_process import FLOOR, run_process
+from schemas.event import decode_event
+from service.tools.simulator import customer_key
+from service.tools.workload import event_log
+
+
+def test_touch_log_addresses_each_customer_once_with_valid_events() -> None:
+    """Every recovered customer (the workload's own, then synthetic ones) gets exactly one
+    event that the worker accepts, keyed to that customer's profile, with a fresh event id
+    (no alias from an anonymous id)."""
+    log = event_log(3, 2_000, 300, datetime(2026, 3, 2, tzinfo=UTC))
+    keys = [customer_key(orjson.loads(raw)) for raw in log]
+    customers = _customers(keys, 500)
+    own = list(dict.fromkeys(key for key in keys if key is not None))
+    assert len(own) < 500 and len(set(customers)) == 500
+    assert customers[:len(own)] == own
+    assert customers[len(own)] == b"customer_id:r-0000000"
+    events, event_keys = touch_log(log, customers)
+    assert event_keys == customers
+    decoded = [decode_event(raw) for raw in events]
+    assert [event.key().encode() for event in decoded] == customers
+    assert len({event.event_id for event in decoded}) == 500
+    assert all(len(event.identity) == 1 for event in decoded)
+
+
+def test_floor_process_writes_one_line_per_event(tmp_path: Path) -> None:
+    """The floor the whole-process replay is compared with does its work: it exits 0 and
+    writes one JSON line per input event, carrying the event's id."""
+    log = event_log(3, 200, 50, datetime(2026, 3, 2, tzinfo=UTC))
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"\n".join(log) + b"\n")
+    wall, cpu, code = run_process([sys.executable, "-c", FLOOR, str(source),
+                                   str(tmp_path / "out.jsonl")], tmp_path, dict(os.environ))
+    assert code == 0 and wall > 0 and cpu >= 0
+    lines = (tmp_path / "out.jsonl").read_bytes().splitlines()
+    assert [orjson.loads(line)["event_id"] for line in lines] == \
+        [orjson.loads(raw)["event_id"] for raw in log]

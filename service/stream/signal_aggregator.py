@@ -1,0 +1,151 @@
+"""The worker side of cross-customer signals (service/domain/signals.py).
+
+Events are partitioned by customer, but a signal counts across customers (complaints about one
+product). Each processor therefore sends, for every event that counts in a signal, a small
+record to the internal `signal-feed` topic keyed by `<signal>\\x1f<group>`, so all records of
+one group meet in one partition. This aggregator, one per worker, consumes that topic in its
+own consumer group (`<app_id>-signals`), so each group is counted by exactly one worker; it
+feeds the pure `SignalState` and, when a signal fires, publishes the message to
+`<prefix>.operations` (keyed by the group) and the pause to `<prefix>.context` (which every
+worker's context reader follows), flushes, and only then commits its offsets. The pause carries
+`valid_from`, the time of the event that made the signal fire: decisions read it from that
+event time on, not from the wall-clock time it was published at (the record's timestamp).
+
+State is in memory and rebuilt on every assignment: the aggregator seeks its partitions to
+the beginning and re-reads them silently up to the committed offset (nothing is published
+twice for records already committed), then goes on live. A record redelivered after a crash
+carries the same event id and is counted once; a message published just before a crash and
+published again has the same `signal_id`. Keep the feed topic's retention a little above the
+longest `within` + `hold` in production; the re-read is then bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from schemas.codec import JSONDecodeError, dumps, loads
+from service.domain.rules import Rulebook
+from service.domain.signals import SignalState
+from service.ops.settings import Settings
+from service.stream.background import Background
+from service.stream.topics import TopicNames
+
+__all__ = ["SignalAggregator"]
+
+log = logging.getLogger(__name__)
+
+
+class SignalAggregator(Background):
+    """Counts the signal feed of the partitions this worker owns; publishes what fires."""
+
+    task_name = "touchflow-signals"
+    component = "signals"
+
+    def __init__(self, settings: Settings, topics: TopicNames, rulebook: Rulebook,
+                 metrics: Any = None, readiness: Any = None) -> None:
+        self.settings = settings
+        self.readiness = readiness
+        self.topics = topics
+        self.rulebook = rulebook
+        self.metrics = metrics
+        self.state = SignalState(rulebook.signals, rulebook.version)
+        self.fired = 0
+        self.malformed = 0
+        self._silent_until: dict[Any, int] = {}
+        self._consumer: Any = None
+
+    async def _on_assigned(self, assigned: set[Any]) -> None:
+        """Rebuild: start over from the beginning, silently up to the committed offsets."""
+        consumer = self._consumer
+        self.state = SignalState(self.rulebook.signals, self.rulebook.version)
+        self._silent_until = {}
+        for tp in assigned:
+            committed = await consumer.committed(tp)
+            self._silent_until[tp] = committed or 0
+        if assigned:
+            await consumer.seek_to_beginning(*assigned)
+        log.info("signal partitions assigned",
+                 extra={"partitions": sorted(tp.partition for tp in assigned)})
+
+    async def _attempt(self) -> None:
+        """Connect and follow the feed until an error (retried by `Background`: a new
+        consumer rebuilds the state on its assignment) or cancellation."""
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+        settings = self.settings
+        security = settings.kafka_security()
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers,
+                                    acks="all", **security)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            **(settings.group_member() | {"group_id": f"{settings.app_id}-signals"}),
+        )
+        self._consumer = consumer
+        try:
+            await asyncio.wait_for(producer.start(), 30)
+            await asyncio.wait_for(consumer.start(), 30)
+            consumer.subscribe([self.topics.signal_feed], listener=_Listener(self))
+            while True:
+                batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+                if batch:
+                    await self._handle(batch, producer)
+                self._working()
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(consumer.stop(), 10)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 10)
+
+    async def _handle(self, batch: dict[Any, list[Any]], producer: Any) -> None:
+        offsets: dict[Any, int] = {}
+        published = False
+        for tp, records in batch.items():
+            silent_until = self._silent_until.get(tp, 0)
+            for record in records:
+                try:
+                    data = loads(record.value)
+                    fired = self.state.observe(str(data["signal"]), str(data["group"]),
+                                               str(data["event_id"]), int(data["ts_ms"]))
+                except (JSONDecodeError, KeyError, TypeError, ValueError):
+                    self.malformed += 1
+                    continue
+                if fired is None or record.offset < silent_until:
+                    continue
+                group = fired.message["key"].encode()
+                await producer.send(self.topics.operations, key=group,
+                                    value=dumps(fired.message))
+                await producer.send(self.topics.context, key=fired.context_key.encode(),
+                                    value=dumps({"key": fired.context_key,
+                                                 "value": fired.context_value,
+                                                 "valid_from": fired.at_ms}))
+                published = True
+                self.fired += 1
+                if self.metrics is not None:
+                    self.metrics.signals.labels(fired.message["signal"]).inc()
+                log.info("signal fired", extra={"signal": fired.message["signal"],
+                                                "count": fired.message["count"]})
+            if records:
+                offsets[tp] = records[-1].offset + 1
+        if published:
+            await producer.flush()
+        if offsets:
+            await self._consumer.commit(offsets)
+
+
+class _Listener:
+    """aiokafka rebalance callbacks (its ABC is imported lazily, like aiokafka itself)."""
+
+    def __new__(cls, aggregator: SignalAggregator) -> Any:
+        from aiokafka import ConsumerRebalanceListener
+
+        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+            async def on_partitions_revoked(self, revoked: Any) -> None:
+                return None
+
+            async def on_partitions_assigned(self, assigned: Any) -> None:
+                await aggregator._on_assigned(set(assigned))
+
+        return Listener()
