@@ -269,6 +269,7 @@ def _single(args: argparse.Namespace, events: Any, context: ContextTable,
             reporter: _Reporter, progress: Any, label: str,
             format_duration: Callable[[float], str]) -> int:
     from service.domain.rules import load_rulebook
+    from service.ops.quick_exit import keep_until_exit
     from service.replay.runner import ReplayResult, RunStats, replay_stream
 
     rulebook = load_rulebook(args.rules)
@@ -315,6 +316,7 @@ def _single(args: argparse.Namespace, events: Any, context: ContextTable,
 
         write_report(Path(args.report), [result], source=label)
         _say(f"report written to {args.report}")
+    keep_until_exit(result.state)  # the profiles: not freed one by one before the exit
     return 130 if result.interrupted else 0
 
 
