@@ -398,7 +398,7 @@ async def _main(args: argparse.Namespace) -> int:
         from bench.replay_process import measure_replay_process
 
         with tempfile.TemporaryDirectory(prefix="touchflow-replay-") as replay_tmp:
-            print("  replay as a process (and the floor process), 3 runs each...",
+            print(f"  replay as a process (and the floor process), {args.replay_runs} runs each...",
                   file=sys.stderr, flush=True)
             replay_process = measure_replay_process(
                 log, RULES, ROOT, Path(replay_tmp), runs=args.replay_runs,
