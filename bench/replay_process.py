@@ -11,9 +11,8 @@ audit records, closing the files: all in). CPU = the child's user + system secon
 each, events/s by wall clock and per CPU second, and replay's share of the floor's rate.
 
 Bytecode is written and one untimed replay of the first 100 events runs first, as for an
-installed package (compiled on install): with PYTHONDONTWRITEBYTECODE set, as in this dev
-environment, every start compiled the sources again (~1 s of imports, 12 % of a replay of
-200,000 events under py-spy).
+installed package (compiled on install), not the sources compiled again at every start
+(bench/README.md, "Why the harness is built this way").
 """
 
 from __future__ import annotations

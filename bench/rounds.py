@@ -1,11 +1,10 @@
 """`--rounds N`: the throughput rows run N times, interleaved, and reported by their medians.
 
-On a shared machine one run of a row can be 30 % off the next (measured here: the same
-worker row at 12,874 and 13,425 events/s, the naive row at 1,382 and 1,724, minutes apart).
-Running the pipelines round-robin (ceiling, naive, touchflow, ceiling, naive, ...) keeps each
-round's rows close together in time, so a round's ratios share its conditions; the table then
-shows each row's median rate, and the ratios are the medians of the per-round ratios, with
-their range in the note.
+On a shared machine one run of a row can be far off the next (bench/README.md, "Why the
+harness is built this way"). Running the pipelines round-robin (ceiling, naive, touchflow,
+ceiling, naive, ...) keeps each round's rows close together in time, so a round's ratios
+share its conditions; the table then shows each row's median rate, and the ratios are the
+medians of the per-round ratios, with their range in the note.
 """
 
 from __future__ import annotations

@@ -271,8 +271,8 @@ def _table(rows: list[tuple[str, Measurement]], rounds: dict[str, Any] | None = 
 async def _fresh_broker(tmp: Path, rtt_ms: float) -> AsyncIterator[str]:
     """A new embedded broker for one measurement (its bootstrap address), behind a relay
     adding `rtt_ms` per round trip if asked. Each pipeline gets an empty broker: on one
-    broker for the whole run the later rows met the earlier rows' millions of records (the
-    latency row's p99 was 129-219 ms there, 49-60 ms on a fresh broker, same code)."""
+    broker for the whole run the later rows met the earlier rows' millions of records
+    (bench/README.md, "Why the harness is built this way")."""
     from service.tools.embedded import EmbeddedBroker
     from service.tools.embedded.broker import free_port
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import yaml
 
-from schemas.event import CHANNELS
 from schemas.export import MODELS
 from schemas.models import SCHEMA_VERSION
+from schemas.vocabulary import CHANNELS, IDENTITY_CONTROL_KINDS
 
 __all__ = ["ASYNCAPI_FILE", "asyncapi_document", "render_asyncapi"]
 
@@ -136,7 +136,7 @@ def _message(name: str) -> dict[str, Any]:
     headers = _TRACE_HEADERS
     if name == "IdentityControl":
         headers = {"type": "object", "required": ["tf-ctl"], "properties": {
-            "tf-ctl": {"enum": ["link", "merge", "erase"]}}}
+            "tf-ctl": {"enum": list(IDENTITY_CONTROL_KINDS)}}}
     return {
         "name": name, "title": title, "summary": summary, "contentType": "application/json",
         "headers": headers,

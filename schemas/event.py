@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-import orjson
-
+from schemas.codec import JSONDecodeError, loads
 from schemas.pii import find_personal, looks_plain, may_hold_phone, scan_text
+from schemas.vocabulary import CHANNELS, HASHED_IDENTIFIERS, IDENTIFIER_FIELDS
 
 __all__ = [
     "CHANNELS",
@@ -28,17 +28,6 @@ __all__ = [
     "parse_event",
 ]
 
-CHANNELS: frozenset[str] = frozenset(
-    {"web", "mobile", "store", "call_center", "email", "sms", "social"}
-)
-#: Identifier fields in priority order: the first present one keys the profile.
-IDENTIFIER_FIELDS: tuple[str, ...] = (
-    "customer_id",
-    "loyalty_id",
-    "email_sha256",
-    "phone_sha256",
-    "anonymous_id",
-)
 MAX_EVENT_BYTES = 1024 * 1024
 MAX_ID_LEN = 200
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -64,9 +53,9 @@ class Event:
     """A validated touchpoint event. `ts_ms` is UTC epoch milliseconds of `occurred_at`.
 
     Immutable by contract (nothing assigns to an event after `decode_event` built it), not by
-    run-time enforcement: a frozen dataclass's `object.__setattr__` per field cost 1.5 us of
-    the ~5 us a decode took; a plain slotted `__init__` costs 0.2 us. `key()` is computed once
-    (the decoder passes it in, having walked the identity anyway).
+    run-time enforcement, which a frozen dataclass pays per field on every decode
+    (docs/decisions.md, "The event decoder"). `key()` is computed once (the decoder passes it
+    in, having walked the identity anyway).
     """
 
     __slots__ = ("_key", "channel", "context", "event_id", "identity", "occurred_at",
@@ -144,9 +133,9 @@ _MINUTES_PER_OFFSET = 8192
 
 def _parse_time(value: object) -> tuple[int, int]:
     """(UTC epoch ms, offset minutes) of an ISO-8601 timestamp with an offset, in exact integer
-    arithmetic (floored to the millisecond); float `timestamp()` cost 0.45 us and could land
-    a millisecond low. The date arithmetic and range checks of a minute are done once (they
-    were 0.5 of the 0.9 us a parse took): the events of a stream share minutes."""
+    arithmetic (floored to the millisecond; float `timestamp()` could land a millisecond
+    low). The date arithmetic and range checks of a minute are done once: the events of a
+    stream share minutes (docs/decisions.md, "The event decoder")."""
     if not isinstance(value, str):
         raise EventError("bad_timestamp", "occurred_at must be an ISO-8601 string")
     try:
@@ -187,7 +176,9 @@ def _minute(moment: datetime) -> tuple[int, int]:
 
 
 _ID_NAMES = frozenset(IDENTIFIER_FIELDS)
-_HASHED_IDS = frozenset({"email_sha256", "phone_sha256"})
+_FIRST_ID = IDENTIFIER_FIELDS[0]  # the highest-priority identifier (customer_id)
+_FIRST_ID_PREFIX = _FIRST_ID + ":"
+_HASHED_IDS = HASHED_IDENTIFIERS
 
 
 def _check_identity(identity: object, plain: bool) -> tuple[dict[str, str], str]:
@@ -300,8 +291,8 @@ def decode_event(raw: bytes | bytearray | memoryview | str | None) -> Event:
     if len(raw) > MAX_EVENT_BYTES:
         raise EventError("oversized", f"message is larger than {MAX_EVENT_BYTES} bytes")
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        data = loads(raw)
+    except JSONDecodeError as exc:
         # orjson's message names a position, never echoes the payload.
         text = str(exc)
         reason = "invalid_utf8" if "utf-8" in text.lower() else "invalid_json"
@@ -330,8 +321,8 @@ def decode_event(raw: bytes | bytearray | memoryview | str | None) -> Event:
         if type(value) is not str or not value or len(value) > MAX_ID_LEN \
                 or name in _HASHED_IDS:
             return parse_event(data, plain=True)
-    value = identity.get("customer_id")
-    key = "customer_id:" + value if value else _profile_key(identity)
+    value = identity.get(_FIRST_ID)
+    key = _FIRST_ID_PREFIX + value if value else _profile_key(identity)
     properties = data.get("properties", _ABSENT)
     context = data.get("context", _ABSENT)
     if properties is _ABSENT:

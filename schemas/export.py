@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import orjson
 from pydantic import BaseModel
 
+from schemas.codec import dumps_pretty
 from schemas.models import Action, DeadLetter, DecisionRecord, ErasureNotice, TouchpointEvent
 from schemas.topic_models import ContextRecord, IdentityControl, OperationsSignal, SignalFeedRecord
 
@@ -32,9 +32,7 @@ def render_schemas() -> dict[str, bytes]:
         schema = model.model_json_schema()
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = f"https://touchflow.dev/schemas/{name}"
-        out[name] = orjson.dumps(
-            schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
-        )
+        out[name] = dumps_pretty(schema)
     return out
 
 

@@ -7,11 +7,20 @@ every message it writes is shaped by them and the tests check that against these
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from schemas.event import IDENTIFIER_FIELDS
+from schemas.vocabulary import (
+    CHANNEL_SKIP_REASONS,
+    IDENTIFIER_FIELDS,
+    SUPPRESSION_REASONS,
+    Arm,
+    Channel,
+    LegalBasis,
+    RecordKind,
+    RecordOutcome,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -26,8 +35,11 @@ __all__ = [
 
 SCHEMA_VERSION = "1"
 
-Channel = Literal["web", "mobile", "store", "call_center", "email", "sms", "social"]
-_HexDigest = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+def _one_of(words: list[str]) -> str:
+    """`a, b or c`."""
+    return ", ".join(words[:-1]) + " or " + words[-1] if len(words) > 1 else "".join(words)
 
 
 # "At least one identifier" in the JSON Schema itself: one branch per identifier, each
@@ -49,10 +61,7 @@ class Identity(BaseModel):
 
     @model_validator(mode="after")
     def _at_least_one(self) -> Identity:
-        if not any(
-            (self.customer_id, self.anonymous_id, self.email_sha256, self.phone_sha256,
-             self.loyalty_id)
-        ):
+        if not any(getattr(self, name) for name in IDENTIFIER_FIELDS):
             raise ValueError("identity carries no identifier")
         return self
 
@@ -93,7 +102,7 @@ class Action(BaseModel):
     expires_at: AwareDatetime
     payload: dict[str, Any] = Field(default_factory=dict)
     experiment: dict[str, str] | None = None
-    legal_basis: Literal["consent", "service", "legitimate_interest"] = Field(
+    legal_basis: LegalBasis = Field(
         "consent", description="Why Touchflow may contact the customer this way: `consent` "
         "(given for the channel and purpose), `service` (a transactional message, e.g. an "
         "order status or a delay apology) or `legitimate_interest` (for `purpose`; the "
@@ -112,8 +121,8 @@ class SkippedChannel(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True, title="SkippedChannel")
 
     channel: Channel
-    reason: str = Field(description="A suppression reason: no_consent, objection or "
-                        "quiet_hours.")
+    reason: str = Field(description="A suppression reason: "
+                        + _one_of(sorted(CHANNEL_SKIP_REASONS)) + ".")
     why: str = Field(description="The readable explanation.")
 
 
@@ -124,16 +133,12 @@ class DecisionRecord(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True, title="DecisionRecord")
 
     decision_id: str = Field(description="Deterministic digest, unique per record.")
-    kind: Literal["action", "erasure", "merge", "identity_refused", "response", "attribution",
-                  "late"] = (
-        "action"
-    )
+    kind: RecordKind = "action"
     customer_id: str
     trigger_event_id: str
     rulebook_version: str
     decided_at: AwareDatetime
-    outcome: Literal["sent", "suppressed", "held_out", "erased", "ignored", "merged", "refused",
-                     "shown", "accepted", "declined", "converted", "late"] = Field(
+    outcome: RecordOutcome = Field(
         description="`ignored` (kind erasure, suppressed_by `erased`): an input dated at or "
         "before its customer's erasure; the record names the customer only as "
         "`erased:<key digest>`; `late` (kind late): an event dropped for lateness, never "
@@ -142,15 +147,20 @@ class DecisionRecord(BaseModel):
     channel: Channel | None = None
     action_id: str | None = None
     suppressed_by: str | None = Field(
-        None, description="Policy that suppressed it: contact_cap, no_consent, quiet_hours,"
-        " cooldown, once_only, context, arbitration, experiment_holdout, ..."
+        None, description="Policy that suppressed it: " + ", ".join(SUPPRESSION_REASONS)
+        + " (`erased`: an input dated before its customer's erasure); later minor versions "
+        "may add reasons."
     )
     score: float | None = None
-    arm: Literal["treated", "holdout"] | None = Field(
+    arm: Arm | None = Field(
         None, description="For response and attribution records: whether the action was sent "
         "(treated) or held out by an experiment (holdout)."
     )
     reasons: list[str] = Field(default_factory=list)
+    experiment: dict[str, str] | None = Field(
+        None, description="For decision records of an action under experiments: the arm this "
+        "customer is in, by experiment name (arms are named in the rulebook)."
+    )
     not_before: AwareDatetime | None = Field(
         None, description="The action's not_before when quiet hours deferred it."
     )
@@ -158,7 +168,7 @@ class DecisionRecord(BaseModel):
         None, description="For an action with a channel preference list: the channels tried "
         "before the one used (`channel`), or all of them when none could be used."
     )
-    legal_basis: Literal["consent", "service", "legitimate_interest"] | None = Field(
+    legal_basis: LegalBasis | None = Field(
         None, description="Why Touchflow may contact the customer this way: `consent` "
         "(given for the channel and purpose), `service` (a transactional message, e.g. an "
         "order status or a delay apology) or `legitimate_interest` (for `purpose`; the "

@@ -26,9 +26,8 @@ The fast path of `decode_event`: when the raw bytes hold no "@", no backslash (n
 escape), no "%" (no percent-encoding) and only ASCII (`looks_plain`, memchr-fast), no string
 can hold an e-mail address, and `may_hold_phone` only looks for a phone-shaped run in the
 strings of 9 characters or more (shorter ones cannot hold 9 digits), without building paths;
-only when it finds one does `find_personal` walk again, to say where. Scanning the whole raw
-event with one regex instead cost more than the decode itself (every timestamp digit is a
-start).
+only when it finds one does `find_personal` walk again, to say where (one regex over the
+whole raw event cost more than the decode; docs/decisions.md, "Personal-data detection").
 
 Redaction (`redact`) replaces each string (value or key) that holds personal data, whole,
 by `[redacted:<kind>:<16 hex>]`, the hex being a salted digest (HMAC-SHA256) of the
@@ -45,7 +44,7 @@ import unicodedata
 from typing import Any
 from urllib.parse import unquote
 
-import orjson
+from schemas.codec import dumps_str_keys
 
 __all__ = [
     "MAX_PHONE_DIGITS",
@@ -94,9 +93,9 @@ def may_hold_phone(*values: Any) -> bool:
     with a digit after a character other than a word character or `#./-` (a string's
     opening quote included), then has eight more digits at most three separators apart.
     Such starts are found with one `translate` and `find` (C speed, no regex over the whole
-    text: sre costs ~100 instructions a byte), and only they are tried (a JSON number is
+    text), and only they are tried (a JSON number is
     one, and fails unless it has 9 digits or more; the walk then decides)."""
-    data = orjson.dumps(values)
+    data = dumps_str_keys(values)
     classes = data.translate(_CLASSES)
     start = classes.find(b" 9")
     while start >= 0:

@@ -17,7 +17,7 @@ __all__ = ["main"]
 
 Handler = Callable[[argparse.Namespace], int]
 # Subcommands contributed by their own modules: each has register(subparsers).
-_PLUGINS = ("service.tools.simulator", "service.replay.command", "service.tools.report",
+_PLUGINS = ("service.tools.simulator", "service.replay.command", "service.tools.uplift",
             "service.tools.access")
 
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.event import Event
+from schemas.vocabulary import Arm, RecordKind, RecordOutcome, Response
+from service.domain.audit import audit_record
 from service.domain.fields import EventMatch, digest32, format_ms
 from service.domain.profile import Profile
 
@@ -49,7 +51,7 @@ def _flags(entry: list[Any]) -> int:
     return int(entry[3]) if len(entry) > 3 else 0
 
 
-def arm_of(entry: list[Any] | None) -> str:
+def arm_of(entry: list[Any] | None) -> Arm:
     """`holdout` for a held-out decision, else `treated` (a response implies it was sent)."""
     return "holdout" if entry is not None and _flags(entry) & HELD_OUT else "treated"
 
@@ -62,29 +64,17 @@ def find_booked(profile: Profile, action_id: str) -> list[Any] | None:
     return None
 
 
-def _record(profile: Profile, kind: str, outcome: str, event: Event, version: str,
-            action: str, channel: str | None, action_id: str | None, arm: str,
+def _record(profile: Profile, kind: RecordKind, outcome: RecordOutcome, event: Event,
+            version: str, action: str, channel: str | None, action_id: str | None, arm: Arm,
             reasons: list[str]) -> dict[str, Any]:
-    return {
-        "decision_id": digest32(profile.key, kind, action_id or action, event.event_id, version),
-        "kind": kind,
-        "customer_id": profile.customer_id,
-        "trigger_event_id": event.event_id,
-        "rulebook_version": version,
-        "decided_at": event.occurred_at,
-        "outcome": outcome,
-        "action": action,
-        "channel": channel,
-        "action_id": action_id,
-        "suppressed_by": None,
-        "score": None,
-        "arm": arm,
-        "reasons": reasons,
-    }
+    return audit_record(
+        digest32(profile.key, kind, action_id or action, event.event_id, version), kind,
+        profile.customer_id, event.event_id, version, event.occurred_at, outcome, reasons,
+        action=action, channel=channel, action_id=action_id, arm=arm)
 
 
 def response_record(profile: Profile, event: Event, version: str, action: str,
-                    channel: str | None, entry: list[Any] | None, response: str
+                    channel: str | None, entry: list[Any] | None, response: Response
                     ) -> dict[str, Any]:
     """The audit record of one `action_response`."""
     action_id = entry[2] if entry is not None else None

@@ -65,9 +65,9 @@ class _Writer:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.depth = 2
-        self.consts: list[Any] = []
+        self.consts: list[object] = []
 
-    def const(self, value: Any) -> str:
+    def const(self, value: object) -> str:
         self.consts.append(value)
         return f"k{len(self.consts) - 1}"
 

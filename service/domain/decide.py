@@ -20,10 +20,12 @@ the contact policy (policy.py). Responses and conversions are audited as `respon
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from schemas.event import Event
+from schemas.vocabulary import RESPONSES, Response
 from service.domain.attribution import attribute, find_booked, response_record
+from service.domain.audit import audit_record
 from service.domain.conditions import Env
 from service.domain.idring import ENTRY_BYTES
 from service.domain.localtime import ZONE_PROPERTY, note_zone
@@ -31,9 +33,11 @@ from service.domain.policy import arbitrate, digest32, format_ms
 from service.domain.profile import Profile, event_digest
 from service.domain.rules import Rulebook
 
-__all__ = ["RESPONSES", "Effects", "Outcome", "decide"]
+if TYPE_CHECKING:
+    from service.domain.step import Control
 
-RESPONSES = frozenset({"shown", "accepted", "declined", "converted"})
+__all__ = ["Effects", "Outcome", "decide"]
+
 _NO_FIRED: frozenset[str] = frozenset()
 
 
@@ -48,7 +52,7 @@ class Effects:
 
     def __init__(self) -> None:
         self.forward: str | None = None  # the profile key to deliver the event to instead
-        self.controls: Sequence[Any] = _NONE  # identity control records to send
+        self.controls: Sequence[Control] = _NONE  # identity control records to send
         self.feeds: Sequence[tuple[str, str]] = _NONE  # (signal, group) pairs it counts in
         # dated before its customer's erasure: no state changes, one `ignored` audit record
         self.ignored = False
@@ -59,9 +63,10 @@ class Effects:
 class Outcome:
     """What one event did: the new profile (None: erased), actions to send, audit records.
 
-    A plain slotted class (the dataclass' generated `__init__` with two default factories
-    cost a quarter of a microsecond per event); the parts most events leave empty share one
-    empty tuple instead of a fresh list each. `decisions` is a list: callers add records."""
+    A plain slotted class, cheaper to build per event than a dataclass with default factories
+    (docs/decisions.md, "Small shapes on the per-event path"); the parts most events leave
+    empty share one empty tuple instead of a fresh list each. `decisions` is a list: callers
+    add records."""
 
     __slots__ = ("actions", "decisions", "duplicate", "effects", "late", "operations", "profile",
                  "responses")
@@ -177,21 +182,10 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
 
 def _erase(profile: Profile | None, event: Event, rulebook: Rulebook) -> Outcome:
     subject = profile if profile is not None else Profile(event.key())
-    record = {
-        "decision_id": digest32(subject.key, "erasure", event.event_id, rulebook.version),
-        "kind": "erasure",
-        "customer_id": subject.customer_id,
-        "trigger_event_id": event.event_id,
-        "rulebook_version": rulebook.version,
-        "decided_at": event.occurred_at,
-        "outcome": "erased",
-        "action": None,
-        "channel": None,
-        "action_id": None,
-        "suppressed_by": None,
-        "score": None,
-        "reasons": [f"erasure requested by event {event.event_id}"],
-    }
+    record = audit_record(
+        digest32(subject.key, "erasure", event.event_id, rulebook.version), "erasure",
+        subject.customer_id, event.event_id, rulebook.version, event.occurred_at, "erased",
+        [f"erasure requested by event {event.event_id}"])
     return Outcome(None, _NONE, [record], False)
 
 
@@ -199,23 +193,12 @@ def _late(profile: Profile, event: Event, rulebook: Rulebook) -> Outcome:
     """An event the profile provably never applied (newer than its idempotence floor) that is
     older than the lateness horizon: dropped, with an audit record saying so."""
     lateness = format_ms(rulebook.max_lateness)
-    record = {
-        "decision_id": digest32(profile.key, "late", event.event_id, rulebook.version),
-        "kind": "late",
-        "customer_id": profile.customer_id,
-        "trigger_event_id": event.event_id,
-        "rulebook_version": rulebook.version,
-        "decided_at": event.occurred_at,
-        "outcome": "late",
-        "action": None,
-        "channel": None,
-        "action_id": None,
-        "suppressed_by": None,
-        "score": None,
-        "reasons": [f"event time is more than {lateness} (max_lateness) before the customer's "
-                    f"newest event ({(profile.newest_ms - event.ts_ms) / 3_600_000:.1f}h earlier): "
-                    "dropped, not applied"],
-    }
+    record = audit_record(
+        digest32(profile.key, "late", event.event_id, rulebook.version), "late",
+        profile.customer_id, event.event_id, rulebook.version, event.occurred_at, "late",
+        [f"event time is more than {lateness} (max_lateness) before the customer's newest "
+         f"event ({(profile.newest_ms - event.ts_ms) / 3_600_000:.1f}h earlier): dropped, "
+         "not applied"])
     outcome = Outcome(profile, _NONE, [record], True)
     outcome.late = True
     return outcome
@@ -240,7 +223,7 @@ def _response(profile: Profile, event: Event, rulebook: Rulebook
     """Count an `action_response` for the action it names; (action, response, audit record)."""
     props = event.properties
     response = props.get("response")
-    if response not in RESPONSES:
+    if not isinstance(response, str) or response not in RESPONSES:  # (a list is unhashable)
         return None
     name = None
     action_id = props.get("action_id")
@@ -255,5 +238,5 @@ def _response(profile: Profile, event: Event, rulebook: Rulebook
     counts = profile.responses.setdefault(name, {})
     counts[response] = counts.get(response, 0) + 1
     record = response_record(profile, event, rulebook.version, name, rulebook.channels.get(name),
-                             entry, str(response))
+                             entry, cast(Response, response))
     return name, str(response), record

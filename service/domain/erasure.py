@@ -19,6 +19,7 @@ from __future__ import annotations
 from hashlib import blake2b
 from typing import Any
 
+from service.domain.audit import audit_record
 from service.domain.policy import digest32
 from service.domain.rules import Rulebook
 
@@ -92,22 +93,11 @@ def ignored_record(key: str, kind: str, trigger_id: str, occurred_at: str,
     """The audit record of an input dated before its customer's erasure: it names the key
     by digest only (the customer is erased) and says what was ignored."""
     digest = key_digest(key)
-    return {
-        "decision_id": digest32(digest, "ignored", kind, trigger_id, rulebook.version),
-        "kind": "erasure",
-        "customer_id": f"erased:{digest}",
-        "trigger_event_id": trigger_id,
-        "rulebook_version": rulebook.version,
-        "decided_at": occurred_at,
-        "outcome": "ignored",
-        "action": None,
-        "channel": None,
-        "action_id": None,
-        "suppressed_by": IGNORED_REASON,
-        "score": None,
-        "reasons": [f"{IGNORED_REASON}: this {kind} is dated at or before the customer's "
-                    f"erasure ({erased_ms} ms since the epoch)"],
-    }
+    return audit_record(
+        digest32(digest, "ignored", kind, trigger_id, rulebook.version), "erasure",
+        f"erased:{digest}", trigger_id, rulebook.version, occurred_at, "ignored",
+        [f"{IGNORED_REASON}: this {kind} is dated at or before the customer's erasure "
+         f"({erased_ms} ms since the epoch)"], suppressed_by=IGNORED_REASON)
 
 
 def erasure_notice(key: str, identifiers: list[str], erased_ms: int, event_id: str,

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from schemas.event import Event
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs
 
 __all__ = [
     "OPS",
@@ -27,8 +30,10 @@ __all__ = [
     "is_number",
 ]
 
-Getter = Callable[[Event], Any]
-Test = Callable[[Any], bool]
+#: an event field's value (raw JSON from the event: None when absent)
+Getter = Callable[[Event], object]
+#: a check of a value (of any JSON type: each operator checks the type it needs)
+Test = Callable[[object], bool]
 _EVENT_ATTRS = ("type", "channel", "event_id", "occurred_at")
 _MAPS = ("properties", "context", "identity")
 OPS: dict[str, str] = {
@@ -46,7 +51,7 @@ class SpecError(ValueError):
         self.message = message
 
 
-def is_number(value: object) -> bool:
+def is_number(value: object) -> TypeIs[int | float]:
     """int or float, but not bool."""
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -66,7 +71,7 @@ def fmt(value: object) -> str:
     return str(value)
 
 
-def dig(value: Any, keys: tuple[str, ...]) -> Any:
+def dig(value: object, keys: tuple[str, ...]) -> object:
     """Follow nested mapping keys; None when any step is missing."""
     for key in keys:
         if not isinstance(value, Mapping):
@@ -129,7 +134,7 @@ def event_getter_source(path: str) -> str | None:
     return None
 
 
-def _op(name: str, arg: Any) -> Test:
+def _op(name: str, arg: object) -> Test:
     if name in ("gt", "gte", "lt", "lte"):
         if not is_number(arg):
             raise SpecError((name,), "needs a number")
@@ -160,14 +165,14 @@ def _op(name: str, arg: Any) -> Test:
     raise SpecError((name,), f"unknown operator; use one of {', '.join(OPS)}")
 
 
-def _contains(container: list[Any] | str | dict[str, Any], item: Any) -> bool:
+def _contains(container: list[object] | str | dict[object, object], item: object) -> bool:
     try:
         return item in container
     except TypeError:
         return False
 
 
-def _equals(arg: Any) -> Test:
+def _equals(arg: object) -> Test:
     if isinstance(arg, bool):
         return lambda v: v is arg
     if is_number(arg):
@@ -175,7 +180,7 @@ def _equals(arg: Any) -> Test:
     return lambda v: v == arg
 
 
-def _membership(items: list[Any]) -> Test:
+def _membership(items: list[object]) -> Test:
     if all(isinstance(i, str) for i in items):
         allowed = frozenset(items)
         return lambda v: isinstance(v, str) and v in allowed
@@ -183,7 +188,7 @@ def _membership(items: list[Any]) -> Test:
     return lambda v: any(t(v) for t in tests)
 
 
-def compile_ops(spec: Mapping[str, Any]) -> tuple[Test, str]:
+def compile_ops(spec: Mapping[str, object]) -> tuple[Test, str]:
     """`{gte: 25, lt: 50}` -> (test, '>= 25, < 50'). Keys outside OPS are the caller's."""
     tests: list[Test] = []
     texts: list[str] = []
@@ -200,7 +205,7 @@ def compile_ops(spec: Mapping[str, Any]) -> tuple[Test, str]:
     return (lambda v: all(t(v) for t in both)), ", ".join(texts)
 
 
-def compile_value_spec(spec: Any) -> Test:
+def compile_value_spec(spec: object) -> Test:
     """A property expectation: scalar (equals), list (one of) or an operator mapping."""
     if isinstance(spec, dict):
         unknown = [key for key in spec if key not in OPS]
@@ -231,7 +236,7 @@ class EventMatch:
         self.trivial_rest = trivial_rest
 
 
-def _match_one(spec: Any) -> EventMatch:
+def _match_one(spec: object) -> EventMatch:
     if not isinstance(spec, dict):
         raise SpecError((), "an event matcher is a mapping with type, channel, properties")
     unknown = [key for key in spec if key not in ("type", "channel", "properties", "context")]
@@ -288,7 +293,7 @@ def _field_is(getter: Getter, check: Test) -> Callable[[Event], bool]:
     return lambda e: check(getter(e))
 
 
-def _spec_text(spec: Any) -> str:
+def _spec_text(spec: object) -> str:
     if isinstance(spec, dict):
         return compile_ops(spec)[1]
     if isinstance(spec, list):
@@ -308,7 +313,7 @@ def _all(checks: list[Callable[[Event], bool]]) -> Callable[[Event], bool]:
     return lambda e: all(c(e) for c in frozen)
 
 
-def compile_match(spec: Any) -> EventMatch:
+def compile_match(spec: object) -> EventMatch:
     """A matcher, or a list of matchers of which any may match."""
     if isinstance(spec, list):
         if not spec:

@@ -33,7 +33,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.event import IDENTIFIER_FIELDS, Event
+from schemas.event import Event
+from schemas.vocabulary import IDENTIFIER_FIELDS
+from service.domain.audit import audit_record
 from service.domain.idring import IdRing
 from service.domain.localtime import merge_zone
 from service.domain.policy import digest32
@@ -153,7 +155,7 @@ def merge_profiles(base: Profile, alias: str, other: Profile | None,
     return merged, True
 
 
-def _hashable(value: Any) -> Any:
+def _hashable(value: object) -> object:
     return tuple(value) if isinstance(value, list) else value
 
 
@@ -237,36 +239,21 @@ def _merge_traits(merged: Profile, other: Profile, rulebook: Rulebook) -> None:
             merged.traits[name] = items[-spec.max_items:]
 
 
-def _record(kind: str, outcome: str, profile_key: str, customer_id: str, event_id: str,
-            occurred_at: str, rulebook: Rulebook, reason: str) -> dict[str, Any]:
-    return {
-        "decision_id": digest32(profile_key, kind, event_id, reason, rulebook.version),
-        "kind": kind,
-        "customer_id": customer_id,
-        "trigger_event_id": event_id,
-        "rulebook_version": rulebook.version,
-        "decided_at": occurred_at,
-        "outcome": outcome,
-        "action": None,
-        "channel": None,
-        "action_id": None,
-        "suppressed_by": None,
-        "score": None,
-        "reasons": [reason],
-    }
-
-
 def merge_record(profile: Profile, alias: str, event_id: str, occurred_at: str,
                  rulebook: Rulebook) -> dict[str, Any]:
     """The audit record of a merge (names the alias's identifier field, not its value)."""
     field = alias.split(_SEPARATOR, 1)[0]
-    return _record("merge", "merged", profile.key, profile.customer_id, event_id, occurred_at,
-                   rulebook, f"merged the history of a linked {field} ({len(profile.links)} "
-                   f"of at most {MAX_LINKS} linked identifiers)")
+    reason = (f"merged the history of a linked {field} ({len(profile.links)} of at most "
+              f"{MAX_LINKS} linked identifiers)")
+    return audit_record(digest32(profile.key, "merge", event_id, reason, rulebook.version),
+                        "merge", profile.customer_id, event_id, rulebook.version, occurred_at,
+                        "merged", [reason])
 
 
 def refusal_record(profile_key: str, customer_id: str, event_id: str, occurred_at: str,
                    rulebook: Rulebook, reason: str) -> dict[str, Any]:
     """The audit record of a refused link (conflict, or the identifier limit reached)."""
-    return _record("identity_refused", "refused", profile_key, customer_id, event_id,
-                   occurred_at, rulebook, reason)
+    return audit_record(
+        digest32(profile_key, "identity_refused", event_id, reason, rulebook.version),
+        "identity_refused", customer_id, event_id, rulebook.version, occurred_at, "refused",
+        [reason])

@@ -2,11 +2,10 @@
 
 One flat buffer of 16-byte entries (the digest, then the event time in ms as a little-endian
 int64) rather than a dict of 64 small bytes objects: a returning customer's profile is encoded
-once per batch that touches it and decoded whenever it is read from the store, and with a full
-ring the dict form cost 10 us to encode and 20 us to decode (a slice, an int and a dict entry
-per id); the buffer is copied whole. It is a bytearray, so creating one and the per-event
-steps `decide()` inlines (`find`, `+=`) are C calls: a search aligned to 16 bytes over at most
-64 entries is as fast as the dict lookup was.
+once per batch that touches it and decoded whenever it is read from the store, and the buffer
+is copied whole where the dict form built an object per id (docs/decisions.md, "Remembered
+event ids"). It is a bytearray, so creating one and the per-event steps `decide()` inlines
+(`find`, `+=`) are C calls.
 
 The stored form is the buffer itself.
 """

@@ -21,11 +21,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from hashlib import blake2b
 from typing import Any
 
-import orjson
+from schemas.codec import dumps, loads
+from schemas.vocabulary import SUCCESS_RESPONSES
 
-__all__ = ["LearningState", "context_key", "propensity", "segment_of", "thompson"]
+__all__ = ["LearningState", "propensity", "propensity_key", "thompson"]
 
-SUCCESS = frozenset({"accepted", "converted"})
 FAILURE = frozenset({"declined"})
 
 
@@ -35,7 +35,7 @@ def thompson(accepted: float, declined: float, seed: str) -> float:
     return random.Random(state).betavariate(accepted, declined)
 
 
-def context_key(action: str, segment: str) -> str:
+def propensity_key(action: str, segment: str) -> str:
     """Where the counts of one action and segment live in the context mapping."""
     return f"propensity:{action}:{segment}"
 
@@ -43,7 +43,7 @@ def context_key(action: str, segment: str) -> str:
 def propensity(context: Mapping[str, Any], action: str, segment: str, event_id: str,
                warm_up: int, prior: tuple[float, float]) -> tuple[float, str]:
     """The propensity to rank with, and the reason line that explains it."""
-    counts = context.get(context_key(action, segment))
+    counts = context.get(propensity_key(action, segment))
     accepted, declined = (counts[0], counts[1]) if counts else (0, 0)
     seen = accepted + declined
     if seen < warm_up:
@@ -52,14 +52,6 @@ def propensity(context: Mapping[str, Any], action: str, segment: str, event_id: 
     mean = (prior[0] + accepted) / (prior[0] + prior[1] + seen)
     return value, (f"propensity {value:.3f} (Thompson draw; {accepted:g}/{seen:g} accepted, "
                    f"mean {mean:.3f}, {segment})")
-
-
-def segment_of(segments: Mapping[str, bool], order: tuple[str, ...]) -> str:
-    """The first listed segment the customer is in, else `all`."""
-    for name in order:
-        if segments.get(name):
-            return name
-    return "all"
 
 
 class LearningState:
@@ -103,13 +95,13 @@ class LearningState:
             self._cache_epoch = None
         bucket = self.base if epoch <= self.base_upto else self.epochs.setdefault(epoch, {})
         for action, segment, response in responses:
-            if response in SUCCESS:
+            if response in SUCCESS_RESPONSES:
                 index = 0
             elif response in FAILURE:
                 index = 1
             else:
                 continue
-            counts = bucket.setdefault(context_key(action, segment), [0, 0])
+            counts = bucket.setdefault(propensity_key(action, segment), [0, 0])
             counts[index] += 1
         if len(self.epochs) > self.KEEP_EPOCHS:
             self._fold()
@@ -147,7 +139,7 @@ class LearningState:
 
     def to_bytes(self) -> bytes:
         """The stored form (the partition's store and changelog)."""
-        return orjson.dumps({"v": 1, "r": self.refresh_ms, "bu": self.base_upto,
+        return dumps({"v": 1, "r": self.refresh_ms, "bu": self.base_upto,
                              "b": self.base, "late": self.late, "de": self.decided_epoch,
                              "e": {str(k): v for k, v in sorted(self.epochs.items())}})
 
@@ -155,7 +147,7 @@ class LearningState:
     def from_bytes(cls, data: bytes, refresh_ms: int) -> LearningState:
         """Read the stored form; tallies kept under another refresh period are re-bucketed
         into the base (their epochs no longer line up)."""
-        raw = orjson.loads(data)
+        raw = loads(data)
         state = cls(refresh_ms)
         state.late = int(raw.get("late", 0))
         state.decided_epoch = int(raw.get("de", state.decided_epoch))

@@ -7,16 +7,18 @@ daylight saving; localtime.py says where the zone comes from).
 
 Paths: `local.time` ("23:30"), `local.hour` (0-23), `local.minute` (minute of the day),
 `local.weekday` (mon..sun), `local.date` ("2026-03-02"), `local.zone` (the zone's name, or
-"UTC+09:00" for the fallback offset). conditions.py wraps what this module compiles.
+"UTC+09:00" for the fallback offset). The two conditions are entries of subjects.py's table;
+conditions.py reads the paths.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from service.domain.cond import Cond, Env
 from service.domain.fields import SpecError
 from service.domain.localtime import (
     WEEKDAYS,
@@ -27,12 +29,12 @@ from service.domain.localtime import (
 )
 
 if TYPE_CHECKING:
-    from service.domain.conditions import Env
+    from service.domain.conditions import ConditionCompiler
 
-__all__ = ["LOCAL_PATHS", "LOCAL_SUBJECTS", "local_condition", "local_getter"]
+__all__ = ["CLOCK_PATTERN", "LOCAL_PATHS", "local_day", "local_getter", "local_time"]
 
-LOCAL_SUBJECTS = ("local_time", "local_day")
-_CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+CLOCK_PATTERN = r"^([01]\d|2[0-3]):([0-5]\d)$"  # "HH:MM" (also in the rulebook's JSON Schema)
+_CLOCK = re.compile(CLOCK_PATTERN)
 
 
 def _moment(env: Env) -> tuple[datetime, str]:
@@ -41,7 +43,7 @@ def _moment(env: Env) -> tuple[datetime, str]:
     return local_moment(env.event.ts_ms, zone, profile.tz_min), zone_label(name, profile.tz_min)
 
 
-LOCAL_PATHS: dict[str, Callable[[datetime, str], Any]] = {
+LOCAL_PATHS: dict[str, Callable[[datetime, str], str | int]] = {
     "local.time": lambda at, _: f"{at.hour:02d}:{at.minute:02d}",
     "local.hour": lambda at, _: at.hour,
     "local.minute": lambda at, _: at.hour * 60 + at.minute,
@@ -51,57 +53,59 @@ LOCAL_PATHS: dict[str, Callable[[datetime, str], Any]] = {
 }
 
 
-def local_getter(path: str) -> Callable[[Env], Any]:
+def local_getter(path: str) -> Callable[[Env], str | int]:
     """The function of the env a `local.*` path reads."""
     read = LOCAL_PATHS.get(path)
     if read is None:
         raise SpecError((), f"{path!r} is not a local path (" + ", ".join(LOCAL_PATHS) + ")")
 
-    def get(env: Env) -> Any:
+    def get(env: Env) -> str | int:
         return read(*_moment(env))
 
     return get
 
 
-def _minute(text: Any, index: int) -> int:
+def _minute(text: object, index: int) -> int:
     match = _CLOCK.match(text) if isinstance(text, str) else None
     if match is None:
         raise SpecError((index,), 'must be a clock time "HH:MM"')
     return int(match.group(1)) * 60 + int(match.group(2))
 
 
-def local_condition(subject: str, arg: Any
-                    ) -> tuple[Callable[[Env], bool], Callable[[Env], list[str]], str]:
-    """(test, explain, text) of a `local_time` or `local_day` condition."""
-    if subject == "local_time":
-        if not isinstance(arg, list) or len(arg) != 2:
-            raise SpecError((), 'needs [from, to] clock times, e.g. ["09:00", "18:00"]')
-        window = (_minute(arg[0], 0), _minute(arg[1], 1))
-        if window[0] == window[1]:
-            raise SpecError((), "from and to are equal")
-        text = f"local time in {arg[0]}-{arg[1]}"
+def local_time(c: ConditionCompiler, arg: object, spec: Mapping[str, object]) -> Cond:
+    """A `local_time: [from, to]` condition."""
+    if not isinstance(arg, list) or len(arg) != 2:
+        raise SpecError((), 'needs [from, to] clock times, e.g. ["09:00", "18:00"]')
+    window = (_minute(arg[0], 0), _minute(arg[1], 1))
+    if window[0] == window[1]:
+        raise SpecError((), "from and to are equal")
+    text = f"local time in {arg[0]}-{arg[1]}"
 
-        def test_time(env: Env) -> bool:
-            at, _ = _moment(env)
-            return is_quiet(at.hour * 60 + at.minute, window)
+    def test(env: Env) -> bool:
+        at, _ = _moment(env)
+        return is_quiet(at.hour * 60 + at.minute, window)
 
-        def explain_time(env: Env) -> list[str]:
-            at, label = _moment(env)
-            return [f"customer's local time {at.hour:02d}:{at.minute:02d} ({label}) in "
-                    f"{arg[0]}-{arg[1]}"]
+    def explain(env: Env) -> list[str]:
+        at, label = _moment(env)
+        return [f"customer's local time {at.hour:02d}:{at.minute:02d} ({label}) in "
+                f"{arg[0]}-{arg[1]}"]
 
-        return test_time, explain_time, text
+    return Cond(test, explain, text)
+
+
+def local_day(c: ConditionCompiler, arg: object, spec: Mapping[str, object]) -> Cond:
+    """A `local_day: [sat, sun]` (or one day) condition."""
     days = arg if isinstance(arg, list) else [arg]
     if not days or any(day not in WEEKDAYS for day in days):
         raise SpecError((), "needs days of the week: " + ", ".join(WEEKDAYS))
     wanted = frozenset(WEEKDAYS.index(day) for day in days)
     listed = ", ".join(str(day) for day in days)
 
-    def test_day(env: Env) -> bool:
+    def test(env: Env) -> bool:
         return _moment(env)[0].weekday() in wanted
 
-    def explain_day(env: Env) -> list[str]:
+    def explain(env: Env) -> list[str]:
         at, label = _moment(env)
         return [f"customer's local day {WEEKDAYS[at.weekday()]} ({label}) in {listed}"]
 
-    return test_day, explain_day, f"local day in {listed}"
+    return Cond(test, explain, f"local day in {listed}")

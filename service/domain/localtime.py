@@ -167,7 +167,7 @@ def quiet_end(ts_ms: int, window: tuple[int, int], zone: tzinfo | None, offset_m
 def _offset_change(after_ms: int, before_ms: int, tz: tzinfo) -> int | None:
     """The first minute in (after_ms, before_ms) with another UTC offset than at after_ms
     (one transition at most lies within the two days searched), or None."""
-    def offset(ms: int) -> Any:
+    def offset(ms: int) -> timedelta | None:
         return datetime.fromtimestamp(ms // 1000, tz).utcoffset()
 
     first = offset(after_ms)

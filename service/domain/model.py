@@ -1,8 +1,9 @@
 """The rulebook's structure as pydantic models: what keys exist, their types and ranges.
 
 Only the shape is checked here. Conditions, event matchers and templates are free-form values
-(`Any`) that `rules.py` compiles and checks with the same file:line:field reporting, because
-their grammar is recursive and the messages pydantic gives for unions are hard to read.
+(`object`: raw YAML) that `rules.py` compiles and checks with the same file:line:field
+reporting, because their grammar is recursive and the messages pydantic gives for unions are
+hard to read.
 Durations are strings such as `90s`, `30m`, `24h`, `30d`, `2w` (or `500ms`), turned into
 milliseconds.
 """
@@ -15,6 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
+from schemas.vocabulary import CHANNELS, Channel, LegalBasis
+
 __all__ = [
     "DURATION_SCHEMA",
     "ActionSpec",
@@ -26,16 +29,16 @@ __all__ = [
     "ExperimentSpec",
     "Idempotence",
     "PatternSpec",
-    "PointRule",
+    "PointSpec",
     "QuietHours",
     "RulebookModel",
     "ScoreSpec",
-    "SignalModel",
+    "SignalSpec",
     "TraitSpec",
     "parse_duration",
 ]
 
-ChannelName = Literal["web", "mobile", "store", "call_center", "email", "sms", "social"]
+ConsentDefault = Literal["opt_in", "opt_out"]
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 _CLOCK = r"^([01]\d|2[0-3]):[0-5]\d$"
@@ -65,11 +68,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class PointRule(_Strict):
+class PointSpec(_Strict):
     """Points for a score: `add` points (times the numeric field `per`, if given) per match."""
 
     name: Name | None = None
-    when: Any
+    when: object
     add: float
     per: str | None = None
     max_times: int | None = Field(default=None, ge=1)
@@ -80,7 +83,7 @@ class ScoreSpec(_Strict):
     """A named score: points from events, optional cap/floor, optional half-life decay."""
 
     description: str | None = None
-    points: list[PointRule] = Field(min_length=1)
+    points: list[PointSpec] = Field(min_length=1)
     cap: float | None = None
     floor: float | None = None
     half_life: Duration | None = None
@@ -93,11 +96,11 @@ class TraitSpec(_Strict):
     kind: Literal["last", "count", "sum", "max", "min", "mean", "distinct", "top",
                   "distinct_count"]
     field: str | None = None
-    when: Any = None
-    clear_when: Any = None
+    when: object = None
+    clear_when: object = None
     max_items: int = Field(default=20, ge=1, le=200)
     bands: dict[str, float] | None = None
-    default: Any = None
+    default: object = None
     within: Duration | None = None  # a sliding window in event time (service/domain/windowed.py)
     keep: int = Field(default=100, ge=1, le=1000)  # windowed: newest matching events kept
 
@@ -108,10 +111,10 @@ class PatternSpec(_Strict):
     description: str | None = None
     kind: Literal["count", "sequence"]
     within: Duration
-    when: Any = None
+    when: object = None
     at_least: int = Field(default=2, ge=1, le=1000)
-    first: Any = None
-    then: Any = None
+    first: object = None
+    then: object = None
     by: str | None = None
     keep: int = Field(default=32, ge=2, le=500)
 
@@ -120,10 +123,10 @@ class ActionSpec(_Strict):
     """One entry of the actions catalog."""
 
     description: str | None = None
-    channel: ChannelName | None = None
-    when: Any
-    suppress_unless: Any = None
-    payload: dict[str, Any] = Field(default_factory=dict)
+    channel: Channel | None = None
+    when: object
+    suppress_unless: object = None
+    payload: dict[str, object] = Field(default_factory=dict)
     value: float = Field(default=1.0, ge=0)
     priority: float = Field(default=1.0, ge=0)
     expires: Duration = 86_400_000
@@ -132,13 +135,13 @@ class ActionSpec(_Strict):
     group: Name | None = None
     # The legal basis of contacting the customer (default `consent`); `consent: exempt` is
     # the older spelling of `basis: service`, `consent: required` of `basis: consent`.
-    basis: Literal["consent", "service", "legitimate_interest"] | None = None
+    basis: LegalBasis | None = None
     consent: Literal["required", "exempt"] | None = None
     purpose: Name | None = None
     # preference list instead of `channel`: the first consented, outside quiet hours, is used
-    channels: list[ChannelName] | None = Field(default=None, min_length=1, max_length=7)
+    channels: list[Channel] | None = Field(default=None, min_length=1, max_length=len(CHANNELS))
 
-    def channel_list(self) -> list[ChannelName]:
+    def channel_list(self) -> list[Channel]:
         """The channels in order of preference (`[channel]` for a single-channel action)."""
         if self.channels:
             return list(self.channels)
@@ -165,9 +168,9 @@ class ContactPolicy(_Strict):
     """Contact fatigue cap, quiet hours per channel, consent defaults."""
 
     cap: ContactCap | None = None
-    quiet_hours: dict[ChannelName, QuietHours] = Field(default_factory=dict)
-    consent_default: Literal["opt_in", "opt_out"] = "opt_out"
-    consent_by_channel: dict[ChannelName, Literal["opt_in", "opt_out"]] = Field(
+    quiet_hours: dict[Channel, QuietHours] = Field(default_factory=dict)
+    consent_default: ConsentDefault = "opt_out"
+    consent_by_channel: dict[Channel, ConsentDefault] = Field(
         default_factory=dict
     )
 
@@ -186,7 +189,7 @@ class ExperimentSpec(_Strict):
     arms: dict[Name, float] = Field(min_length=1)
     holdout: list[Name] = Field(default_factory=list)
     actions: list[Name] | Literal["*"] = "*"
-    payload: dict[Name, dict[str, Any]] = Field(default_factory=dict)
+    payload: dict[Name, dict[str, object]] = Field(default_factory=dict)
 
 
 class Idempotence(_Strict):
@@ -209,17 +212,17 @@ class Attribution(_Strict):
     """Credit conversions (events matching `conversions`) to the latest action within `window`
     before them, once per action (service/domain/attribution.py)."""
 
-    conversions: Any
+    conversions: object
     window: Duration = 7 * 86_400_000
     actions: list[Name] | Literal["*"] = "*"
 
 
-class SignalModel(_Strict):
+class SignalSpec(_Strict):
     """A cross-customer signal: `at_least` events matching `when` with the same `by` value
     (e.g. properties.sku) within `within` fire it; it stays active for `hold`."""
 
     description: str | None = None
-    when: Any
+    when: object
     by: str
     within: Duration
     at_least: int = Field(ge=1, le=100_000)
@@ -243,7 +246,7 @@ class CapacitySpec(_Strict):
     description: str | None = None
     action: Name | None = None
     group: Name | None = None
-    channel: ChannelName | None = None
+    channel: Channel | None = None
     limit: int = Field(ge=1, le=1_000_000_000)
     per: Annotated[int, BeforeValidator(_period), WithJsonSchema({
         "anyOf": [DURATION_SCHEMA, {"const": "total"}],
@@ -267,7 +270,7 @@ class RulebookModel(_Strict):
     description: str | None = None
     scores: dict[Name, ScoreSpec] = Field(default_factory=dict)
     traits: dict[Name, TraitSpec] = Field(default_factory=dict)
-    segments: dict[Name, Any] = Field(default_factory=dict)
+    segments: dict[Name, object] = Field(default_factory=dict)
     patterns: dict[Name, PatternSpec] = Field(default_factory=dict)
     actions: dict[Name, ActionSpec] = Field(min_length=1)
     contact_policy: ContactPolicy = ContactPolicy()
@@ -276,5 +279,5 @@ class RulebookModel(_Strict):
     idempotence: Idempotence = Idempotence()
     learning: Learning | None = None
     attribution: Attribution | None = None
-    signals: dict[Name, SignalModel] = Field(default_factory=dict)
+    signals: dict[Name, SignalSpec] = Field(default_factory=dict)
     capacity: dict[Name, CapacitySpec] = Field(default_factory=dict)

@@ -1,10 +1,9 @@
 """Kafka's default partitioner: murmur2 of the key, as the Java client and aiokafka compute it.
 
 The worker calls it for every new profile key (which partition owns it) and for every keyed
-record it produces; with aiokafka's pure-Python `murmur2` (3.3 us a key) that was 7 % of the
-worker's CPU on a stream where most customers are new. `murmur2` here is the C MurmurHash2
-of the `murmurhash2` package with Kafka's seed (0.16 us), or, where that package is missing,
-`murmur2_py`, a pure-Python version twice as fast as aiokafka's (the key unpacked into 32-bit
+record it produces, so it is on the hot path (docs/decisions.md, "Kafka's partitioner in C").
+`murmur2` here is the C MurmurHash2 of the `murmurhash2` package with Kafka's seed, or, where
+that package is missing, `murmur2_py`, a pure-Python version (the key unpacked into 32-bit
 words by one `struct.unpack`). Property tests hold both to aiokafka's result for any bytes.
 """
 

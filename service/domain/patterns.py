@@ -17,11 +17,10 @@ accepted (see `Profile` for the lateness horizon).
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Callable
 from typing import Any
 
 from schemas.event import Event
-from service.domain.fields import EventMatch, compile_event_getter
+from service.domain.fields import EventMatch, Getter, compile_event_getter
 from service.domain.profile import Profile
 
 __all__ = ["Pattern"]
@@ -43,7 +42,7 @@ class Pattern:
         self.first = first
         self.then = then
         self.at_least = at_least
-        self.by: Callable[[Event], Any] | None = compile_event_getter(by) if by else None
+        self.by: Getter | None = compile_event_getter(by) if by else None
         self.keep = max(keep, at_least)
         self.text = text
 
@@ -71,7 +70,7 @@ class Pattern:
             return False
         return self._sequence(profile, event, horizon_ms, is_first, is_then)
 
-    def _group(self, event: Event) -> Any:
+    def _group(self, event: Event) -> str | int | float | bool | None:
         if self.by is None:
             return None
         value = self.by(event)

@@ -1,8 +1,9 @@
 """Arbitration and contact policy: which eligible actions are sent, and why the others are not.
 
-Eligible actions are ranked by priority x propensity x value (propensity is 1.0 until the
-learning issue supplies one), ties broken by action name. Each candidate, in rank order, meets
-the first check that stops it, recorded as `suppressed_by`:
+Eligible actions are ranked by priority x propensity x value (the propensity is learned when
+the rulebook has a `learning` section, learning.py, and 1.0 otherwise), ties broken by
+action name. Each candidate, in rank order, meets the first check that stops it, recorded as
+`suppressed_by`:
 
 1. `context`     - a `suppress_unless` condition fails (e.g. the product is out of stock);
 2. `once_only`   - a once-only action was already sent to this customer;
@@ -19,19 +20,22 @@ A held-out decision is booked in the profile as if it had been sent (cool-down, 
 cap), so the control group's audit trail mirrors what the treated group receives.
 
 An action with a channel preference list (`channels: [sms, email]`) is checked once per channel
-in order (`choose_channel`): consent and quiet hours are per channel, the audit record lists the
-channels skipped and why. Quiet hours are in the customer's own zone (localtime.py); a channel
-whose quiet hours `defer` sends anyway with `not_before`, the end of the quiet period.
+in order (`choose_channel`): consent, quiet hours and capacity limits that fall back are per
+channel, the audit record lists the channels skipped and why. Quiet hours are in the customer's
+own zone (localtime.py); a channel whose quiet hours `defer` sends anyway with `not_before`,
+the end of the quiet period.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from schemas.vocabulary import CHANNEL_SKIP_REASONS, RecordOutcome
+from service.domain.audit import audit_record
 from service.domain.capacity import CAPACITY_CONTEXT, CapacityState, Constraint
 from service.domain.channels import (
     Deferral,
@@ -41,9 +45,10 @@ from service.domain.channels import (
     deferral,
     quiet_now,
 )
-from service.domain.conditions import Cond, Env
+from service.domain.cond import Cond, Env, ObjectTemplate
 from service.domain.fields import digest32, format_ms
 from service.domain.learning import propensity
+from service.domain.profile import Profile
 
 __all__ = ["Action", "Experiment", "Policy", "arbitrate", "choose_channel", "digest32",
            "format_ms", "on_channel"]
@@ -58,7 +63,7 @@ class Experiment:
 
     def __init__(self, name: str, salt: str, arms: list[tuple[str, float]],
                  holdout: frozenset[str], actions: frozenset[str] | None,
-                 payload: dict[str, Any]) -> None:
+                 payload: dict[str, ObjectTemplate]) -> None:
         self.name = name
         self.salt = salt
         total = sum(weight for _, weight in arms)
@@ -108,7 +113,7 @@ class Action:
     )
 
     def __init__(self, name: str, channel: str, when: Cond, unless: Cond | None,
-                 payload: Any, value: float, priority: float, expires: int,
+                 payload: ObjectTemplate, value: float, priority: float, expires: int,
                  cooldown: int | None, once: bool, group: str | None,
                  consent_keys: tuple[str, ...], experiments: tuple[Experiment, ...],
                  types: frozenset[str] | None,
@@ -118,7 +123,7 @@ class Action:
         self.when = when
         self.unless = unless
         self.payload = payload
-        self.rank = priority * value  # x propensity (1.0 for now)
+        self.rank = priority * value  # `arbitrate` multiplies in the learned propensity
         self.expires = expires
         self.cooldown = cooldown
         self.once = once
@@ -143,7 +148,7 @@ class LearningPolicy:
     __slots__ = ("prior", "refresh", "segments", "warm_up")
 
     def __init__(self, warm_up: int, prior: tuple[float, float],
-                 segments: list[tuple[str, Any]], refresh: int) -> None:
+                 segments: list[tuple[str, Cond]], refresh: int) -> None:
         self.warm_up = warm_up
         self.prior = prior
         self.segments = segments  # (name, Cond) in order; the first that holds is the segment
@@ -152,7 +157,7 @@ class LearningPolicy:
     def segment(self, env: Env) -> str:
         for name, cond in self.segments:
             if cond.test(env):
-                return str(name)
+                return name
         return "all"
 
 
@@ -262,13 +267,13 @@ def arbitrate(env: Env, eligible: list[Action], policy: Policy, version: str
             reasons = [*reasons, learned[name]]
         rank = ranks[name]
         arms = {exp.name: exp.assign(key) for exp in action.experiments}
+        afford = _affordable(env, arms, capped) if capped or action.capacity or any(
+            variant.capacity for variant in action.variants) else None
         action, stopped, not_before, skipped = choose_channel(action, env, policy, taken,
-                                                             sent_now, in_cap)
+                                                             sent_now, in_cap, afford)
         if skipped or not_before is not None:
             reasons = [*channel_notes(skipped, not_before), *reasons]
-        if stopped is None and (action.capacity or capped):
-            stopped = _capacity(env, action, arms, capped)
-        outcome = "sent"
+        outcome: RecordOutcome = "sent"
         suppressed_by: str | None = None
         if stopped is not None:
             outcome = "suppressed"
@@ -291,27 +296,39 @@ def arbitrate(env: Env, eligible: list[Action], policy: Policy, version: str
                                         rank))
             if not_before is not None:
                 actions[-1]["not_before"] = not_before.at
-        decisions.append({
-            "decision_id": digest32(key, name, event.event_id, version, "decision"),
-            "kind": "action",
-            "customer_id": customer,
-            "trigger_event_id": event.event_id,
-            "rulebook_version": version,
-            "decided_at": event.occurred_at,
-            "outcome": outcome,
-            "action": name,
-            "channel": action.channel,
-            "action_id": action_id,
-            "suppressed_by": suppressed_by,
-            "score": rank,
-            "reasons": reasons,
-            "legal_basis": action.basis,
-            **({"purpose": action.purpose} if action.purpose else {}),
-            **({"experiment": arms} if arms else {}),
-        })
+        record = audit_record(
+            digest32(key, name, event.event_id, version, "decision"), "action", customer,
+            event.event_id, version, event.occurred_at, outcome, reasons, action=name,
+            channel=action.channel, action_id=action_id, suppressed_by=suppressed_by,
+            score=rank)
+        record["legal_basis"] = action.basis
+        if action.purpose:
+            record["purpose"] = action.purpose
+        if arms:
+            record["experiment"] = arms
         if skipped or not_before is not None:
-            decisions[-1].update(channel_fields(skipped, not_before))
+            record.update(channel_fields(skipped, not_before))
+        decisions.append(record)
     return actions, decisions
+
+
+# Spends capacity for an action on one channel (None: spent, or no limit covers it), else
+# what stopped it and whether that stops the action (True) or only that channel (False).
+Afford = Callable[[Action], tuple[tuple[str, str], bool] | None]
+
+
+def _affordable(env: Env, arms: dict[str, str], capped: list[str]) -> Afford:
+    """The capacity check of one candidate, for `choose_channel`: a `when_reached: fallback`
+    limit reached on one channel of a preference list lets the next channel be tried."""
+
+    def afford(option: Action) -> tuple[tuple[str, str], bool] | None:
+        if not option.capacity and not capped:
+            return None
+        had = len(capped)
+        stopped = _capacity(env, option, arms, capped)
+        return None if stopped is None else (stopped, bool(had) or len(capped) > had)
+
+    return afford
 
 
 def _capacity(env: Env, action: Action, arms: dict[str, str], capped: list[str]
@@ -336,7 +353,7 @@ def _capacity(env: Env, action: Action, arms: dict[str, str], capped: list[str]
     return "capacity", f"{reached.describe()} reached{fallback}"
 
 
-def _book(profile: Any, name: str, action_id: str, ts: int, policy: Policy,
+def _book(profile: Profile, name: str, action_id: str, ts: int, policy: Policy,
           held_out: bool) -> None:
     history = profile.sent.get(name)
     if history is None:
@@ -385,12 +402,12 @@ def _action_dict(action: Action, env: Env, action_id: str, customer: str, reason
 # -- channel preference lists and deferred quiet hours (channels.py) ---------------------------
 
 # what makes a list try the next channel (an objection to the purpose stops every channel)
-_CHANNEL_STOPS = frozenset({"no_consent", "objection", "quiet_hours"})
+_CHANNEL_STOPS = CHANNEL_SKIP_REASONS
 _NO_SKIPS: tuple[Skip, ...] = ()
 
 
 def choose_channel(action: Action, env: Env, policy: Policy, taken: dict[str, str],
-                   sent_now: int, in_cap: int
+                   sent_now: int, in_cap: int, afford: Afford | None = None
                    ) -> tuple[Action, tuple[str, str] | None, Deferral | None, Sequence[Skip]]:
     """The channel `action` goes out on: (the action on that channel, what stopped it or None,
     its deferral or None, the channels skipped before it).
@@ -399,9 +416,15 @@ def choose_channel(action: Action, env: Env, policy: Policy, taken: dict[str, st
     One whose quiet hours defer is kept in reserve: a later channel that can go now wins, else
     the first deferrable one goes with `not_before`. A stop that does not depend on the channel
     (context, cool-down, arbitration, cap...) ends the search. When every channel is skipped,
-    `suppressed_by` is the first channel's reason."""
+    `suppressed_by` is the first channel's reason. `afford` (capacity across customers) spends
+    a unit for the channel chosen; a channel whose `fallback` limit is reached is skipped too
+    (reason `capacity`), a `suppress` limit stops the action."""
     if not action.variants and action.channel not in policy.defer:
-        return action, _check(action, env, policy, taken, sent_now, in_cap), None, _NO_SKIPS
+        stopped = _check(action, env, policy, taken, sent_now, in_cap)
+        if stopped is None and afford is not None:
+            spent = afford(action)
+            stopped = spent[0] if spent is not None else None
+        return action, stopped, None, _NO_SKIPS
     options = action.variants or (action,)
     single = len(options) == 1
     skipped: list[Skip] = []
@@ -411,9 +434,19 @@ def choose_channel(action: Action, env: Env, policy: Policy, taken: dict[str, st
         if stopped is None:
             later, why = _deferred(option, env, policy)
             if later is None and why is None:
-                return option, None, None, skipped
+                spent = afford(option) if afford is not None else None
+                if spent is None:
+                    return option, None, None, skipped
+                stopped, final = spent
+                if single or final:
+                    return option, stopped, None, skipped
+                skipped.append(Skip(option.channel, stopped[0], stopped[1]))
+                continue
             if later is not None:
                 if single:
+                    spent = afford(option) if afford is not None else None
+                    if spent is not None:
+                        return option, spent[0], None, skipped
                     return option, None, later, skipped
                 if reserve is None:
                     reserve = (option, later, len(skipped))
@@ -426,8 +459,13 @@ def choose_channel(action: Action, env: Env, policy: Policy, taken: dict[str, st
         skipped.append(Skip(option.channel, stopped[0], stopped[1]))
     if reserve is not None:
         option, later, index = reserve
-        del skipped[index]
-        return option, None, later, skipped
+        spent = afford(option) if afford is not None else None
+        if spent is None:
+            del skipped[index]
+            return option, None, later, skipped
+        if spent[1]:
+            return option, spent[0], None, skipped
+        skipped[index] = Skip(option.channel, spent[0][0], spent[0][1])
     tried = ", ".join(f"{skip.channel}: {skip.reason}" for skip in skipped)
     return options[0], (skipped[0].reason, f"no channel could be used ({tried})"), None, skipped
 

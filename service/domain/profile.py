@@ -9,16 +9,13 @@ apart from a forgotten redelivery, so it is treated as a duplicate too ("too lat
 sure"): an event is applied at most once, always. Any event newer than `floor_ms` (in
 practice: later than about the last `remember_events` events of this customer) is applied,
 also when it is older than the newest one seen, and counts in the windows it belongs to.
-The floor's own millisecond counts as forgotten: when it counted as new, a redelivery of the
-event at the floor was applied again, which forgot the next-oldest id, whose time became the
-floor, and so on: a takeover in a long backlog applied `remember_events + 1` events twice.
-The price: a genuinely new event at exactly the millisecond of a forgotten one is dropped (a
-customer sending more than `remember_events` events within one millisecond).
+The floor's own millisecond counts as forgotten, so a redelivery at the floor cannot cascade
+into applying older events twice (docs/decisions.md, "The idempotence floor is inclusive").
 
 Serialised form (`to_bytes`): orjson of a dict with `"v": 2` and short keys, the id ring as
 base64 of its buffer (per id, the digest and a little-endian int64 time); unknown versions are
-refused by `from_bytes` with a `ProfileFormatError`. Version 1 (ids digested with BLAKE2b,
-0.36 us per event against XXH3's 0.05) is still read: its digests cannot be compared with new
+refused by `from_bytes` with a `ProfileFormatError`. Version 1 (ids digested with BLAKE2b;
+docs/decisions.md, "Remembered event ids") is still read: its digests cannot be compared with new
 ones, so they are dropped and `floor_ms` moves to the newest of their times, which makes
 every event up to that time "too late to be sure" - a redelivery of an event from before
 the upgrade is skipped, never applied twice.
@@ -30,11 +27,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from typing import Any
 
-import orjson
 from xxhash import xxh3_64_digest
 
+from schemas.codec import JSONDecodeError, dumps_str_keys, loads
 from service.domain.idring import IdRing
 
 __all__ = ["PROFILE_VERSION", "Profile", "ProfileFormatError", "event_digest"]
@@ -42,7 +40,7 @@ __all__ = ["PROFILE_VERSION", "Profile", "ProfileFormatError", "event_digest"]
 PROFILE_VERSION = 2
 _READABLE = frozenset({1, PROFILE_VERSION})
 #: Stored parts read back by `from_bytes`: (key, attribute, constructor).
-_PARTS: tuple[tuple[str, str, Any], ...] = (
+_PARTS: tuple[tuple[str, str, Callable[[Any], object]], ...] = (
     ("s", "scores", dict), ("h", "hits", dict), ("t", "traits", dict), ("w", "windows", dict),
     ("a", "sent", dict), ("q", "recent", list), ("o", "consent", dict),
     ("x", "responses", dict), ("d", "redirect", str),
@@ -124,10 +122,6 @@ class Profile:
 
     # -- idempotence ------------------------------------------------------------------------
 
-    def has_applied(self, digest: bytes, ts_ms: int) -> bool:
-        """True if this event (by id digest) was applied, or is too old to be sure it was not."""
-        return self.seen.has(digest) or ts_ms <= self.floor_ms
-
     def remember(self, digest: bytes, ts_ms: int, limit: int) -> None:
         """Record an applied event id, forgetting the oldest arrivals beyond `limit`."""
         seen = self.seen
@@ -207,14 +201,14 @@ class Profile:
 
     def to_bytes(self) -> bytes:
         """Compact JSON bytes; `from_bytes(p.to_bytes())` gives an equal profile."""
-        return orjson.dumps(self.to_dict())
+        return dumps_str_keys(self.to_dict())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Profile:
         """Read stored bytes; raise `ProfileFormatError` for a format this code cannot read."""
         try:
-            raw = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
+            raw = loads(data)
+        except JSONDecodeError as exc:
             raise ProfileFormatError(f"stored profile is not JSON: {exc}") from None
         if not isinstance(raw, dict):
             raise ProfileFormatError("stored profile is not a JSON object")

@@ -1,29 +1,27 @@
 """The rulebook's JSON Schema, for editors (`touchflow schemas export` writes it).
 
 The shape comes from the pydantic models (model.py); conditions and event matchers are free
-values there (rules.py compiles them), so their grammar (conditions.py, fields.py) is added
-here as `$defs/Condition` and `$defs/EventMatcher` and put in place of the fields that hold
-them. Durations are described as the strings a rulebook writes (`30m`), defaults included.
-A condition subject this module has no details for still validates (any operands), so a new
-subject never makes a correct rulebook fail in an editor.
+values there (rules.py compiles them), so their grammar (the table of subjects.py, fields.py)
+is added here as `$defs/Condition` and `$defs/EventMatcher` and put in place of the fields
+that hold them. Durations are described as the strings a rulebook writes (`30m`), defaults
+included.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
-from service.domain.conditions import ConditionCompiler
+from schemas.codec import dumps_pretty
 from service.domain.fields import OPS, format_ms
 from service.domain.model import DURATION_SCHEMA, RulebookModel
+from service.domain.subjects import SUBJECTS, Subject
 
 __all__ = ["RULEBOOK_SCHEMA_FILE", "render_rulebook_schema", "rulebook_schema"]
 
 RULEBOOK_SCHEMA_FILE = "rulebook.schema.json"
-_MATCHER_FIELDS = {("PointRule", "when"), ("TraitSpec", "when"), ("TraitSpec", "clear_when"),
+_MATCHER_FIELDS = {("PointSpec", "when"), ("TraitSpec", "when"), ("TraitSpec", "clear_when"),
                    ("PatternSpec", "when"), ("PatternSpec", "first"), ("PatternSpec", "then"),
-                   ("Attribution", "conversions"), ("SignalModel", "when")}
+                   ("Attribution", "conversions"), ("SignalSpec", "when")}
 _CONDITION_FIELDS = {("ActionSpec", "when"), ("ActionSpec", "suppress_unless")}
 _REF_MATCHER = {"$ref": "#/$defs/EventMatcher"}
 _REF_CONDITION = {"$ref": "#/$defs/Condition"}
@@ -50,42 +48,18 @@ def _ops(with_paths: bool) -> dict[str, Any]:
     return out
 
 
-def _subject(name: str, arg: dict[str, Any], extra: dict[str, Any] | None = None,
-             ops: bool = False, description: str = "") -> dict[str, Any]:
-    properties: dict[str, Any] = {name: arg}
-    if ops:
+def _subject(subject: Subject) -> dict[str, Any]:
+    """A subject's mapping: its own value, its operators and its other keys (subjects.py)."""
+    properties: dict[str, Any] = {subject.name: dict(subject.arg)}
+    if subject.ops:
         properties.update(_ops(with_paths=True))
-    properties.update(extra or {})
-    out = {"type": "object", "properties": properties, "required": [name],
-           "additionalProperties": False}
-    if description:
-        out["description"] = description
-    return out
+    properties.update({key: dict(schema) for key, schema in subject.keys.items()})
+    return {"type": "object", "properties": properties, "required": [subject.name],
+            "additionalProperties": False, "description": subject.doc}
 
 
 def _condition_defs() -> dict[str, Any]:
-    name = {"type": "string"}
-    crosses = {"crosses": {"type": "number", "description": "true only on the event that "
-                           "takes the value from below this to at or above it"}}
-    known: dict[str, dict[str, Any]] = {
-        "event": _subject("event", _REF_MATCHER, description="the event matches"),
-        "score": _subject("score", name, crosses, ops=True, description="a score's value"),
-        "trait": _subject("trait", name, crosses, ops=True,
-                          description="a trait's value (no operator: it is truthy)"),
-        "segment": _subject("segment", name, description="a named condition holds"),
-        "pattern": _subject("pattern", name, description="the pattern fired on this event"),
-        "value": _subject("value", name, crosses, ops=True,
-                          description="any field path (event.*, trait.*, score.*, ...)"),
-        "context": _subject("context", name, {"for_any": name, "missing": {"type": "boolean"}},
-                            ops=True, description="reference data under a key template"),
-        "signal": _subject("signal", name, {"key": {}},
-                           description="a cross-customer signal is active for the key"),
-        "not": _subject("not", _REF_CONDITION),
-        "any": _subject("any", {"type": "array", "items": _REF_CONDITION, "minItems": 1}),
-        "all": _subject("all", {"type": "array", "items": _REF_CONDITION, "minItems": 1}),
-    }
-    subjects = list(ConditionCompiler.SUBJECTS)
-    choices = [known.get(s) or {"type": "object", "required": [s]} for s in subjects]
+    choices = [_subject(subject) for subject in SUBJECTS.values()]
     value_spec = {"anyOf": [{"type": ["string", "number", "boolean", "null"]},
                             {"type": "array"},
                             {"type": "object", "properties": _ops(with_paths=False),
@@ -98,7 +72,7 @@ def _condition_defs() -> dict[str, Any]:
                                             "additionalProperties": value_spec}}}
     return {
         "Condition": {
-            "description": "A condition (conditions.py): a mapping naming one subject, or a "
+            "description": "A condition (subjects.py): a mapping naming one subject, or a "
                            "list meaning all of them.",
             "anyOf": [{"type": "array", "items": _REF_CONDITION, "minItems": 1}, *choices],
         },
@@ -110,7 +84,7 @@ def _condition_defs() -> dict[str, Any]:
     }
 
 
-def _readable_defaults(node: Any) -> None:
+def _readable_defaults(node: object) -> None:
     """Duration defaults as a rulebook writes them (86400000 -> '1d')."""
     if isinstance(node, dict):
         if node.get("x-duration") and isinstance(node.get("default"), int):
@@ -153,5 +127,4 @@ def rulebook_schema() -> dict[str, Any]:
 
 def render_rulebook_schema() -> bytes:
     """The schema as pretty, deterministic JSON bytes."""
-    return orjson.dumps(rulebook_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
-                        | orjson.OPT_APPEND_NEWLINE)
+    return dumps_pretty(rulebook_schema())

@@ -13,13 +13,15 @@ import hashlib
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from pydantic import ValidationError
 
+from schemas.vocabulary import CORE_EVENT_TYPES, IDENTIFIER_FIELDS
 from service.domain.attribution import AttributionPolicy
 from service.domain.capacity import Constraint
 from service.domain.compiled import compile_steps
+from service.domain.cond import EnvGetter
 from service.domain.conditions import ConditionCompiler, ScoreInfo
 from service.domain.fields import EventMatch, SpecError, compile_event_getter, compile_match
 from service.domain.model import ActionSpec, RulebookModel
@@ -33,12 +35,13 @@ from service.domain.policy import (
     on_channel,
 )
 from service.domain.scoring import PointRule, Trait
-from service.domain.signals import SignalSpec
+from service.domain.signals import Signal
 from service.domain.yamlsrc import Locator, Problem, read_yaml
 
 __all__ = ["Problem", "Rulebook", "RulebookError", "load_rulebook", "parse_rulebook"]
 
 T = TypeVar("T")
+A = TypeVar("A")
 _Path = tuple[str | int, ...]
 
 
@@ -83,7 +86,7 @@ class Rulebook:
                  traits: TypeIndex[Trait], patterns: TypeIndex[Pattern],
                  actions: TypeIndex[Action], policy: Policy, scores: dict[str, ScoreInfo],
                  extra_types: set[str], attribution: AttributionPolicy | None = None,
-                 signals: dict[str, SignalSpec] | None = None) -> None:
+                 signals: dict[str, Signal] | None = None) -> None:
         self.model = model
         self.source = source
         self.declared_version = model.version
@@ -106,13 +109,15 @@ class Rulebook:
         self.channels: dict[str, str] = {n: spec.channel_list()[0]
                                          for n, spec in model.actions.items()}
         self.attribution = attribution
-        self.signals: dict[str, SignalSpec] = signals or {}
+        self.signals: dict[str, Signal] = signals or {}
         self.capacity: dict[str, Constraint] = {}  # limits across customers, by name
+        # (action, channel) pairs a capacity limit covers: sending one spends quota
+        self.spends_capacity: frozenset[tuple[str, str]] = frozenset()
         self.event_types: frozenset[str] = frozenset(
             points.types() | traits.types() | patterns.types() | actions.types() | extra_types
         )
         # the value getters of `crosses` conditions: decide() reads them before each event
-        self.crossings: tuple[Callable[[Any], Any], ...] = ()
+        self.crossings: tuple[EnvGetter, ...] = ()
 
     def __repr__(self) -> str:
         return f"Rulebook({self.version!r}, actions={sorted(self.action_names)})"
@@ -160,14 +165,14 @@ class _Compiler:
         self.locator = locator
         self.problems: list[Problem] = []
 
-    def attempt(self, path: _Path, make: Callable[[Any], T], arg: Any) -> T | None:
+    def attempt(self, path: _Path, make: Callable[[A], T], arg: A) -> T | None:
         try:
             return make(arg)
         except SpecError as exc:
             self.problems.append(self.locator.problem((*path, *exc.path), exc.message))
             return None
 
-    def match(self, path: _Path, spec: Any) -> EventMatch | None:
+    def match(self, path: _Path, spec: object) -> EventMatch | None:
         if spec is None:
             return None
         return self.attempt(path, compile_match, spec)
@@ -211,7 +216,7 @@ class _Compiler:
         actions = self._actions(conditions, experiments, pattern_types)
         policy = self._policy(conditions)
         capacity = self._capacity([action for action, _ in actions])
-        extra = {"consent_changed", "action_response", "erasure_requested", "identified"}
+        extra = set(CORE_EVENT_TYPES)
         attribution = self._attribution()
         if attribution is not None:
             extra |= attribution.match.types or set()
@@ -224,6 +229,9 @@ class _Compiler:
                             attribution, signals)
         rulebook.crossings = tuple(conditions.crossings)
         rulebook.capacity = capacity
+        rulebook.spends_capacity = frozenset(
+            (variant.name, variant.channel) for action, _ in actions
+            for variant in (action.variants or (action,)) if variant.capacity)
         return rulebook
 
     def _capacity(self, actions: list[Action]) -> dict[str, Constraint]:
@@ -254,19 +262,18 @@ class _Compiler:
             out[name] = constraint
         return out
 
-    def _signals(self) -> dict[str, SignalSpec]:
-        out: dict[str, SignalSpec] = {}
+    def _signals(self) -> dict[str, Signal]:
+        out: dict[str, Signal] = {}
         for name, spec in self.model.signals.items():
             match = self.match(("signals", name, "when"), spec.when)
             by = self.attempt(("signals", name, "by"), compile_event_getter, spec.by)
-            if spec.by.split(".")[-1] in ("customer_id", "anonymous_id", "email_sha256",
-                                          "phone_sha256", "loyalty_id"):
+            if spec.by.split(".")[-1] in IDENTIFIER_FIELDS:
                 self.problems.append(self.locator.problem(
                     ("signals", name, "by"), "a signal groups by something other than a "
                     "customer identifier (per-customer counts are patterns)"))
                 continue
             if match is not None and by is not None:
-                out[name] = SignalSpec(name, match, by, spec.within, spec.at_least, spec.hold,
+                out[name] = Signal(name, match, by, spec.within, spec.at_least, spec.hold,
                                        spec.description)
         return out
 
@@ -372,7 +379,7 @@ class _Compiler:
                         (*path, "payload", arm), f"{arm!r} is not one of the arms"))
                     continue
                 compiled = self.attempt((*path, "payload", arm),
-                                        conditions.template, template)
+                                        conditions.object_template, template)
                 if compiled is not None:
                     payload[arm] = compiled
             actions = None if spec.actions == "*" else frozenset(spec.actions)
@@ -392,7 +399,7 @@ class _Compiler:
                 unless = self.attempt((*path, "suppress_unless"),
                                       conditions.condition, spec.suppress_unless)
             payload = self.attempt((*path, "payload"),
-                                   conditions.template, spec.payload)
+                                   conditions.object_template, spec.payload)
             channels = self._channels(path, spec)
             if when is None or payload is None or not channels:
                 continue
@@ -482,20 +489,20 @@ class _Compiler:
         return channels
 
 
-def _top_level(when: Any) -> list[dict[str, Any]]:
+def _top_level(when: object) -> list[dict[str, object]]:
     """An action's top-level conditions (a list means all of them), those that are mappings."""
     items = when if isinstance(when, list) else [when]
     return [item for item in items if isinstance(item, dict)]
 
 
-def _required_patterns(when: Any) -> frozenset[str]:
+def _required_patterns(when: object) -> frozenset[str]:
     """Patterns named by top-level conditions (all of which must hold): the action can be
     eligible only on an event that fires every one of them."""
-    return frozenset(item["pattern"] for item in _top_level(when)
-                     if isinstance(item.get("pattern"), str))
+    return frozenset(name for item in _top_level(when)
+                     if isinstance(name := item.get("pattern"), str))
 
 
-def _trigger_types(when: Any, pattern_types: dict[str, frozenset[str] | None]
+def _trigger_types(when: object, pattern_types: dict[str, frozenset[str] | None]
                    ) -> frozenset[str] | None:
     """Event types an action can fire on, if its top-level conditions pin them down (an event
     condition with types, or a pattern, which fires only on events it looks at)."""
@@ -504,8 +511,9 @@ def _trigger_types(when: Any, pattern_types: dict[str, frozenset[str] | None]
             match = compile_match(item["event"])
             if match.types is not None:
                 return match.types
-        if isinstance(item.get("pattern"), str):
-            types = pattern_types.get(item["pattern"])
+        pattern = item.get("pattern")
+        if isinstance(pattern, str):
+            types = pattern_types.get(pattern)
             if types is not None:
                 return types
     return None

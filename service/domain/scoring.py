@@ -18,11 +18,8 @@ most frequent value; with `within`, a trait is read over a sliding event-time wi
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from schemas.event import Event
-from service.domain.fields import EventMatch, compile_event_getter, fmt, is_number
+from service.domain.fields import EventMatch, Getter, compile_event_getter, fmt, is_number
 from service.domain.profile import Profile
 from service.domain.windowed import fold_top, fold_window, read_top, read_window
 
@@ -54,7 +51,7 @@ class PointRule:
         self.match = match
         self.add = add
         self.per_path = per
-        self.per: Callable[[Event], Any] | None = compile_event_getter(per) if per else None
+        self.per: Getter | None = compile_event_getter(per) if per else None
         self.max_times = max_times
         self.nth = nth
         self.cap = cap
@@ -116,11 +113,11 @@ class Trait:
 
     def __init__(self, name: str, kind: str, field: str | None, match: EventMatch | None,
                  clear: EventMatch | None, max_items: int, bands: dict[str, float] | None,
-                 default: Any, within: int | None = None, keep: int = 100) -> None:
+                 default: object, within: int | None = None, keep: int = 100) -> None:
         self.name = name
         self.kind = kind
         self.field_path = field
-        self.field: Callable[[Event], Any] | None = (
+        self.field: Getter | None = (
             compile_event_getter(field) if field else None
         )
         self.match = match
@@ -202,11 +199,11 @@ class Trait:
         else:  # mean
             traits[name] = [value, 1] if current is None else [current[0] + value, current[1] + 1]
 
-    def read(self, profile: Profile) -> Any:
+    def read(self, profile: Profile) -> object:
         """The trait's value for conditions and templates (banded if `bands` is set)."""
         raw = profile.traits.get(self.name)
         if self.within is not None:
-            value: Any = read_window(profile, raw, self.kind, self.within)
+            value: object = read_window(profile, raw, self.kind, self.within)
         elif self.kind == "top":
             value = read_top(raw)
         elif raw is None:

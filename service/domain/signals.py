@@ -17,35 +17,35 @@ group's partition (service/stream/signal_aggregator.py). A redelivered event id 
 from __future__ import annotations
 
 from bisect import insort
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from schemas.event import Event
-from service.domain.fields import EventMatch, digest32, format_ms
+from service.domain.fields import EventMatch, Getter, digest32, format_ms
 
-__all__ = ["Fired", "SignalSpec", "SignalState", "context_key", "is_active"]
+__all__ = ["Fired", "Signal", "SignalState", "is_active", "signal_key"]
 
 
-def context_key(name: str, group: str) -> str:
+def signal_key(name: str, group: str) -> str:
     """Where an active signal lives in the context mapping."""
     return f"signal:{name}:{group}"
 
 
 def is_active(context: Mapping[str, Any], name: str, group: str, ts_ms: int) -> bool:
     """True while the signal `name` for `group` is active at event time `ts_ms`."""
-    value = context.get(context_key(name, group))
+    value = context.get(signal_key(name, group))
     return isinstance(value, dict) and isinstance(value.get("until_ms"), int) \
         and ts_ms < value["until_ms"]
 
 
-class SignalSpec:
+class Signal:
     """One compiled `signals` entry."""
 
     __slots__ = ("at_least", "by", "description", "hold", "match", "name", "within")
 
-    def __init__(self, name: str, match: EventMatch, by: Callable[[Event], Any], within: int,
+    def __init__(self, name: str, match: EventMatch, by: Getter, within: int,
                  at_least: int, hold: int, description: str | None) -> None:
         self.name = name
         self.match = match
@@ -91,19 +91,10 @@ def _iso(millis: int) -> str:
 class SignalState:
     """Windowed counts per (signal, group); `observe` returns what fired."""
 
-    def __init__(self, specs: Mapping[str, SignalSpec], version: str) -> None:
+    def __init__(self, specs: Mapping[str, Signal], version: str) -> None:
         self.specs = specs
         self.version = version
         self.tracks: dict[tuple[str, str], _Track] = {}
-
-    def feed(self, event: Event) -> list[tuple[str, str]]:
-        """The (signal, group) pairs an event counts in."""
-        out = []
-        for spec in self.specs.values():
-            group = spec.group_of(event)
-            if group is not None:
-                out.append((spec.name, group))
-        return out
 
     def observe(self, name: str, group: str, event_id: str, ts_ms: int) -> Fired | None:
         """Count one event (once per id) and return the firing, if this event made it fire."""
@@ -145,4 +136,4 @@ class SignalState:
         }
         value = {"since_ms": newest, "until_ms": track.until_ms, "count": len(entries),
                  "signal_id": signal_id, "reason": reason}
-        return Fired(message, context_key(name, group), value, ts_ms)
+        return Fired(message, signal_key(name, group), value, ts_ms)

@@ -29,7 +29,8 @@ control result) and to publish `effects.notice`.
 Capacity across customers (service/domain/capacity.py): the driver keeps one `CapacityState`
 per partition, calls its `advance` and passes it in the context (`with_quota`) before each
 event; arbitration spends from it; the driver sends its quota records (repartition topic,
-header `tf-ctl: capacity`) and applies those addressed to the partition with `receive`.
+header `tf-ctl: capacity`) and applies those addressed to the partition with `receive`. The
+worker sends the actions that spent capacity once the state is durable (`defer`).
 """
 
 from __future__ import annotations
@@ -54,10 +55,9 @@ from service.domain.identity import (
 from service.domain.learning import LearningState
 from service.domain.profile import Profile
 from service.domain.rules import Rulebook
-from service.domain.signals import SignalSpec
+from service.domain.signals import Signal
 
 __all__ = [
-    "CONTROL_KINDS",
     "Control",
     "ControlResult",
     "Effects",
@@ -66,7 +66,6 @@ __all__ = [
     "step_event",
 ]
 
-CONTROL_KINDS = frozenset({"link", "merge", "erase"})
 
 
 class Control(NamedTuple):
@@ -102,7 +101,7 @@ def _effects(outcome: Outcome) -> Effects:
 
 
 def _control(kind: str, target: str, canonical: str, event_id: str, occurred_at: str,
-             ts_ms: int, **extra: Any) -> Control:
+             ts_ms: int, **extra: object) -> Control:
     body = {"alias": target, "canonical": canonical, "event_id": event_id,
             "occurred_at": occurred_at, "ts": ts_ms, **extra}
     return Control(kind, target, dumps(body))
@@ -118,7 +117,7 @@ def event_context(table: ContextTable, tallies: LearningState | None,
 
 
 def step_event(profile: Profile | None, key: str, event: Event, context: Mapping[str, Any],
-               rulebook: Rulebook, signals: Sequence[SignalSpec] = (),
+               rulebook: Rulebook, signals: Sequence[Signal] = (),
                erased_ms: int = -1) -> Outcome:
     """Apply `event` to the profile stored under `key` (None: none yet; then `erased_ms` is
     the key's tombstone time, -1: none); see the module doc. `decide()` may update `profile`
@@ -308,7 +307,7 @@ def _link(profile: Profile | None, alias: str, canonical: str, event_id: str,
 
 
 def _merge(profile: Profile | None, key: str, alias: str, event_id: str, occurred_at: str,
-           raw_history: Any, rulebook: Rulebook) -> ControlResult:
+           raw_history: object, rulebook: Rulebook) -> ControlResult:
     base = profile if profile is not None else Profile(key)
     other = Profile.from_bytes(dumps(raw_history)) if raw_history else None
     merged, changed = merge_profiles(base, alias, other, rulebook)

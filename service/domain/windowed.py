@@ -20,7 +20,7 @@ answer never depends on dict order or arrival order.
 from __future__ import annotations
 
 from bisect import bisect_right, insort
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from service.domain.fields import is_number
@@ -40,7 +40,7 @@ def _ts(entry: Sequence[Any]) -> Any:
 
 
 def fold_window(profile: Profile, name: str, kind: str, within: int, keep: int,
-                value: Any, ts: int) -> None:
+                value: object, ts: int) -> None:
     """Record one matching event (time `ts`, field `value`) in the windowed trait `name`."""
     cutoff = profile.newest_ms - within
     if ts <= cutoff:
@@ -66,7 +66,7 @@ def fold_window(profile: Profile, name: str, kind: str, within: int, keep: int,
         del entries[:drop]
 
 
-def read_window(profile: Profile, raw: Any, kind: str, within: int) -> Any:
+def read_window(profile: Profile, raw: object, kind: str, within: int) -> object:
     """The windowed trait's value at the profile's newest event time (None: no value)."""
     if not isinstance(raw, list):
         raw = []
@@ -89,15 +89,15 @@ def read_window(profile: Profile, raw: Any, kind: str, within: int) -> Any:
     if kind == "mean":
         return sum(e[1] for e in live) / len(live)
     if kind == "distinct":
-        out: list[Any] = []
-        known: set[tuple[str, Any]] = set()
+        out: list[object] = []
+        known: set[tuple[str, object]] = set()
         for entry in live:
             key = _key(entry[1])
             if key not in known:
                 known.add(key)
                 out.append(entry[1])
         return out
-    tally: dict[tuple[str, Any], list[Any]] = {}
+    tally: dict[tuple[str, object], list[Any]] = {}
     for ts, value in live:  # top
         row = tally.get(_key(value))
         if row is None:
@@ -108,7 +108,7 @@ def read_window(profile: Profile, raw: Any, kind: str, within: int) -> Any:
     return top_of(tally.values())
 
 
-def fold_top(profile: Profile, name: str, max_items: int, value: Any, ts: int) -> None:
+def fold_top(profile: Profile, name: str, max_items: int, value: object, ts: int) -> None:
     """Count one event with `value` in the (unwindowed) `top` trait `name`."""
     if not isinstance(value, _SCALAR):
         return
@@ -128,12 +128,12 @@ def fold_top(profile: Profile, name: str, max_items: int, value: Any, ts: int) -
     rows.append([value, 1, ts])
 
 
-def read_top(raw: Any) -> Any:
+def read_top(raw: object) -> object:
     """The most frequent value of an unwindowed `top` trait (None: none yet)."""
     return top_of(raw) if isinstance(raw, list) else None
 
 
-def top_of(rows: Any) -> Any:
+def top_of(rows: Iterable[Sequence[Any]]) -> object:
     """The value of the strongest `[value, count, newest time]` row (see the module doc)."""
     best = None
     for row in rows:
@@ -167,7 +167,7 @@ def merge_window(mine: list[list[Any]], theirs: list[list[Any]], newest_ms: int,
     return merged[max(start, len(merged) - keep):]
 
 
-def _key(value: Any) -> tuple[str, Any]:
+def _key(value: object) -> tuple[str, object]:
     """A value's identity for counting: 1, 1.0 and True are three values, as in the JSON."""
     return (type(value).__name__, value)
 

@@ -1,18 +1,16 @@
 """Keeping Python's full garbage collections off the hot path of a long-running worker.
 
-A worker caches up to 200,000 profiles as Python objects (about 2 KB each). CPython's cyclic
-collector periodically scans the oldest generation, which holds all of them: a pause of
-100-300 ms that showed as the p99 of event-to-action latency (measured: p99 172 ms with the
-default collector, 49 ms with collection off, same run otherwise; `make bench`, latency row).
+A worker caches its profiles as Python objects (up to `TOUCHFLOW_PROFILE_CACHE_BYTES`).
+CPython's cyclic collector periodically scans the oldest generation, which holds all of them:
+a pause that showed as the p99 of event-to-action latency (docs/decisions.md, "Full garbage
+collections kept off the hot path", has the measurements).
 
 The policy: after each batch, collect the young generations (`gc.collect(1)`: at most a few
 thousand objects, well under a millisecond, and where fresh cyclic garbage such as asyncio
 internals lives), then move every survivor into the permanent generation (`gc.freeze()`,
 constant time), so the collector only ever scans objects created since the last batch. The
-young threshold stays at CPython's 700: at 50,000 the worker ran 2-3 % faster under backlog
-(py-spy had 6.5 % of it in `gc_collect_main`) but the p99 of event-to-action at half load rose
-from 57-60 ms to 77-84 ms (two A/B pairs, `python -m bench --only latency`), fewer but longer
-collections landing inside batches.
+young threshold stays at CPython's 700: a larger one made fewer but longer collections land
+inside batches.
 Profile data has no reference cycles and is freed by reference counting when dropped from the
 cache, frozen or not. Cyclic garbage that still got frozen is reclaimed by one full
 collection every `full_every_s` (default 10 minutes): unfreeze, collect, freeze; its pause is
@@ -37,8 +35,7 @@ class GcPolicy:
                  collect_young: bool = True) -> None:
         self.freeze_every_s = freeze_every_s
         # False: freeze without collecting the young generations first (replay: no asyncio
-        # cycles, and the automatic young collections still run between calls; the explicit
-        # one cost 3.5 % of a replay's time)
+        # cycles, and the automatic young collections still run between calls)
         self.collect_young = collect_young
         self.full_every_s = full_every_s
         now = time.monotonic()

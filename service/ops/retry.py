@@ -11,25 +11,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any
+from typing import cast
 
-from tenacity import wait_exponential, wait_random
+from tenacity import RetryCallState, wait_exponential, wait_random
+from tenacity.wait import wait_base
 
 __all__ = ["backoff", "streak_backoff"]
 
 
-def backoff(initial: float, maximum: float) -> Any:
+def backoff(initial: float, maximum: float) -> wait_base:
     """Exponential backoff from `initial` up to `maximum` seconds, plus 0..`initial` jitter."""
     return wait_exponential(multiplier=initial, max=maximum) + wait_random(0, initial)
 
 
 def streak_backoff(initial: float, maximum: float,
-                   failures: Callable[[], int]) -> Callable[[Any], float]:
+                   failures: Callable[[], int]) -> Callable[[RetryCallState], float]:
     """`backoff`, but by `failures()` (the consecutive failures before this one) instead of
     tenacity's attempt count, which never goes down."""
     wait = backoff(initial, maximum)
 
-    def waiting(_: Any) -> float:
-        return float(wait(SimpleNamespace(attempt_number=failures() + 1)))
+    def waiting(_: RetryCallState) -> float:
+        # (the waits read only `attempt_number` of the state)
+        state = cast(RetryCallState, SimpleNamespace(attempt_number=failures() + 1))
+        return float(wait(state))
 
     return waiting

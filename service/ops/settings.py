@@ -85,6 +85,49 @@ class Settings(BaseSettings):
     pii_salt: SecretStr | None = Field(
         None, description="Salt of the digests that stand for identifiers and personal data "
         "in dead letters (never logged); unset: a random salt per process, with a warning")
+    # Client limits and waits an operator may need to change (a slow or distant cluster, a
+    # large state); the defaults are the ones the benchmarks and the tests ran with.
+    broker_timeout_s: float = Field(
+        30.0, gt=0, le=3_600,
+        description="How long a Kafka client may take to start, and a produce request to be "
+        "answered, before it fails (seconds; also replay's topic reads and --publish)")
+    ack_timeout_s: float = Field(
+        60.0, gt=0, le=3_600,
+        description="How long a batch waits for the broker to acknowledge its output or its "
+        "changelog records before the batch fails and is retried (seconds)")
+    producer_max_batch_bytes: int = Field(
+        512 * 1024, ge=1_024, le=64 * 1024 * 1024,
+        description="Largest record batch the worker's producer fills per topic partition "
+        "(bytes; keep it under the broker's message.max.bytes)")
+    fetch_max_bytes: int = Field(
+        32 * 1024 * 1024, ge=1_024, le=1 << 30,
+        description="Most bytes one fetch of the worker's consumer may return, all partitions "
+        "together")
+    partition_fetch_max_bytes: int = Field(
+        4 * 1024 * 1024, ge=1_024, le=1 << 30,
+        description="Most bytes one fetch may return per partition (the worker's consumer, "
+        "both runtimes)")
+    recovery_fetch_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=1_024, le=1 << 30,
+        description="Most bytes one fetch of the changelog may return while recovering, all "
+        "partitions together")
+    recovery_partition_fetch_max_bytes: int = Field(
+        16 * 1024 * 1024, ge=1_024, le=1 << 30,
+        description="Most bytes one fetch of the changelog may return per partition while "
+        "recovering")
+    recovery_timeout_s: float = Field(
+        900.0, gt=0, le=86_400,
+        description="How long recovering the assigned partitions from the changelog may take "
+        "before it fails and is retried (seconds)")
+    batch_retry_max_s: float = Field(
+        10.0, gt=0, le=3_600,
+        description="Longest wait between retries of a failed batch (seconds; the wait starts "
+        "at 0.5 s and doubles, plus up to 0.5 s at random)")
+    retry_max_s: float = Field(
+        30.0, gt=0, le=3_600,
+        description="Longest wait between attempts to reach the broker at start-up, and "
+        "between restarts of a failed background reader (seconds; from 1 s, doubling, plus "
+        "up to 1 s at random)")
 
     @field_validator("broker")
     @classmethod

@@ -19,21 +19,28 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 from service.replay.reader import BadRecord, ReplayInputError
 
 if TYPE_CHECKING:
+    from schemas.event import Event
     from service.domain.context_table import ContextTable
+    from service.ops.settings import Settings
+    from service.replay.progress import Position, Progress
+    from service.replay.publish import PublishResult
+
+    Events = Iterable[tuple[Event, bytes]]
+    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 __all__ = ["register", "run_replay"]
 
 _SHOWN_BAD = 20
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: SubParsers) -> None:
     """Add the `replay` subcommand to the `touchflow` parser."""
     parser = subparsers.add_parser(
         "replay", help="run the decision logic over an event log or a topic's time range",
@@ -181,7 +188,7 @@ def run_replay(args: argparse.Namespace) -> int:
         return 0
 
 
-def _source(args: argparse.Namespace, reporter: _Reporter) -> tuple[Any, Any, str]:
+def _source(args: argparse.Namespace, reporter: _Reporter) -> tuple[Events, Position, str]:
     """(iterable of (event, raw), position callable, label) for the chosen input."""
     from service.replay.reader import LogFile, decode_lines
 
@@ -202,7 +209,7 @@ def _source(args: argparse.Namespace, reporter: _Reporter) -> tuple[Any, Any, st
     return topic, topic.position, topic.label
 
 
-def _progress(args: argparse.Namespace, position: Any) -> Any:
+def _progress(args: argparse.Namespace, position: Position) -> Progress | None:
     from service.replay.progress import Progress
 
     show = args.progress if args.progress is not None else sys.stderr.isatty()
@@ -238,7 +245,7 @@ def _partitions(args: argparse.Namespace) -> int:
     return partitions
 
 
-def _settings(args: argparse.Namespace) -> Any:
+def _settings(args: argparse.Namespace) -> Settings:
     from service.ops.settings import load_settings
 
     return load_settings(**({"broker": args.broker} if args.broker else {}))
@@ -265,8 +272,8 @@ def _load_context(args: argparse.Namespace, reporter: _Reporter) -> ContextTable
     return ContextTable()
 
 
-def _single(args: argparse.Namespace, events: Any, context: ContextTable,
-            reporter: _Reporter, progress: Any, label: str,
+def _single(args: argparse.Namespace, events: Events, context: ContextTable,
+            reporter: _Reporter, progress: Progress | None, label: str,
             format_duration: Callable[[float], str]) -> int:
     from service.domain.rules import load_rulebook
     from service.ops.quick_exit import keep_until_exit
@@ -279,7 +286,7 @@ def _single(args: argparse.Namespace, events: Any, context: ContextTable,
     if args.input and args.input != "-":  # a file can be read again (replay_stream says why)
         from service.replay.reader import LogFile, decode_lines
 
-        def again() -> Any:
+        def again() -> Events:
             return decode_lines(LogFile(args.input), result.on_bad, label)
 
     with _open_out(args.output) as output, _open_out(args.audit) as audit, \
@@ -312,7 +319,7 @@ def _single(args: argparse.Namespace, events: Any, context: ContextTable,
         _say("bad records by reason: " + ", ".join(
             f"{reason} {count:,}" for reason, count in result.bad_reasons.most_common()))
     if args.report:
-        from service.replay.report import write_report
+        from service.replay.html_report import write_report
 
         write_report(Path(args.report), [result], source=label)
         _say(f"report written to {args.report}")
@@ -320,8 +327,8 @@ def _single(args: argparse.Namespace, events: Any, context: ContextTable,
     return 130 if result.interrupted else 0
 
 
-def _compare(args: argparse.Namespace, events: Any, context: ContextTable,
-             reporter: _Reporter, progress: Any, label: str) -> int:
+def _compare(args: argparse.Namespace, events: Events, context: ContextTable,
+             reporter: _Reporter, progress: Progress | None, label: str) -> int:
     from service.domain.rules import load_rulebook
     from service.replay.diff import compare_stream, format_table
     from service.replay.runner import ReplayResult, RunStats
@@ -345,7 +352,7 @@ def _compare(args: argparse.Namespace, events: Any, context: ContextTable,
          f"{result_a.bad_records:,} bad records skipped"
          + (" - INTERRUPTED" if comparison.interrupted else ""))
     if args.report:
-        from service.replay.report import write_report
+        from service.replay.html_report import write_report
 
         write_report(Path(args.report), [comparison.a, comparison.b], comparison=comparison,
                      source=label)
@@ -353,12 +360,12 @@ def _compare(args: argparse.Namespace, events: Any, context: ContextTable,
     return 130 if comparison.interrupted else 0
 
 
-def _publish(args: argparse.Namespace, events: Any, progress: Any) -> int:
+def _publish(args: argparse.Namespace, events: Events, progress: Progress | None) -> int:
     from service.replay.publish import publish_events
 
     settings = _settings(args)
 
-    async def main() -> Any:
+    async def main() -> PublishResult:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, stop.set)

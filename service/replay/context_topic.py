@@ -2,7 +2,7 @@
 
 Every partition is read from its beginning up to the high watermark that the first Fetch
 response reported (`consumer.highwater(tp)`; ListOffsets(latest) is not trusted: the embedded
-Tansu broker answers it wrongly, see README), so a topic that keeps growing still gives a
+Tansu broker answers it wrongly, see docs/decisions.md), so a topic that keeps growing still gives a
 bounded read. Records apply with the worker's semantics (`apply_context_record`), the record
 timestamp standing in for a missing `valid_from`, so replay reads the versions the worker read.
 """
@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any
 
 from service.domain.context_table import ContextTable
 from service.ops.settings import Settings
 from service.replay.reader import CONTEXT_SHAPE, BadRecord, OnBad, ReplayInputError
-from service.replay.topic import assign_topics, open_consumer
+from service.replay.topic import AiokafkaConsumer, assign_topics, open_consumer
+from service.stream.consumer import TopicPartition
 from service.stream.context import apply_context_record, record_time
 
 __all__ = ["load_context_topic", "read_context_topic"]
@@ -64,11 +64,11 @@ async def read_context_topic(settings: Settings, topic: str, on_bad: OnBad | Non
         await consumer.stop()
 
 
-async def _read(consumer: Any, pending: set[Any], table: ContextTable, on_bad: OnBad | None,
-                stall_s: float) -> None:
+async def _read(consumer: AiokafkaConsumer, pending: set[TopicPartition], table: ContextTable,
+                on_bad: OnBad | None, stall_s: float) -> None:
     """Apply records until every partition in `pending` reached its first high watermark."""
     loop = asyncio.get_running_loop()
-    targets: dict[Any, int] = {}
+    targets: dict[TopicPartition, int] = {}
     last_progress = loop.time()
     while pending:
         batch = await consumer.getmany(*pending, timeout_ms=300, max_records=5000)

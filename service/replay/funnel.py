@@ -1,5 +1,5 @@
 """The decision funnel per action and the customers who received nothing, tallied over a
-replay for the HTML report (service/replay/report_funnel.py)."""
+replay for the HTML report (service/replay/html_funnel.py)."""
 
 from __future__ import annotations
 

@@ -21,7 +21,6 @@ from service.ops.settings import Settings
 
 __all__ = ["PublishResult", "publish_events"]
 
-_TIMEOUT_S = 30.0
 
 
 @dataclass(slots=True)
@@ -61,7 +60,7 @@ async def publish_events(
         max_batch_size=512 * 1024, client_id="touchflow-publish", **settings.kafka_security(),
     )
     try:
-        await asyncio.wait_for(producer.start(), _TIMEOUT_S)
+        await asyncio.wait_for(producer.start(), settings.broker_timeout_s)
     except Exception as exc:
         await producer.stop()
         raise ConnectionError(f"cannot reach the broker {settings.broker}: {exc!r}; "
@@ -95,10 +94,10 @@ async def publish_events(
                 await asyncio.sleep(0)  # let the sender and a stop request run
                 if tick is not None:
                     tick(result.sent)
-        await asyncio.wait_for(producer.flush(), _TIMEOUT_S)
+        await asyncio.wait_for(producer.flush(), settings.broker_timeout_s)
     except (KeyboardInterrupt, asyncio.CancelledError):
         result.interrupted = True
-        await asyncio.wait_for(producer.flush(), _TIMEOUT_S)
+        await asyncio.wait_for(producer.flush(), settings.broker_timeout_s)
     finally:
         result.seconds = time.monotonic() - started
         if first_ms is not None:

@@ -10,17 +10,17 @@ in process and what fires enters the versioned context from the firing event's t
 
 Events are atomic, as in the worker: a `decide()` that raises leaves the profile as it was.
 The worker restores from its last encoded copy; here, copying every profile before every
-event would cost a third of replay's speed, so a key is copied only once it is known to fail
-(`risky`). A failure on a key not yet known leaves that profile damaged and is recorded in
-`tainted`; `replay_stream` then runs the log again with those keys risky (failures are bugs,
-rare, and a run is deterministic, so the second run fails at the same events and rolls them
-back).
+event would cost a large share of replay's time (docs/decisions.md, "Atomic events"), so a
+key is copied only once it is known to fail (`risky`). A failure on a key not yet known
+leaves that profile damaged and is recorded in `tainted`; `replay_stream` then runs the log
+again with those keys risky (failures are bugs, rare, and a run is deterministic, so the
+second run fails at the same events and rolls them back).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from schemas.event import Event
@@ -187,7 +187,7 @@ class Replayer:
             self.undelivered.extend((c.target.encode(), c) for c in result.controls)
         return result
 
-    def _deliver(self, controls: Any, outcome: Outcome) -> None:
+    def _deliver(self, controls: Iterable[Control], outcome: Outcome) -> None:
         queue: deque[Control] = deque(controls)
         decisions = outcome.decisions
         while queue:
@@ -245,7 +245,8 @@ class Replayer:
             tallies = self.learning[partition] = LearningState(self._refresh_ms)
         return tallies
 
-    def _signal(self, event: Event, feeds: Any, outcome: Outcome) -> None:
+    def _signal(self, event: Event, feeds: Iterable[tuple[str, str]],
+                outcome: Outcome) -> None:
         """Count the event in its signals; a firing goes to the operations output and into
         the context from this event's time on (the event itself decided without it, as in
         the worker, where the signal arrives through the context topic)."""

@@ -16,18 +16,17 @@ from pathlib import Path
 from typing import IO, Any
 
 from schemas.codec import dumps_line
-from schemas.event import Event, EventError, decode_event
+from schemas.event import Event
 from service.domain.capacity import Constraint
 from service.domain.context_table import ContextTable
 from service.domain.decide import Outcome
-from service.domain.rules import Rulebook, load_rulebook
+from service.domain.rules import Rulebook
 from service.ops.gcpolicy import GcPolicy
 from service.replay.funnel import FunnelTally
 from service.replay.reader import BadRecord, LogFile, OnBad, decode_lines
 from service.replay.replayer import DEFAULT_PARTITIONS, Replayer
 
 __all__ = [
-    "DEFAULT_BENCH_RULES",
     "ReplayResult",
     "ReplayStep",
     "Replayer",
@@ -36,11 +35,9 @@ __all__ = [
     "replay_events",
     "replay_file",
     "replay_stream",
-    "run",
 ]
 
-DEFAULT_BENCH_RULES = Path("examples/default/rulebook.yaml")
-_BAD_KEEP = 1000
+_BAD_KEEP = 1000  # bad lines and failed decisions kept as examples for the report
 Tick = Callable[[int], None]
 Context = ContextTable | Mapping[str, Any] | None
 
@@ -378,47 +375,3 @@ def replay_file(
         operations=operations, result=result, observe=observe, tick=tick,
         partitions=partitions, again=events,
     )
-
-
-class _Sink:
-    """A write target that keeps the bytes in memory (the benchmark's output)."""
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-        self.write = self.parts.append
-
-
-def run(
-    events: list[bytes],
-    rules_path: str | Path = DEFAULT_BENCH_RULES,
-    context: Context = None,
-) -> dict[str, float]:
-    """Benchmark entry: decode, decide and encode every action of `events` (raw JSON values)
-    with the rulebook at `rules_path`, on this thread; return events, seconds, events/s."""
-    rulebook = load_rulebook(rules_path)
-    sink = _Sink()
-    replayer = Replayer(rulebook, context)
-    apply = replayer.apply
-    write = sink.write
-    gc_quiet = contextlib.ExitStack()
-    collector = gc_quiet.enter_context(quiet_gc())
-    started = time.perf_counter()  # after quiet_gc's one full collection
-    for number, raw in enumerate(events):
-        if not number & 0x3FF:
-            collector.after_batch()
-        try:
-            event = decode_event(raw)
-        except EventError:
-            continue
-        try:
-            outcome = apply(event)
-        except Exception:
-            continue
-        if not outcome.duplicate:
-            for action in outcome.actions:
-                write(dumps_line(action))
-    seconds = time.perf_counter() - started
-    gc_quiet.close()
-    n = len(events)
-    return {"events": n, "seconds": seconds, "events_per_s": n / seconds if seconds else 0.0,
-            "actions": len(sink.parts)}

@@ -4,8 +4,8 @@ A plain consumer (no group, nothing committed) is assigned every partition of th
 seeks each to the first offset at or after `since` (`offsets_for_times`, by record timestamp)
 and reads until a record is later than `until`, or until the high watermark that the first
 Fetch response reported (`consumer.highwater(tp)`; ListOffsets(latest) is not trusted: the
-embedded Tansu broker answers it wrongly, see README). So a topic that keeps growing still
-gives a bounded run.
+embedded Tansu broker answers it wrongly, see docs/decisions.md). So a topic that keeps
+growing still gives a bounded run.
 
 Partitions are merged into one stream by `(occurred_at, partition, offset)` of each
 partition's next record, never reordering a partition: what has to match production is the
@@ -28,15 +28,17 @@ from typing import Any
 from schemas.event import Event, EventError, decode_event
 from service.ops.settings import Settings
 from service.replay.reader import BadRecord, OnBad, ReplayInputError
+from service.stream.consumer import TopicPartition
 
 __all__ = ["TopicSource", "assign_topics", "open_consumer", "parse_time"]
 
 _RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# Constants, not settings: they bound replay's own memory while merging partitions by event
+# time (events handed on per chunk; a partition paused past `_PAUSE_AT` buffered events).
 _CHUNK = 1000
 _PAUSE_AT = 20_000
 _RESUME_AT = 2_000
-_TIMEOUT_S = 30.0
 Item = tuple[Event, bytes]
 
 
@@ -63,7 +65,11 @@ def parse_time(text: str, now: datetime | None = None) -> int:
     return int(moment.timestamp() * 1000)
 
 
-async def open_consumer(settings: Settings) -> Any:
+# aiokafka's consumer, used beyond the runtime's `Consumer` calls (no type stubs)
+AiokafkaConsumer = Any
+
+
+async def open_consumer(settings: Settings) -> AiokafkaConsumer:
     """A started plain consumer (no group, nothing committed) on the configured broker."""
     from aiokafka import AIOKafkaConsumer
 
@@ -73,7 +79,7 @@ async def open_consumer(settings: Settings) -> Any:
         client_id="touchflow-replay", **settings.kafka_security(),
     )
     try:
-        await asyncio.wait_for(consumer.start(), _TIMEOUT_S)
+        await asyncio.wait_for(consumer.start(), settings.broker_timeout_s)
     except (TimeoutError, OSError, Exception) as exc:
         await consumer.stop()
         raise ReplayInputError(
@@ -82,12 +88,13 @@ async def open_consumer(settings: Settings) -> Any:
     return consumer
 
 
-async def assign_topics(consumer: Any, topics: list[str], settings: Settings) -> list[Any]:
+async def assign_topics(consumer: AiokafkaConsumer, topics: list[str],
+                        settings: Settings) -> list[TopicPartition]:
     """Assign every partition of `topics` to `consumer`; one sentence if a topic is missing."""
     from aiokafka import TopicPartition
 
-    existing = await asyncio.wait_for(consumer.topics(), _TIMEOUT_S)
-    tps: list[Any] = []
+    existing = await asyncio.wait_for(consumer.topics(), settings.broker_timeout_s)
+    tps: list[TopicPartition] = []
     for topic in topics:
         if topic not in existing:
             raise ReplayInputError(f"topic {topic!r} does not exist on {settings.broker}")
@@ -114,9 +121,9 @@ class TopicSource:
         self.label = ",".join(topics)
         self._queue: queue.Queue[list[Item] | BaseException | None] = queue.Queue(maxsize=64)
         self._stop = threading.Event()
-        self._starts: dict[Any, int] = {}
-        self._targets: dict[Any, int] = {}
-        self._positions: dict[Any, int] = {}
+        self._starts: dict[TopicPartition, int] = {}
+        self._targets: dict[TopicPartition, int] = {}
+        self._positions: dict[TopicPartition, int] = {}
         self._finished = False
 
     def position(self) -> tuple[int, int | None]:
@@ -176,14 +183,16 @@ class TopicSource:
         finally:
             await consumer.stop()
 
-    async def _seek(self, consumer: Any, tps: list[Any]) -> set[Any]:
+    async def _seek(self, consumer: AiokafkaConsumer,
+                    tps: list[TopicPartition]) -> set[TopicPartition]:
         """Seek every partition to `since`; return those with nothing at or after it."""
-        empty: set[Any] = set()
+        empty: set[TopicPartition] = set()
         if self.since_ms is None:
             await consumer.seek_to_beginning(*tps)
         else:
             found = await asyncio.wait_for(
-                consumer.offsets_for_times({tp: self.since_ms for tp in tps}), _TIMEOUT_S)
+                consumer.offsets_for_times({tp: self.since_ms for tp in tps}),
+                self.settings.broker_timeout_s)
             for tp in tps:
                 hit = found.get(tp)
                 if hit is None:
@@ -195,11 +204,11 @@ class TopicSource:
                 self._starts[tp] = await consumer.position(tp)
         return empty
 
-    async def _merge(self, consumer: Any, tps: list[Any]) -> None:
-        buffers: dict[Any, deque[tuple[tuple[int, int, int, str], Item]]] = {
+    async def _merge(self, consumer: AiokafkaConsumer, tps: list[TopicPartition]) -> None:
+        buffers: dict[TopicPartition, deque[tuple[tuple[int, int, int, str], Item]]] = {
             tp: deque() for tp in tps}
         live = set(tps)  # partitions that may still deliver records
-        paused: set[Any] = set()
+        paused: set[TopicPartition] = set()
         since, until = self.since_ms, self.until_ms
         out: list[Item] = []
         while (live or any(buffers.values())) and not self._stop.is_set():

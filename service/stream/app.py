@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 
@@ -26,9 +26,12 @@ from service.ops.settings import Settings
 from service.stream.context import ContextReader
 from service.stream.faust_runtime import FaustRuntime
 from service.stream.processor import Processor
-from service.stream.sink import Sink
+from service.stream.sink import Sink, SinkFactory, kafka_sink
 from service.stream.store import PartitionStore
 from service.stream.topics import TopicNames
+
+if TYPE_CHECKING:
+    from service.stream.signal_aggregator import SignalAggregator
 
 __all__ = ["Touchflow", "create_app"]
 
@@ -62,7 +65,7 @@ class Touchflow:
 def faust_app(settings: Settings) -> faust.App:
     """A Faust app configured from Touchflow's settings (broker, security, group timing); an
     embedding app may be built here and given agents of its own before `create_app`."""
-    credentials: Any = None
+    credentials: Any = None  # Faust's credential classes (no type stubs)
     if settings.security_protocol.startswith("SASL"):
         credentials = faust.SASLCredentials(
             username=settings.sasl_username,
@@ -87,9 +90,9 @@ def faust_app(settings: Settings) -> faust.App:
         broker_rebalance_timeout=max(session_s * 2, 20.0),
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
-        consumer_max_fetch_size=4 * 1024 * 1024,
+        consumer_max_fetch_size=settings.partition_fetch_max_bytes,
         producer_linger=0.002,
-        producer_max_batch_size=512 * 1024,
+        producer_max_batch_size=settings.producer_max_batch_bytes,
         producer_acks=-1,
         logging_config=None,
     )
@@ -102,12 +105,14 @@ def create_app(
     metrics: Metrics | None = None,
     readiness: Readiness | None = None,
     in_place: bool = True,
-    recover: Callable[[Mapping[int, PartitionStore]], Awaitable[Any]] | None = None,
+    recover: Callable[[Mapping[int, PartitionStore]], Awaitable[object]] | None = None,
     app: faust.App | None = None,
+    sink_factory: SinkFactory = kafka_sink,
 ) -> Touchflow:
     """Build the worker inside `app` (default: a Faust app configured from `settings`); it
     starts with the app, once the context topic is loaded (and the signal aggregator started,
-    when the rulebook has signals)."""
+    when the rulebook has signals). `sink_factory` builds where its records go (default:
+    Faust's producer; service/stream/sink.py)."""
     rulebook = rulebook if rulebook is not None else load_rulebook(settings.rules)
     metrics = metrics if metrics is not None else Metrics()
     readiness = readiness if readiness is not None else Readiness()
@@ -122,8 +127,8 @@ def create_app(
                          recover=recover)
 
     runtime = FaustRuntime(settings, topics, make_processor, app, metrics=metrics,
-                           readiness=readiness)
-    aggregator: Any = None
+                           readiness=readiness, sink_factory=sink_factory)
+    aggregator: SignalAggregator | None = None
 
     async def before() -> None:
         nonlocal aggregator

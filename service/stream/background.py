@@ -12,11 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from service.ops.retry import streak_backoff
+
+if TYPE_CHECKING:
+    from service.ops.health import Readiness
+    from service.ops.metrics import Metrics
 
 __all__ = ["Background"]
 
@@ -30,10 +34,10 @@ class Background:
     task_name = "touchflow-background"
     component = "background"  # the metric label and the /readyz name
     retry_initial_s = 1.0
-    retry_max_s = 30.0
+    retry_max_s = 30.0  # subclasses take TOUCHFLOW_RETRY_MAX_S
     _task: asyncio.Task[None] | None = None
-    metrics: Any = None
-    readiness: Any = None
+    metrics: Metrics | None = None
+    readiness: Readiness | None = None
     failures = 0  # consecutive, reset by `_working()`
 
     async def _attempt(self) -> None:

@@ -14,8 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
+
+from service.stream.consumer import Consumer, Fetched, TopicPartition
+
+if TYPE_CHECKING:
+    from service.ops.health import Readiness
+    from service.ops.metrics import Metrics
 
 __all__ = ["FAILING_AFTER", "OffsetCommits"]
 
@@ -28,19 +34,21 @@ class OffsetCommits:
     worker stops. `consumer` and `live` are read at each commit: the consumer is started
     after the runtime is built, and `live` is the group lease (service/stream/fencing.py)."""
 
-    def __init__(self, consumer: Callable[[], Any], live: Callable[[], bool],
-                 heartbeat_age: Callable[[], float | None], *, metrics: Any = None,
-                 readiness: Any = None) -> None:
+    def __init__(self, consumer: Callable[[], Consumer], live: Callable[[], bool],
+                 heartbeat_age: Callable[[], float | None], *, metrics: Metrics | None = None,
+                 readiness: Readiness | None = None, timeout_s: float = 30.0) -> None:
         self._consumer = consumer
+        self._timeout_s = timeout_s  # TOUCHFLOW_BROKER_TIMEOUT_S in the worker
         self._live = live
         self._heartbeat_age = heartbeat_age
         self._metrics = metrics
         self._readiness = readiness
         self._committing: asyncio.Task[None] | None = None
         self.failures = 0  # in a row (error or fenced)
-        self.committed: dict[Any, int] = {}  # partition -> last offset the group took
+        # partition -> last offset the group took
+        self.committed: dict[TopicPartition, int] = {}
 
-    def taken(self, batch: dict[Any, list[Any]]) -> None:
+    def taken(self, batch: Fetched) -> None:
         """A batch was fetched: the first batch of a partition since its assignment starts
         at the group's committed offset (or where the group started reading), which stands
         for `committed` until this worker commits."""
@@ -48,12 +56,12 @@ class OffsetCommits:
             if records and tp not in self.committed:
                 self.committed[tp] = records[0].offset
 
-    def forget(self, partitions: Any) -> None:
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
         """Partitions moved: their committed offsets are no longer ours to report."""
         for tp in partitions:
             self.committed.pop(tp, None)
 
-    def assigned(self, partitions: Any) -> None:
+    def assigned(self, partitions: Iterable[TopicPartition]) -> None:
         """A new assignment (the group answers again): the failure streak starts over, so an
         idle worker, with nothing to commit, does not stay not ready."""
         self.forget(partitions)
@@ -62,7 +70,7 @@ class OffsetCommits:
             if self._readiness is not None:
                 self._readiness.clear_failing("commits")
 
-    async def schedule(self, offsets: dict[Any, int]) -> None:
+    async def schedule(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Commit in the background; in order, one at a time (a crash before it completes
         replays the batch, whose effects are all durable already)."""
         previous, self._committing = self._committing, None
@@ -80,7 +88,7 @@ class OffsetCommits:
         except Exception as exc:  # (_commit logs its own failures; this is a cancellation)
             log.warning("last commit failed", extra={"error": type(exc).__name__})
 
-    async def _commit(self, offsets: dict[Any, int]) -> None:
+    async def _commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         from aiokafka.errors import CommitFailedError, IllegalStateError
 
         if not self._live():  # the partitions may be another worker's by now
@@ -89,7 +97,7 @@ class OffsetCommits:
             self._failed("fenced", "group membership may be lost")
             return
         try:
-            await asyncio.wait_for(self._consumer().commit(offsets), 30)
+            await asyncio.wait_for(self._consumer().commit(offsets), self._timeout_s)
         except (CommitFailedError, IllegalStateError) as exc:
             # A rebalance took the partitions; the new owner re-reads the batch and, the
             # effects being idempotent, changes nothing twice.

@@ -19,12 +19,16 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
 from schemas.codec import JSONDecodeError, loads
 from service.domain.context_table import BEGINNING, ContextTable
 from service.ops.settings import Settings
 from service.stream.background import Background
+
+if TYPE_CHECKING:
+    from service.ops.health import Readiness
+    from service.ops.metrics import Metrics
 
 __all__ = ["Apply", "ContextReader", "apply_context_record", "parse_valid_from",
            "record_time"]
@@ -41,7 +45,7 @@ def record_time(timestamp: int | None) -> int | None:
     return timestamp if timestamp is not None and timestamp >= 0 else None
 
 
-def parse_valid_from(raw: Any, default_ms: int) -> int | None:
+def parse_valid_from(raw: object, default_ms: int) -> int | None:
     """Epoch ms of a record's `valid_from` (absent or null: `default_ms`); None if malformed.
 
     Accepted: an integer of epoch milliseconds, or an ISO-8601 time with a UTC offset (`Z`
@@ -101,8 +105,10 @@ class ContextReader(Background):
     task_name = "touchflow-context"
 
     def __init__(self, settings: Settings, topic: str, apply: Apply = apply_context_record,
-                 label: str = "context", *, metrics: Any = None, readiness: Any = None) -> None:
+                 label: str = "context", *, metrics: Metrics | None = None,
+                 readiness: Readiness | None = None) -> None:
         self.settings = settings
+        self.retry_max_s = settings.retry_max_s
         self.component = label
         self.metrics = metrics  # failures: counted, and a /readyz reason (background.py)
         self.readiness = readiness
@@ -111,7 +117,6 @@ class ContextReader(Background):
         self.apply = apply
         self.table = ContextTable()
         self.caught_up = asyncio.Event()
-        self.malformed = 0
         self._next: dict[int, int] = {}  # partition -> next offset, so a retry resumes there
 
     async def wait_loaded(self, warn_every_s: float = 30.0) -> None:
@@ -136,7 +141,7 @@ class ContextReader(Background):
             **self.settings.kafka_security(),
         )
         try:
-            await asyncio.wait_for(consumer.start(), 30)
+            await asyncio.wait_for(consumer.start(), self.settings.broker_timeout_s)
             partitions = consumer.partitions_for_topic(self.topic) or {0}
             tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
             consumer.assign(tps)
@@ -151,9 +156,8 @@ class ContextReader(Background):
                 self._working()
                 for tp, records in batch.items():
                     for record in records:
-                        if not self.apply(self.table, record.key, record.value,
-                                          record_time(record.timestamp)):
-                            self.malformed += 1
+                        self.apply(self.table, record.key, record.value,
+                                   record_time(record.timestamp))
                     if records:
                         self._next[tp.partition] = records[-1].offset + 1
                 if not self.caught_up.is_set():

@@ -28,9 +28,7 @@ import logging
 import os
 from typing import Any
 
-import orjson
-
-from schemas.codec import dumps
+from schemas.codec import JSONDecodeError, dumps, loads
 from schemas.pii import digest, marker, redact
 from service.ops.settings import Settings
 from service.stream.batch import Record
@@ -38,7 +36,7 @@ from service.stream.batch import Record
 __all__ = ["MAX_KEPT_BYTES", "dead_letter", "pii_salt", "redact_event"]
 
 log = logging.getLogger(__name__)
-MAX_KEPT_BYTES = 256 * 1024
+MAX_KEPT_BYTES = 256 * 1024  # larger messages keep only size and digest: part of the contract
 _CONTROL_HEADER = "tf-ctl"
 _SCALAR_FIELDS = frozenset({"event_id", "occurred_at", "channel", "type", "schema_version"})
 _random_salt: bytes | None = None
@@ -86,7 +84,7 @@ def redact_event(data: dict[str, Any], salt: bytes) -> tuple[dict[str, Any], int
 
 
 def _text(value: Any) -> str:
-    return value if isinstance(value, str) else orjson.dumps(value).decode()
+    return value if isinstance(value, str) else dumps(value).decode()
 
 
 def dead_letter(message: Record, reason: str, error: str, salt: bytes,
@@ -111,8 +109,8 @@ def dead_letter(message: Record, reason: str, error: str, salt: bytes,
     if value and len(value) <= MAX_KEPT_BYTES and not any(
             name == _CONTROL_HEADER for name, _ in message.headers or ()):
         try:
-            data = orjson.loads(value)
-        except orjson.JSONDecodeError:
+            data = loads(value)
+        except JSONDecodeError:
             data = None
         if isinstance(data, dict):
             record["value"], record["value_redacted"] = redact_event(data, salt)

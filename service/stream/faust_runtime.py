@@ -27,14 +27,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from service.ops.settings import Settings
+from service.stream.batch import Record
+from service.stream.consumer import Fetched, TopicPartition
 from service.stream.processor import Processor
 from service.stream.runtime import KafkaRuntime
-from service.stream.sink import BatchingKafkaSink, Sink
+from service.stream.sink import Sink, SinkFactory, kafka_sink
 from service.stream.topics import TopicNames
+
+if TYPE_CHECKING:
+    from service.ops.health import Readiness
+    from service.ops.metrics import Metrics
 
 __all__ = ["FaustConsumer", "FaustRuntime"]
 
@@ -52,14 +58,14 @@ class FaustConsumer:
         self._thread = faust_consumer._thread
         self._owned = owned
         self._stopping = stopping
-        self._buffered: dict[Any, list[Any]] = {}
+        self._buffered: dict[TopicPartition, Sequence[Record]] = {}
 
     @property
     def client(self) -> Any:
         """Faust's aiokafka consumer (it lives in Faust's consumer thread)."""
         return self._thread._ensure_consumer()
 
-    async def getmany(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+    async def getmany(self, timeout_ms: int, max_records: int) -> Fetched:
         """Up to `max_records` records of Touchflow's topics, by partition; {} while Faust's
         flow is stopped (a rebalance) or nothing came within `timeout_ms`."""
         if self._buffered:
@@ -77,7 +83,7 @@ class FaustConsumer:
         if not records:
             return {}
         owned = self._owned
-        ours: dict[Any, list[Any]] = {}
+        ours: dict[TopicPartition, Sequence[Record]] = {}
         for tp, batch in records.items():
             if tp.topic in owned:
                 ours[tp] = batch
@@ -85,10 +91,11 @@ class FaustConsumer:
                 await self._deliver(tp, batch)
         return self._take(ours, max_records) if ours else {}
 
-    def _take(self, records: dict[Any, list[Any]], limit: int) -> dict[Any, list[Any]]:
+    def _take(self, records: Mapping[TopicPartition, Sequence[Record]],
+              limit: int) -> Fetched:
         """At most `limit` records; the rest is kept for the next call."""
-        taken: dict[Any, list[Any]] = {}
-        rest: dict[Any, list[Any]] = {}
+        taken: dict[TopicPartition, Sequence[Record]] = {}
+        rest: dict[TopicPartition, Sequence[Record]] = {}
         room = limit
         for tp, batch in records.items():
             if room <= 0:
@@ -102,7 +109,7 @@ class FaustConsumer:
         self._buffered = rest
         return taken
 
-    async def _deliver(self, tp: Any, batch: list[Any]) -> None:
+    async def _deliver(self, tp: TopicPartition, batch: Sequence[Record]) -> None:
         """Another topic's records, one at a time to Faust's conductor, as its own fetch loop
         does (the user's agents acknowledge and commit them the Faust way)."""
         faust = self._faust
@@ -116,31 +123,31 @@ class FaustConsumer:
             await callback(to_message(tp, record))
             read[tp] = record.offset
 
-    def highwater(self, tp: Any) -> int | None:
+    def highwater(self, tp: TopicPartition) -> int | None:
         high = self.client.highwater(_aiokafka_tp(tp))
         return int(high) if high is not None else None
 
-    def assignment(self) -> set[Any]:
+    def assignment(self) -> set[TopicPartition]:
         """The assigned partitions of Touchflow's topics (Faust's own, such as its leader
         topic, and the user's are Faust's to watch, pause and seek)."""
         owned = self._owned
         return {tp for tp in self.client.assignment() if tp.topic in owned}
 
-    async def position(self, tp: Any) -> int:
+    async def position(self, tp: TopicPartition) -> int:
         return int(await self._thread.call_thread(self.client.position, _aiokafka_tp(tp)))
 
-    def seek(self, tp: Any, offset: int) -> None:
+    def seek(self, tp: TopicPartition, offset: int) -> None:
         # (Faust's own seek is this synchronous call on the thread's consumer, too)
         self._buffered.pop(tp, None)
         self.client.seek(_aiokafka_tp(tp), offset)
 
-    def pause(self, *partitions: Any) -> None:
+    def pause(self, *partitions: TopicPartition) -> None:
         self._faust.pause_partitions(partitions)
 
-    def resume(self, *partitions: Any) -> None:
+    def resume(self, *partitions: TopicPartition) -> None:
         self._faust.resume_partitions(partitions)
 
-    async def commit(self, offsets: dict[Any, int]) -> None:
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Commit in Faust's consumer thread; errors reach the caller (stream/commits.py)."""
         from aiokafka.structs import OffsetAndMetadata
 
@@ -152,7 +159,7 @@ class FaustConsumer:
         """Faust stops its consumer itself."""
 
 
-def _aiokafka_tp(tp: Any) -> Any:
+def _aiokafka_tp(tp: TopicPartition) -> Any:
     from aiokafka.structs import TopicPartition
 
     return tp if isinstance(tp, TopicPartition) else TopicPartition(tp.topic, tp.partition)
@@ -163,21 +170,22 @@ class FaustRuntime(KafkaRuntime):
 
     def __init__(self, settings: Settings, topics: TopicNames,
                  processor_factory: Callable[[Sink], Processor], app: Any,
-                 *, metrics: Any = None, readiness: Any = None) -> None:
+                 *, metrics: Metrics | None = None, readiness: Readiness | None = None,
+                 sink_factory: SinkFactory = kafka_sink) -> None:
         super().__init__(settings, topics, processor_factory, metrics=metrics,
-                         readiness=readiness)
+                         readiness=readiness, sink_factory=sink_factory)
         self.app = app
         # Built now: Faust may assign partitions before the loop starts, and the processor
         # recovers them then; its producer is looked up at the first send.
-        self.processor = processor_factory(BatchingKafkaSink(_FaustProducer(app)))
+        self.processor = processor_factory(sink_factory(_FaustProducer(app), settings))
         self.processor.fence = self.lease.check
         self._owned_topics = {topics.events, topics.responses, topics.repartition}
         self._running: asyncio.Future[None] | None = None
 
     async def _start_clients(self) -> None:
-        consumer = self.app.consumer
-        self._consumer = FaustConsumer(consumer, self._owned_topics, self._stopping.is_set)
-        client = self._consumer.client
+        consumer = FaustConsumer(self.app.consumer, self._owned_topics, self._stopping.is_set)
+        self._consumer = consumer
+        client = consumer.client
         # Faust fixes its consumer's fetch wait at 1.5 s, which an idle partition (responses,
         # repartition) then adds to the next events' latency; the default runtime's value.
         client._fetcher._fetch_max_wait_ms = max(5, min(100, self.settings.batch_max_wait_ms))
@@ -213,13 +221,15 @@ class FaustRuntime(KafkaRuntime):
         app._new_consumer = consumer_without_drain
         signals: Any = app
 
-        async def on_assigned(sender: Any, assigned: Iterable[Any], **_: Any) -> None:
+        async def on_assigned(sender: object, assigned: Iterable[TopicPartition],
+                              **_: object) -> None:
             await self._on_assigned(set(assigned))
 
-        async def on_revoked(sender: Any, revoked: Iterable[Any], **_: Any) -> None:
+        async def on_revoked(sender: object, revoked: Iterable[TopicPartition],
+                             **_: object) -> None:
             await self._on_revoked(set(revoked))
 
-        async def on_before_shutdown(sender: Any, **_: Any) -> None:
+        async def on_before_shutdown(sender: object, **_: object) -> None:
             self.stop()
             if self._running is not None:
                 await asyncio.shield(self._running)

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from service.stream.batch import Record
+from service.stream.consumer import Consumer, TopicPartition
 from service.stream.store import PartitionStore
 
 __all__ = ["GENERATION_HEADER", "GENERATION_KEY", "LEASE_FRACTION", "AssignmentLost",
@@ -156,7 +157,8 @@ def generation_of(headers: Iterable[tuple[str, bytes]] | None) -> int | None:
     return None
 
 
-def rewind(consumer: Any, batches: Iterable[Iterable[Record]]) -> dict[Any, int]:
+def rewind(consumer: Consumer,
+           batches: Iterable[Iterable[Record]]) -> dict[TopicPartition, int]:
     """Seek each partition the consumer still holds back to the first offset the abandoned
     batches' messages have in it, so that a fenced worker that keeps its partitions skips
     nothing; the positions set, by topic partition."""

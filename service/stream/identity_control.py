@@ -4,13 +4,14 @@ is described in service/domain/identity.py."""
 
 from __future__ import annotations
 
+from schemas.vocabulary import IDENTITY_CONTROL_KINDS
 from service.stream.batch import Record
 
 __all__ = ["CONTROL_HEADER", "control_kind"]
 
 CONTROL_HEADER = "tf-ctl"
-_KINDS = {b"link": "link", b"merge": "merge", b"erase": "erase",
-          b"capacity": "capacity"}  # quota records (service/domain/capacity.py)
+# identity control records, and quota records (service/domain/capacity.py)
+_KINDS = {kind.encode(): kind for kind in (*IDENTITY_CONTROL_KINDS, "capacity")}
 
 
 def control_kind(message: Record) -> str | None:

@@ -16,12 +16,12 @@ from service.domain.profile import Profile
 
 __all__ = ["ENTRY_OVERHEAD", "HEAP_PER_STORED_BYTE", "ProfileCache", "charge"]
 
-# A decoded profile's heap against its encoded size, measured with tracemalloc over the
-# default workload's profiles (stored 297 -> heap 1,717 bytes, 622 -> 2,507, 920 -> 3,353,
-# 1,533 -> 5,278), plus the two dict entries and the key; a little over, never under.
+# A decoded profile's heap against its encoded size, plus the two dict entries and the key:
+# a little over, never under (the tracemalloc measurements: docs/decisions.md, "The profile
+# cache bounded per process in bytes").
 ENTRY_OVERHEAD = 1024
 HEAP_PER_STORED_BYTE = 3
-_TRIM_TO = 0.9
+_TRIM_TO = 0.9  # trimmed to this share of the limit, so one trim serves several batches
 
 
 def charge(stored_bytes: int) -> int:

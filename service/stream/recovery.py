@@ -1,10 +1,9 @@
 """Rebuild partitions' profile stores from the changelog, to the true end of the log.
 
-Why not Faust's table recovery: it reads up to the end offset from ListOffsets(latest), which
-on some brokers (Tansu, the embedded one) is the last record batch's base offset + 1 rather
-than the high watermark, so a restart silently lost the newest changelog records. Here the
-end is the high watermark carried by the Fetch responses themselves, which every Kafka-
-compatible broker fills in correctly, and recovery reads until its position reaches it.
+The end is the high watermark carried by the Fetch responses themselves, not
+ListOffsets(latest), which the embedded broker (Tansu) answers one batch short (why Faust's
+table recovery is not used; docs/decisions.md, "The end of a partition is the Fetch high
+watermark"); recovery reads until its position reaches it.
 
 All partitions assigned together are recovered by one consumer, in parallel fetches.
 
@@ -31,6 +30,8 @@ from service.stream.store import PartitionStore
 __all__ = ["RecoveryResult", "recover_partitions"]
 
 log = logging.getLogger(__name__)
+# Constants, not settings: recovery reads a backlog, so a fetch rarely waits; records are
+# written to the store every `_APPLY_EVERY` per partition, bounding what recovery holds.
 _FETCH_WAIT_MS = 50
 _APPLY_EVERY = 5_000
 
@@ -53,11 +54,12 @@ async def recover_partitions(
     stores: Mapping[int, PartitionStore],
     *,
     on_progress: Callable[[int, int], None] | None = None,
-    timeout_s: float = 900.0,
+    timeout_s: float | None = None,
 ) -> list[RecoveryResult]:
     """Apply changelog records after each store's checkpoint, up to the high watermark.
 
-    `on_progress(partition, remaining)` reports the records still to read.
+    `on_progress(partition, remaining)` reports the records still to read; past `timeout_s`
+    (default `TOUCHFLOW_RECOVERY_TIMEOUT_S`) it raises `TimeoutError`.
     """
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -69,11 +71,11 @@ async def recover_partitions(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=_FETCH_WAIT_MS,
-        fetch_max_bytes=64 * 1024 * 1024,
-        max_partition_fetch_bytes=16 * 1024 * 1024,
+        fetch_max_bytes=settings.recovery_fetch_max_bytes,
+        max_partition_fetch_bytes=settings.recovery_partition_fetch_max_bytes,
         **settings.kafka_security(),
     )
-    await asyncio.wait_for(consumer.start(), 30)
+    await asyncio.wait_for(consumer.start(), settings.broker_timeout_s)
     tps = {TopicPartition(changelog, p): p for p in stores}
     start = {p: store.checkpoint() + 1 for p, store in stores.items()}
     last = {p: s - 1 for p, s in start.items()}
@@ -87,10 +89,11 @@ async def recover_partitions(
         consumer.assign(list(tps))
         for tp, p in tps.items():
             consumer.seek(tp, max(start[p] - 1, 0))  # the checkpoint's record: its generation
-        deadline = started + timeout_s
+        limit_s = timeout_s if timeout_s is not None else settings.recovery_timeout_s
+        deadline = started + limit_s
         while len(done) < len(stores):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"recovery of {changelog} took over {timeout_s:.0f}s")
+                raise TimeoutError(f"recovery of {changelog} took over {limit_s:.0f}s")
             batch = await consumer.getmany(timeout_ms=_FETCH_WAIT_MS * 4, max_records=20_000)
             for tp, messages in batch.items():
                 p = tps[tp]

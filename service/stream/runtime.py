@@ -1,12 +1,11 @@
 """The lean runtime: one aiokafka consumer-group loop feeding the batch processor.
 
-Why not Faust agents: Faust's per-event stream machinery caps a worker at about 14,000
-events/s on our reference machine even with an empty `take_events` body, and `take_events`
-acknowledges a batch's events in a `finally`, so a batch interrupted at shutdown can be
-committed unprocessed. This loop reads batches with `getmany`, hands them to the `Processor`,
-and commits exactly the offsets it processed, after the processor's flushes: the checkpoint
-order of the module docstring in service/stream/processor.py. The Faust runtime runs this same loop
-over Faust's consumer (service/stream/faust_runtime.py).
+Not Faust agents: their per-event stream machinery caps a worker's throughput, and
+`take_events` can commit a batch interrupted at shutdown unprocessed (docs/decisions.md, "The
+lean aiokafka runtime is the default"). This loop reads batches with `getmany`, hands them to
+the `Processor`, and commits exactly the offsets it processed, after the processor's flushes:
+the checkpoint order of the module docstring in service/stream/processor.py. The Faust runtime
+runs this same loop over Faust's consumer (service/stream/faust_runtime.py).
 
 Partitions of the events, responses and repartition topics are assigned co-partitioned (range
 assignor over topics with equal partition counts), so partition p of each lands on the worker
@@ -23,72 +22,80 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from itertools import chain
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.ops.logs import error_summary
 from service.ops.settings import Settings
 from service.stream.commits import OffsetCommits
+from service.stream.consumer import Consumer, TopicPartition
 from service.stream.fencing import AssignmentLost, GroupLease, rewind
 from service.stream.processor import PendingBatch, Processor, Record
-from service.stream.sink import BatchingKafkaSink, Sink
+from service.stream.sink import Sink, SinkFactory, kafka_sink
 from service.stream.topics import TopicNames
+
+if TYPE_CHECKING:
+    from service.ops.health import Readiness
+    from service.ops.metrics import Metrics
 
 __all__ = ["KafkaRuntime"]
 
 log = logging.getLogger(__name__)
-_RETRY_MAX_S = 10.0
-# Event-loop turns given to aiokafka's fetcher after each batch is taken, before deciding it.
-# The fetcher sends a partition's next Fetch only once its buffered records are consumed, and
-# it takes two turns to do so (wake on the "consumed" signal, then the request task writes);
-# without them the request waited for the batch's whole decision (10-25 ms at half load) and
-# its round trip came after it. Measured, `python -m bench --only latency`, three A/B pairs:
-# p99 of event-to-action 46-60 ms against 79-90 ms without, p50 17-20 against 24-28 ms.
+# Event-loop turns given to aiokafka's fetcher after each batch is taken, before deciding it,
+# so the next Fetch goes out now rather than after the decision (docs/decisions.md, "Fetch
+# early and briefly").
 _FETCH_YIELDS = 3
 # Catching up: when the worker is more than `_CATCH_UP_LAG` batches behind its partitions'
 # high watermarks (from the Fetch responses, right on Tansu too), batches may be
 # `_CATCH_UP_FACTOR` times `TOUCHFLOW_BATCH_MAX_EVENTS`: fewer fetches, produce requests,
-# commits and acknowledgement waits per event while the lag, not the batch, sets latency.
-# Measured from a 200,000-event backlog (`python -m bench --only touchflow`): a fixed cap of
-# 4000 against 1000, 44-47k events/s against 38-45k (+11 % in medians of three, every pair
-# won); this adaptive cap against 1000, pairs +30 %, -9 %, +15 % (the machine's noise).
-# Near real time the cap stays: a fixed 4000 raised the latency row's p99 from 77-92 to
-# 118-189 ms (three pairs), a hiccup's backlog then decided in one long batch.
+# commits and acknowledgement waits per event while the lag, not the batch, sets latency;
+# near real time the set cap keeps a hiccup's backlog out of one long batch
+# (docs/decisions.md, "Batch caps").
 _CATCH_UP_LAG = 8
 _CATCH_UP_FACTOR = 4
 
 
 class KafkaRuntime:
-    """Consume -> process -> commit, until `stop()` (or SIGTERM/SIGINT in `run_forever`)."""
+    """Consume -> process -> commit, until `stop()` (the worker calls it on SIGTERM/SIGINT)."""
 
     def __init__(
         self, settings: Settings, topics: TopicNames, processor_factory: Callable[[Sink],
                                                                                   Processor],
-        *, metrics: Any = None, readiness: Any = None,
+        *, metrics: Metrics | None = None, readiness: Readiness | None = None,
+        sink_factory: SinkFactory = kafka_sink,
     ) -> None:
         self.settings = settings
         self.topics = topics
         self._processor_factory = processor_factory
+        self._sink_factory = sink_factory  # the processor's output (service/stream/sink.py)
         self.metrics = metrics
         self.readiness = readiness
         self.processor: Processor | None = None
         self._stopping = asyncio.Event()
-        self._consumer: Any = None
-        self._producer: Any = None
-        self._assigned: set[Any] = set()
-        self._next_offsets: dict[Any, int] = {}  # per partition, past the last batch taken
+        self._consumer: Consumer | None = None
+        self._producer: Any = None  # aiokafka's (no type stubs)
+        self._assigned: set[TopicPartition] = set()
+        # per partition, past the last batch taken
+        self._next_offsets: dict[TopicPartition, int] = {}
         self._lag_at = 0.0
         self._pipe = asyncio.Lock()
         self._inflight: deque[_InFlight] = deque()
         self.lease = GroupLease(settings.session_timeout_ms)
-        self._commits = OffsetCommits(lambda: self._consumer, lambda: self.lease.live(),
+        self._commits = OffsetCommits(lambda: self.consumer, lambda: self.lease.live(),
                                       lambda: self.lease.age(), metrics=metrics,
-                                      readiness=readiness)
+                                      readiness=readiness,
+                                      timeout_s=settings.broker_timeout_s)
         self._lapsed = False  # the lease expired: fetching paused until it is renewed
+
+    @property
+    def consumer(self) -> Consumer:
+        """The started consumer (aiokafka's, or Faust's through `FaustConsumer`)."""
+        if self._consumer is None:
+            raise RuntimeError("the worker's consumer is not started")
+        return self._consumer
 
     def stop(self) -> None:
         """Ask the loop to finish its current batch, commit, and leave the group."""
@@ -104,33 +111,34 @@ class KafkaRuntime:
         security = settings.kafka_security()
         self._producer = AIOKafkaProducer(
             bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=2,
-            max_batch_size=512 * 1024, request_timeout_ms=30_000, **security,
+            max_batch_size=settings.producer_max_batch_bytes,
+            request_timeout_ms=int(settings.broker_timeout_s * 1000), **security,
         )
-        await asyncio.wait_for(self._producer.start(), 30)
-        self.processor = self._processor_factory(BatchingKafkaSink(self._producer))
+        await asyncio.wait_for(self._producer.start(), settings.broker_timeout_s)
+        self.processor = self._processor_factory(self._sink_factory(self._producer, settings))
         if self.processor.fence is None:  # the factory (service/stream/worker.py) does not know it
             self.processor.fence = self.lease.check
-        self._consumer = AIOKafkaConsumer(
+        consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap_servers,
             client_id=f"{settings.app_id}-worker",
             partition_assignment_strategy=(RangePartitionAssignor,),
-            max_partition_fetch_bytes=4 * 1024 * 1024,
+            max_partition_fetch_bytes=settings.partition_fetch_max_bytes,
             # how long the broker may hold a fetch with no data: short, or an idle partition's
-            # fetch (responses, repartition) delays the next events. Measured at half load,
-            # event to action: 500 ms (the default) p99 264 ms; 50 ms p50 29-34, p99 64-86;
-            # now the batch wait (10 ms) p50 19-26 ms. Throughput does not change.
+            # fetch (responses, repartition) delays the next events (docs/decisions.md,
+            # "Fetch early and briefly").
             fetch_max_wait_ms=max(5, min(100, settings.batch_max_wait_ms)),
-            fetch_max_bytes=32 * 1024 * 1024,
+            fetch_max_bytes=settings.fetch_max_bytes,
             **settings.group_member(),
         )
-        await asyncio.wait_for(self._consumer.start(), 30)
-        self.lease.attach(self._consumer)
-        self._consumer.subscribe(
+        await asyncio.wait_for(consumer.start(), settings.broker_timeout_s)
+        self.lease.attach(consumer)
+        consumer.subscribe(
             [self.topics.events, self.topics.responses, self.topics.repartition],
             listener=_listener(self),
         )
+        self._consumer = consumer
 
-    async def _on_assigned(self, assigned: set[Any]) -> None:
+    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         self.lease.assigned()
         self._lapsed = False  # (a new assignment is not paused)
         self._assigned = set(assigned)
@@ -147,7 +155,7 @@ class KafkaRuntime:
         if self.processor is not None:
             await self.processor.assign(partitions)
 
-    async def _on_revoked(self, revoked: set[Any]) -> None:
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         # Finish and commit the batches in flight while the partitions are still ours; if a
         # step fails, they are left to the next owner (their offsets are not committed).
         try:
@@ -163,7 +171,7 @@ class KafkaRuntime:
                 await self.processor.revoke(partitions)
             log.info("partitions revoked", extra={"partitions": sorted(partitions)})
 
-    def _owned(self, tps: set[Any]) -> set[int]:
+    def _owned(self, tps: Iterable[TopicPartition]) -> set[int]:
         return {tp.partition for tp in tps if tp.topic == self.topics.repartition}
 
     async def run(self) -> None:
@@ -174,7 +182,7 @@ class KafkaRuntime:
         await self._start_clients()
         assert self.processor is not None
         settings = self.settings
-        consumer = self._consumer
+        consumer = self.consumer
         wait_ms = max(1, settings.batch_max_wait_ms)
         cap = settings.batch_max_events
         try:
@@ -205,14 +213,14 @@ class KafkaRuntime:
                 collector.close()
                 await self._shutdown()
 
-    def _next_cap(self, offsets: dict[Any, int]) -> int:
+    def _next_cap(self, offsets: Mapping[TopicPartition, int]) -> int:
         """The next batch's size cap: larger while the worker is far behind on its partitions
         (`_CATCH_UP_LAG`), counted over every partition it has taken a batch from."""
         positions = self._next_offsets
         positions.update(offsets)
         cap = self.settings.batch_max_events
         behind = 0
-        consumer = self._consumer
+        consumer = self.consumer
         for tp, next_offset in positions.items():
             high = consumer.highwater(tp)
             if high is not None:
@@ -225,15 +233,12 @@ class KafkaRuntime:
     # output is acknowledged, then it is completed (store written) once the changelog is, and
     # its offsets are committed. Each new batch advances the older ones by one step, so the
     # broker's acknowledgements of batch n arrive while batch n+1 is decided instead of being
-    # waited for (measured: the worker idled 9 % of its time in two flushes per batch).
-    # Moving the older batches on only as far as already acknowledged, never waiting (up to
-    # four in flight), was tried: at half load the loop then fetched smaller batches, spent
-    # more per event and the p99 of event-to-action rose from 57-60 ms to 101-166 ms (the
-    # waits here batch the next events, as Nagle's algorithm does). At most three batches
-    # are in flight; steps run in batch order, under `_pipe`, which the
-    # rebalance listener also takes to drain the pipeline before partitions move.
+    # waited for; the waits batch the next events (docs/decisions.md, "The pipelined
+    # runtime"). At most three batches are in flight; steps run in batch order, under
+    # `_pipe`, which the rebalance listener also takes to drain the pipeline before partitions move.
 
-    async def _begin(self, messages: list[Record], offsets: dict[Any, int]) -> None:
+    async def _begin(self, messages: list[Record],
+                     offsets: dict[TopicPartition, int]) -> None:
         assert self.processor is not None
         entry = _InFlight(messages, offsets)
         self._inflight.append(entry)
@@ -305,7 +310,7 @@ class KafkaRuntime:
         assert self.processor is not None
         log.warning("group membership may be lost: batches in flight abandoned, no changelog "
                     "written", extra={"error": str(exc), "batches": len(self._inflight)})
-        self._next_offsets.update(rewind(self._consumer,
+        self._next_offsets.update(rewind(self.consumer,
                                          (entry.messages for entry in self._inflight)))
         self._inflight.clear()
         self.processor.abandon()
@@ -318,13 +323,14 @@ class KafkaRuntime:
         if lapsed == self._lapsed:
             return
         self._lapsed = lapsed
-        partitions = self._consumer.assignment()
+        consumer = self.consumer
+        partitions = consumer.assignment()
         if lapsed:
             log.warning("no heartbeat answered lately: fetching paused until the group answers",
                         extra={"heartbeat_age_s": round(self.lease.age() or 0.0, 1)})
-            self._consumer.pause(*partitions)
+            consumer.pause(*partitions)
         else:
-            self._consumer.resume(*partitions)
+            consumer.resume(*partitions)
 
     def _abandon(self, exc: Exception) -> None:
         assert self.processor is not None
@@ -343,8 +349,8 @@ class KafkaRuntime:
 
     async def _process_with_retry(self, messages: Sequence[Record]) -> bool:
         """Process a batch, retrying with jittered backoff (0.5 s doubling up to
-        `_RETRY_MAX_S`, plus up to 0.5 s at random); False if the worker was asked to stop
-        before it succeeded."""
+        `TOUCHFLOW_BATCH_RETRY_MAX_S`, plus up to 0.5 s at random); False if the worker was
+        asked to stop before it succeeded."""
         from tenacity import (
             AsyncRetrying,
             RetryCallState,
@@ -367,7 +373,7 @@ class KafkaRuntime:
             retry=retry_if_exception_type(Exception) & retry_if_not_exception_type(
                 AssignmentLost),
             stop=lambda _: self._stopping.is_set(),
-            wait=backoff(0.5, _RETRY_MAX_S), before_sleep=crashed,
+            wait=backoff(0.5, self.settings.batch_retry_max_s), before_sleep=crashed,
             retry_error_callback=lambda _: False,
         )
         if await retrying(self.processor.process, messages) is False:
@@ -384,7 +390,7 @@ class KafkaRuntime:
         if self.metrics is None or now - self._lag_at < 1.0:
             return
         self._lag_at = now
-        consumer = self._consumer
+        consumer = self.consumer
         committed = self._commits.committed
         for tp in consumer.assignment():
             high = consumer.highwater(tp)
@@ -407,12 +413,6 @@ class KafkaRuntime:
                     await asyncio.wait_for(client.stop(), 10)
         log.info("worker stopped", extra={"seconds": round(time.monotonic() - started, 3)})
 
-    def install_signal_handlers(self) -> None:
-        """SIGTERM and SIGINT drain: finish the batch, commit, leave the group, exit 0."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop)
-
 
 async def _let_the_fetcher_send() -> None:
     """Yield `_FETCH_YIELDS` turns of the event loop (see there), so that the next Fetch
@@ -427,14 +427,14 @@ class _InFlight:
 
     __slots__ = ("batch", "changelog_sent", "messages", "offsets")
 
-    def __init__(self, messages: list[Record], offsets: dict[Any, int]) -> None:
+    def __init__(self, messages: list[Record], offsets: dict[TopicPartition, int]) -> None:
         self.messages = messages
         self.offsets = offsets
         self.batch: PendingBatch | None = None
         self.changelog_sent = False
 
 
-def _listener(runtime: KafkaRuntime) -> Any:
+def _listener(runtime: KafkaRuntime) -> object:
     from aiokafka.abc import ConsumerRebalanceListener
 
     class Listener(_Listener, ConsumerRebalanceListener):  # type: ignore[misc]
@@ -449,8 +449,8 @@ class _Listener:
     def __init__(self, runtime: KafkaRuntime) -> None:
         self._runtime = runtime
 
-    def on_partitions_revoked(self, revoked: Any) -> Awaitable[None]:
+    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> Awaitable[None]:
         return self._runtime._on_revoked(set(revoked))
 
-    def on_partitions_assigned(self, assigned: Any) -> Awaitable[None]:
+    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> Awaitable[None]:
         return self._runtime._on_assigned(set(assigned))

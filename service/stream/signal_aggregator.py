@@ -24,14 +24,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from schemas.codec import JSONDecodeError, dumps, loads
 from service.domain.rules import Rulebook
 from service.domain.signals import SignalState
 from service.ops.settings import Settings
 from service.stream.background import Background
+from service.stream.consumer import Fetched, TopicPartition
 from service.stream.topics import TopicNames
+
+if TYPE_CHECKING:
+    from service.ops.health import Readiness
+    from service.ops.metrics import Metrics
 
 __all__ = ["SignalAggregator"]
 
@@ -45,19 +51,18 @@ class SignalAggregator(Background):
     component = "signals"
 
     def __init__(self, settings: Settings, topics: TopicNames, rulebook: Rulebook,
-                 metrics: Any = None, readiness: Any = None) -> None:
+                 metrics: Metrics | None = None, readiness: Readiness | None = None) -> None:
         self.settings = settings
+        self.retry_max_s = settings.retry_max_s
         self.readiness = readiness
         self.topics = topics
         self.rulebook = rulebook
         self.metrics = metrics
         self.state = SignalState(rulebook.signals, rulebook.version)
-        self.fired = 0
-        self.malformed = 0
-        self._silent_until: dict[Any, int] = {}
-        self._consumer: Any = None
+        self._silent_until: dict[TopicPartition, int] = {}
+        self._consumer: Any = None  # aiokafka's (no type stubs)
 
-    async def _on_assigned(self, assigned: set[Any]) -> None:
+    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         """Rebuild: start over from the beginning, silently up to the committed offsets."""
         consumer = self._consumer
         self.state = SignalState(self.rulebook.signals, self.rulebook.version)
@@ -85,9 +90,9 @@ class SignalAggregator(Background):
         )
         self._consumer = consumer
         try:
-            await asyncio.wait_for(producer.start(), 30)
-            await asyncio.wait_for(consumer.start(), 30)
-            consumer.subscribe([self.topics.signal_feed], listener=_Listener(self))
+            await asyncio.wait_for(producer.start(), settings.broker_timeout_s)
+            await asyncio.wait_for(consumer.start(), settings.broker_timeout_s)
+            consumer.subscribe([self.topics.signal_feed], listener=_listener(self))
             while True:
                 batch = await consumer.getmany(timeout_ms=500, max_records=5000)
                 if batch:
@@ -99,19 +104,19 @@ class SignalAggregator(Background):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(producer.stop(), 10)
 
-    async def _handle(self, batch: dict[Any, list[Any]], producer: Any) -> None:
-        offsets: dict[Any, int] = {}
+    async def _handle(self, batch: Fetched, producer: Any) -> None:
+        """Count a fetch; publish what fired (`producer`: aiokafka's, no type stubs)."""
+        offsets: dict[TopicPartition, int] = {}
         published = False
         for tp, records in batch.items():
             silent_until = self._silent_until.get(tp, 0)
             for record in records:
                 try:
-                    data = loads(record.value)
+                    data = loads(record.value or b"")
                     fired = self.state.observe(str(data["signal"]), str(data["group"]),
                                                str(data["event_id"]), int(data["ts_ms"]))
                 except (JSONDecodeError, KeyError, TypeError, ValueError):
-                    self.malformed += 1
-                    continue
+                    continue  # a record no worker wrote: skipped
                 if fired is None or record.offset < silent_until:
                     continue
                 group = fired.message["key"].encode()
@@ -122,7 +127,6 @@ class SignalAggregator(Background):
                                                  "value": fired.context_value,
                                                  "valid_from": fired.at_ms}))
                 published = True
-                self.fired += 1
                 if self.metrics is not None:
                     self.metrics.signals.labels(fired.message["signal"]).inc()
                 log.info("signal fired", extra={"signal": fired.message["signal"],
@@ -135,17 +139,15 @@ class SignalAggregator(Background):
             await self._consumer.commit(offsets)
 
 
-class _Listener:
+def _listener(aggregator: SignalAggregator) -> object:
     """aiokafka rebalance callbacks (its ABC is imported lazily, like aiokafka itself)."""
+    from aiokafka import ConsumerRebalanceListener
 
-    def __new__(cls, aggregator: SignalAggregator) -> Any:
-        from aiokafka import ConsumerRebalanceListener
+    class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+        async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+            return None
 
-        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-            async def on_partitions_revoked(self, revoked: Any) -> None:
-                return None
+        async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+            await aggregator._on_assigned(set(assigned))
 
-            async def on_partitions_assigned(self, assigned: Any) -> None:
-                await aggregator._on_assigned(set(assigned))
-
-        return Listener()
+    return Listener()

@@ -9,7 +9,8 @@ from ``checkpoint + 1`` and can never be ahead of it.
 RocksDB's write-ahead log is off (as in Kafka Streams): the changelog is the durable copy. A
 crash loses the memtable's batches whole, checkpoint included (a batch never straddles a
 flush), so the store falls back to an older consistent checkpoint and recovery replays the
-changelog from there; a clean close flushes first. The WAL cost a third of each write.
+changelog from there; a clean close flushes first (docs/decisions.md, "RocksDB without its
+write-ahead log").
 """
 
 from __future__ import annotations
@@ -129,11 +130,9 @@ class RocksStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             options = Options(raw_mode=True)
             options.create_if_missing(True)
-            # Bloom filters on the tables and the memtable: a new customer's lookup (half the
-            # events of the bench's 100k-customer workload) is answered "absent" without a
-            # seek through the memtable's skip list or each level's index (valgrind: 1 % of
-            # the worker's instructions in-process, where no table is flushed yet; more once
-            # the profiles are on disk). 10 bits a key: 1.2 MiB per million profiles.
+            # Bloom filters on the tables and the memtable: a new customer's lookup is
+            # answered "absent" without a seek (docs/decisions.md, "RocksDB without its
+            # write-ahead log"). 10 bits a key: 1.2 MiB per million profiles.
             table = BlockBasedOptions()
             table.set_bloom_filter(10, False)
             options.set_block_based_table_factory(table)

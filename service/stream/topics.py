@@ -7,7 +7,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from schemas.event import CHANNELS
+from schemas.vocabulary import CHANNELS
 from service.ops.settings import Settings
 
 __all__ = ["TopicNames", "ensure_topics", "topic_partition_counts"]
@@ -114,7 +114,7 @@ async def ensure_topics(settings: Settings, topics: TopicNames) -> dict[str, int
                 for name in missing
             ]
             with contextlib.suppress(TopicAlreadyExistsError):
-                await asyncio.wait_for(admin.create_topics(new), 30)
+                await asyncio.wait_for(admin.create_topics(new), settings.broker_timeout_s)
         finally:
             await admin.close()
         log.info("created topics", extra={"topics": missing})

@@ -14,10 +14,16 @@ import logging
 import signal
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from service.ops.settings import Settings
+from service.stream.sink import SinkFactory, kafka_sink
 from service.stream.topics import TopicNames, ensure_topics
+
+if TYPE_CHECKING:
+    from service.domain.rules import Rulebook
+    from service.stream.app import Touchflow
+    from service.stream.signal_aggregator import SignalAggregator
 
 __all__ = ["StartupError", "check_data_dir", "run_worker", "wait_for_broker"]
 
@@ -66,11 +72,11 @@ async def _unresolvable_hosts(settings: Settings) -> list[str]:
 
 async def wait_for_broker(
     settings: Settings, topics: TopicNames, *, attempts: int | None = None,
-    max_delay_s: float = 30.0, dns_attempts: int = 3,
+    max_delay_s: float | None = None, dns_attempts: int = 3,
 ) -> dict[str, int]:
     """Create/verify the topics, retrying with jittered exponential backoff (1 s doubling up
-    to `max_delay_s`, plus up to 1 s at random: workers restarted together spread out) while
-    the broker is down.
+    to `max_delay_s`, default `TOUCHFLOW_RETRY_MAX_S`, plus up to 1 s at random: workers
+    restarted together spread out) while the broker is down.
 
     An unreachable broker is retried forever (or `attempts` times): brokers restart. A host
     name that does not resolve `dns_attempts` times in a row is a configuration error.
@@ -118,7 +124,8 @@ async def wait_for_broker(
     retrying = AsyncRetrying(
         retry=retry_if_exception_type(_Unreachable),
         stop=stop_after_attempt(attempts) if attempts is not None else stop_never,
-        wait=backoff(1.0, max_delay_s), before_sleep=log_retry, reraise=True,
+        wait=backoff(1.0, max_delay_s if max_delay_s is not None else settings.retry_max_s),
+        before_sleep=log_retry, reraise=True,
     )
     library = logging.getLogger("aiokafka")
     quiet = _DropLibraryErrors()
@@ -139,25 +146,29 @@ class _Unreachable(Exception):
     """One attempt found the broker unreachable (retried); the message is why."""
 
 
-def run_worker(settings: Settings, *, tasks: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
+Task = Callable[[], Coroutine[object, object, None]]
+
+
+def run_worker(settings: Settings, *, tasks: Sequence[Task] = (),
                broker_attempts: int | None = None,
-               customize: Callable[[Any], None] | None = None) -> int:
+               customize: Callable[[Touchflow], None] | None = None,
+               sink_factory: SinkFactory = kafka_sink) -> int:
     """Run one worker until stopped; return the process exit code. `customize` (Faust
-    runtime only) gets the `Touchflow` before its app starts, to add agents of one's own."""
+    runtime only) gets the `Touchflow` before its app starts, to add agents of one's own;
+    `sink_factory` builds where the worker's records go (service/stream/sink.py)."""
     from service.domain.rules import load_rulebook
 
     rulebook = load_rulebook(settings.rules)
     check_data_dir(settings)
     if settings.runtime == "faust":
-        return _run_faust(settings, rulebook, tasks, broker_attempts, customize)
+        return _run_faust(settings, rulebook, tasks, broker_attempts, customize, sink_factory)
     if customize is not None:
         raise StartupError("adding Faust agents to the worker needs TOUCHFLOW_RUNTIME=faust.")
-    return asyncio.run(_run_kafka(settings, rulebook, tasks, broker_attempts))
+    return asyncio.run(_run_kafka(settings, rulebook, tasks, broker_attempts, sink_factory))
 
 
-async def _run_kafka(settings: Settings, rulebook: Any,
-                     tasks: Sequence[Callable[[], Coroutine[Any, Any, None]]],
-                     broker_attempts: int | None) -> int:
+async def _run_kafka(settings: Settings, rulebook: Rulebook, tasks: Sequence[Task],
+                     broker_attempts: int | None, sink_factory: SinkFactory) -> int:
     from service.ops.health import Readiness, start_http
     from service.ops.metrics import Metrics
     from service.stream.context import ContextReader
@@ -184,7 +195,7 @@ async def _run_kafka(settings: Settings, rulebook: Any,
     http = await start_http(settings.metrics_host, settings.metrics_port, metrics, readiness)
     log.info(f"metrics and health on http://{settings.metrics_host}:{http.port}/metrics")
     context = ContextReader(settings, topics.context, metrics=metrics, readiness=readiness)
-    aggregator: Any = None
+    aggregator: SignalAggregator | None = None
     extra: list[asyncio.Task[None]] = []
     try:
         counts = await wait_for_broker(settings, topics, attempts=broker_attempts)
@@ -206,7 +217,7 @@ async def _run_kafka(settings: Settings, rulebook: Any,
                              metrics=metrics, readiness=readiness, in_place=in_place)
 
         runtime = KafkaRuntime(settings, topics, make_processor, metrics=metrics,
-                               readiness=readiness)
+                               readiness=readiness, sink_factory=sink_factory)
         readiness.mark_started()
         log.info("worker started", extra={"rulebook": rulebook.version,
                                           "group": settings.app_id})
@@ -228,9 +239,9 @@ async def _run_kafka(settings: Settings, rulebook: Any,
         await http.runner.cleanup()
 
 
-def _run_faust(settings: Settings, rulebook: Any,
-               tasks: Sequence[Callable[[], Coroutine[Any, Any, None]]],
-               broker_attempts: int | None, customize: Callable[[Any], None] | None) -> int:
+def _run_faust(settings: Settings, rulebook: Rulebook, tasks: Sequence[Task],
+               broker_attempts: int | None, customize: Callable[[Touchflow], None] | None,
+               sink_factory: SinkFactory) -> int:
     import faust
 
     from service.ops.health import Readiness, start_http
@@ -255,7 +266,8 @@ def _run_faust(settings: Settings, rulebook: Any,
         raise
     in_place = counts.get(topics.events) == settings.partitions == counts.get(topics.responses)
     touchflow = create_app(
-        settings, rulebook=rulebook, metrics=metrics, readiness=readiness, in_place=in_place
+        settings, rulebook=rulebook, metrics=metrics, readiness=readiness, in_place=in_place,
+        sink_factory=sink_factory,
     )
     for task in tasks:
         touchflow.app.task(task)

@@ -20,20 +20,22 @@ import sys
 from collections.abc import Container, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from schemas.event import IDENTIFIER_FIELDS
+from schemas.codec import dumps, dumps_pretty
+from schemas.vocabulary import IDENTIFIER_FIELDS
 from service.domain.erasure import key_digest
 from service.domain.partitioning import partition_for_key
 from service.domain.profile import Profile, ProfileFormatError
 from service.ops.settings import Settings
 from service.stream.store import TOMBSTONE_PREFIX, is_profile_key, tombstone_key
 
+if TYPE_CHECKING:
+    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
 __all__ = ["AccessError", "Holding", "describe", "export", "read_holdings", "register", "render"]
 
-_MAX_HOPS = 8
+_MAX_HOPS = 8  # redirects followed before a chain is reported as a loop
 
 
 class AccessError(RuntimeError):
@@ -312,7 +314,7 @@ def _lines(value: Any, indent: str) -> list[str]:
 
 def _scalar(value: Any) -> str:
     if isinstance(value, dict | list):
-        return "(none)" if not value else orjson.dumps(value).decode()
+        return "(none)" if not value else dumps(value).decode()
     return "-" if value is None else str(value)
 
 
@@ -369,14 +371,13 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         print(f"touchflow profile: {error}.", file=sys.stderr)
         return 2
     if args.profile_command == "export":
-        sys.stdout.write(orjson.dumps(export(key, chain), option=orjson.OPT_INDENT_2).decode()
-                         + "\n")
+        sys.stdout.write(dumps_pretty(export(key, chain), sort_keys=False).decode())
     else:
         print(render(key, chain))
     return 0 if chain[-1].profile is not None else 1
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: SubParsers) -> None:
     """Add the `profile show|export` subcommands to the `touchflow` parser."""
     parser = subparsers.add_parser(
         "profile", help="what the engine holds about one customer (right of access)")

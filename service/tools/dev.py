@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import sys
 import tempfile
 import time
@@ -66,6 +67,9 @@ def run_dev(*, rate: float, customers: int, seed: int, metrics_port: int) -> int
             "TOUCHFLOW_LOG_FORMAT": "console",
             "TOUCHFLOW_SESSION_TIMEOUT_MS": "6000",
             "TOUCHFLOW_PARTITIONS": os.environ.get("TOUCHFLOW_PARTITIONS", "4"),
+            # One worker on an in-memory broker: a salt of this session's own is all the
+            # dead letters' digests need (production sets one for all workers).
+            "TOUCHFLOW_PII_SALT": secrets.token_hex(16),
         }
         for name, value in defaults.items():
             if name == "TOUCHFLOW_BROKER" or name not in os.environ:

@@ -19,7 +19,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from schemas.event import decode_event
+from schemas.codec import dumps, dumps_line
+from schemas.event import Event, decode_event
 from service.domain.rules import load_rulebook
 from service.replay.runner import Replayer
 
@@ -102,10 +103,8 @@ def simulate_learning(rules: Path, *, opens: int = 4000, customers: int = 1500,
     return run
 
 
-def _event(body: dict[str, Any]) -> Any:
-    import orjson
-
-    return decode_event(orjson.dumps(body))
+def _event(body: dict[str, Any]) -> Event:
+    return decode_event(dumps(body))
 
 
 def report(run: LearningRun) -> str:
@@ -123,12 +122,10 @@ def report(run: LearningRun) -> str:
 
 def main() -> None:
     """`python -m service.tools.learning_sim`: regenerate examples/learning/events.jsonl."""
-    import orjson
-
     folder = Path(__file__).resolve().parents[2] / "examples" / "learning"
     run = simulate_learning(folder / "rulebook.yaml")
     (folder / "events.jsonl").write_bytes(
-        b"".join(orjson.dumps(e) + b"\n" for e in run.events))
+        b"".join(dumps_line(e) for e in run.events))
     print(report(run))
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.codec import dumps, dumps_line
-from schemas.event import IDENTIFIER_FIELDS
+from schemas.vocabulary import IDENTIFIER_FIELDS
 from service.tools.workload import journeys
 
 __all__ = ["SimulatorError", "customer_key", "register", "simulate", "write_log"]
@@ -329,8 +329,8 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _at_least(minimum: float, kind: type[int] | type[float]) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
+def _at_least(minimum: float, kind: type[int] | type[float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
         try:
             value = kind(text)
         except ValueError:

@@ -25,7 +25,7 @@ from itertools import accumulate, islice
 from random import Random
 from typing import Any
 
-import orjson
+from schemas.codec import dumps
 
 __all__ = [
     "PERSONAS",
@@ -339,15 +339,15 @@ def journeys(
 
 
 def event_log(seed: int, n_events: int, customers: int, start: datetime) -> list[bytes]:
-    """Exactly `n_events` orjson-encoded events (the earliest of the journeys), for benchmarks."""
+    """Exactly `n_events` JSON-encoded events (the earliest of the journeys), for benchmarks."""
     # Enough events per customer that the earliest `n_events` touch most of the customers.
     mean = max(3.0, 1.5 * n_events / customers)
-    out = [orjson.dumps(e) for e in islice(
+    out = [dumps(e) for e in islice(
         journeys(seed, customers, start, events_per_customer_mean=mean), n_events)]
     epoch = 1
     while len(out) < n_events:  # only with very few customers: continue with a new epoch
         later = start + timedelta(days=60 * epoch)
-        out += [orjson.dumps(e) for e in islice(
+        out += [dumps(e) for e in islice(
             journeys(seed + epoch, customers, later, events_per_customer_mean=mean),
             n_events - len(out))]
         epoch += 1
@@ -369,7 +369,7 @@ def malformed_cases() -> list[tuple[str, bytes]]:
                 event.pop(key, None)
             else:
                 event[key] = value
-        return orjson.dumps(event)
+        return dumps(event)
 
     return [
         ("invalid_json", b'{"event_id": "e-1", "channel": "web",'),

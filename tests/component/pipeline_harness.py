@@ -1,17 +1,16 @@
 """A scripted consumer, a broker-like sink and two drivers (one batch at a time through
 `Processor.process`, and the lean runtime's pipeline) over the same fetches, for the
-pipeline's component tests."""
+pipeline's component tests; and `LoopBack`, one processor fed record by record with its own
+repartition records looped back, for the identity, erasure and capacity tests."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import namedtuple
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import orjson
 
 from schemas.event import EventError, decode_event
 from service.domain.rules import load_rulebook
@@ -21,6 +20,7 @@ from service.stream.runtime import KafkaRuntime
 from service.stream.sink import MemorySink, Sent
 from service.stream.store import PartitionStore
 from service.stream.topics import TopicNames
+from tests.events import at_minute, wire
 from tests.unit.replay.journeys import journey_log
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,6 +72,60 @@ class Broker(MemorySink):
         return [r for n, r in enumerate(self.records) if r.topic == topic and n not in self.lost]
 
 
+class LoopBack:
+    """One processor fed one record at a time, as a broker would hand them: `deliver` gives a
+    record the next offset of its (topic, partition); `loop_back` and `drain` deliver the
+    repartition records the processor sent (forwards, identity and quota records) back to
+    it, in the order they were sent."""
+
+    def __init__(self, processor: Processor, sink: MemorySink, topics: TopicNames) -> None:
+        self.processor = processor
+        self.sink = sink
+        self.topics = topics
+        self.offsets: dict[tuple[str, int], int] = {}
+        self.looped = 0  # repartition records delivered back so far
+
+    @classmethod
+    def over(cls, rules: Path, prefix: str, **settings: Any) -> LoopBack:
+        """A fresh processor for `rules` (memory store, 4 partitions, no broker, topics
+        `<prefix>.*`) over a `MemorySink`."""
+        settings_ = load_settings(rules=rules, store="memory://", partitions=4,
+                                  broker="kafka://127.0.0.1:1", topic_prefix=prefix, **settings)
+        topics = TopicNames.from_settings(settings_)
+        sink = MemorySink()
+        processor = Processor(settings_, topics, load_rulebook(rules), sink, recover=no_recovery)
+        return cls(processor, sink, topics)
+
+    async def deliver(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
+                      headers: tuple[tuple[str, bytes], ...] = ()) -> None:
+        """Process one record at the next offset of its partition."""
+        slot = (topic, partition)
+        self.offsets[slot] = self.offsets.get(slot, -1) + 1
+        await self.processor.process([Message(topic, partition, self.offsets[slot], key, value,
+                                              headers=headers)])
+
+    def pending(self) -> int:
+        """Repartition records sent and not yet delivered back."""
+        return len(self.sink.on(self.topics.repartition)) - self.looped
+
+    async def loop_back(self, limit: int, twice: Container[int] = ()) -> None:
+        """Deliver the next `limit` repartition records sent so far (not those they cause);
+        the n-th record looped back (from 1) twice when n is in `twice`, as a retry would."""
+        records = self.sink.on(self.topics.repartition)
+        for record in records[self.looped:self.looped + limit]:
+            self.looped += 1
+            for _ in range(2 if self.looped in twice else 1):
+                await self.deliver(self.topics.repartition, record.partition or 0, record.key,
+                                   record.value, tuple(record.headers or ()))
+
+    async def drain(self, most: int | None = None) -> None:
+        """Loop records back one at a time until none is pending (or after `most` of them)."""
+        rounds = 0
+        while self.pending() and (most is None or rounds < most):
+            await self.loop_back(1)
+            rounds += 1
+
+
 def settings_for(tmp: Path, store: str, rules: Path = RULES) -> Settings:
     return load_settings(rules=rules, store=store, data_dir=tmp, partitions=4,
                          channel_topics=False, broker="kafka://127.0.0.1:1", topic_prefix="pp")
@@ -83,10 +137,9 @@ def journey_lines(tmp: Path) -> list[bytes]:
     erased profile in the store, not yet rewritten."""
     lines = journey_log(tmp / "journeys.jsonl").read_bytes().splitlines()
     at = 5 * BATCH - 1
-    lines[at:at] = [orjson.dumps({
-        "event_id": f"late-{n}", "occurred_at": f"2026-03-02T12:0{n}:00+09:00", "channel": "web",
-        "type": etype, "identity": {"customer_id": "c-9"}, "properties": {"price": 400}})
-        for n, etype in enumerate(("erasure_requested", "cart_added", "cart_added"))]
+    lines[at:at] = [wire(etype, event_id=f"late-{n}", at=at_minute(n, hour=12, offset="+09:00"),
+                         customer="c-9", price=400)
+                    for n, etype in enumerate(("erasure_requested", "cart_added", "cart_added"))]
     return lines
 
 

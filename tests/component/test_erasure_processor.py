@@ -8,86 +8,40 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 
-import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.domain.erasure import key_digest
-from service.domain.rules import load_rulebook
-from service.ops.settings import load_settings
-from service.stream.processor import Message, Processor
+from service.stream.processor import Processor
 from service.stream.sink import MemorySink
-from service.stream.store import PartitionStore, tombstone_key
+from service.stream.store import tombstone_key
 from service.stream.topics import TopicNames
+from tests.component.pipeline_harness import LoopBack
+from tests.events import chained_identities, keyed
 
 RULES = Path(__file__).resolve().parents[1] / "data" / "rulebook.yaml"
 PERSON = {"customer_id": "cust-zz91", "loyalty_id": "loy-zz92", "anonymous_id": "anon-zz93"}
 
 
-async def _no_recovery(stores: Mapping[int, PartitionStore]) -> None:
-    return None
-
-
-def _event(event_id: str, etype: str, minute: int, **identity: str) -> bytes:
-    return orjson.dumps({"event_id": event_id,
-                         "occurred_at": f"2026-03-02T09:{minute:02d}:00Z",
-                         "channel": "web", "type": etype, "identity": identity,
-                         "properties": {}})
-
-
-_INPUTS = [
-    _event("i1", "ping", 1, anonymous_id=PERSON["anonymous_id"]),
-    _event("i2", "ping", 2, loyalty_id=PERSON["loyalty_id"]),
-    _event("i3", "ping", 3, customer_id=PERSON["customer_id"]),
-    _event("i4", "identified", 4, loyalty_id=PERSON["loyalty_id"],
-           anonymous_id=PERSON["anonymous_id"]),
-    _event("i5", "identified", 5, customer_id=PERSON["customer_id"],
-           loyalty_id=PERSON["loyalty_id"]),
-    _event("i6", "ping", 6, anonymous_id=PERSON["anonymous_id"]),
-    _event("i7", "report", 7, customer_id=PERSON["customer_id"]),
-]
-_ERASURE = _event("bye", "erasure_requested", 20, customer_id=PERSON["customer_id"])
+_STORY, _BYE = chained_identities(PERSON)
+_INPUTS = [keyed(eid, etype, minute, **who) for eid, etype, minute, who in _STORY]
+_ERASURE = keyed(*_BYE[:3], **_BYE[3])
 
 
 async def _run(order: list[int], redeliver: list[int], picks: list[int]) -> tuple[
         MemorySink, TopicNames, Processor]:
-    settings_ = load_settings(rules=RULES, store="memory://", partitions=4,
-                              broker="kafka://127.0.0.1:1", topic_prefix="erz")
-    topics = TopicNames.from_settings(settings_)
-    sink = MemorySink()
-    processor = Processor(settings_, topics, load_rulebook(RULES), sink, recover=_no_recovery)
-    offsets: dict[tuple[str, int], int] = {}
-    looped = 0
+    broker = LoopBack.over(RULES, "erz")
+    sink, topics, processor = broker.sink, broker.topics, broker.processor
     turns = iter(picks)
-
-    async def deliver(topic: str, partition: int, key: bytes | None, value: bytes,
-                      headers: tuple[tuple[str, bytes], ...] = ()) -> None:
-        slot = (topic, partition)
-        offsets[slot] = offsets.get(slot, -1) + 1
-        await processor.process([Message(topic, partition, offsets[slot], key, value,
-                                         headers=headers)])
-
-    async def loop_back(limit: int) -> None:
-        nonlocal looped
-        records = sink.on(topics.repartition)
-        for record in records[looped:looped + limit]:  # the broker's order, per partition
-            looped += 1
-            await deliver(topics.repartition, record.partition or 0, record.key,
-                          record.value or b"", tuple(record.headers or ()))
-
     log = [[*_INPUTS, _ERASURE][i] for i in order] + [_INPUTS[i] for i in redeliver]
     for value in log:
         partition = next(turns, 0) % 4  # the input partition: anything, forwarded if needed
-        await deliver(topics.events, partition, None, value)
-        await loop_back(next(turns, 0) % 3)
-    for _ in range(200):
-        if looped == len(sink.on(topics.repartition)):
-            break
-        await loop_back(1)
+        await broker.deliver(topics.events, partition, None, value)
+        await broker.loop_back(next(turns, 0) % 3)  # the broker's order, per partition
+    await broker.drain(200)
     return sink, topics, processor
 
 

@@ -18,7 +18,7 @@ from service.stream.processor import Processor
 from service.stream.runtime import KafkaRuntime
 from service.stream.topics import TopicNames
 from tests.component.pipeline_harness import Broker, no_recovery
-from tests.integration.conftest import event
+from tests.events import log_line
 
 RULES = Path(__file__).resolve().parents[1] / "data" / "rulebook.yaml"
 TP = namedtuple("TP", "topic partition")
@@ -148,7 +148,7 @@ async def test_only_batches_whose_effects_are_durable_are_committed(tmp_path: Pa
     # shipments: 1 batch 1's output, 2 batch 2's output, 3 batch 1's changelog (refused)
     sink = Broker(fail_at=3)
     processor = Processor(settings, topics, load_rulebook(RULES), sink, recover=no_recovery)
-    values = [event(f"e{i}", "c1", "ping", at=f"2026-03-02T09:{i:02d}:00Z") for i in range(3)]
+    values = [log_line(f"e{i}", "c1", "ping", at=f"2026-03-02T09:{i:02d}:00Z") for i in range(3)]
     fetches = [{TP(topics.events, 0): [Rec(topics.events, 0, n, b"customer_id:c1", value,
                                            0, ())]} for n, value in enumerate(values)]
     thread = _Thread(fetches)
@@ -203,7 +203,7 @@ async def test_an_embedding_app_reads_the_profiles_this_worker_owns(tmp_path: Pa
     touchflow = create_app(settings, recover=no_recovery)
     touchflow.processor.sink = MemorySink()
     await touchflow.processor.assign({0})
-    values = [event(f"e{i}", "c1", "ping", at=f"2026-03-02T09:{i:02d}:00Z") for i in range(3)]
+    values = [log_line(f"e{i}", "c1", "ping", at=f"2026-03-02T09:{i:02d}:00Z") for i in range(3)]
     await touchflow.processor.process([
         Rec(touchflow.topics.events, 0, n, b"customer_id:c1", value, 0, ())
         for n, value in enumerate(values)])
@@ -234,7 +234,7 @@ async def test_a_batch_interrupted_at_shutdown_is_not_committed(tmp_path: Path) 
     # drain at shutdown: 4 batch 2's changelog (refused)
     sink = Broker(fail_at=4)
     processor = Processor(settings, topics, load_rulebook(RULES), sink, recover=no_recovery)
-    values = [event(f"e{i}", "c1", "ping", at=f"2026-03-02T09:{i:02d}:00Z") for i in range(3)]
+    values = [log_line(f"e{i}", "c1", "ping", at=f"2026-03-02T09:{i:02d}:00Z") for i in range(3)]
     thread = _Thread([{TP(topics.events, 0): [Rec(topics.events, 0, n, b"customer_id:c1",
                                                   value, 0, ())]}
                       for n, value in enumerate(values)])

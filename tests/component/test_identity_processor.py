@@ -4,7 +4,6 @@ start afresh."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
 import orjson
@@ -14,20 +13,12 @@ from service.domain.rules import load_rulebook
 from service.ops.settings import load_settings
 from service.stream.processor import Message, Processor
 from service.stream.sink import MemorySink
-from service.stream.store import PartitionStore, tombstone_key
+from service.stream.store import tombstone_key
 from service.stream.topics import TopicNames
+from tests.component.pipeline_harness import LoopBack, no_recovery
+from tests.events import keyed
 
 RULES = Path(__file__).resolve().parents[1] / "data" / "rulebook.yaml"
-
-
-async def _no_recovery(stores: Mapping[int, PartitionStore]) -> None:
-    return None
-
-
-def _event(event_id: str, etype: str, minute: int, **identity: str) -> bytes:
-    return orjson.dumps({"event_id": event_id, "occurred_at": f"2026-03-02T09:{minute:02d}:00Z",
-                         "channel": "web", "type": etype, "identity": identity,
-                         "properties": {}})
 
 
 def _ms(minute: int) -> int:
@@ -48,34 +39,23 @@ async def test_erasure_tombstones_profile_and_linked_aliases() -> None:
     from service.ops.metrics import Metrics
 
     metrics = Metrics()
-    processor = Processor(settings, topics, load_rulebook(RULES), sink, recover=_no_recovery,
+    processor = Processor(settings, topics, load_rulebook(RULES), sink, recover=no_recovery,
                           metrics=metrics)
-    offsets: dict[tuple[str, int], int] = {}
-    looped = 0
+    broker = LoopBack(processor, sink, topics)
 
     async def deliver(raw: bytes) -> None:
-        nonlocal looped
-        key = processor.partition_for(b"x")  # input partition: anything; forwarded if needed
-        slot = (topics.events, key)
-        offsets[slot] = offsets.get(slot, -1) + 1
-        await processor.process([Message(topics.events, key, offsets[slot], None, raw)])
-        while len(sink.on(topics.repartition)) > looped:
-            for record in sink.on(topics.repartition)[looped:]:
-                looped += 1
-                slot = (topics.repartition, record.partition or 0)
-                offsets[slot] = offsets.get(slot, -1) + 1
-                await processor.process([Message(
-                    topics.repartition, record.partition or 0, offsets[slot], record.key,
-                    record.value, headers=tuple(record.headers or ()))])
+        # input partition: anything; forwarded if needed
+        await broker.deliver(topics.events, processor.partition_for(b"x"), None, raw)
+        await broker.drain()
 
-    await deliver(_event("p1", "ping", 1, anonymous_id="a-1"))
-    await deliver(_event("p2", "ping", 2, anonymous_id="a-1"))
-    await deliver(_event("login", "identified", 3, customer_id="c-1", anonymous_id="a-1"))
-    await deliver(_event("r1", "report", 4, anonymous_id="a-1"))
+    await deliver(keyed("p1", "ping", 1, anonymous_id="a-1"))
+    await deliver(keyed("p2", "ping", 2, anonymous_id="a-1"))
+    await deliver(keyed("login", "identified", 3, customer_id="c-1", anonymous_id="a-1"))
+    await deliver(keyed("r1", "report", 4, anonymous_id="a-1"))
     reports = [orjson.loads(r.value) for r in sink.on(topics.actions) if r.value]
     assert [(a["customer_id"], float(a["payload"]["pings"])) for a in reports] == [("c-1", 3.0)]
 
-    await deliver(_event("bye", "erasure_requested", 5, customer_id="c-1"))
+    await deliver(keyed("bye", "erasure_requested", 5, customer_id="c-1"))
     last: dict[bytes, bytes | None] = {}
     for record in sink.on(topics.changelog):
         assert record.key is not None
@@ -91,7 +71,7 @@ async def test_erasure_tombstones_profile_and_linked_aliases() -> None:
         ["customer_id", "anonymous_id"]]
 
     # a producer's retry of a ping from before the erasure changes nothing and is audited
-    await deliver(_event("p2", "ping", 2, anonymous_id="a-1"))
+    await deliver(keyed("p2", "ping", 2, anonymous_id="a-1"))
     ignored = [orjson.loads(r.value) for r in sink.on(topics.decisions)][-1]
     assert (ignored["outcome"], ignored["suppressed_by"]) == ("ignored", "erased")
     assert ignored["customer_id"] == "erased:" + key_digest("anonymous_id:a-1")
@@ -103,8 +83,8 @@ async def test_erasure_tombstones_profile_and_linked_aliases() -> None:
     assert sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith("touchflow_erasure_tombstones{")) == 2.0
 
-    await deliver(_event("p3", "ping", 6, anonymous_id="a-1"))
-    await deliver(_event("r2", "report", 7, anonymous_id="a-1"))
+    await deliver(keyed("p3", "ping", 6, anonymous_id="a-1"))
+    await deliver(keyed("r2", "report", 7, anonymous_id="a-1"))
     reports = [orjson.loads(r.value) for r in sink.on(topics.actions) if r.value]
     assert (reports[-1]["customer_id"], float(reports[-1]["payload"]["pings"])) == (
         "anonymous_id:a-1", 2.0)
@@ -120,16 +100,11 @@ async def test_rocksdb_profile_count_follows_creations_revisits_and_erasures(
                              broker="kafka://127.0.0.1:1", topic_prefix="cnt")
     topics = TopicNames.from_settings(settings)
     sink = MemorySink()
-    processor = Processor(settings, topics, load_rulebook(RULES), sink, recover=_no_recovery)
-    offsets: dict[tuple[str, int], int] = {}
+    processor = Processor(settings, topics, load_rulebook(RULES), sink, recover=no_recovery)
+    broker = LoopBack(processor, sink, topics)
 
-    async def deliver(raw: bytes, topic: str = topics.events, partition: int = 0,
-                      key: bytes | None = None, headers: tuple[tuple[str, bytes], ...] = ()
-                      ) -> None:
-        slot = (topic, partition)
-        offsets[slot] = offsets.get(slot, -1) + 1
-        await processor.process([Message(topic, partition, offsets[slot], key, raw,
-                                         headers=headers)])
+    async def deliver(raw: bytes) -> None:
+        await broker.deliver(topics.events, 0, None, raw)
 
     def counts() -> tuple[int, int]:
         stores = [processor.store(p) for p in (0, 1)]
@@ -138,29 +113,19 @@ async def test_rocksdb_profile_count_follows_creations_revisits_and_erasures(
                    for s in stores if s is not None)
         return counted, real
 
-    looped = 0
-
-    async def loop_back() -> None:
-        nonlocal looped
-        while len(sink.on(topics.repartition)) > looped:
-            record = sink.on(topics.repartition)[looped]
-            looped += 1
-            await deliver(record.value or b"", topics.repartition, record.partition or 0,
-                          record.key, tuple(record.headers or ()))
-
     for n in range(12):
-        await deliver(_event(f"a{n}", "ping", 1, customer_id=f"c-{n % 6}"))
-    await loop_back()
+        await deliver(keyed(f"a{n}", "ping", 1, customer_id=f"c-{n % 6}"))
+    await broker.drain()
     assert counts() == (6, 6)
     for partition in (0, 1):  # revisits read from disk, not from the cache
         processor.cache.reset(partition)
     for n in range(6):
-        await deliver(_event(f"b{n}", "ping", 2, customer_id=f"c-{n}"))
-    await deliver(_event("login", "identified", 3, customer_id="c-0", anonymous_id="a-9"))
-    await loop_back()
+        await deliver(keyed(f"b{n}", "ping", 2, customer_id=f"c-{n}"))
+    await deliver(keyed("login", "identified", 3, customer_id="c-0", anonymous_id="a-9"))
+    await broker.drain()
     assert counts() == (7, 7)  # the alias a-9 holds a redirect now
-    await deliver(_event("bye", "erasure_requested", 4, customer_id="c-0"))
-    await loop_back()
+    await deliver(keyed("bye", "erasure_requested", 4, customer_id="c-0"))
+    await broker.drain()
     assert counts() == (5, 5)
 
 
@@ -175,11 +140,11 @@ async def test_event_metrics_label_unknown_types_other_and_count_duplicates() ->
     topics = TopicNames.from_settings(settings)
     metrics = Metrics()
     processor = Processor(settings, topics, load_rulebook(RULES), MemorySink(),
-                          recover=_no_recovery, metrics=metrics)
-    raws = [_event("m1", "ping", 1, anonymous_id="a-1"),
-            _event("m2", "made_up_type_1", 2, anonymous_id="a-1"),
-            _event("m3", "made_up_type_2", 3, anonymous_id="a-1"),
-            _event("m3", "made_up_type_2", 3, anonymous_id="a-1")]
+                          recover=no_recovery, metrics=metrics)
+    raws = [keyed("m1", "ping", 1, anonymous_id="a-1"),
+            keyed("m2", "made_up_type_1", 2, anonymous_id="a-1"),
+            keyed("m3", "made_up_type_2", 3, anonymous_id="a-1"),
+            keyed("m3", "made_up_type_2", 3, anonymous_id="a-1")]
     await processor.process([Message(topics.events, 0, n, None, raw)
                              for n, raw in enumerate(raws)])
     text = metrics.render().decode()
@@ -201,10 +166,9 @@ async def test_late_event_is_counted_late_and_audited_by_the_worker() -> None:
     metrics = Metrics()
     sink = MemorySink()
     processor = Processor(settings, topics, load_rulebook(RULES), sink,
-                          recover=_no_recovery, metrics=metrics)
-    late = orjson.loads(_event("l0", "ping", 0, anonymous_id="a-1"))
-    late["occurred_at"] = "2026-02-01T09:00:00Z"
-    raws = [_event("l1", "ping", 1, anonymous_id="a-1"), orjson.dumps(late)]
+                          recover=no_recovery, metrics=metrics)
+    late = keyed("l0", "ping", at="2026-02-01T09:00:00Z", anonymous_id="a-1")
+    raws = [keyed("l1", "ping", 1, anonymous_id="a-1"), late]
     await processor.process([Message(topics.events, 0, n, None, raw)
                              for n, raw in enumerate(raws)])
     text = metrics.render().decode()

@@ -7,8 +7,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import orjson
-
 from service.domain.context_table import ContextTable
 from service.domain.rules import load_rulebook
 from service.ops.metrics import Metrics
@@ -17,6 +15,7 @@ from service.stream.processor import Message, Processor
 from service.stream.sink import MemorySink
 from service.stream.store import PartitionStore
 from service.stream.topics import TopicNames
+from tests.events import keyed
 
 RULES = Path(__file__).resolve().parents[1] / "data" / "rulebook.yaml"
 NINE = 1772442000000  # 2026-03-02T09:00:00Z
@@ -27,9 +26,7 @@ async def _no_recovery(stores: Mapping[int, PartitionStore]) -> None:
 
 
 def _ping(event_id: str, minute: int) -> bytes:
-    return orjson.dumps({"event_id": event_id, "occurred_at": f"2026-03-02T09:{minute:02d}:00Z",
-                         "channel": "web", "type": "ping", "identity": {"customer_id": "c-1"},
-                         "properties": {}})
+    return keyed(event_id, "ping", minute, customer_id="c-1")
 
 
 async def test_late_context_records_are_counted_by_kind() -> None:

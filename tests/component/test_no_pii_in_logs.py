@@ -6,35 +6,20 @@ of a customer's identifiers or of the personal data the events carried."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 
 import orjson
 import pytest
 
-from service.domain.rules import load_rulebook
 from service.ops.logs import JsonFormatter
-from service.ops.settings import load_settings
-from service.stream.processor import Message, Processor
-from service.stream.sink import MemorySink
-from service.stream.store import PartitionStore
-from service.stream.topics import TopicNames
+from tests.component.pipeline_harness import LoopBack
+from tests.events import at_minute, event_dict, keyed
 from tests.pii_corpus import HOSTILE
 
 RULES = Path(__file__).resolve().parents[1] / "data" / "rulebook.yaml"
 #: Fragments of every identifier and personal value the events below carry.
 SECRETS = ("c-secret", "a-secret", "l-secret", "jane", "doe@", "2671", "0958", "6789",
            "56 78", "5552671")
-
-
-async def _no_recovery(stores: Mapping[int, PartitionStore]) -> None:
-    return None
-
-
-def _event(event_id: str, etype: str, minute: int, **identity: str) -> bytes:
-    return orjson.dumps({"event_id": event_id, "occurred_at": f"2026-03-02T09:{minute:02d}:00Z",
-                         "channel": "web", "type": etype, "identity": identity,
-                         "properties": {}})
 
 
 async def test_debug_logs_and_dead_letters_hold_no_identifier_or_personal_value(
@@ -44,42 +29,25 @@ async def test_debug_logs_and_dead_letters_hold_no_identifier_or_personal_value(
     erasure, undecodable messages keyed by a customer id and the whole hostile corpus, once
     formatted as the worker writes it (JSON with every field), contains none of the
     customers' identifiers or personal values; nor does any dead letter."""
-    settings = load_settings(rules=RULES, store="memory://", partitions=4,
-                             broker="kafka://127.0.0.1:1", topic_prefix="pii",
-                             pii_salt="component-salt")
-    topics = TopicNames.from_settings(settings)
-    sink = MemorySink()
-    processor = Processor(settings, topics, load_rulebook(RULES), sink, recover=_no_recovery)
-    offsets: dict[tuple[str, int], int] = {}
-    looped = 0
+    broker = LoopBack.over(RULES, "pii", pii_salt="component-salt")
+    sink, topics = broker.sink, broker.topics
 
     async def deliver(raw: bytes, key: bytes | None = None) -> None:
-        nonlocal looped
-        slot = (topics.events, 0)
-        offsets[slot] = offsets.get(slot, -1) + 1
-        await processor.process([Message(topics.events, 0, offsets[slot], key, raw)])
-        while len(sink.on(topics.repartition)) > looped:
-            record = sink.on(topics.repartition)[looped]
-            looped += 1
-            slot = (topics.repartition, record.partition or 0)
-            offsets[slot] = offsets.get(slot, -1) + 1
-            await processor.process([Message(
-                topics.repartition, record.partition or 0, offsets[slot], record.key,
-                record.value, headers=tuple(record.headers or ()))])
+        await broker.deliver(topics.events, 0, key, raw)
+        await broker.drain()
 
     with caplog.at_level(logging.DEBUG):
-        await deliver(_event("p1", "ping", 1, anonymous_id="a-secret-1"))
-        await deliver(_event("login", "identified", 2, customer_id="c-secret-1",
-                             anonymous_id="a-secret-1", loyalty_id="l-secret-1"))
-        await deliver(_event("steal", "identified", 3, customer_id="c-secret-2",
-                             anonymous_id="a-secret-1"))
-        await deliver(_event("bye", "erasure_requested", 4, customer_id="c-secret-1"))
+        await deliver(keyed("p1", "ping", 1, anonymous_id="a-secret-1"))
+        await deliver(keyed("login", "identified", 2, customer_id="c-secret-1",
+                            anonymous_id="a-secret-1", loyalty_id="l-secret-1"))
+        await deliver(keyed("steal", "identified", 3, customer_id="c-secret-2",
+                            anonymous_id="a-secret-1"))
+        await deliver(keyed("bye", "erasure_requested", 4, customer_id="c-secret-1"))
         await deliver(b'{"identity": {"customer_id": "c-secret-3"', key=b"customer_id:c-secret-3")
         await deliver(b"\xff" + b"c-secret-4", key=b"customer_id:c-secret-4")
         for number, (_, parts, _sentence) in enumerate(HOSTILE):
-            raw = orjson.dumps({"event_id": f"h{number}", "occurred_at": "2026-03-02T09:30:00Z",
-                                "channel": "web", "type": "ping",
-                                "identity": {"customer_id": f"c-secret-h{number}"}, **parts})
+            raw = orjson.dumps({**event_dict("ping", event_id=f"h{number}", at=at_minute(30),
+                                             customer=f"c-secret-h{number}"), **parts})
             await deliver(raw, key=f"customer_id:c-secret-h{number}".encode())
 
     dead = [record.value or b"" for record in sink.on(topics.deadletter)]

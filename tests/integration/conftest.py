@@ -24,6 +24,7 @@ import orjson
 import pytest
 
 from service.tools.embedded import EmbeddedBroker
+from tests.events import log_line
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -221,15 +222,6 @@ async def wait_for_records(env: WorkerEnv, topic: str, predicate: Any,
     raise AssertionError(f"timed out waiting on {topic}: {records}\n{env.logs()[-3000:]}")
 
 
-def event(event_id: str, customer: str, etype: str, *, channel: str = "web",
-          at: str = "2026-03-02T09:30:00+09:00", **properties: Any) -> bytes:
-    """One wire-format touchpoint event."""
-    return orjson.dumps({
-        "event_id": event_id, "occurred_at": at, "channel": channel, "type": etype,
-        "identity": {"customer_id": customer}, "properties": properties,
-    })
-
-
 async def processed_at_least(base: str, at_least: int, timeout: float = 60) -> None:
     """Wait until the worker at `base` (its metrics URL root) counts `at_least` events."""
     deadline = time.monotonic() + timeout
@@ -250,7 +242,7 @@ async def report_scores(env: WorkerEnv, customers: list[str], tag: str,
     `score_report` action carries, by customer."""
     bootstrap = env.broker.bootstrap
     await produce(bootstrap, env.topic("events"), [
-        event(f"{c}-{tag}", c, "report", at="2026-03-03T00:00:00Z") for c in customers])
+        log_line(f"{c}-{tag}", c, "report", at="2026-03-03T00:00:00Z") for c in customers])
     wanted = {f"{c}-{tag}" for c in customers}
     deadline = time.monotonic() + timeout
     actions: list[Any] = []

@@ -1,6 +1,6 @@
-"""Issue 22 on the real broker with two workers: a call-center limit far below demand is spent
-exactly, across partitions owned by different workers, through quota records on the
-repartition topic."""
+"""Capacity across customers on the real broker with two workers: a call-center limit far
+below demand is spent exactly, across partitions owned by different workers, through quota
+records on the repartition topic."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import signal
 import urllib.request
 from collections import Counter
 
-from tests.integration.conftest import ROOT, WorkerEnv, event, produce, wait_for_records
+from tests.events import log_line
+from tests.integration.conftest import ROOT, WorkerEnv, produce, wait_for_records
 
 RULES = ROOT / "tests" / "data" / "capacity_rulebook.yaml"
 
@@ -27,7 +28,7 @@ async def test_two_workers_send_exactly_the_limit_of_calls(worker_env: WorkerEnv
     leads = [f"lead-{n}" for n in range(64)]
     for wave in range(8):  # quota records travel between the waves
         await produce(bootstrap, worker_env.topic("events"), [
-            event(f"q-{lead}", lead, "lead_qualified", at=f"2026-03-02T09:{wave:02d}:00Z")
+            log_line(f"q-{lead}", lead, "lead_qualified", at=f"2026-03-02T09:{wave:02d}:00Z")
             for lead in leads[wave * 8:(wave + 1) * 8]])
         await asyncio.sleep(0.5)
     actions = await wait_for_records(worker_env, "actions", lambda rs: len(rs) >= 64,
@@ -65,7 +66,7 @@ async def test_a_worker_killed_mid_stream_spends_no_more_than_the_limit(
             first.wait(10)
             third = worker_env.start_worker("c")
         await produce(bootstrap, worker_env.topic("events"), [
-            event(f"q-{lead}", lead, "lead_qualified", at=f"2026-03-02T09:{wave:02d}:00Z")
+            log_line(f"q-{lead}", lead, "lead_qualified", at=f"2026-03-02T09:{wave:02d}:00Z")
             for lead in leads[wave * 8:(wave + 1) * 8]])
         await asyncio.sleep(0.5 if wave != 3 else 8)
     actions = await wait_for_records(

@@ -1,4 +1,4 @@
-"""Issue 21, the consuming side on the embedded broker: an event's W3C trace context reaches
+"""The consuming side on the embedded broker: an event's W3C trace context reaches
 its action and audit records, and the example consumer (examples/consumer/) receives actions
 from a real worker and handles each `action_id` once."""
 
@@ -13,7 +13,8 @@ from typing import Any
 import orjson
 
 from service.domain.partitioning import partition_for_key
-from tests.integration.conftest import ROOT, WorkerEnv, consume, event, produce
+from tests.events import log_line
+from tests.integration.conftest import ROOT, WorkerEnv, consume, produce
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01".encode()
@@ -62,16 +63,16 @@ async def test_traceparent_reaches_actions_and_audit_records(worker_env: WorkerE
     worker_env.wait_ready(worker)
     bootstrap = worker_env.broker.bootstrap
     await produce(bootstrap, worker_env.topic("events"), [
-        event("u0", "c-untraced", "call", channel="call_center", reason="complaint")])
+        log_line("u0", "c-untraced", "call", minute=30, channel="call_center", reason="complaint")])
     await _produce_with_headers(
         bootstrap, worker_env.topic("events"), b"customer_id:c-traced",
-        event("t0", "c-traced", "call", channel="call_center", reason="complaint"),
+        log_line("t0", "c-traced", "call", minute=30, channel="call_center", reason="complaint"),
         [("traceparent", PARENT), ("tracestate", b"vendor=1")])
     key = b"customer_id:c-moved"
     wrong = 1 - partition_for_key(key, worker_env.partitions)  # not the owner: forwarded
     await _produce_with_headers(
         bootstrap, worker_env.topic("events"), key,
-        event("m0", "c-moved", "call", channel="call_center", reason="complaint"),
+        log_line("m0", "c-moved", "call", minute=30, channel="call_center", reason="complaint"),
         [("traceparent", PARENT), ("tracestate", b"vendor=1")], partition=wrong)
 
     for topic in ("actions", "actions.call_center", "decisions"):
@@ -98,8 +99,8 @@ async def test_example_consumer_receives_and_deduplicates(worker_env: WorkerEnv)
     worker = worker_env.start_worker()
     worker_env.wait_ready(worker)
     bootstrap = worker_env.broker.bootstrap
-    values = [event(f"k{i}", f"c-k{i}", "call", channel="call_center", reason="complaint")
-              for i in range(3)]
+    values = [log_line(f"k{i}", f"c-k{i}", "call", minute=30, channel="call_center",
+                       reason="complaint") for i in range(3)]
     await produce(bootstrap, worker_env.topic("events"), values[:2])
     await _produce_with_headers(bootstrap, worker_env.topic("events"), b"customer_id:c-k2",
                                 values[2], [("traceparent", PARENT)])

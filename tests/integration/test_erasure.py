@@ -9,16 +9,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import orjson
-
 from service.domain.erasure import key_digest
 from service.stream.store import tombstone_key
+from tests.events import keyed
 from tests.integration.conftest import WorkerEnv, consume, produce, report_scores
-
-
-def _event(event_id: str, etype: str, at: str, **identity: str) -> bytes:
-    return orjson.dumps({"event_id": event_id, "occurred_at": at, "channel": "web",
-                         "type": etype, "identity": identity, "properties": {}})
 
 
 async def _changelog(env: WorkerEnv) -> dict[bytes, bytes | None]:
@@ -79,29 +73,29 @@ async def test_erasure_paths_leave_nothing_to_bring_back(worker_env: WorkerEnv) 
 
     # (1) a redelivered and a late event, both dated before the erasure
     await produce(bootstrap, events, [
-        _event(f"r-{n}", "ping", f"2026-03-02T09:0{n}:00Z", customer_id="c-redo")
+        keyed(f"r-{n}", "ping", at=f"2026-03-02T09:0{n}:00Z", customer_id="c-redo")
         for n in range(3)] + [
-        _event("r-bye", "erasure_requested", "2026-03-02T10:00:00Z", customer_id="c-redo")])
+        keyed("r-bye", "erasure_requested", at="2026-03-02T10:00:00Z", customer_id="c-redo")])
     await produce(bootstrap, events, [
-        _event("r-1", "ping", "2026-03-02T09:01:00Z", customer_id="c-redo"),
-        _event("r-late", "ping", "2026-03-02T09:30:00Z", customer_id="c-redo")])
+        keyed("r-1", "ping", at="2026-03-02T09:01:00Z", customer_id="c-redo"),
+        keyed("r-late", "ping", at="2026-03-02T09:30:00Z", customer_id="c-redo")])
     # (2) the erasure right behind the login, on the customer's partition
     await produce(bootstrap, events, [
-        _event("m-a", "ping", "2026-03-02T09:00:00Z", anonymous_id="a-merge"),
-        _event("m-login", "identified", "2026-03-02T09:01:00Z", customer_id="c-merge",
-               anonymous_id="a-merge"),
-        _event("m-bye", "erasure_requested", "2026-03-02T09:02:00Z", customer_id="c-merge")])
+        keyed("m-a", "ping", at="2026-03-02T09:00:00Z", anonymous_id="a-merge"),
+        keyed("m-login", "identified", at="2026-03-02T09:01:00Z", customer_id="c-merge",
+              anonymous_id="a-merge"),
+        keyed("m-bye", "erasure_requested", at="2026-03-02T09:02:00Z", customer_id="c-merge")])
     # (3) a chain: cookie -> loyalty card -> customer
     await produce(bootstrap, events, [
-        _event("k-a", "ping", "2026-03-02T09:00:00Z", anonymous_id="a-chain"),
-        _event("k-l", "identified", "2026-03-02T09:01:00Z", loyalty_id="L-chain",
-               anonymous_id="a-chain"),
-        _event("k-c", "identified", "2026-03-02T09:02:00Z", customer_id="c-chain",
-               loyalty_id="L-chain")])
+        keyed("k-a", "ping", at="2026-03-02T09:00:00Z", anonymous_id="a-chain"),
+        keyed("k-l", "identified", at="2026-03-02T09:01:00Z", loyalty_id="L-chain",
+              anonymous_id="a-chain"),
+        keyed("k-c", "identified", at="2026-03-02T09:02:00Z", customer_id="c-chain",
+              loyalty_id="L-chain")])
     await _wait_decisions(worker_env, lambda rs: sum(
         1 for r in rs if r["kind"] == "merge" and r["customer_id"] == "c-chain") >= 1)
     await produce(bootstrap, events, [
-        _event("k-bye", "erasure_requested", "2026-03-02T09:03:00Z", customer_id="c-chain")])
+        keyed("k-bye", "erasure_requested", at="2026-03-02T09:03:00Z", customer_id="c-chain")])
 
     decisions = await _wait_decisions(worker_env, lambda rs: sum(
         1 for r in rs if r["outcome"] == "ignored") >= 3 and sum(

@@ -1,11 +1,12 @@
-"""Issue 19: a Faust user's own app embedding Touchflow (examples/faust_embedding/), started
+"""A Faust user's own app embedding Touchflow (examples/faust_embedding/), started
 with one command, on the real embedded broker."""
 
 from __future__ import annotations
 
 import orjson
 
-from tests.integration.conftest import WorkerEnv, event, produce, wait_for_records
+from tests.events import log_line
+from tests.integration.conftest import WorkerEnv, produce, wait_for_records
 
 
 async def test_a_users_agent_forwards_call_center_actions_next_to_touchflow(
@@ -16,9 +17,10 @@ async def test_a_users_agent_forwards_call_center_actions_next_to_touchflow(
     forwarded; SIGTERM stops both with exit code 0."""
     worker = worker_env.start_worker("embed", module="examples.faust_embedding")
     worker_env.wait_ready(worker, timeout=90)
-    pings = [event(f"e{i}", "c-mail", "ping", at=f"2026-03-02T09:{i:02d}:00Z")
+    pings = [log_line(f"e{i}", "c-mail", "ping", at=f"2026-03-02T09:{i:02d}:00Z")
              for i in range(10)]
-    call = event("call-1", "c-call", "call", channel="call_center", reason="complaint")
+    call = log_line("call-1", "c-call", "call", minute=30, channel="call_center",
+                    reason="complaint")
     await produce(worker_env.broker.bootstrap, worker_env.topic("events"), [*pings, call])
     actions = await wait_for_records(worker_env, "actions", lambda rs: len(rs) >= 2)
     tickets = await wait_for_records(worker_env, "crm.tickets", lambda rs: len(rs) >= 1)

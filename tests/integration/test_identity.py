@@ -1,4 +1,4 @@
-"""Issue 5 on the real broker with two workers: the cookie's partition (1) and the customer's
+"""Identity on the real broker with two workers: the cookie's partition (1) and the customer's
 (3) belong to different workers, so the link, the merge and the forwarded events cross
 workers through the repartition topic."""
 

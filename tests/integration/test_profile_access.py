@@ -12,13 +12,8 @@ from typing import Any
 
 import orjson
 
+from tests.events import keyed
 from tests.integration.conftest import ROOT, WorkerEnv, produce
-
-
-def _event(event_id: str, etype: str, minute: int, **identity: str) -> bytes:
-    return orjson.dumps({"event_id": event_id, "occurred_at": f"2026-03-02T09:{minute:02d}:00Z",
-                         "channel": "web", "type": etype, "identity": identity,
-                         "properties": {}})
 
 
 def _profile(env: WorkerEnv, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
@@ -37,14 +32,14 @@ async def test_profile_export_from_the_changelog_follows_aliases_and_sees_erasur
     worker = worker_env.start_worker()
     worker_env.wait_ready(worker)
     await produce(worker_env.broker.bootstrap, worker_env.topic("events"), [
-        _event("p1", "ping", 1, anonymous_id="a-9"),
-        _event("p2", "ping", 2, anonymous_id="a-9"),
-        _event("p3", "ping", 3, anonymous_id="a-9"),
-        _event("login", "identified", 4, customer_id="c-42", anonymous_id="a-9"),
-        _event("p4", "ping", 5, customer_id="c-42"),
-        _event("p5", "ping", 6, customer_id="c-42"),
-        _event("q1", "ping", 1, customer_id="c-gone"),
-        _event("bye", "erasure_requested", 2, customer_id="c-gone"),
+        keyed("p1", "ping", 1, anonymous_id="a-9"),
+        keyed("p2", "ping", 2, anonymous_id="a-9"),
+        keyed("p3", "ping", 3, anonymous_id="a-9"),
+        keyed("login", "identified", 4, customer_id="c-42", anonymous_id="a-9"),
+        keyed("p4", "ping", 5, customer_id="c-42"),
+        keyed("p5", "ping", 6, customer_id="c-42"),
+        keyed("q1", "ping", 1, customer_id="c-gone"),
+        keyed("bye", "erasure_requested", 2, customer_id="c-gone"),
     ])
     deadline = time.monotonic() + 60
     document: dict[str, Any] = {}

@@ -1,4 +1,4 @@
-"""Issue 7 for real: Debian's Prometheus scrapes a worker that runs on the embedded broker with
+"""Metrics for real: Debian's Prometheus scrapes a worker that runs on the embedded broker with
 simulated traffic, and every PromQL expression of the shipped dashboard and alert rules is
 evaluated through Prometheus' HTTP API and must return data."""
 

@@ -92,14 +92,14 @@ def test_the_command_decides_with_the_topic_context(
     """`touchflow replay --context-from-topic` reads `<prefix>.context` of the configured
     prefix and decides each event with the stock in force at its time."""
     from service.cli import main
-    from tests.unit.replay.conftest import event
+    from tests.events import log_line
 
     monkeypatch.setenv("TOUCHFLOW_TOPIC_PREFIX", worker_env.prefix)
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULEBOOK)
     log = tmp_path / "log.jsonl"
     views = [("v-0930", 30), ("v-1030", 90), ("v-1230", 210)]
-    log.write_bytes(b"\n".join(event(eid, f"c-{eid}", "product_viewed", minute=minute,
+    log.write_bytes(b"\n".join(log_line(eid, f"c-{eid}", "product_viewed", minute=minute,
                                      sku="sku-1") for eid, minute in views) + b"\n")
     code = main(["replay", "--rules", str(rules), "--input", str(log), "--no-progress",
                  "--context-from-topic", "--broker", worker_env.broker.url])

@@ -24,18 +24,11 @@ from service.replay.publish import publish_events
 from service.replay.reader import BadRecord, LogFile, decode_lines
 from service.replay.topic import TopicSource
 from service.tools.embedded import EmbeddedBroker
+from tests.events import at_ms, log_line
 from tests.integration.conftest import WorkerEnv, consume, produce
 from tests.unit.replay.journeys import scenarios
 
 pytestmark = pytest.mark.integration
-
-
-def _event(event_id: str, customer: str, at_ms: int, etype: str = "page_viewed") -> bytes:
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at_ms // 1000))
-    return orjson.dumps({
-        "event_id": event_id, "occurred_at": f"{stamp}.{at_ms % 1000:03d}+00:00",
-        "channel": "web", "type": etype, "identity": {"customer_id": customer},
-    })
 
 
 async def _create_topic(bootstrap: str, name: str, partitions: int,
@@ -82,7 +75,7 @@ async def test_publish_keeps_per_customer_order_and_paces_by_event_time(
     topic = f"pub-{time.monotonic_ns()}"
     await _create_topic(broker.bootstrap, topic, 3)
     start = 1_772_411_400_000
-    lines = [_event(f"e-{i}", f"c-{i % 7}", start + i * 10) for i in range(300)]
+    lines = [log_line(f"e-{i}", f"c-{i % 7}", at=at_ms(start + i * 10)) for i in range(300)]
     log = tmp_path / "log.jsonl"
     log.write_bytes(b"\n".join(lines) + b"\n")
     bad: list[BadRecord] = []
@@ -121,7 +114,7 @@ async def test_from_topic_selects_the_time_range_and_merges_partitions_by_event_
     try:
         for i in range(90):  # three hours of events, one record timestamp per hour
             hour = i // 30
-            raw = _event(f"e-{i}", f"c-{i % 5}", base + i * 1000)
+            raw = log_line(f"e-{i}", f"c-{i % 5}", at=at_ms(base + i * 1000))
             await producer.send(topic, raw, key=f"customer_id:c-{i % 5}".encode(),
                                 timestamp_ms=base + hour * 3_600_000 + i)
             if i == 45:

@@ -1,4 +1,4 @@
-"""Issue 10 on the real broker: complaint calls from several customers (on different
+"""Signal aggregation on the real broker: complaint calls from several customers (on different
 partitions) are counted together by the worker that owns the product's feed partition; the
 `product_issue` message reaches the operations topic once, the pause reaches every worker's
 context, and a restarted worker rebuilds its counts without publishing the message again."""
@@ -9,7 +9,8 @@ import asyncio
 
 import pytest
 
-from tests.integration.conftest import ROOT, WorkerEnv, consume, event, produce, wait_for_records
+from tests.events import log_line
+from tests.integration.conftest import ROOT, WorkerEnv, consume, produce, wait_for_records
 
 EXAMPLE = ROOT / "examples" / "product_issue"
 
@@ -46,7 +47,7 @@ async def test_complaint_surge_pauses_the_promotion_across_workers(
         ("product_issue", "phone-x", 4)]
 
     def complaints(prefix: str, sku: str, minutes: range) -> list[bytes]:
-        return [event(f"{prefix}-{m}", f"{prefix}-caller-{m}", "call_center_call",
+        return [log_line(f"{prefix}-{m}", f"{prefix}-caller-{m}", "call_center_call",
                       channel="call_center", at=f"2026-05-04T12:{m:02d}:00+00:00",
                       reason="complaint", sku=sku) for m in minutes]
 

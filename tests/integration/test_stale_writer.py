@@ -1,4 +1,4 @@
-"""Issue 16, item 6: a worker paused past its session timeout (SIGSTOP here; a long GC or a
+"""Stale writers fenced: a worker paused past its session timeout (SIGSTOP here; a long GC or a
 frozen VM alike) must not land changelog records after its successor's when it resumes, or a
 later recovery rolls the successor's state back.
 
@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
+from tests.events import log_line
 from tests.integration.conftest import (
     WorkerEnv,
-    event,
     processed_at_least,
     produce,
     report_scores,
@@ -38,7 +38,7 @@ PINGS = 40
 
 
 def _pings() -> list[bytes]:
-    return [event(f"{c}-p{n}", c, "ping", at=f"2026-03-02T09:{n // 60:02d}:{n % 60:02d}Z")
+    return [log_line(f"{c}-p{n}", c, "ping", at=f"2026-03-02T09:{n // 60:02d}:{n % 60:02d}Z")
             for n in range(PINGS) for c in CUSTOMERS]
 
 

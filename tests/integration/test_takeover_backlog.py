@@ -12,9 +12,9 @@ import asyncio
 import signal
 import time
 
+from tests.events import log_line
 from tests.integration.conftest import (
     WorkerEnv,
-    event,
     processed_at_least,
     produce,
     report_scores,
@@ -25,7 +25,7 @@ PINGS = 300
 
 
 def _pings() -> list[bytes]:
-    return [event(f"{c}-p{n}", c, "ping", at=f"2026-03-02T09:{n // 60:02d}:{n % 60:02d}Z")
+    return [log_line(f"{c}-p{n}", c, "ping", at=f"2026-03-02T09:{n // 60:02d}:{n % 60:02d}Z")
             for n in range(PINGS) for c in CUSTOMERS]
 
 

@@ -1,4 +1,4 @@
-"""Issue 3, end to end on the embedded broker: events in, actions out, bad input dead-lettered,
+"""The worker end to end on the embedded broker: events in, actions out, bad input dead-lettered,
 state recovered exactly after a restart."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import signal
 import orjson
 import pytest
 
-from tests.integration.conftest import WorkerEnv, consume, event, produce
+from tests.events import log_line
+from tests.integration.conftest import WorkerEnv, consume, produce
 
 
 @pytest.mark.parametrize("runtime", ["kafka", "faust"])
@@ -19,9 +20,10 @@ async def test_events_in_actions_and_audit_out(worker_env: WorkerEnv, runtime: s
     worker = worker_env.start_worker(TOUCHFLOW_RUNTIME=runtime)
     worker_env.wait_ready(worker)
     bootstrap = worker_env.broker.bootstrap
-    values = [event(f"a{i}", "c-a", "ping", at=f"2026-03-02T09:{i:02d}:00Z") for i in range(12)]
-    values += [event(f"b{i}", "c-b", "ping", at=f"2026-03-02T09:{i:02d}:00Z") for i in range(9)]
-    values.append(event("c0", "c-c", "call", channel="call_center", reason="complaint"))
+    values = [log_line(f"a{i}", "c-a", "ping", at=f"2026-03-02T09:{i:02d}:00Z") for i in range(12)]
+    values += [log_line(f"b{i}", "c-b", "ping", at=f"2026-03-02T09:{i:02d}:00Z") for i in range(9)]
+    values.append(log_line("c0", "c-c", "call", minute=30, channel="call_center",
+                           reason="complaint"))
     await produce(bootstrap, worker_env.topic("events"), values)
 
     actions = await consume(bootstrap, worker_env.topic("actions"), count=2, settle=3.0)
@@ -56,7 +58,7 @@ async def test_malformed_events_are_dead_lettered_and_good_ones_still_processed(
     bad_channel = orjson.dumps({"event_id": "x3", "occurred_at": "2026-03-02T09:00:00Z",
                                 "channel": "pigeon", "type": "ping",
                                 "identity": {"customer_id": "c-m"}})
-    good = [event(f"m{i}", "c-m", "ping", at=f"2026-03-02T09:{i:02d}:00Z") for i in range(10)]
+    good = [log_line(f"m{i}", "c-m", "ping", at=f"2026-03-02T09:{i:02d}:00Z") for i in range(10)]
     values = [*good[:4], bad_json, *good[4:7], no_identity, bad_channel, *good[7:]]
     await produce(bootstrap, worker_env.topic("events"), values)
 
@@ -90,13 +92,13 @@ async def test_restart_recovers_state_from_changelog_exactly(worker_env: WorkerE
     worker = worker_env.start_worker(TOUCHFLOW_RUNTIME=runtime)
     worker_env.wait_ready(worker)
     customers = [f"c-{n}" for n in range(6)]
-    first = [event(f"{c}-{i}", c, "ping", at=f"2026-03-02T09:{i:02d}:00Z")
+    first = [log_line(f"{c}-{i}", c, "ping", at=f"2026-03-02T09:{i:02d}:00Z")
              for i in range(7) for c in customers]
     await produce(bootstrap, worker_env.topic("events"), first)
     # The report is the last event before the stop and it adds a point: losing its changelog
     # record on recovery would show up as a score one short.
     await produce(bootstrap, worker_env.topic("events"),
-                  [event(f"{c}-r1", c, "report", at="2026-03-02T10:00:00Z") for c in customers])
+                  [log_line(f"{c}-r1", c, "report", at="2026-03-02T10:00:00Z") for c in customers])
     reports = await consume(bootstrap, worker_env.topic("actions"), count=6, timeout=60)
     assert sorted(float(r["payload"]["pings"]) for r in reports) == [8.0] * 6
     assert worker_env.stop(worker, signal.SIGTERM) == 0
@@ -105,11 +107,11 @@ async def test_restart_recovers_state_from_changelog_exactly(worker_env: WorkerE
     worker = worker_env.start_worker(TOUCHFLOW_RUNTIME=runtime)
     worker_env.wait_ready(worker)
     again = first[-len(customers) * 2:]  # redelivered: already applied, must change nothing
-    more = [event(f"{c}-{i}", c, "ping", at=f"2026-03-02T11:{i:02d}:00Z")
+    more = [log_line(f"{c}-{i}", c, "ping", at=f"2026-03-02T11:{i:02d}:00Z")
             for i in range(7, 9) for c in customers]
     await produce(bootstrap, worker_env.topic("events"), again + more)
     await produce(bootstrap, worker_env.topic("events"),
-                  [event(f"{c}-r2", c, "report", at="2026-03-02T12:00:00Z") for c in customers])
+                  [log_line(f"{c}-r2", c, "report", at="2026-03-02T12:00:00Z") for c in customers])
     actions = await consume(bootstrap, worker_env.topic("actions"), count=18, timeout=60,
                             settle=2.0)
     second = [a for a in actions if a["trigger_event_id"].endswith("-r2")]

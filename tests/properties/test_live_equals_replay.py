@@ -22,7 +22,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -48,6 +47,7 @@ from service.stream.identity_control import control_kind
 from service.stream.processor import Processor
 from service.stream.store import LEARNING_KEY, TOMBSTONE_PREFIX
 from service.stream.topics import TopicNames
+from tests.events import wire
 from tests.properties.broker_model import BrokerModel
 from tests.properties.histories import CUSTOMERS, bodies, identities, links
 
@@ -142,9 +142,8 @@ class LiveEqualsReplay(RuleBasedStateMachine):
         self.clock_ms += step_s * 1000
         at = START + timedelta(milliseconds=self.clock_ms - late_s * 1000)
         event_id = f"e{self.serial}{POISON if poison else ''}"
-        raw = orjson.dumps({"event_id": event_id, "occurred_at": at.isoformat(),
-                            "channel": "web", "type": etype, "identity": identity,
-                            "properties": properties})
+        raw = wire(etype, event_id=event_id, at=at.isoformat(), identity=identity,
+                   props=properties)
         self.produced.append(raw)
         return raw
 

@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +26,7 @@ from service.ops.settings import load_settings
 from service.replay.replayer import Replayer
 from service.stream.processor import Processor
 from service.stream.topics import TopicNames
+from tests.events import wire
 from tests.properties.broker_model import BrokerModel
 from tests.properties.histories import bodies, identities, links
 
@@ -47,9 +47,8 @@ def _log(items: list[tuple[tuple[dict[str, str], tuple[str, dict[str, Any]]], in
     for number, ((identity, (etype, properties)), step_s, late_s) in enumerate(items):
         clock += step_s * 1000
         at = START + timedelta(milliseconds=clock - late_s * 1000)
-        lines.append(orjson.dumps({
-            "event_id": f"e{number % 40}", "occurred_at": at.isoformat(), "channel": "web",
-            "type": etype, "identity": identity, "properties": properties}))
+        lines.append(wire(etype, event_id=f"e{number % 40}", at=at.isoformat(),
+                          identity=identity, props=properties))
     return lines
 
 

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from schemas.event import CHANNELS, Event, EventError, decode_event
 from service.domain.decide import decide
 from service.domain.rules import Rulebook, load_rulebook
+from tests.events import wire
 
 ROOT = Path(__file__).resolve().parents[2]
 BOOKS = [*sorted(ROOT.glob("examples/*/rulebook.yaml")), ROOT / "tests/data/rulebook.yaml"]
@@ -82,10 +83,8 @@ def _book(path: Path) -> Rulebook:
 
 
 valid_events = st.builds(
-    lambda eid, ts, channel, etype, props: orjson.dumps({
-        "event_id": eid, "occurred_at": ts, "channel": channel, "type": etype,
-        "identity": {"customer_id": "c-fuzz"}, "properties": props,
-    }),
+    lambda eid, ts, channel, etype, props: wire(etype, event_id=eid, at=ts, channel=channel,
+                                                customer="c-fuzz", props=props),
     st.text(min_size=1, max_size=20),
     st.datetimes(min_value=datetime.datetime(2001, 1, 1),
                  max_value=datetime.datetime(2099, 1, 1)).map(

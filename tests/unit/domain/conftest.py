@@ -8,7 +8,7 @@ import pytest
 
 from schemas.event import Event
 from service.domain import Rulebook, parse_rulebook
-from tests.unit.domain.replaykit import make_event
+from tests.events import make_event
 
 
 @pytest.fixture

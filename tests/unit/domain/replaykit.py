@@ -1,8 +1,8 @@
-"""Shared helpers of the decision-core tests: events, replaying event lists and examples."""
+"""Shared helpers of the decision-core tests: replaying event lists and examples (events
+come from tests/events.py)."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,12 +10,12 @@ from typing import Any
 
 import orjson
 
-from schemas.event import Event, decode_event, parse_event
+from schemas.event import Event, decode_event
 from service.domain import Outcome, Profile, Rulebook, decide, load_rulebook
 from service.domain.context_table import ContextTable
 from service.replay.reader import BadRecord, load_context
 
-__all__ = ["EXAMPLES", "Replay", "load_example", "make_event", "run_events"]
+__all__ = ["EXAMPLES", "Replay", "load_example", "run_events"]
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
@@ -79,22 +79,3 @@ def load_example(name: str) -> tuple[Rulebook, list[Event], ContextTable]:
         raise AssertionError(f"examples/{name}/context.jsonl: {record}")
 
     return rulebook, events, load_context(context_file, bad)
-
-
-_ids = itertools.count(1)
-
-
-def make_event(type: str = "page_viewed", *, at: str = "2026-03-02T12:00:00+00:00",
-               channel: str = "web", customer: str = "c-1", event_id: str | None = None,
-               props: dict[str, Any] | None = None, **properties: Any) -> Event:
-    """A valid event with sensible defaults (a fresh event_id unless given); `props` holds
-    properties whose names clash with the arguments (e.g. a consent event's `channel`)."""
-    properties = {**properties, **(props or {})}
-    return parse_event({
-        "event_id": event_id or f"t-{next(_ids)}",
-        "occurred_at": at,
-        "channel": channel,
-        "type": type,
-        "identity": {"customer_id": customer},
-        "properties": properties,
-    })

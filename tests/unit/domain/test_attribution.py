@@ -156,7 +156,7 @@ def test_each_action_is_credited_at_most_once(steps: list[tuple[str, int]]) -> N
     """For any sequence of opens, views and purchases (in any time order), every credited
     action id was decided for this customer, and none is credited twice; each credit lies
     within the window after its action."""
-    from tests.unit.domain.replaykit import make_event
+    from tests.events import make_event
 
     book = _book()
     events = []

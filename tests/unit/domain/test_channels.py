@@ -17,7 +17,8 @@ from pydantic import TypeAdapter
 from schemas.event import Event
 from schemas.models import Action, DecisionRecord
 from service.domain import Rulebook, RulebookError, parse_rulebook
-from tests.unit.domain.replaykit import make_event, run_events
+from tests.events import make_event
+from tests.unit.domain.replaykit import run_events
 
 EventFactory = Callable[..., Event]
 
@@ -247,7 +248,7 @@ def test_the_channel_used_is_the_first_allowed_one(grants: dict[str, bool], minu
 
 def test_legitimate_interest_lists_move_on_after_a_channel_objection(
         event: EventFactory) -> None:
-    """Issue 17's legal basis per channel: an objection to sms moves a legitimate-interest
+    """Legal basis per channel: an objection to sms moves a legitimate-interest
     apology to e-mail (audited with its reason and basis); an objection to the purpose stops
     it on every channel."""
     book = parse_rulebook(dedent("""\

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from schemas.event import CHANNELS, Event
 from service.domain import Profile, Rulebook, load_rulebook, parse_rulebook
 from service.domain.scoring import apply_points
+from tests.events import unchecked_event
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
@@ -129,10 +130,9 @@ def _streams(draw: st.DrawFn, book: Rulebook, text: str) -> list[Event]:
         clock += draw(st.one_of(st.integers(-2, 2),
                                 st.integers(-3 * 3_600_000, 6 * 3_600_000)))
         properties = draw(st.dictionaries(names, values, max_size=5))
-        events.append(Event(f"e-{index}", "2026-03-02T00:00:00Z", clock, 0,
-                            draw(st.sampled_from(sorted(CHANNELS))),
-                            draw(st.sampled_from(types)), {"customer_id": "c-1"},
-                            properties, {}, "customer_id:c-1"))
+        channel = draw(st.sampled_from(sorted(CHANNELS)))
+        events.append(unchecked_event(draw(st.sampled_from(types)), event_id=f"e-{index}",
+                                      ts_ms=clock, channel=channel, properties=properties))
     return events
 
 

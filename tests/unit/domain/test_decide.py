@@ -192,6 +192,21 @@ def test_action_response_is_counted_per_action(book: Rulebook, event: EventFacto
     assert profile is not None and profile.responses == {"offer": {"converted": 1}}
 
 
+@pytest.mark.parametrize("odd", [["converted"], {"kind": "converted"}, 3, None])
+def test_action_response_with_a_non_text_response_is_not_counted(
+        book: Rulebook, event: EventFactory, odd: object) -> None:
+    """An action_response whose `response` is not a string (a list, an object, a number) is
+    applied as an ordinary event: nothing is counted and decide() does not raise (a list once
+    raised `unhashable type`, dead-lettering the event as a decision error)."""
+    views = [event("product_viewed", at=f"2026-03-02T10:0{i}:00+00:00") for i in range(2)]
+    replay = run_events(book, views)
+    action_id = replay.actions[0]["action_id"]
+    response = event("action_response", channel="sms", at="2026-03-02T10:05:00+00:00",
+                     action_id=action_id, response=odd)
+    profile = decide(replay.profiles["customer_id:c-1"], response, {}, book).profile
+    assert profile is not None and profile.responses == {}
+
+
 def test_holdout_arm_is_audited_not_sent(event: EventFactory) -> None:
     """A customer in a holdout arm gets a held_out record and no action; assignment is a pure
     function of the customer key."""

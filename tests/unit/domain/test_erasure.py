@@ -11,23 +11,17 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.event import Event, parse_event
+from schemas.event import Event
 from service.domain.erasure import Tombstones, key_digest
 from service.domain.rules import Rulebook, load_rulebook
 from service.domain.step import Control
 from service.replay.replayer import Replayer
+from tests.events import chained_identities, keyed_event
 
 RULES = Path(__file__).resolve().parents[2] / "data" / "rulebook.yaml"
 _RULEBOOK: Rulebook = load_rulebook(RULES)
 PERSON = {"customer_id": "cust-erase-1", "loyalty_id": "loy-erase-1",
           "anonymous_id": "anon-erase-1"}
-
-
-def _event(event_id: str, etype: str, minute: int, **identity: str) -> Event:
-    return parse_event({"event_id": event_id,
-                        "occurred_at": f"2026-03-02T09:{minute:02d}:00Z",
-                        "channel": "web", "type": etype, "identity": identity,
-                        "properties": {}})
 
 
 def _ms(minute: int) -> int:
@@ -45,23 +39,23 @@ def test_an_event_dated_before_the_erasure_is_ignored_even_after_a_fresh_start()
     starts a fresh profile (one point) that still ignores pre-erasure events."""
     replayer = Replayer(_RULEBOOK)
     for n in range(3):
-        replayer.apply(_event(f"p{n}", "ping", n, customer_id="c-1"))
-    erased = replayer.apply(_event("bye", "erasure_requested", 10, customer_id="c-1"))
+        replayer.apply(keyed_event(f"p{n}", "ping", n, customer_id="c-1"))
+    erased = replayer.apply(keyed_event("bye", "erasure_requested", 10, customer_id="c-1"))
     assert erased.effects is not None and erased.effects.notice is not None
     assert b"customer_id:c-1" not in replayer.profiles
     assert _tombstone(replayer, "customer_id:c-1") == _ms(10)
-    for again in (_event("p1", "ping", 1, customer_id="c-1"),
-                  _event("late", "ping", 9, customer_id="c-1")):
+    for again in (keyed_event("p1", "ping", 1, customer_id="c-1"),
+                  keyed_event("late", "ping", 9, customer_id="c-1")):
         outcome = replayer.apply(again)
         assert outcome.effects is not None and outcome.effects.ignored
         [record] = outcome.decisions
         assert (record["outcome"], record["suppressed_by"]) == ("ignored", "erased")
         assert record["customer_id"] == "erased:" + key_digest("customer_id:c-1")
         assert b"customer_id:c-1" not in replayer.profiles
-    replayer.apply(_event("new", "ping", 11, customer_id="c-1"))
+    replayer.apply(keyed_event("new", "ping", 11, customer_id="c-1"))
     fresh = replayer.profiles[b"customer_id:c-1"]
     assert fresh.scores["pings"] == 1.0 and fresh.erased_ms == _ms(10)
-    late = replayer.apply(_event("later", "ping", 8, customer_id="c-1"))
+    late = replayer.apply(keyed_event("later", "ping", 8, customer_id="c-1"))
     assert late.effects is not None and late.effects.ignored
     assert replayer.profiles[b"customer_id:c-1"].scores["pings"] == 1.0
 
@@ -70,10 +64,10 @@ def test_the_tombstone_covers_every_event_the_profile_applied() -> None:
     """An erasure stamped earlier than the newest event applied (producer clocks differ)
     tombstones up to that newest event: its redelivery cannot rebuild the profile."""
     replayer = Replayer(_RULEBOOK)
-    replayer.apply(_event("p-late-clock", "ping", 30, customer_id="c-2"))
-    replayer.apply(_event("bye", "erasure_requested", 20, customer_id="c-2"))
+    replayer.apply(keyed_event("p-late-clock", "ping", 30, customer_id="c-2"))
+    replayer.apply(keyed_event("bye", "erasure_requested", 20, customer_id="c-2"))
     assert _tombstone(replayer, "customer_id:c-2") == _ms(30)
-    outcome = replayer.apply(_event("p-late-clock", "ping", 30, customer_id="c-2"))
+    outcome = replayer.apply(keyed_event("p-late-clock", "ping", 30, customer_id="c-2"))
     assert outcome.effects is not None and outcome.effects.ignored
 
 
@@ -95,10 +89,10 @@ def test_an_erasure_between_a_login_and_its_link_record_is_not_undone_by_the_mer
     reaches the cookie: the merge that the link sends back is dropped (audited ignored), and
     the cookie's redirect is erased too: nothing of either identifier remains."""
     replayer = Replayer(_RULEBOOK, deliver=False)
-    replayer.apply(_event("a1", "ping", 1, anonymous_id="a-3"))
-    replayer.apply(_event("login", "identified", 2, customer_id="c-3", anonymous_id="a-3"))
+    replayer.apply(keyed_event("a1", "ping", 1, anonymous_id="a-3"))
+    replayer.apply(keyed_event("login", "identified", 2, customer_id="c-3", anonymous_id="a-3"))
     link = replayer.undelivered.pop()
-    replayer.apply(_event("bye", "erasure_requested", 3, customer_id="c-3"))
+    replayer.apply(keyed_event("bye", "erasure_requested", 3, customer_id="c-3"))
     replayer.undelivered.append(link)
     _drain(replayer)
     assert replayer.profiles == {}
@@ -110,11 +104,11 @@ def test_erasing_the_end_of_a_chain_erases_every_alias() -> None:
     """anonymous -> loyalty card -> customer: erasing the customer removes all three keys and
     leaves a tombstone for each."""
     replayer = Replayer(_RULEBOOK)
-    replayer.apply(_event("a1", "ping", 1, anonymous_id="a-4"))
-    replayer.apply(_event("l1", "identified", 2, loyalty_id="L-4", anonymous_id="a-4"))
-    replayer.apply(_event("c1", "identified", 3, customer_id="c-4", loyalty_id="L-4"))
+    replayer.apply(keyed_event("a1", "ping", 1, anonymous_id="a-4"))
+    replayer.apply(keyed_event("l1", "identified", 2, loyalty_id="L-4", anonymous_id="a-4"))
+    replayer.apply(keyed_event("c1", "identified", 3, customer_id="c-4", loyalty_id="L-4"))
     assert replayer.profiles[b"customer_id:c-4"].scores["pings"] == 1.0
-    replayer.apply(_event("bye", "erasure_requested", 4, customer_id="c-4"))
+    replayer.apply(keyed_event("bye", "erasure_requested", 4, customer_id="c-4"))
     assert replayer.profiles == {}
     for key in ("customer_id:c-4", "loyalty_id:L-4", "anonymous_id:a-4"):
         assert _tombstone(replayer, key) == _ms(4)
@@ -124,10 +118,10 @@ def test_a_late_login_of_an_erased_customer_erases_the_identifiers_it_names() ->
     """The login that would link a cookie to an already erased customer arrives late (dated
     before the erasure): it is ignored, and the cookie's own anonymous history is erased."""
     replayer = Replayer(_RULEBOOK)
-    replayer.apply(_event("a1", "ping", 1, anonymous_id="a-5"))
-    replayer.apply(_event("bye", "erasure_requested", 5, customer_id="c-5"))
+    replayer.apply(keyed_event("a1", "ping", 1, anonymous_id="a-5"))
+    replayer.apply(keyed_event("bye", "erasure_requested", 5, customer_id="c-5"))
     assert b"anonymous_id:a-5" in replayer.profiles
-    replayer.apply(_event("login", "identified", 2, customer_id="c-5", anonymous_id="a-5"))
+    replayer.apply(keyed_event("login", "identified", 2, customer_id="c-5", anonymous_id="a-5"))
     assert replayer.profiles == {}
     assert _tombstone(replayer, "anonymous_id:a-5") == _ms(5)
 
@@ -145,18 +139,9 @@ def test_tombstones_expire_after_max_lateness_plus_the_margin() -> None:
     assert tombs.pending == {key_digest("customer_id:c-6"): None}
 
 
-_INPUTS = [
-    _event("i1", "ping", 1, anonymous_id=PERSON["anonymous_id"]),
-    _event("i2", "ping", 2, loyalty_id=PERSON["loyalty_id"]),
-    _event("i3", "ping", 3, customer_id=PERSON["customer_id"]),
-    _event("i4", "identified", 4, loyalty_id=PERSON["loyalty_id"],
-           anonymous_id=PERSON["anonymous_id"]),
-    _event("i5", "identified", 5, customer_id=PERSON["customer_id"],
-           loyalty_id=PERSON["loyalty_id"]),
-    _event("i6", "ping", 6, anonymous_id=PERSON["anonymous_id"]),
-    _event("i7", "report", 7, customer_id=PERSON["customer_id"]),
-]
-_ERASURE = _event("bye", "erasure_requested", 20, customer_id=PERSON["customer_id"])
+_STORY, _BYE = chained_identities(PERSON)
+_INPUTS = [keyed_event(eid, etype, minute, **who) for eid, etype, minute, who in _STORY]
+_ERASURE = keyed_event(*_BYE[:3], **_BYE[3])
 
 
 @settings(max_examples=150, deadline=None)
@@ -174,7 +159,7 @@ def test_no_order_brings_an_erased_customer_back(order: list[int], redeliver: li
     is untouched."""
     replayer = Replayer(_RULEBOOK, deliver=False)
     if other:
-        replayer.apply(_event("o1", "ping", 1, customer_id="someone-else"))
+        replayer.apply(keyed_event("o1", "ping", 1, customer_id="someone-else"))
     log = [([*_INPUTS, _ERASURE])[i] for i in order] + [_INPUTS[i] for i in redeliver]
     pending: dict[bytes, deque[Event | Control]] = {}
     turns = iter(picks)
@@ -222,10 +207,10 @@ def test_a_merge_reaching_an_alias_that_was_merged_meanwhile_goes_on_to_its_prof
     cookie's history counts there and the customer's profile lists the cookie (which its
     erasure then follows)."""
     replayer = Replayer(_RULEBOOK, deliver=False)
-    replayer.apply(_event("a1", "ping", 1, anonymous_id="a-7"))
-    replayer.apply(_event("l1", "identified", 2, loyalty_id="L-7", anonymous_id="a-7"))
+    replayer.apply(keyed_event("a1", "ping", 1, anonymous_id="a-7"))
+    replayer.apply(keyed_event("l1", "identified", 2, loyalty_id="L-7", anonymous_id="a-7"))
     cookie_link = replayer.undelivered.pop()
-    replayer.apply(_event("c1", "identified", 3, customer_id="c-7", loyalty_id="L-7"))
+    replayer.apply(keyed_event("c1", "identified", 3, customer_id="c-7", loyalty_id="L-7"))
     _drain(replayer)  # the card is merged into the customer first
     replayer.undelivered.append(cookie_link)
     _drain(replayer)

@@ -18,7 +18,8 @@ from service.domain.identity import (
 )
 from service.domain.profile import Profile
 from service.replay.runner import Replayer
-from tests.unit.domain.replaykit import EXAMPLES, load_example, make_event
+from tests.events import at_minute, make_event
+from tests.unit.domain.replaykit import EXAMPLES, load_example
 
 
 def _replay(name: str) -> tuple[Replayer, list[tuple[Event, object]]]:
@@ -55,12 +56,12 @@ def test_alias_keys_are_the_other_identifiers_of_an_identified_event() -> None:
     """Only `identified` events link; the canonical key is the highest-priority identifier."""
     event = make_event("identified", customer="c-1")
     assert alias_keys(event) == []
-    linked = Event(event.event_id, event.occurred_at, event.ts_ms, 0, "web", "identified",
-                   {"anonymous_id": "a-1", "customer_id": "c-1", "loyalty_id": "L-9"})
+    linked = make_event("identified", event_id=event.event_id,
+                        identity={"anonymous_id": "a-1", "customer_id": "c-1", "loyalty_id": "L-9"})
     assert linked.key() == "customer_id:c-1"
     assert alias_keys(linked) == ["loyalty_id:L-9", "anonymous_id:a-1"]
-    page = Event(event.event_id, event.occurred_at, event.ts_ms, 0, "web", "page_viewed",
-                 {"anonymous_id": "a-1", "customer_id": "c-1"})
+    page = make_event("page_viewed", event_id=event.event_id,
+                      identity={"anonymous_id": "a-1", "customer_id": "c-1"})
     assert alias_keys(page) == []
 
 
@@ -101,9 +102,8 @@ def histories(draw: st.DrawFn) -> list[tuple[str, int, str]]:
 
 
 def _event(event_id: str, minute: int, etype: str, who: dict[str, str]) -> Event:
-    base = make_event(etype, at=f"2026-03-02T{minute // 60:02d}:{minute % 60:02d}:00+00:00",
-                      customer="x", event_id=event_id)
-    return Event(base.event_id, base.occurred_at, base.ts_ms, 0, "web", etype, who)
+    return make_event(etype, event_id=event_id, at=at_minute(minute, hour=0, offset="+00:00"),
+                      identity=who)
 
 
 @settings(max_examples=80, deadline=None)

@@ -51,7 +51,7 @@ def _outcomes(book: Rulebook, events: list[Event],
 
 def test_utc_stamped_delay_respects_the_passengers_zone(book: Rulebook,
                                                         event: EventFactory) -> None:
-    """The issue's case: a delay notice stamped 15:30Z for a Taipei passenger is 23:30 local,
+    """A delay notice stamped 15:30Z for a Taipei passenger is 23:30 local,
     inside sms quiet hours, once the app told us the zone; without a zone the event's offset
     (UTC) is the fallback and it goes out."""
     zone = event("app_opened", at="2026-03-02T09:00:00+08:00", time_zone="Asia/Taipei")

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from schemas.event import Event
 from service.domain import parse_rulebook
-from tests.unit.domain.replaykit import make_event, run_events
+from tests.events import make_event
+from tests.unit.domain.replaykit import run_events
 
 BOOK = parse_rulebook(dedent("""\
     version: "prop-1"

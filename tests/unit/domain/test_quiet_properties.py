@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.domain import Rulebook, parse_rulebook
-from tests.unit.domain.replaykit import make_event, run_events
+from tests.events import make_event
+from tests.unit.domain.replaykit import run_events
 
 #: zones with daylight saving of one hour, of 30 minutes (Lord Howe), in the south, 45-minute
 #: offsets (Chatham), none at all (Taipei, Kolkata)

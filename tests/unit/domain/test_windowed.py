@@ -16,6 +16,7 @@ from schemas.event import Event
 from service.domain import Profile, RulebookError, decide, parse_rulebook
 from service.domain.identity import merge_profiles
 from service.domain.scoring import Trait
+from tests.events import at_ms, make_event
 
 HOUR = 3_600_000
 WITHIN = 5 * HOUR
@@ -48,8 +49,7 @@ TRAITS: dict[str, Trait] = {t.name: t for t in BOOK.traits.by_type["v"]}
 
 
 def _event(index: int, etype: str, ts: int, x: int = 0, k: str = "a") -> Event:
-    return Event(f"e-{index}", "2026-03-02T00:00:00Z", ts, 0, "web", etype,
-                 {"customer_id": "c-1"}, {"x": x, "k": k}, {}, "customer_id:c-1")
+    return make_event(etype, event_id=f"e-{index}", at=at_ms(ts), x=x, k=k)
 
 
 @st.composite
@@ -258,14 +258,11 @@ def test_comparison_between_two_fields() -> None:
               - {value: event.properties.price, gt: {path: trait.usual}}
         """), "c.yaml")
     profile = decide(None, _event(1, "viewed", T0), {}, book).profile  # no usual price yet
-    viewed = Event("e-2", "2026-03-02T00:00:00Z", T0 + 1, 0, "web", "viewed",
-                   {"customer_id": "c-1"}, {"price": 120}, {}, "customer_id:c-1")
+    viewed = make_event("viewed", event_id="e-2", at=at_ms(T0 + 1), price=120)
     assert not decide(profile, viewed, {}, book).actions
-    bought = Event("e-3", "2026-03-02T00:00:00Z", T0 + 2, 0, "web", "bought",
-                   {"customer_id": "c-1"}, {"price": 80}, {}, "customer_id:c-1")
+    bought = make_event("bought", event_id="e-3", at=at_ms(T0 + 2), price=80)
     profile = decide(profile, bought, {}, book).profile
-    again = Event("e-4", "2026-03-02T00:00:00Z", T0 + 3, 0, "web", "viewed",
-                  {"customer_id": "c-1"}, {"price": 120}, {}, "customer_id:c-1")
+    again = make_event("viewed", event_id="e-4", at=at_ms(T0 + 3), price=120)
     outcome = decide(profile, again, {}, book)
     [action] = outcome.actions
     assert action["reasons"][-1] == "event.properties.price 120 > trait.usual (trait.usual = 80)"

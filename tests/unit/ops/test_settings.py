@@ -34,6 +34,11 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
         ("TOUCHFLOW_BROKER", "localhost", "TOUCHFLOW_BROKER='localhost' is not valid"),
         ("TOUCHFLOW_METRICS_PORT", "99999", "TOUCHFLOW_METRICS_PORT='99999' is not valid"),
         ("TOUCHFLOW_TOPIC_PREFIX", "a b", "TOUCHFLOW_TOPIC_PREFIX='a b' is not valid"),
+        ("TOUCHFLOW_ACK_TIMEOUT_S", "0", "TOUCHFLOW_ACK_TIMEOUT_S='0' is not valid: "
+         "Input should be greater than 0"),
+        ("TOUCHFLOW_BROKER_TIMEOUT_S", "soon", "TOUCHFLOW_BROKER_TIMEOUT_S='soon' is not valid"),
+        ("TOUCHFLOW_FETCH_MAX_BYTES", "12", "TOUCHFLOW_FETCH_MAX_BYTES='12' is not valid"),
+        ("TOUCHFLOW_BATCH_RETRY_MAX_S", "-1", "TOUCHFLOW_BATCH_RETRY_MAX_S='-1' is not valid"),
     ],
 )
 def test_bad_value_gives_one_sentence(
@@ -58,3 +63,31 @@ def test_sasl_needs_credentials_and_hides_password(monkeypatch: pytest.MonkeyPat
     settings = load_settings()
     assert "hunter2" not in repr(settings)
     assert settings.kafka_security()["sasl_plain_password"] == "hunter2"
+
+
+def test_readme_settings_table_lists_every_setting() -> None:
+    """Each setting of the model has a row in README's "Settings" table (a setting added
+    without its documentation fails here)."""
+    from pathlib import Path
+
+    from service.ops.settings import Settings
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    table = readme.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `TOUCHFLOW_")]
+    for name in Settings.model_fields:
+        variable = f"TOUCHFLOW_{name.upper()}"
+        # a row may name several variables by their common prefix (`TOUCHFLOW_LOG_LEVEL` /
+        # `_FORMAT`): the suffix after the row's first variable's prefix counts
+        assert any(variable in row or _short_form(row, variable) for row in rows), variable
+
+
+def _short_form(row: str, variable: str) -> bool:
+    """True when `row` names `variable` as `_SUFFIX` after a variable sharing its prefix."""
+    first = row.split("`")[1]
+    parts = variable.split("_")
+    for cut in range(1, len(parts)):
+        if first.startswith("_".join(parts[:cut]) + "_") and \
+                f"`_{'_'.join(parts[cut:])}`" in row:
+            return True
+    return False

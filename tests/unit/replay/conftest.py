@@ -1,14 +1,15 @@
-"""Factories for replay tests: small rulebooks (A and a stricter B) and event logs."""
+"""Factories for replay tests: small rulebooks (A and a stricter B) and event logs (events
+from tests/events.py)."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import orjson
 import pytest
+
+from tests.events import log_line
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -53,17 +54,6 @@ def write_rulebook(tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
-def event(event_id: str, customer: str, etype: str = "page_viewed", *, minute: int = 0,
-          channel: str = "web", **properties: Any) -> bytes:
-    """One wire-format event at 2026-03-02 09:MM (+09:00)."""
-    hour, minute = divmod(minute, 60)
-    return orjson.dumps({
-        "event_id": event_id, "occurred_at": f"2026-03-02T{9 + hour:02d}:{minute:02d}:00+09:00",
-        "channel": channel, "type": etype, "identity": {"customer_id": customer},
-        "properties": properties,
-    })
-
-
 @pytest.fixture
 def write_log(tmp_path: Path) -> Callable[..., Path]:
     """Write a seeded, realistic-enough log of `n` events over `customers` customers."""
@@ -74,7 +64,7 @@ def write_log(tmp_path: Path) -> Callable[..., Path]:
         lines = []
         for i in range(n):
             etype = rng.choice(["page_viewed", "page_viewed", "pricing_viewed", "signed_up"])
-            lines.append(event(f"e-{i}", f"c-{rng.randrange(customers)}", etype, minute=i))
+            lines.append(log_line(f"e-{i}", f"c-{rng.randrange(customers)}", etype, minute=i))
         lines.extend(extra or [])
         path = tmp_path / name
         path.write_bytes(b"\n".join(lines) + b"\n")

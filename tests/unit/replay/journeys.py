@@ -6,7 +6,7 @@ import random
 import time
 from pathlib import Path
 
-import orjson
+from tests.events import wire
 
 __all__ = ["journey_log"]
 
@@ -31,23 +31,18 @@ def journey_log(path: Path, n: int = 3000, customers: int = 150) -> Path:
     for i in range(n):
         etype, channel, props = rng.choice(kinds)
         at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime((base + i * 3000) // 1000 + 9 * 3600))
-        lines.append(orjson.dumps({
-            "event_id": f"g-{i}", "occurred_at": at + "+09:00", "channel": channel,
-            "type": etype, "identity": {"customer_id": f"c-{rng.randrange(customers)}"},
-            "properties": props(),
-        }))
+        lines.append(wire(etype, event_id=f"g-{i}", at=at + "+09:00", channel=channel,
+                          customer=f"c-{rng.randrange(customers)}", props=props()))
     # The awkward cases production meets: redeliveries, bad input, an erasure, late consent.
     for i in range(0, n, 97):
         lines.insert(i + 1, lines[i])
     lines.insert(n // 3, b'{"event_id": "bad-1", "channel": "fax"}')
     lines.insert(n // 2, b"not json at all")
-    lines.insert(n // 2, orjson.dumps({
-        "event_id": "erase-1", "occurred_at": "2026-03-02T12:00:00+09:00", "channel": "web",
-        "type": "erasure_requested", "identity": {"customer_id": "c-7"}}))
-    lines.insert(n // 4, orjson.dumps({
-        "event_id": "consent-1", "occurred_at": "2026-03-02T10:00:00+09:00", "channel": "sms",
-        "type": "consent_changed", "identity": {"customer_id": "c-3"},
-        "properties": {"channel": "sms", "granted": True}}))
+    lines.insert(n // 2, wire("erasure_requested", event_id="erase-1",
+                              at="2026-03-02T12:00:00+09:00", customer="c-7"))
+    lines.insert(n // 4, wire("consent_changed", event_id="consent-1",
+                              at="2026-03-02T10:00:00+09:00", channel="sms", customer="c-3",
+                              props={"channel": "sms", "granted": True}))
     path.write_bytes(b"\n".join(lines) + b"\n")
     return path
 

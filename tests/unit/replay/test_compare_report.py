@@ -1,4 +1,4 @@
-"""Comparing two rulebooks (service/replay/diff.py) and the HTML report (report.py)."""
+"""Comparing two rulebooks (service/replay/diff.py) and the HTML report (html_report.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from service.cli import main
 from service.domain.rules import load_rulebook
 from service.replay.diff import compare_stream, format_table
+from service.replay.html_report import bar_chart, histogram, line_chart
 from service.replay.reader import LogFile, decode_lines
-from service.replay.report import bar_chart, histogram, line_chart
-from tests.unit.replay.conftest import event
+from tests.events import log_line
 
 
 def _log(tmp_path: Path, lines: list[bytes]) -> Path:
@@ -30,8 +30,8 @@ def test_compare_lists_lost_actions_with_both_explanations(
     view is lost under B, with A's reasons beside the audit record explaining B's refusal;
     actions both send (the newsletter) are not reported; the table counts per action."""
     log = _log(tmp_path, [
-        event("e-1", "c-1"), event("e-2", "c-1", minute=1), event("e-3", "c-1", minute=2),
-        event("e-4", "c-2", "signed_up", minute=3),
+        log_line("e-1", "c-1"), log_line("e-2", "c-1", minute=1), log_line("e-3", "c-1", minute=2),
+        log_line("e-4", "c-2", "signed_up", minute=3),
     ])
     a = load_rulebook(write_rulebook("rules-a", 20))
     b = load_rulebook(write_rulebook("rules-b", 30))
@@ -126,7 +126,7 @@ def test_compare_shows_a_deferral_the_other_rulebook_does_not_make(tmp_path: Pat
     for name, start in (("a", "09:30"), ("b", "08:00")):
         (tmp_path / f"{name}.yaml").write_text(text.replace("VERSION", name).replace(
             "START", start))
-    log = _log(tmp_path, [event("e-1", "c-1", time_zone="Asia/Tokyo")])
+    log = _log(tmp_path, [log_line("e-1", "c-1", time_zone="Asia/Tokyo")])
     comparison = compare_stream(decode_lines(LogFile(log), print),
                                 load_rulebook(tmp_path / "a.yaml"),
                                 load_rulebook(tmp_path / "b.yaml"))

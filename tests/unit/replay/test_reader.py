@@ -12,27 +12,21 @@ import pytest
 from service.domain.context_table import BEGINNING
 from service.replay.reader import BadRecord, LogFile, ReplayInputError, decode_lines, load_context
 from service.replay.topic import parse_time
-
-
-def _event(event_id: str, customer: str = "c-1") -> bytes:
-    return orjson.dumps({
-        "event_id": event_id, "occurred_at": "2026-03-02T09:30:00+09:00", "channel": "web",
-        "type": "page_viewed", "identity": {"customer_id": customer},
-    })
+from tests.events import log_line
 
 
 def test_plain_log_yields_numbered_lines_and_skips_blank_ones(tmp_path: Path) -> None:
     """Line numbers count every physical line from 1, blank lines included, so a reported
     line number is the one an editor shows."""
     log = tmp_path / "log.jsonl"
-    log.write_bytes(_event("e-1") + b"\n\n   \n" + _event("e-2") + b"\n")
+    log.write_bytes(log_line("e-1", "c-1") + b"\n\n   \n" + log_line("e-2", "c-1") + b"\n")
     assert [n for n, _ in LogFile(log)] == [1, 4]
 
 
 def test_gzip_is_detected_by_content_not_by_name(tmp_path: Path) -> None:
     """A gzip log is read transparently whatever its name, and progress counts on-disk bytes."""
     log = tmp_path / "log.jsonl"  # no .gz suffix on purpose
-    log.write_bytes(gzip.compress(_event("e-1") + b"\n" + _event("e-2") + b"\n"))
+    log.write_bytes(gzip.compress(log_line("e-1", "c-1") + b"\n" + log_line("e-2", "c-1") + b"\n"))
     reader = LogFile(log)
     assert [orjson.loads(raw)["event_id"] for _, raw in reader] == ["e-1", "e-2"]
     assert reader.bytes_read == reader.total_bytes == log.stat().st_size
@@ -45,8 +39,8 @@ def test_bad_lines_are_reported_with_line_number_and_reason_and_reading_goes_on(
     the good events around them still come through, in order."""
     log = tmp_path / "log.jsonl"
     log.write_bytes(b"\n".join([
-        _event("e-1"), b"{not json", _event("e-2"),
-        orjson.dumps({"event_id": "e-3", "channel": "fax"}), _event("e-4"),
+        log_line("e-1", "c-1"), b"{not json", log_line("e-2", "c-1"),
+        orjson.dumps({"event_id": "e-3", "channel": "fax"}), log_line("e-4", "c-1"),
     ]) + b"\n")
     bad: list[BadRecord] = []
     reader = LogFile(log)
@@ -66,7 +60,7 @@ def test_missing_log_is_one_readable_error(tmp_path: Path) -> None:
 def test_truncated_gzip_is_reported_with_the_last_good_line(tmp_path: Path) -> None:
     """A cut-off gzip file raises ReplayInputError after yielding what could be read."""
     log = tmp_path / "log.jsonl.gz"
-    whole = gzip.compress(b"".join(_event(f"e-{i}") + b"\n" for i in range(2000)))
+    whole = gzip.compress(b"".join(log_line(f"e-{i}", "c-1") + b"\n" for i in range(2000)))
     log.write_bytes(whole[: len(whole) // 2])
     with pytest.raises(ReplayInputError, match="cannot be read after line"):
         for _ in LogFile(log):

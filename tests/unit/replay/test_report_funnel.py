@@ -1,17 +1,16 @@
 """The report's decision funnel per action and its customers who received nothing
-(service/replay/funnel.py, report_funnel.py), for a replay and side by side in a comparison."""
+(service/replay/funnel.py, html_funnel.py), for a replay and side by side in a comparison."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import orjson
-
 from service.cli import main
 from service.domain.rules import load_rulebook
 from service.replay.funnel import NO_CANDIDATE, FunnelTally
-from service.replay.report import render_report
+from service.replay.html_report import render_report
 from service.replay.runner import replay_file
+from tests.events import at_minute, log_line
 
 RULES = """\
 version: "{version}"
@@ -29,18 +28,14 @@ arbitration:
 """
 
 
-def _event(event_id: str, customer: str, etype: str, hour: int) -> bytes:
-    return orjson.dumps({"event_id": event_id, "occurred_at": f"2026-03-02T{hour:02d}:00:00Z",
-                         "channel": "mobile", "type": etype,
-                         "identity": {"customer_id": customer}})
-
-
 def _files(tmp_path: Path) -> tuple[Path, Path, Path]:
     log = tmp_path / "log.jsonl"
+    sends = [("f1", "fay", "app_opened", 8), ("f2", "fay", "app_opened", 9),
+             ("f3", "fay", "app_opened", 10), ("i1", "ivy", "texted", 8),
+             ("i2", "ivy", "texted", 9), ("h1", "hal", "page_viewed", 8)]
     log.write_bytes(b"\n".join([
-        _event("f1", "fay", "app_opened", 8), _event("f2", "fay", "app_opened", 9),
-        _event("f3", "fay", "app_opened", 10), _event("i1", "ivy", "texted", 8),
-        _event("i2", "ivy", "texted", 9), _event("h1", "hal", "page_viewed", 8),
+        log_line(event_id, customer, etype, at=at_minute(0, hour=hour), channel="mobile")
+        for event_id, customer, etype, hour in sends
     ]) + b"\n")
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
     a.write_text(RULES.format(version="cap-2", cap=2))

@@ -18,8 +18,9 @@ from schemas.event import decode_event
 from service.cli import main
 from service.domain.rules import load_rulebook
 from service.replay.reader import BadRecord
-from service.replay.runner import replay_events, replay_file, run
-from tests.unit.replay.conftest import ROOT, event
+from service.replay.runner import replay_events, replay_file
+from tests.events import keyed, log_line
+from tests.unit.replay.conftest import ROOT
 
 TEST_RULES = ROOT / "tests" / "data" / "rulebook.yaml"
 
@@ -67,9 +68,9 @@ def test_bad_lines_are_counted_with_line_numbers_and_replay_goes_on(
 ) -> None:
     """Bad lines (broken JSON, unknown channel, raw e-mail) are reported with line number and
     reason, counted, and the events after them are still decided."""
-    lines = [event("e-1", "c-1"), b"{oops", event("e-2", "c-1"),
-             event("e-3", "c-1", channel="fax"), event("e-4", "c-2"),
-             event("e-5", "c-2", email="someone@example.com"), event("e-6", "c-2")]
+    lines = [log_line("e-1", "c-1"), b"{oops", log_line("e-2", "c-1"),
+             log_line("e-3", "c-1", channel="fax"), log_line("e-4", "c-2"),
+             log_line("e-5", "c-2", email="someone@example.com"), log_line("e-6", "c-2")]
     log = tmp_path / "log.jsonl"
     log.write_bytes(b"\n".join(lines) + b"\n")
     seen: list[BadRecord] = []
@@ -91,7 +92,7 @@ def test_cli_reports_bad_lines_on_stderr_and_exits_zero(
     """The command names file:line and reason for each bad line, summarises the count, keeps
     stdout for actions only, and still succeeds."""
     log = tmp_path / "log.jsonl"
-    log.write_bytes(event("e-1", "c-1") + b"\nnot json\n" + event("e-2", "c-1") + b"\n")
+    log.write_bytes(log_line("e-1", "c-1") + b"\nnot json\n" + log_line("e-2", "c-1") + b"\n")
     errors = tmp_path / "errors.jsonl"
     code = main(["replay", "--rules", str(write_rulebook()), "--input", str(log),
                  "--errors", str(errors), "--no-progress"])
@@ -118,8 +119,8 @@ def test_duplicates_are_skipped_like_the_worker_does(
     write_rulebook: Callable[..., Path], tmp_path: Path
 ) -> None:
     """A redelivered event (same event_id) changes nothing and sends nothing again."""
-    lines = [event("e-1", "c-1"), event("e-2", "c-1"), event("e-2", "c-1"),
-             event("e-1", "c-1")]
+    lines = [log_line("e-1", "c-1"), log_line("e-2", "c-1"), log_line("e-2", "c-1"),
+             log_line("e-1", "c-1")]
     log = tmp_path / "log.jsonl"
     log.write_bytes(b"\n".join(lines))
     out = io.BytesIO()
@@ -133,9 +134,9 @@ def test_late_events_are_counted_apart_from_duplicates_and_audited(
 ) -> None:
     """An event older than max_lateness is counted as `late` (not as a duplicate) in the
     replay summary, and its `late` audit record is written with the others."""
-    late = orjson.loads(event("e-0", "c-1"))
+    late = orjson.loads(log_line("e-0", "c-1"))
     late["occurred_at"] = "2026-02-01T09:00:00+09:00"
-    lines = [event("e-1", "c-1"), event("e-1", "c-1"), orjson.dumps(late)]
+    lines = [log_line("e-1", "c-1"), log_line("e-1", "c-1"), orjson.dumps(late)]
     log = tmp_path / "log.jsonl"
     log.write_bytes(b"\n".join(lines))
     audit = io.BytesIO()
@@ -150,22 +151,11 @@ def test_replay_events_library_api_yields_one_step_per_event(
     write_rulebook: Callable[..., Path],
 ) -> None:
     """`replay_events` takes decoded events and yields each one's Outcome, in order."""
-    events = [decode_event(event(f"e-{i}", "c-9")) for i in range(3)]
+    events = [decode_event(log_line(f"e-{i}", "c-9")) for i in range(3)]
     steps = list(replay_events(events, load_rulebook(write_rulebook()), {}))
     assert [s.event.event_id for s in steps] == ["e-0", "e-1", "e-2"]
     assert all(s.outcome is not None and s.error is None for s in steps)
     assert [len(s.outcome.actions) for s in steps if s.outcome] == [0, 1, 1]
-
-
-def test_benchmark_entry_reports_events_per_second(
-    write_rulebook: Callable[..., Path], write_log: Callable[..., Path]
-) -> None:
-    """`run(events, rules_path)` (used by `make bench`) replays raw values and reports
-    events, seconds and events/s."""
-    raw = write_log(n=200).read_bytes().splitlines()
-    stats = run(raw, write_rulebook())
-    assert stats["events"] == 200 and stats["seconds"] > 0
-    assert stats["events_per_s"] == pytest.approx(200 / stats["seconds"])
 
 
 def test_a_failed_decide_leaves_no_trace_in_replay_as_in_the_worker(
@@ -186,10 +176,8 @@ def test_a_failed_decide_leaves_no_trace_in_replay_as_in_the_worker(
 
     monkeypatch.setattr(step_module, "decide", flaky)
     log = tmp_path / "log.jsonl"
-    log.write_bytes(b"".join(orjson.dumps({
-        "event_id": f"p-{n}", "occurred_at": f"2026-03-02T09:{n:02d}:00Z", "channel": "web",
-        "type": "ping", "identity": {"customer_id": "c-1"}, "properties": {}}) + b"\n"
-        for n in range(12)))
+    log.write_bytes(b"".join(keyed(f"p-{n}", "ping", n, customer_id="c-1") + b"\n"
+                             for n in range(12)))
     out = tmp_path / "actions.jsonl"
     with out.open("wb") as handle:
         result = replay_file(log, load_rulebook(TEST_RULES), output=handle)

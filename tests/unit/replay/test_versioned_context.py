@@ -13,7 +13,7 @@ from service.cli import main
 from service.domain.rules import parse_rulebook
 from service.replay.reader import load_context
 from service.replay.runner import replay_file
-from tests.unit.replay.conftest import event
+from tests.events import log_line
 
 RULEBOOK = """\
 version: "stock-1"
@@ -47,7 +47,7 @@ def files(tmp_path: Path) -> tuple[Path, Path, Path]:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULEBOOK)
     log = tmp_path / "log.jsonl"
-    log.write_bytes(b"\n".join(event(eid, f"c-{eid}", "product_viewed", minute=minute,
+    log.write_bytes(b"\n".join(log_line(eid, f"c-{eid}", "product_viewed", minute=minute,
                                      sku="sku-1") for eid, minute in VIEWS) + b"\n")
     context = tmp_path / "context.jsonl"
     context.write_text(CONTEXT)

@@ -11,7 +11,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from schemas.event import EventError, decode_event, parse_event
+from schemas.event import IDENTIFIER_FIELDS, Event, EventError, decode_event, parse_event
 from schemas.models import TouchpointEvent
 
 GOOD: dict[str, Any] = {
@@ -231,3 +231,24 @@ def test_the_common_case_path_answers_exactly_as_the_full_checks(
     raw = orjson.dumps(data)
     fast = _answer(lambda: decode_event(raw))
     assert fast == _answer(lambda: parse_event(orjson.loads(raw)))
+_IDS = st.text(alphabet="abcdef0123456789-", min_size=1, max_size=12)
+_HASHES = st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)
+
+
+@given(st.fixed_dictionaries({}, optional={
+    name: _HASHES if name.endswith("_sha256") else _IDS for name in IDENTIFIER_FIELDS}))
+def test_an_event_built_without_the_decoder_keys_as_the_decoder_does(
+        identity: dict[str, str]) -> None:
+    """`Event.key()` computed lazily (an event built in code, no key passed in) is the key the
+    decoder computes for the same identity, by the same priority of identifiers; an identity
+    with none raises `missing_identity` either way."""
+    built = Event("e-1", GOOD["occurred_at"], 0, 0, "web", "page_viewed", identity)
+    wire = {**GOOD, "identity": identity}
+    try:
+        decoded = decode_event(orjson.dumps(wire))
+    except EventError as error:
+        with pytest.raises(EventError) as lazy:
+            built.key()
+        assert (error.reason, lazy.value.reason) == ("missing_identity", "missing_identity")
+        return
+    assert built.key() == decoded.key()

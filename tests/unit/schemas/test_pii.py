@@ -13,15 +13,14 @@ from hypothesis import strategies as st
 
 from schemas.event import EventError, decode_event
 from schemas.pii import find_personal, looks_plain, may_hold_phone, scan_text
+from tests.events import event_dict
 from tests.pii_corpus import HARMLESS, HOSTILE
 
-BASE: dict[str, Any] = {
-    "event_id": "e-1", "occurred_at": "2026-03-02T09:30:00+09:00", "channel": "web",
-    "type": "page_viewed", "identity": {"customer_id": "c-42"},
-}
+BASE = event_dict(event_id="e-1", at="2026-03-02T09:30:00+09:00", customer="c-42")
 
 
 def _event(**parts: Any) -> bytes:
+    """The base event with some top-level fields replaced (hostile sections)."""
     return orjson.dumps({**BASE, **parts})
 
 

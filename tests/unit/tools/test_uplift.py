@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from service.cli import main
-from service.tools.report import newcombe, tally, wilson
+from service.tools.uplift import newcombe, tally, wilson
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "learning"
 

@@ -20,9 +20,13 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from schemas.codec import JSONDecodeError, dumps, loads
+from schemas.vocabulary import SUCCESS_RESPONSES
+
+if TYPE_CHECKING:
+    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 __all__ = ["ActionStats", "Interval", "newcombe", "register", "tally", "wilson"]
 
@@ -117,7 +121,7 @@ def tally(records: Iterable[dict[str, Any]]) -> dict[str, ActionStats]:
             elif outcome == "held_out":
                 entry.held_out += 1
         elif kind == "response" and record.get("arm") != "holdout":
-            if outcome in ("accepted", "converted"):
+            if outcome in SUCCESS_RESPONSES:
                 entry.accepted.add(action_id)
             elif outcome == "declined":
                 entry.declined.add(action_id)
@@ -245,7 +249,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: SubParsers) -> None:
     """Add the `report` subcommand to the `touchflow` parser."""
     parser = subparsers.add_parser(
         "report", help="acceptance and conversion per action, treated against the holdout",

@@ -2,7 +2,7 @@
 
 Charts: actions per hour per rulebook, actions per action, suppression reasons, the score
 distribution of candidate actions, the decision funnel per action and the customers who
-received nothing (report_funnel.py); with a comparison, the per-action diff table and every
+received nothing (html_funnel.py); with a comparison, the per-action diff table and every
 changed decision with both explanations side by side. The page has no wall-clock time or
 timings in it, so the same input gives the same report, byte for byte.
 """
@@ -17,7 +17,7 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from service.replay.report_funnel import FUNNEL_CSS, funnel_sections
+from service.replay.html_funnel import FUNNEL_CSS, funnel_sections
 from service.replay.runner import ReplayResult
 
 if TYPE_CHECKING:
