@@ -249,7 +249,11 @@ class CapacityState:
                 due = min(due, ts_ms + 1)
         for name, constraint in self.constraints.items():
             if constraint.period_ms:
-                self._forget(name, constraint.period(ts_ms))
+                period = constraint.period(ts_ms)
+                self._forget(name, period)
+                # look again when the next period starts, so that every partition forgets
+                # old periods at the same event time (also one with nothing left to close)
+                due = min(due, (period + 1) * constraint.period_ms)
         self.due = due
 
     def take(self, constraints: Sequence[Constraint], ts_ms: int) -> Constraint | None:

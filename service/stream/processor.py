@@ -452,18 +452,11 @@ class Processor:
         stats = batch.stats
         sink = self.sink
         topics = self.topics
-        event_counts, dead_reasons = batch.event_counts, batch.dead_reasons
+        event_counts = batch.event_counts
         actions, clocks = batch.actions, batch.clocks
         repartition = topics.repartition
         ordered, bad, forwards = self._route(messages)
-        for message, reason, error in bad:
-            await self._dead_letter(message, reason, error)
-            dead_reasons[reason] += 1
-        stats.deadlettered += len(bad)
-        for key, message, owner in forwards:
-            await sink.send(repartition, key, message.value, partition=owner,
-                            headers=trace_headers(message.headers))
-        stats.forwarded += len(forwards)
+        await self._send_unrouted(batch, bad, forwards)
 
         changed: dict[int, dict[bytes, Profile | None]] = {}
         # Each partition's store is recovered before its first use.
@@ -524,22 +517,8 @@ class Processor:
                 outcome = step_event(profile, text, event, context, rulebook, signals,
                                      erased_ms)
             except Exception as exc:  # a bug must not stop the partition: dead-letter it
-                # Events are atomic: the profile goes back to its state before the event.
                 failed.add(index)
-                if key in touched:
-                    touched[key] = self._rebuild(partition, key, ordered, used, failed)
-                else:
-                    raw = self._last_written_raw(partition, key)
-                    cache_of.put(partition, key,
-                                 Profile.from_bytes(raw) if raw is not None else None,
-                                 len(raw) if raw is not None else 0)
-                log.error("decide() failed", extra={"error": type(exc).__name__,
-                                                    "offset": message.offset})
-                await self._dead_letter(
-                    message, "decision_error", f"decide() raised {type(exc).__name__}"
-                )
-                dead_reasons["decision_error"] += 1
-                stats.deadlettered += 1
+                await self._step_failed(batch, exc, index, ordered, used, failed, touched)
                 continue
             effects = outcome.effects
             # W3C trace context, passed on (tracing.py); most events carry no header at all.
@@ -613,7 +592,51 @@ class Processor:
             self._observe_late(self.metrics, changed)
         for partition, last in last_of.items():
             batch.source_offsets[partition] = f"{last.topic}:{last.partition}:{last.offset}"
-        # Encode now, before the next batch updates these profile objects in place.
+        self._encode(batch, changed, ordered)
+        stats.actions = len(actions)
+        stats.sent_actions = actions
+        await self._ship(batch, resent)
+        return batch
+
+    async def _send_unrouted(self, batch: PendingBatch,
+                             bad: Sequence[tuple[Record, str, str]],
+                             forwards: Sequence[tuple[bytes, Record, int]]) -> None:
+        """Dead-letter the messages that could not be read; forward those another partition
+        owns (their key hashes elsewhere) to it through the repartition topic."""
+        for message, reason, error in bad:
+            await self._dead_letter(message, reason, error)
+            batch.dead_reasons[reason] += 1
+        batch.stats.deadlettered += len(bad)
+        for key, message, owner in forwards:
+            await self.sink.send(self.topics.repartition, key, message.value, partition=owner,
+                                 headers=trace_headers(message.headers))
+        batch.stats.forwarded += len(forwards)
+
+    async def _step_failed(self, batch: PendingBatch, exc: Exception, index: int,
+                           ordered: Sequence[tuple[int, Record, Event | None, bytes]],
+                           used: Sequence[Mapping[str, Any] | None], failed: set[int],
+                           touched: dict[bytes, Profile | None]) -> None:
+        """The step raised on `ordered[index]`: events are atomic, so the customer's profile
+        goes back to its state before the event, and the event is dead-lettered."""
+        partition, message, _, key = ordered[index]
+        if key in touched:
+            touched[key] = self._rebuild(partition, key, ordered, used, failed)
+        else:
+            raw = self._last_written_raw(partition, key)
+            self._cache.put(partition, key, Profile.from_bytes(raw) if raw is not None else None,
+                            len(raw) if raw is not None else 0)
+        log.error("decide() failed", extra={"error": type(exc).__name__,
+                                            "offset": message.offset})
+        await self._dead_letter(message, "decision_error",
+                                f"decide() raised {type(exc).__name__}")
+        batch.dead_reasons["decision_error"] += 1
+        batch.stats.deadlettered += 1
+
+    def _encode(self, batch: PendingBatch, changed: dict[int, dict[bytes, Profile | None]],
+                ordered: Sequence[tuple[int, Record, Event | None, bytes]]) -> None:
+        """Encode the batch's changed profiles and partition state into `batch.encoded` now,
+        before the next batch updates these profile objects in place."""
+        cache_of, learning, capacity = self._cache, self.learning, self.capacity
         for partition, touched in changed.items():
             values = batch.encoded[partition] = {}
             # ProfileCache.put inlined, a call per profile being measurable per event
@@ -647,9 +670,12 @@ class Processor:
                         (partition, ident) for ident in quota.fresh)
                     quota.fresh.clear()
             self._write_tombstones(partition, ordered, values)
-        stats.actions = len(actions)
-        stats.sent_actions = actions
-        batch.acks = await sink.ship()
+
+    async def _ship(self, batch: PendingBatch, resent: Mapping[int, list[str]] | None) -> None:
+        """Hand the batch's records to the sink, note when they are acknowledged, and bring
+        the profile cache back under its bytes (the records are on their way)."""
+        cache_of = self._cache
+        batch.acks = await self.sink.ship()
         if resent:
             self._track_deferred(batch.acks, resent)
         clock = self._clock
@@ -659,13 +685,11 @@ class Processor:
                 batch.acked_at = clock()
 
         batch.acks.add_done_callback(acknowledged)
-        # The batch's records are on their way; now bring the cache back under its bytes.
         evicted = cache_of.trim(self._unwritten_keys)
         if self.metrics is not None:
             self.metrics.cache_bytes.set(cache_of.bytes)
             if evicted:
                 self.metrics.cache_evictions.inc(evicted)
-        return batch
 
     def _rebuild(self, partition: int, key: bytes,
                  ordered: Sequence[tuple[int, Record, Event | None, bytes]],

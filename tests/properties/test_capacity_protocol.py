@@ -213,12 +213,13 @@ class QuotaProtocol(RuleBasedStateMachine):
         for part in self.parts:  # (recalls name periods a partition had no event in)
             self.periods |= {period for name, period in part.state.holds}
         for period in self.periods:
+            if any(period < p.state.floor.get("calls", period) for p in self.parts):
+                continue  # forgotten (older than KEEP_PERIODS): nothing left to account
             owner = self._owner(period)
             left = owner.state.pool_left("calls", period)
             spent = sum(p.state.spent("calls", period) for p in self.parts)
             assert len(self.topic.get(period, ())) == spent, (period, spent)
-            if left is None:  # forgotten (older than KEEP_PERIODS)
-                continue
+            assert left is not None, period
             unused = [p.state.held("calls", period) for p in self.parts
                       if ("calls", period) in p.state.holds]
             untouched = sum(p.state.held("calls", period) for p in self.parts
