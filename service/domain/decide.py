@@ -110,13 +110,7 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
     if profile.floor_ms >= horizon:  # at the floor's millisecond too (see profile.py)
         horizon = profile.floor_ms + 1
     if ts < horizon:  # too late to be sure it is new (or to count in its windows)
-        if etype == "consent_changed":  # last writer by event time: safe to apply late
-            profile.remember(digest, ts, rulebook.remember_events)
-            _consent(profile, event)
-            return Outcome(profile, _NONE, [], False)
-        if ts <= profile.floor_ms:  # may be a forgotten redelivery: "too late to be sure"
-            return Outcome(profile, _NONE, [], True)
-        return _late(profile, event, rulebook)
+        return _before_horizon(profile, event, rulebook, digest)
     prior = None
     crossings = rulebook.crossings
     if crossings:  # `crosses` conditions: their values before this event
@@ -136,13 +130,7 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
     if etype == "consent_changed":
         _consent(profile, event)
     elif etype == "action_response":
-        answered = _response(profile, event, rulebook)
-        if answered is not None:
-            audit.append(answered[2])
-            learning = rulebook.policy.learning
-            if learning is not None:
-                segment = learning.segment(Env(event, profile, context, _NO_FIRED))
-                responses = [(answered[0], segment, answered[1])]
+        responses = _note_response(profile, event, context, rulebook, audit)
     attribution = rulebook.attribution
     if attribution is not None and attribution.match.test(event):
         credited = attribute(profile, event, attribution, rulebook.version, rulebook.channels)
@@ -178,6 +166,36 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
         return Outcome(profile, _NONE, audit, False, responses)
     sent, records = arbitrate(env, eligible, rulebook.policy, rulebook.version)
     return Outcome(profile, sent, audit + records if audit else records, False, responses)
+
+
+def _before_horizon(profile: Profile, event: Event, rulebook: Rulebook, digest: bytes
+                    ) -> Outcome:
+    """An event older than the profile's horizon: a consent change still applies (last
+    writer by event time); one at or before the floor may be a forgotten redelivery (a
+    duplicate); any other is late."""
+    if event.type == "consent_changed":
+        profile.remember(digest, event.ts_ms, rulebook.remember_events)
+        _consent(profile, event)
+        return Outcome(profile, _NONE, [], False)
+    if event.ts_ms <= profile.floor_ms:  # may be a forgotten redelivery: "too late to be sure"
+        return Outcome(profile, _NONE, [], True)
+    return _late(profile, event, rulebook)
+
+
+def _note_response(profile: Profile, event: Event, context: Mapping[str, Any],
+                   rulebook: Rulebook, audit: list[dict[str, Any]]
+                   ) -> Sequence[tuple[str, str, str]]:
+    """Record a response to an earlier action (its audit record goes to `audit`); return it
+    as (action, segment, response) for learning, or nothing when learning is off."""
+    answered = _response(profile, event, rulebook)
+    if answered is None:
+        return _NONE
+    audit.append(answered[2])
+    learning = rulebook.policy.learning
+    if learning is None:
+        return _NONE
+    segment = learning.segment(Env(event, profile, context, _NO_FIRED))
+    return [(answered[0], segment, answered[1])]
 
 
 def _erase(profile: Profile | None, event: Event, rulebook: Rulebook) -> Outcome:
