@@ -100,6 +100,20 @@ def _three_pings(topic: str) -> list[Rec]:
     return [Rec(topic, 0, n, b"customer_id:c1", value, 0, ()) for n, value in enumerate(values)]
 
 
+def _three_batches(tmp_path: Path, fail_at: int
+                   ) -> tuple[Settings, TopicNames, Broker, Processor, _Thread, _Faust]:
+    """A processor on one partition whose broker refuses shipment `fail_at`, and Faust's
+    consumer (partition 0 active) with three fetches of one ping each."""
+    settings = _settings(tmp_path)
+    topics = TopicNames.from_settings(settings)
+    sink = Broker(fail_at=fail_at)
+    processor = Processor(settings, topics, load_rulebook(RULES), sink, recover=no_recovery)
+    thread = _Thread([{TP(topics.events, 0): [record]} for record in _three_pings(topics.events)])
+    faust = _Faust(thread)
+    faust.active = {TP(topics.events, 0)}
+    return settings, topics, sink, processor, thread, faust
+
+
 def _use_clients(runtime: KafkaRuntime, consumer: FaustConsumer, processor: Processor) -> None:
     """Make the runtime start with this consumer and processor instead of connecting."""
 
@@ -165,14 +179,8 @@ async def test_only_batches_whose_effects_are_durable_are_committed(tmp_path: Pa
     changelog were acknowledged, in order, and the refused batch is processed again (its
     actions sent once acknowledged) before its offset is committed; the last commit covers
     every event. Readiness says crashed while the batch fails and recovers once it succeeds."""
-    settings = _settings(tmp_path)
-    topics = TopicNames.from_settings(settings)
     # shipments: 1 batch 1's output, 2 batch 2's output, 3 batch 1's changelog (refused)
-    sink = Broker(fail_at=3)
-    processor = Processor(settings, topics, load_rulebook(RULES), sink, recover=no_recovery)
-    thread = _Thread([{TP(topics.events, 0): [record]} for record in _three_pings(topics.events)])
-    faust = _Faust(thread)
-    faust.active = {TP(topics.events, 0)}
+    settings, topics, sink, processor, thread, faust = _three_batches(tmp_path, fail_at=3)
     readiness = Readiness()
     readiness.mark_started()
     readiness.mark_assigned({0})
@@ -236,15 +244,9 @@ async def test_a_batch_interrupted_at_shutdown_is_not_committed(tmp_path: Path) 
     second batch was taken, and the broker refuses that batch's changelog: the drain at
     shutdown abandons it instead of retrying, and the last commit stops before it (the
     restart replays it), where `take_events` would have acknowledged it in its `finally`."""
-    settings = _settings(tmp_path)
-    topics = TopicNames.from_settings(settings)
     # shipments: 1 batch 1's output, 2 batch 2's output, 3 batch 1's changelog, then the
     # drain at shutdown: 4 batch 2's changelog (refused)
-    sink = Broker(fail_at=4)
-    processor = Processor(settings, topics, load_rulebook(RULES), sink, recover=no_recovery)
-    thread = _Thread([{TP(topics.events, 0): [record]} for record in _three_pings(topics.events)])
-    faust = _Faust(thread)
-    faust.active = {TP(topics.events, 0)}
+    settings, topics, _sink, processor, thread, faust = _three_batches(tmp_path, fail_at=4)
     runtime = KafkaRuntime(settings, topics, lambda _: processor)
     _use_clients(runtime, FaustConsumer(faust, {topics.events}, runtime._stopping.is_set),
                  processor)
