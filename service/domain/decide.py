@@ -34,6 +34,7 @@ from service.domain.profile import Profile, event_digest
 from service.domain.rules import Rulebook
 
 if TYPE_CHECKING:
+    from service.domain.patterns import Pattern
     from service.domain.step import Control
 
 __all__ = ["Effects", "Outcome", "decide"]
@@ -145,12 +146,7 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
     patterns = rulebook.patterns
     candidates = patterns.by_type.get(etype, patterns.any)
     if candidates:
-        floor = profile.newest_ms - rulebook.max_lateness
-        if profile.floor_ms > floor:
-            floor = profile.floor_ms
-        for pattern in candidates:  # (a loop: a set comprehension's frame costs more)
-            if pattern.update(profile, event, floor):
-                fired = {*fired, pattern.name}
+        fired = _fire_patterns(profile, event, candidates, rulebook.max_lateness)
 
     actions = rulebook.actions if fired else rulebook.unprompted
     catalog = actions.by_type.get(etype, actions.any)
@@ -166,6 +162,20 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
         return Outcome(profile, _NONE, audit, False, responses)
     sent, records = arbitrate(env, eligible, rulebook.policy, rulebook.version)
     return Outcome(profile, sent, audit + records if audit else records, False, responses)
+
+
+def _fire_patterns(profile: Profile, event: Event, candidates: tuple[Pattern, ...],
+                   max_lateness: int) -> frozenset[str] | set[str]:
+    """Advance the window patterns that look at this event's type (their windows forget what
+    is older than the lateness horizon); the names of those that fire on it."""
+    fired: frozenset[str] | set[str] = _NO_FIRED
+    floor = profile.newest_ms - max_lateness
+    if profile.floor_ms > floor:
+        floor = profile.floor_ms
+    for pattern in candidates:  # (a loop: a set comprehension's frame costs more)
+        if pattern.update(profile, event, floor):
+            fired = {*fired, pattern.name}
+    return fired
 
 
 def _before_horizon(profile: Profile, event: Event, rulebook: Rulebook, digest: bytes
