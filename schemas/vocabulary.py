@@ -91,6 +91,7 @@ SuppressionReason = Literal["context", "once_only", "cooldown", "no_consent", "o
 SUPPRESSION_REASONS: tuple[str, ...] = get_args(SuppressionReason)
 
 #: The suppression reasons that make a channel preference list try its next channel (a
-#: `SkippedChannel`'s reason); any other stop ends the search.
-ChannelSkipReason = Literal["no_consent", "objection", "quiet_hours"]
+#: `SkippedChannel`'s reason; `capacity`: a `when_reached: fallback` limit reached on that
+#: channel); any other stop ends the search.
+ChannelSkipReason = Literal["no_consent", "objection", "quiet_hours", "capacity"]
 CHANNEL_SKIP_REASONS: frozenset[str] = frozenset(get_args(ChannelSkipReason))

@@ -20,16 +20,17 @@ A held-out decision is booked in the profile as if it had been sent (cool-down, 
 cap), so the control group's audit trail mirrors what the treated group receives.
 
 An action with a channel preference list (`channels: [sms, email]`) is checked once per channel
-in order (`choose_channel`): consent and quiet hours are per channel, the audit record lists the
-channels skipped and why. Quiet hours are in the customer's own zone (localtime.py); a channel
-whose quiet hours `defer` sends anyway with `not_before`, the end of the quiet period.
+in order (`choose_channel`): consent, quiet hours and capacity limits that fall back are per
+channel, the audit record lists the channels skipped and why. Quiet hours are in the customer's
+own zone (localtime.py); a channel whose quiet hours `defer` sends anyway with `not_before`,
+the end of the quiet period.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -255,12 +256,12 @@ def arbitrate(env: Env, eligible: list[Action], policy: Policy, version: str
             reasons = [*reasons, learned[name]]
         rank = ranks[name]
         arms = {exp.name: exp.assign(key) for exp in action.experiments}
+        afford = _affordable(env, arms, capped) if capped or action.capacity or any(
+            variant.capacity for variant in action.variants) else None
         action, stopped, not_before, skipped = choose_channel(action, env, policy, taken,
-                                                             sent_now, in_cap)
+                                                             sent_now, in_cap, afford)
         if skipped or not_before is not None:
             reasons = [*channel_notes(skipped, not_before), *reasons]
-        if stopped is None and (action.capacity or capped):
-            stopped = _capacity(env, action, arms, capped)
         outcome: RecordOutcome = "sent"
         suppressed_by: str | None = None
         if stopped is not None:
@@ -284,8 +285,9 @@ def arbitrate(env: Env, eligible: list[Action], policy: Policy, version: str
                                         rank))
             if not_before is not None:
                 actions[-1]["not_before"] = not_before.at
-        decisions.append(_decision_record(env, action, action_id, version, outcome, reasons,
-                                          suppressed_by, rank, arms, skipped, not_before))
+        decisions.append(_decision_record(env, name, action, action_id, version, outcome,
+                                          reasons, suppressed_by, rank, arms, skipped,
+                                          not_before))
     return actions, decisions
 
 
@@ -308,14 +310,14 @@ def _rank(env: Env, eligible: list[Action], policy: Policy
     return eligible, ranks, learned
 
 
-def _decision_record(env: Env, action: Action, action_id: str, version: str,
+def _decision_record(env: Env, name: str, action: Action, action_id: str, version: str,
                      outcome: RecordOutcome, reasons: list[str], suppressed_by: str | None,
                      rank: float, arms: dict[str, str], skipped: Sequence[Skip],
                      not_before: Deferral | None
                      ) -> dict[str, Any]:
-    """The audit record of one candidate action: sent, suppressed or held out, and why."""
+    """The audit record of candidate `name` (`action`: it on the channel chosen): sent,
+    suppressed or held out, and why."""
     event = env.event
-    name = action.name
     record = audit_record(
         digest32(env.profile.key, name, event.event_id, version, "decision"), "action",
         env.profile.customer_id, event.event_id, version, event.occurred_at, outcome, reasons,
@@ -329,6 +331,25 @@ def _decision_record(env: Env, action: Action, action_id: str, version: str,
     if skipped or not_before is not None:
         record.update(channel_fields(skipped, not_before))
     return record
+
+
+# Spends capacity for an action on one channel (None: spent, or no limit covers it), else
+# what stopped it and whether that stops the action (True) or only that channel (False).
+Afford = Callable[[Action], tuple[tuple[str, str], bool] | None]
+
+
+def _affordable(env: Env, arms: dict[str, str], capped: list[str]) -> Afford:
+    """The capacity check of one candidate, for `choose_channel`: a `when_reached: fallback`
+    limit reached on one channel of a preference list lets the next channel be tried."""
+
+    def afford(option: Action) -> tuple[tuple[str, str], bool] | None:
+        if not option.capacity and not capped:
+            return None
+        had = len(capped)
+        stopped = _capacity(env, option, arms, capped)
+        return None if stopped is None else (stopped, bool(had) or len(capped) > had)
+
+    return afford
 
 
 def _capacity(env: Env, action: Action, arms: dict[str, str], capped: list[str]
@@ -407,7 +428,7 @@ _NO_SKIPS: tuple[Skip, ...] = ()
 
 
 def choose_channel(action: Action, env: Env, policy: Policy, taken: dict[str, str],
-                   sent_now: int, in_cap: int
+                   sent_now: int, in_cap: int, afford: Afford | None = None
                    ) -> tuple[Action, tuple[str, str] | None, Deferral | None, Sequence[Skip]]:
     """The channel `action` goes out on: (the action on that channel, what stopped it or None,
     its deferral or None, the channels skipped before it).
@@ -416,9 +437,15 @@ def choose_channel(action: Action, env: Env, policy: Policy, taken: dict[str, st
     One whose quiet hours defer is kept in reserve: a later channel that can go now wins, else
     the first deferrable one goes with `not_before`. A stop that does not depend on the channel
     (context, cool-down, arbitration, cap...) ends the search. When every channel is skipped,
-    `suppressed_by` is the first channel's reason."""
+    `suppressed_by` is the first channel's reason. `afford` (capacity across customers) spends
+    a unit for the channel chosen; a channel whose `fallback` limit is reached is skipped too
+    (reason `capacity`), a `suppress` limit stops the action."""
     if not action.variants and action.channel not in policy.defer:
-        return action, _check(action, env, policy, taken, sent_now, in_cap), None, _NO_SKIPS
+        stopped = _check(action, env, policy, taken, sent_now, in_cap)
+        if stopped is None and afford is not None:
+            spent = afford(action)
+            stopped = spent[0] if spent is not None else None
+        return action, stopped, None, _NO_SKIPS
     options = action.variants or (action,)
     single = len(options) == 1
     skipped: list[Skip] = []
@@ -428,9 +455,19 @@ def choose_channel(action: Action, env: Env, policy: Policy, taken: dict[str, st
         if stopped is None:
             later, why = _deferred(option, env, policy)
             if later is None and why is None:
-                return option, None, None, skipped
+                spent = afford(option) if afford is not None else None
+                if spent is None:
+                    return option, None, None, skipped
+                stopped, final = spent
+                if single or final:
+                    return option, stopped, None, skipped
+                skipped.append(Skip(option.channel, stopped[0], stopped[1]))
+                continue
             if later is not None:
                 if single:
+                    spent = afford(option) if afford is not None else None
+                    if spent is not None:
+                        return option, spent[0], None, skipped
                     return option, None, later, skipped
                 if reserve is None:
                     reserve = (option, later, len(skipped))
@@ -443,8 +480,13 @@ def choose_channel(action: Action, env: Env, policy: Policy, taken: dict[str, st
         skipped.append(Skip(option.channel, stopped[0], stopped[1]))
     if reserve is not None:
         option, later, index = reserve
-        del skipped[index]
-        return option, None, later, skipped
+        spent = afford(option) if afford is not None else None
+        if spent is None:
+            del skipped[index]
+            return option, None, later, skipped
+        if spent[1]:
+            return option, spent[0], None, skipped
+        skipped[index] = Skip(option.channel, spent[0][0], spent[0][1])
     tried = ", ".join(f"{skip.channel}: {skip.reason}" for skip in skipped)
     return options[0], (skipped[0].reason, f"no channel could be used ({tried})"), None, skipped
 

@@ -110,6 +110,8 @@ class Rulebook:
         self.attribution = attribution
         self.signals: dict[str, Signal] = signals or {}
         self.capacity: dict[str, Constraint] = {}  # limits across customers, by name
+        # (action, channel) pairs a capacity limit covers: sending one spends quota
+        self.spends_capacity: frozenset[tuple[str, str]] = frozenset()
         self.event_types: frozenset[str] = frozenset(
             points.types() | traits.types() | patterns.types() | actions.types() | extra_types
         )
@@ -225,6 +227,9 @@ class _Compiler:
                             attribution, signals)
         rulebook.crossings = tuple(conditions.crossings)
         rulebook.capacity = capacity
+        rulebook.spends_capacity = frozenset(
+            (variant.name, variant.channel) for action, _ in actions
+            for variant in (action.variants or (action,)) if variant.capacity)
         return rulebook
 
     def _capacity(self, actions: list[Action]) -> dict[str, Constraint]:

@@ -29,7 +29,8 @@ control result) and to publish `effects.notice`.
 Capacity across customers (service/domain/capacity.py): the driver keeps one `CapacityState`
 per partition, calls its `advance` and passes it in the context (`with_quota`) before each
 event; arbitration spends from it; the driver sends its quota records (repartition topic,
-header `tf-ctl: capacity`) and applies those addressed to the partition with `receive`.
+header `tf-ctl: capacity`) and applies those addressed to the partition with `receive`. The
+worker sends the actions that spent capacity once the state is durable (`defer`).
 """
 
 from __future__ import annotations

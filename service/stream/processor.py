@@ -137,6 +137,13 @@ class Processor:
         self.capacity: dict[int, CapacityState] = {}
         # quota returns of batches begun, sent once their batch is in the store (by batch)
         self._held_back: dict[int, list[QuotaMessage]] = {}
+        # Actions that spend capacity leave only once the state that spent it is durable:
+        # (partition, action id) of batches begun, sent once their batch is in the store
+        self._deferred: dict[int, list[tuple[int, str]]] = {}
+        self._spends = rulebook.spends_capacity
+        # states loaded with records to re-send, and the actions they held, by partition
+        self._reloaded: dict[int, list[str]] = {}
+        self._undelivered: BaseException | None = None  # a deferred action's send failed
 
     # -- partitions -------------------------------------------------------------------------
 
@@ -151,9 +158,13 @@ class Processor:
         return partition
 
     async def assign(self, partitions: set[int]) -> None:
-        """Recover the stores of newly assigned partitions (before their events are applied)."""
+        """Recover the stores of newly assigned partitions (before their events are applied)
+        and send again what their stored capacity states had not yet seen acknowledged."""
         async with self._lock:
             await self._recover_missing(set(partitions))
+            sent = await self._send_reloaded()
+            if sent:
+                self._track_deferred(await self.sink.ship(), sent)
 
     async def revoke(self, partitions: set[int]) -> None:
         """Forget revoked partitions: close their stores, drop their caches. The caller
@@ -168,6 +179,7 @@ class Processor:
                 self._cache.drop(partition)
                 self.learning.pop(partition, None)
                 self.capacity.pop(partition, None)
+                self._reloaded.pop(partition, None)
                 self.tombstones.pop(partition, None)
                 store = self._stores.pop(partition, None)
                 if store is not None:
@@ -287,6 +299,8 @@ class Processor:
         self._cache.clear()
         self._unwritten.clear()
         self._held_back.clear()
+        self._deferred.clear()
+        self._undelivered = None  # (the reloaded states send their actions again)
         for partition in list(self.learning):
             self._load_learning(partition)
         for partition in list(self.tombstones):
@@ -310,10 +324,79 @@ class Processor:
             return
         raw = self._last_written_raw(partition, CAPACITY_KEY)
         partitions = self.settings.partitions
+        before = self.capacity.get(partition)
         state = self.capacity[partition] = CapacityState.from_bytes(
             raw, constraints, partition, partitions) if raw is not None else \
             CapacityState(constraints, partition, partitions)
         state.resend()  # returns not confirmed yet: the owner applies each once
+        if before is not None:  # (abandoned batches: what was acknowledged since is known)
+            state.delivered([ident for ident in state.pending if ident not in before.pending])
+        if state.outbox or state.pending:  # (pending: durable, not seen acknowledged)
+            self._reloaded[partition] = list(state.pending)
+
+    async def _send_reloaded(self) -> dict[int, list[str]]:
+        """Send what loaded capacity states hold to send again: unconfirmed returns, and the
+        actions that spent quota, durable but not seen acknowledged (the same action ids:
+        consumers drop repeats). Returns the action ids sent, by partition."""
+        sent: dict[int, list[str]] = {}
+        for partition, idents in sorted(self._reloaded.items()):
+            state = self.capacity.get(partition)
+            if state is None:
+                continue
+            await self._send_quota(state)
+            sent[partition] = await self._send_actions(state, idents)  # (not this batch's)
+        self._reloaded.clear()
+        return sent
+
+    async def _send_quota(self, state: CapacityState) -> None:
+        """The quota records a capacity state has to send, to the partitions they name."""
+        for record in state.outbox:
+            await self.sink.send(self.topics.repartition, record.key, record.body,
+                                 partition=record.partition,
+                                 headers=[(CONTROL_HEADER, b"capacity")])
+        state.outbox.clear()
+
+    async def _send_actions(self, state: CapacityState, idents: Sequence[str]) -> list[str]:
+        """Send actions a capacity state keeps until delivered (`CapacityState.defer`)."""
+        sent = []
+        channel_topics = self.settings.channel_topics
+        for ident in idents:
+            payload = state.pending.get(ident)
+            if payload is None:
+                continue
+            action, headers = payload
+            encoded = dumps(action)
+            customer = str(action["customer_id"]).encode()
+            trace = [(str(k), str(v).encode("latin-1")) for k, v in headers] \
+                if headers else None
+            await self.sink.send(self.topics.actions, customer, encoded, headers=trace)
+            if channel_topics:
+                await self.sink.send(self.topics.channel_actions(action["channel"]), customer,
+                                     encoded, headers=trace)
+            sent.append(ident)
+        return sent
+
+    def _track_deferred(self, acks: asyncio.Future[Any], sent: Mapping[int, list[str]]
+                        ) -> None:
+        """Once the broker acknowledged deferred actions, their states stop re-sending them
+        (the next batch stores that); a failed send fails the next batch, whose recovery
+        reloads the states and sends them again."""
+        if not any(sent.values()):
+            return
+
+        def settled(future: asyncio.Future[Any]) -> None:
+            if future.cancelled():
+                return  # (abandoned: the reloaded states send them again)
+            error = future.exception()
+            if error is not None:
+                self._undelivered = error
+                return
+            for partition, idents in sent.items():
+                state = self.capacity.get(partition)
+                if state is not None:
+                    state.delivered(idents)
+
+        acks.add_done_callback(settled)
 
     def _load_tombstones(self, partition: int) -> None:
         """The partition's erasure tombstones as stored (called with no batch pending)."""
@@ -363,6 +446,9 @@ class Processor:
     async def _begin(self, messages: Sequence[Record]) -> PendingBatch:
         batch = PendingBatch(BatchStats(received=len(messages)), time.perf_counter())
         self._unwritten.append(batch)  # from here on, a failure abandons it with the others
+        if self._undelivered is not None:  # recovery sends the deferred actions again
+            failure, self._undelivered = self._undelivered, None
+            raise failure
         stats = batch.stats
         sink = self.sink
         topics = self.topics
@@ -392,7 +478,7 @@ class Processor:
         rulebook, signals = self.rulebook, self._signal_specs
         learning, table = self.learning, self.context
         tombs = self.tombstones
-        capacity = self.capacity
+        capacity, spends = self.capacity, self._spends
         newest_ts = self.context.decided_ms
         channel_topics = self.settings.channel_topics
         counted = batch.decisions if self.metrics is not None else None
@@ -496,6 +582,13 @@ class Processor:
                 for control in effects.controls:
                     await self._send_control(control)
             for action in outcome.actions:
+                if quota is not None and (action["action"], action["channel"]) in spends:
+                    # it spent capacity: it leaves once this batch's state is durable
+                    quota.defer(str(action["action_id"]), [action, [
+                        [name, value.decode("latin-1")] for name, value in trace or ()]])
+                    actions.append(action)
+                    clocks.append((ts, message.timestamp))
+                    continue
                 encoded_action = dumps(action)
                 customer = str(action["customer_id"]).encode()
                 await sink.send(topics.actions, customer, encoded_action, headers=trace)
@@ -511,14 +604,11 @@ class Processor:
                 if counted is not None:
                     counted.extend(outcome.decisions)
         self.context.decided_ms = newest_ts
+        resent = await self._send_reloaded() if self._reloaded else None
         for partition in changed:
             quota = capacity.get(partition)
             if quota is not None and quota.outbox:
-                for quota_record in quota.outbox:
-                    await sink.send(repartition, quota_record.key, quota_record.body,
-                                    partition=quota_record.partition,
-                                    headers=[(CONTROL_HEADER, b"capacity")])
-                quota.outbox.clear()
+                await self._send_quota(quota)
         if self.metrics is not None:
             self._observe_late(self.metrics, changed)
         for partition, last in last_of.items():
@@ -552,10 +642,16 @@ class Processor:
                 if quota.held_back:
                     self._held_back.setdefault(id(batch), []).extend(quota.held_back)
                     quota.held_back.clear()
+                if quota.fresh:
+                    self._deferred.setdefault(id(batch), []).extend(
+                        (partition, ident) for ident in quota.fresh)
+                    quota.fresh.clear()
             self._write_tombstones(partition, ordered, values)
         stats.actions = len(actions)
         stats.sent_actions = actions
         batch.acks = await sink.ship()
+        if resent:
+            self._track_deferred(batch.acks, resent)
         clock = self._clock
 
         def acknowledged(future: Shipment) -> None:
@@ -766,12 +862,19 @@ class Processor:
                 stats.profiles_written += len(values)
         self._unwritten.popleft()
         returns = self._held_back.pop(id(batch), None)
-        if returns:  # quota returns leave once the state that made them is durable
-            for quota_record in returns:
+        deferred = self._deferred.pop(id(batch), None)
+        if returns or deferred:  # (they leave once the state that made them is durable)
+            for quota_record in returns or ():
                 await self.sink.send(self.topics.repartition, quota_record.key,
                                      quota_record.body, partition=quota_record.partition,
                                      headers=[(CONTROL_HEADER, b"capacity")])
-            await self.sink.ship()
+            sent: dict[int, list[str]] = {}
+            for partition, ident in deferred or ():
+                state = self.capacity.get(partition)
+                if state is not None:
+                    sent.setdefault(partition, []).extend(
+                        await self._send_actions(state, [ident]))
+            self._track_deferred(await self.sink.ship(), sent)
         stats.seconds = time.perf_counter() - batch.started
         if self._batch_metrics is not None:  # counted once complete: never twice
             self._batch_metrics.count_decisions(batch.decisions)
