@@ -18,6 +18,12 @@ the same settings on the events topic, stop when it holds the event. It is the h
 
 Percentiles (p50, p95, p99, max) over every action whose event was due after a warm-up of
 3 s (first sends to new topics wait for metadata), by rank (nearest rank, no interpolation).
+
+Where the time goes, from the received record's own timestamp (set by its producer when the
+record was appended to a batch): for the worker, due -> stamped is the event's hop, the wait
+for its batch and the decisions before it in the batch, stamped -> held the rest of the batch's
+decisions, the produce request, the broker and the reader's fetch; for the bare hop, due ->
+stamped is the generator's own lateness and stamped -> held the hop.
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ __all__ = ["FRACTIONS", "measure_hop", "measure_latency", "percentile", "slices"
 
 FRACTIONS = (0.25, 0.50, 0.75)  # of the worker's measured maximum
 _WARM_UP_MS = 3000
+# A generator further behind its schedule than this measured the host, not the path: the row
+# says so (every figure still starts at the due time, so the lag is in them).
+_LAG_LIMIT_MS = 50.0
 _SLICE_S = 0.005
 _FETCH_WAIT_MS = 10  # the worker's own fetch wait (its batch wait)
 
@@ -56,9 +65,12 @@ def slices(count: int, rate: float, slice_s: float = _SLICE_S) -> list[tuple[int
 
 
 def summary(latencies: Sequence[tuple[float, float]], rate: float, achieved: float,
-            count: int, lag_ms: float) -> dict[str, Any]:
+            count: int, lag_ms: float,
+            stamps: Sequence[float] | None = None) -> dict[str, Any]:
     """Percentiles of (event due time ms, latency s) pairs after the warm-up, per-second
-    worst cases, the rate asked and achieved and the generator's worst lag behind schedule."""
+    worst cases, the rate asked and achieved and the generator's worst lag behind schedule;
+    with `stamps` (per pair, the received record's timestamp, ms), the two legs either side
+    of it (module docstring)."""
     first = min(start for start, _ in latencies)
     steady = [value for start, value in latencies if start - first >= _WARM_UP_MS]
     every = [value for _, value in latencies]
@@ -67,13 +79,23 @@ def summary(latencies: Sequence[tuple[float, float]], rate: float, achieved: flo
     def ms(value: float) -> float:
         return round(value * 1000, 1)
 
-    return {
+    legs: dict[str, float] = {}
+    if stamps is not None:
+        pairs = [(stamp - start, value * 1000 - (stamp - start))
+                 for (start, value), stamp in zip(latencies, stamps, strict=True)
+                 if start - first >= _WARM_UP_MS or not steady]
+        for name, index in (("to_stamp", 0), ("stamp_to_held", 1)):
+            values = [pair[index] for pair in pairs]
+            for share in (0.50, 0.99):
+                legs[f"{name}_p{round(share * 100)}_ms"] = round(percentile(values, share), 1)
+    return legs | {
         "ok": True, "rate_target": round(rate), "rate_achieved": round(achieved),
         "events": count, "received": len(chosen), "warm_up_s": _WARM_UP_MS / 1000,
         "p50_ms": ms(percentile(chosen, 0.50)), "p95_ms": ms(percentile(chosen, 0.95)),
         "p99_ms": ms(percentile(chosen, 0.99)), "max_ms": ms(max(chosen)),
         "p99_ms_with_warm_up": ms(percentile(every, 0.99)),
         "generator_lag_max_ms": round(lag_ms, 1),
+        "generator_kept_up": lag_ms <= _LAG_LIMIT_MS,
         "slowest_ms_by_second": _slowest_by_second(latencies, first),
     }
 
@@ -95,9 +117,11 @@ def _consumer(bootstrap: str, topic: str) -> Any:
 
 
 async def _receive(consumer: Any, done: asyncio.Event, match: Callable[[bytes], float | None],
-                   latencies: list[tuple[float, float]], idle_s: float) -> None:
+                   latencies: list[tuple[float, float]], idle_s: float,
+                   stamps: list[float]) -> None:
     """Read until the generator is done and nothing came for `idle_s`: each record that
-    `match`es (its event's due time, ms) adds (due, receipt - due)."""
+    `match`es (its event's due time, ms) adds (due, receipt - due), and its timestamp to
+    `stamps`."""
     idle_since: float | None = None
     while True:
         batch = await consumer.getmany(timeout_ms=200)
@@ -108,6 +132,7 @@ async def _receive(consumer: Any, done: asyncio.Event, match: Callable[[bytes], 
                 due = match(record.value)
                 if due is not None:
                     latencies.append((due, (received - due) / 1000))
+                    stamps.append(record.timestamp)
                     got = True
         if done.is_set():
             now = time.monotonic()
@@ -130,6 +155,7 @@ async def measure_latency(bootstrap: str, env: Mapping[str, str], prefix: str, c
     process = start_worker(env, cwd, log_path)
     due: dict[str, float] = {}
     latencies: list[tuple[float, float]] = []
+    stamps: list[float] = []
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
     consumer = _consumer(bootstrap, f"{prefix}.actions")
 
@@ -141,7 +167,7 @@ async def measure_latency(bootstrap: str, env: Mapping[str, str], prefix: str, c
         await asyncio.wait_for(producer.start(), 20)
         await asyncio.wait_for(consumer.start(), 20)
         done = asyncio.Event()
-        reader = asyncio.create_task(_receive(consumer, done, match, latencies, 3.0))
+        reader = asyncio.create_task(_receive(consumer, done, match, latencies, 3.0, stamps))
         achieved, lag = await _paced(producer, f"{prefix}.events", log, keys, count, rate, ids,
                                      due)
         done.set()
@@ -151,7 +177,7 @@ async def measure_latency(bootstrap: str, env: Mapping[str, str], prefix: str, c
         stop_process(process, 20)
     if not latencies:
         return {"ok": False, "note": "no actions came back"}
-    return summary(latencies, rate, achieved, count, lag)
+    return summary(latencies, rate, achieved, count, lag, stamps)
 
 
 async def _stop_clients(*clients: Any) -> None:
@@ -203,6 +229,7 @@ async def measure_hop(bootstrap: str, topic: str, log: Sequence[bytes],
         by_value.setdefault(value, deque()).append(ids[n])
     due: dict[str, float] = {}
     latencies: list[tuple[float, float]] = []
+    stamps: list[float] = []
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
     consumer = _consumer(bootstrap, topic)
 
@@ -214,7 +241,7 @@ async def measure_hop(bootstrap: str, topic: str, log: Sequence[bytes],
         await asyncio.wait_for(producer.start(), 20)
         await asyncio.wait_for(consumer.start(), 20)
         done = asyncio.Event()
-        reader = asyncio.create_task(_receive(consumer, done, match, latencies, 2.0))
+        reader = asyncio.create_task(_receive(consumer, done, match, latencies, 2.0, stamps))
         achieved, lag = await _paced(producer, topic, log, keys, count, rate, ids, due)
         done.set()
         await asyncio.wait_for(reader, 120)
@@ -222,4 +249,4 @@ async def measure_hop(bootstrap: str, topic: str, log: Sequence[bytes],
         await _stop_clients(producer, consumer)
     if not latencies:
         return {"ok": False, "note": "no records came back"}
-    return summary(latencies, rate, achieved, count, lag)
+    return summary(latencies, rate, achieved, count, lag, stamps)

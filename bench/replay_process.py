@@ -53,8 +53,12 @@ def run_process(command: Sequence[str], cwd: Path, env: dict[str, str]) -> tuple
 
 
 def measure_replay_process(log: Sequence[bytes], rules: Path, root: Path, tmp: Path,
-                           runs: int = 3) -> dict[str, Any]:
-    """Replay as a process and the floor process, `runs` times each, alternating."""
+                           runs: int = 3, baseline: Path | None = None) -> dict[str, Any]:
+    """Replay as a process and the floor process, `runs` times each, alternating.
+
+    `baseline`: another source tree (e.g. `git archive <commit> | tar -x -C DIR`) whose
+    replay runs too, in turn with the others (`replay baseline`), for a before/after ratio
+    measured under the same load."""
     path = tmp / "replay-input.jsonl"
     with open(path, "wb") as out:
         for raw in log:
@@ -74,9 +78,18 @@ def measure_replay_process(log: Sequence[bytes], rules: Path, root: Path, tmp: P
     replay = replay_of(path)
     floor = [sys.executable, "-c", FLOOR, str(path), str(tmp / "floor-out.jsonl")]
     got: dict[str, list[tuple[float, float]]] = {"replay": [], "floor": []}
+    trees = {"replay": root, "floor": root}
+    commands = [("replay", replay), ("floor", floor)]
+    if baseline is not None:
+        trees["replay baseline"] = baseline
+        got["replay baseline"] = []
+        commands.insert(1, ("replay baseline", replay))
+        run_process(replay_of(warm), baseline, _env_for(baseline, env))
     for _ in range(runs):
-        for name, command in (("replay", replay), ("floor", floor)):
-            wall, cpu, code = run_process(command, root, env)
+        for name, command in commands:
+            tree = trees[name]
+            wall, cpu, code = run_process(command, tree, _env_for(tree, env) if tree != root
+                                          else env)
             if code != 0:
                 return {"ok": False, "note": f"{name} exited with {code}"}
             got[name].append((wall, cpu))
@@ -93,4 +106,19 @@ def measure_replay_process(log: Sequence[bytes], rules: Path, root: Path, tmp: P
                                    3)
     out["replay_vs_floor_cpu"] = round(out["replay"]["events_per_cpu_s"]
                                        / out["floor"]["events_per_cpu_s"], 3)
+    if baseline is not None:
+        before = out["replay baseline"]
+        out["baseline"] = str(baseline)
+        out["baseline_vs_floor"] = round(before["events_per_s"] / out["floor"]["events_per_s"],
+                                         3)
+        out["replay_vs_baseline"] = round(out["replay"]["events_per_s"]
+                                          / before["events_per_s"], 3)
+        out["replay_vs_baseline_cpu"] = round(out["replay"]["events_per_cpu_s"]
+                                              / before["events_per_cpu_s"], 3)
     return out
+
+
+def _env_for(tree: Path, env: dict[str, str]) -> dict[str, str]:
+    """`env` with `tree` first on PYTHONPATH instead of the measured tree."""
+    rest = env.get("PYTHONPATH", "").split(os.pathsep, 1)
+    return {**env, "PYTHONPATH": str(tree) + (os.pathsep + rest[1] if len(rest) > 1 else "")}

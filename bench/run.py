@@ -165,7 +165,7 @@ def latency_table(latency: Mapping[str, Any]) -> str:
     lines = [f"latency, event due -> a consumer holds the action (bench/latency.py), loads as a "
              f"share of {latency['maximum']:,} events/s, {latency['seconds']:g} s each:",
              f"  {'load':>4}  {'events/s':>8}  {'path':<9} {'p50':>7} {'p95':>7} {'p99':>7} "
-             f"{'max':>7}  (ms)  generator lag"]
+             f"{'max':>7}  (ms)  generator lag   due->stamped p50/p99, stamped->held p50/p99"]
     for row in latency["runs"]:
         for name, key in (("worker", "worker"), ("bare hop", "bare_hop")):
             got = row.get(key, {})
@@ -175,7 +175,11 @@ def latency_table(latency: Mapping[str, Any]) -> str:
                 continue
             lines.append(f"  {row['fraction']:>4.0%}  {got['rate_achieved']:>8,}  {name:<9} "
                          f"{got['p50_ms']:>7} {got['p95_ms']:>7} {got['p99_ms']:>7} "
-                         f"{got['max_ms']:>7}        {got['generator_lag_max_ms']} ms")
+                         f"{got['max_ms']:>7}  {got['generator_lag_max_ms']:>9} ms   "
+                         f"{got.get('to_stamp_p50_ms')}/{got.get('to_stamp_p99_ms')}, "
+                         f"{got.get('stamp_to_held_p50_ms')}/{got.get('stamp_to_held_p99_ms')}"
+                         + ("" if got.get("generator_kept_up", True) else
+                            "  (generator behind: the host's figure, not the path's)"))
     return "\n".join(lines)
 
 
@@ -398,9 +402,11 @@ async def _main(args: argparse.Namespace) -> int:
         from bench.replay_process import measure_replay_process
 
         with tempfile.TemporaryDirectory(prefix="touchflow-replay-") as replay_tmp:
-            print("  replay as a process (and the floor process), 3 runs each...",
+            print(f"  replay as a process (and the floor process), {args.replay_runs} runs each...",
                   file=sys.stderr, flush=True)
-            replay_process = measure_replay_process(log, RULES, ROOT, Path(replay_tmp))
+            replay_process = measure_replay_process(
+                log, RULES, ROOT, Path(replay_tmp), runs=args.replay_runs,
+                baseline=Path(args.replay_baseline) if args.replay_baseline else None)
     instructions: dict[str, Any] = {}
     if "instructions" in wanted:
         from bench.instructions import measure_instructions
@@ -437,6 +443,13 @@ async def _main(args: argparse.Namespace) -> int:
               f"({fl['events_per_cpu_s']:,} per CPU second); replay/floor "
               f"{replay_process['replay_vs_floor']:.2f} by wall clock, "
               f"{replay_process['replay_vs_floor_cpu']:.2f} by CPU")
+        if "replay baseline" in replay_process:
+            before = replay_process["replay baseline"]
+            print(f"  the baseline tree's replay ({replay_process['baseline']}), in turn with "
+                  f"them: {before['events_per_s']:,} events/s ({before['events_per_cpu_s']:,} "
+                  f"per CPU second), baseline/floor {replay_process['baseline_vs_floor']:.2f}; "
+                  f"replay/baseline {replay_process['replay_vs_baseline']:.3f} by wall clock, "
+                  f"{replay_process['replay_vs_baseline_cpu']:.3f} by CPU")
     elif replay_process:
         print(f"replay as a process: {replay_process.get('note')}")
     if instructions.get("ok"):
@@ -533,6 +546,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broker-rtt-ms", type=float, default=0.0,
                         help="put a relay adding this round trip in front of the broker, as a "
                              "network hop would (bench/delay_proxy.py; default 0: none)")
+    parser.add_argument("--replay-baseline", default=None,
+                        help="with --only replay: another source tree whose `touchflow replay` "
+                             "runs in turn with this one's, for a before/after ratio")
+    parser.add_argument("--replay-runs", type=int, default=3,
+                        help="runs of each replay process (median; default 3)")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be 1 or more")

@@ -36,6 +36,7 @@ _TOP_FIELDS = frozenset(
      "schema_version"}
 )
 _MIN_YEAR = 2000
+_ABSENT: Any = object()  # a field not in the event (a JSON null is None)
 _MAX_YEAR = 2100
 
 
@@ -175,6 +176,8 @@ def _minute(moment: datetime) -> tuple[int, int]:
 
 
 _ID_NAMES = frozenset(IDENTIFIER_FIELDS)
+_FIRST_ID = IDENTIFIER_FIELDS[0]  # the highest-priority identifier (customer_id)
+_FIRST_ID_PREFIX = _FIRST_ID + ":"
 _HASHED_IDS = HASHED_IDENTIFIERS
 
 
@@ -297,4 +300,40 @@ def decode_event(raw: bytes | bytearray | memoryview | str | None) -> Event:
     # JSON spells "@" as itself or as a \\u escape: with no "@", no backslash, no "%" and
     # only ASCII in the bytes, no decoded string holds an e-mail address
     plain = type(raw) is bytes and looks_plain(raw)
-    return parse_event(data, plain=plain)
+    if not plain or type(data) is not dict or not _TOP_FIELDS.issuperset(data):
+        return parse_event(data, plain=plain)
+    # The common case: `parse_event`'s checks, in its order, on exact types (orjson makes no
+    # subclasses) and without its calls. Anything else, or any doubt, goes to `parse_event`,
+    # which checks again from the start and words the error: the one source of the rules.
+    event_id = data.get("event_id")
+    channel = data.get("channel")
+    etype = data.get("type")
+    if (type(event_id) is not str or not event_id or len(event_id) > MAX_ID_LEN
+            or type(channel) is not str or channel not in CHANNELS
+            or type(etype) is not str or not etype or len(etype) > MAX_ID_LEN):
+        return parse_event(data, plain=True)
+    occurred_at = data.get("occurred_at")
+    ts_ms, offset = _parse_time(occurred_at)  # raises what parse_event would raise here
+    identity = data.get("identity")
+    if type(identity) is not dict or not identity or not _ID_NAMES.issuperset(identity):
+        return parse_event(data, plain=True)
+    for name, value in identity.items():
+        if type(value) is not str or not value or len(value) > MAX_ID_LEN \
+                or name in _HASHED_IDS:
+            return parse_event(data, plain=True)
+    value = identity.get(_FIRST_ID)
+    key = _FIRST_ID_PREFIX + value if value else _profile_key(identity)
+    properties = data.get("properties", _ABSENT)
+    context = data.get("context", _ABSENT)
+    if properties is _ABSENT:
+        properties = {}
+    elif type(properties) is not dict:
+        return parse_event(data, plain=True)
+    if context is _ABSENT:
+        context = {}
+    elif type(context) is not dict:
+        return parse_event(data, plain=True)
+    if (properties or context) and may_hold_phone(properties, context):
+        return parse_event(data, plain=True)
+    return Event(event_id, data["occurred_at"], ts_ms, offset, channel, etype, identity,
+                 properties, context, key)

@@ -1,6 +1,6 @@
 """`python -m service ...` is the same as the `touchflow` command."""
 
-from service.cli import main
+from service.cli import run
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()

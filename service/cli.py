@@ -154,3 +154,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def run() -> None:
+    """The `touchflow` program (and `python -m service`): `main`, then, when the command kept
+    large state for the end (service/ops/quick_exit.py), an exit without the interpreter's
+    teardown; otherwise a normal exit."""
+    from service.ops.quick_exit import exit_now_if_kept
+
+    code = main()
+    exit_now_if_kept(code)
+    raise SystemExit(code)

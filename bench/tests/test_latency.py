@@ -20,7 +20,8 @@ def test_schedule_covers_every_event_once_at_its_due_time() -> None:
 
 def test_percentiles_by_nearest_rank_after_the_warm_up() -> None:
     """Events due in the first 3 s are left out of the percentiles (metadata waits), p50,
-    p95, p99 and max come from the rest by rank, and the per-second worst cases keep all."""
+    p95, p99 and max come from the rest by rank, and the per-second worst cases keep all; a
+    generator more than 50 ms behind its schedule marks the row."""
     warm = [(float(ms), 5.0) for ms in range(0, 3000, 100)]  # 30 slow ones during warm-up
     steady = [(3000.0 + n, (n + 1) / 1000) for n in range(100)]  # 1..100 ms
     result = summary(warm + steady, 1000.0, 990.0, 130, 12.34)
@@ -31,4 +32,17 @@ def test_percentiles_by_nearest_rank_after_the_warm_up() -> None:
     assert result["slowest_ms_by_second"] == [5000, 5000, 5000, 100]
     assert (result["rate_target"], result["rate_achieved"]) == (1000, 990)
     assert result["generator_lag_max_ms"] == 12.3
+    assert result["generator_kept_up"]
+    assert not summary(steady, 1000.0, 990.0, 100, 50.1)["generator_kept_up"]
     assert percentile([3.0, 1.0, 2.0], 0.5) == 2.0
+
+
+def test_the_legs_either_side_of_the_records_timestamp_after_the_warm_up() -> None:
+    """With each received record's timestamp, the figure splits at it: due -> stamped and
+    stamped -> held, each by rank over the events due after the warm-up only."""
+    warm = [(0.0, 5.0)]
+    steady = [(3000.0 + n, (n + 10) / 1000) for n in range(100)]  # 10..109 ms in all
+    stamps = [4000.0] + [3000.0 + n + n // 10 for n in range(100)]  # stamped 0..9 ms in
+    result = summary(warm + steady, 1000.0, 990.0, 101, 0.0, stamps)
+    assert (result["to_stamp_p50_ms"], result["to_stamp_p99_ms"]) == (5.0, 9.0)
+    assert (result["stamp_to_held_p50_ms"], result["stamp_to_held_p99_ms"]) == (55.0, 99.0)

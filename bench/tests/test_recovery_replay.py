@@ -48,3 +48,27 @@ def test_floor_process_writes_one_line_per_event(tmp_path: Path) -> None:
     lines = (tmp_path / "out.jsonl").read_bytes().splitlines()
     assert [orjson.loads(line)["event_id"] for line in lines] == \
         [orjson.loads(raw)["event_id"] for raw in log]
+
+
+def test_replay_process_runs_a_baseline_tree_in_turn_from_its_own_sources(
+        tmp_path: Path) -> None:
+    """`measure_replay_process(baseline=DIR)` runs `touchflow replay` from DIR as well as
+    from the measured tree, each run in turn, and reports both against the floor: the
+    baseline's processes import DIR's code (a tree whose replay fails is reported)."""
+    from bench.paths import ROOT
+    from bench.replay_process import measure_replay_process
+
+    log = event_log(3, 300, 60, datetime(2026, 3, 2, tzinfo=UTC))
+    rules = ROOT / "examples" / "default" / "rulebook.yaml"
+    work = tmp_path / "work"
+    work.mkdir()
+    result = measure_replay_process(log, rules, ROOT, work, runs=1, baseline=ROOT)
+    assert result["ok"], result
+    assert len(result["replay baseline"]["wall_s"]) == 1
+    assert set(result) >= {"replay_vs_baseline", "baseline_vs_floor", "replay_vs_floor"}
+    broken = tmp_path / "broken" / "service"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("")
+    (broken / "__main__.py").write_text("raise SystemExit(3)\n")
+    failed = measure_replay_process(log, rules, ROOT, work, runs=1, baseline=broken.parent)
+    assert failed == {"ok": False, "note": "replay baseline exited with 3"}

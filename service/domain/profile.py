@@ -26,6 +26,7 @@ an optional part: profiles stored before it read as "zone not known" (the offset
 from __future__ import annotations
 
 import base64
+import binascii
 from collections.abc import Callable
 from typing import Any
 
@@ -166,7 +167,8 @@ class Profile:
         if self.tz_min:
             out["z"] = self.tz_min
         if self.seen:  # the id ring (idring.py): per id, its digest and its time
-            out["r"] = base64.b64encode(self.seen).decode("ascii")
+            # (what base64.b64encode returns, without its Python-level call)
+            out["r"] = binascii.b2a_base64(self.seen, newline=False).decode("ascii")
         if self.floor_ms >= 0:
             out["f"] = self.floor_ms
         if self.scores:

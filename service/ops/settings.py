@@ -128,6 +128,10 @@ class Settings(BaseSettings):
         description="Longest wait between attempts to reach the broker at start-up, and "
         "between restarts of a failed background reader (seconds; from 1 s, doubling, plus "
         "up to 1 s at random)")
+    recovery_write_bytes: int = Field(
+        64 * 1024 * 1024, ge=1, le=1 << 40,
+        description="Changelog values held in recovery before a store write (bytes, across "
+        "the partitions recovered together): a key's older values within it are never written")
 
     @field_validator("broker")
     @classmethod

@@ -276,6 +276,7 @@ def _single(args: argparse.Namespace, events: Events, context: ContextTable,
             reporter: _Reporter, progress: Progress | None, label: str,
             format_duration: Callable[[float], str]) -> int:
     from service.domain.rules import load_rulebook
+    from service.ops.quick_exit import keep_until_exit
     from service.replay.runner import ReplayResult, RunStats, replay_stream
 
     rulebook = load_rulebook(args.rules)
@@ -322,6 +323,7 @@ def _single(args: argparse.Namespace, events: Events, context: ContextTable,
 
         write_report(Path(args.report), [result], source=label)
         _say(f"report written to {args.report}")
+    keep_until_exit(result.state)  # the profiles: not freed one by one before the exit
     return 130 if result.interrupted else 0
 
 

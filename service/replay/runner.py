@@ -139,6 +139,7 @@ class ReplayResult:
     interrupted: bool = False
     reruns: int = 0  # runs again with keys a decide() failure damaged rolled back (replayer.py)
     inexact: int = 0  # such keys left damaged: the log could not be read or written again
+    state: Replayer | None = None  # the last run's replayer (every profile), when it ended
 
     @property
     def events_per_s(self) -> float:
@@ -229,6 +230,7 @@ def replay_stream(
         replayer = Replayer(rulebook, context, partitions=partitions)
         replayer.risky = set(risky)
         _run_once(events, replayer, result, output, audit, operations, observe, tick)
+        result.state = replayer
         damaged = replayer.tainted - risky
         if not damaged or result.interrupted:
             return result

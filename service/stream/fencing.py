@@ -143,7 +143,7 @@ def stamp(generation: int, store: PartitionStore) -> bytes:
     return str(generation).encode()
 
 
-def generation_of(headers: Iterable[tuple[str, bytes]] | None) -> int | None:
+def generation_of(headers: Iterable[tuple[str, bytes | None]] | None) -> int | None:
     """The generation a changelog record was written under; None for records from before
     generations were stamped (or from the Faust runtime, which does not stamp)."""
     if not headers:
@@ -151,7 +151,7 @@ def generation_of(headers: Iterable[tuple[str, bytes]] | None) -> int | None:
     for name, value in headers:
         if name == GENERATION_HEADER:
             try:
-                return int(value)
+                return int(value) if value is not None else None
             except ValueError:
                 return None
     return None

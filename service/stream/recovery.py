@@ -5,7 +5,9 @@ ListOffsets(latest), which the embedded broker (Tansu) answers one batch short (
 table recovery is not used; docs/decisions.md, "The end of a partition is the Fetch high
 watermark"); recovery reads until its position reaches it.
 
-All partitions assigned together are recovered by one consumer, in parallel fetches.
+All partitions assigned together are recovered by one reader of raw record batches, a Fetch
+always ahead (service/stream/changelog_reader.py: aiokafka's consumer records were 80 % of the
+read); values are held per key up to `TOUCHFLOW_RECOVERY_WRITE_BYTES` before a store write.
 
 Stale writers: a record stamped with a lower group generation than one already applied in its
 partition was written by a worker that had lost the partition (paused past its session
@@ -24,16 +26,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from service.ops.settings import Settings
+from service.stream.changelog_reader import ChangelogReader
 from service.stream.fencing import GENERATION_KEY, generation_of
 from service.stream.store import PartitionStore
 
 __all__ = ["RecoveryResult", "recover_partitions"]
 
 log = logging.getLogger(__name__)
-# Constants, not settings: recovery reads a backlog, so a fetch rarely waits; records are
-# written to the store every `_APPLY_EVERY` per partition, bounding what recovery holds.
+# A constant, not a setting: recovery reads a backlog, so a fetch rarely waits.
 _FETCH_WAIT_MS = 50
-_APPLY_EVERY = 5_000
+_NOTHING: frozenset[bytes] = frozenset()  # "no key of this write is in the store yet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,68 +63,78 @@ async def recover_partitions(
     `on_progress(partition, remaining)` reports the records still to read; past `timeout_s`
     (default `TOUCHFLOW_RECOVERY_TIMEOUT_S`) it raises `TimeoutError`.
     """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
     if not stores:
         return []
     started = time.monotonic()
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=_FETCH_WAIT_MS,
-        fetch_max_bytes=settings.recovery_fetch_max_bytes,
-        max_partition_fetch_bytes=settings.recovery_partition_fetch_max_bytes,
-        **settings.kafka_security(),
-    )
-    await asyncio.wait_for(consumer.start(), settings.broker_timeout_s)
-    tps = {TopicPartition(changelog, p): p for p in stores}
     start = {p: store.checkpoint() + 1 for p, store in stores.items()}
+    # (each partition from the checkpoint's own record: its generation)
+    reader = ChangelogReader(settings.bootstrap_servers, changelog,
+                             {p: max(s - 1, 0) for p, s in start.items()},
+                             max_wait_ms=_FETCH_WAIT_MS,
+                             max_bytes=settings.recovery_fetch_max_bytes,
+                             max_partition_bytes=settings.recovery_partition_fetch_max_bytes,
+                             security=settings.kafka_security())
     last = {p: s - 1 for p, s in start.items()}
     records = dict.fromkeys(stores, 0)
+    # Each partition's records not yet written, the last value per key: written once they
+    # hold a share of `recovery_write_bytes` (a key written again within it, once).
     pending: dict[int, dict[bytes, bytes | None]] = {p: {} for p in stores}
+    pending_bytes = dict.fromkeys(stores, 0)
+    window = max(1, settings.recovery_write_bytes // len(stores))
+    # An empty store takes the writes without a lookup per key (to keep its count), and is
+    # counted once at the end: a lookup per record was a third of the store's time.
+    bulk = {p for p, store in stores.items() if store.count() == 0}
     saved = {p: _saved_generation(store) for p, store in stores.items()}
     newest = dict(saved)  # per partition, the highest generation applied (-1: none)
     stale = dict.fromkeys(stores, 0)
     done: dict[int, float] = {}
+
+    def write(p: int) -> None:
+        saved[p] = _save_generation(pending[p], newest[p], saved[p])
+        stores[p].write(pending[p], last[p], _NOTHING if p in bulk else None)
+        pending[p], pending_bytes[p] = {}, 0
+
     try:
-        consumer.assign(list(tps))
-        for tp, p in tps.items():
-            consumer.seek(tp, max(start[p] - 1, 0))  # the checkpoint's record: its generation
+        await asyncio.wait_for(reader.start(), settings.broker_timeout_s)
         limit_s = timeout_s if timeout_s is not None else settings.recovery_timeout_s
         deadline = started + limit_s
         while len(done) < len(stores):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"recovery of {changelog} took over {limit_s:.0f}s")
-            batch = await consumer.getmany(timeout_ms=_FETCH_WAIT_MS * 4, max_records=20_000)
-            for tp, messages in batch.items():
-                p = tps[tp]
+            for p, messages in await reader.fetch():
                 values = pending[p]
                 first, highest, ignored = start[p], newest[p], 0
+                size, count, offset = 0, 0, last[p]
                 for message in messages:
-                    generation = generation_of(message.headers)
-                    if message.offset < first:  # applied already: only its generation counts
+                    offset = message.offset
+                    headers = message.headers
+                    generation = generation_of(headers) if headers else None
+                    if offset < first:  # applied already: only its generation counts
                         if generation is not None and generation > highest:
                             highest = generation
                         continue
-                    last[p] = message.offset
-                    records[p] += 1
+                    count += 1
                     if generation is not None:
                         if generation < highest:
                             ignored += 1
                             continue
                         highest = generation
-                    if message.key is not None:
-                        values[message.key] = message.value
+                    key = message.key
+                    if key is not None:
+                        value = values[key] = message.value
+                        if value is not None:
+                            size += len(value)
+                if offset >= first:
+                    last[p] = offset
+                records[p] += count
                 newest[p], stale[p] = highest, stale[p] + ignored
-                if len(values) >= _APPLY_EVERY:
-                    saved[p] = _save_generation(values, newest[p], saved[p])
-                    stores[p].write(values, last[p])
-                    pending[p] = {}
-            for tp, p in tps.items():
+                pending_bytes[p] += size
+                if pending_bytes[p] >= window:
+                    write(p)
+            for p in stores:
                 if p in done:
                     continue
-                highwater = consumer.highwater(tp)
+                highwater = reader.highwater(p)
                 if highwater is None:
                     continue
                 if start[p] > highwater:
@@ -131,25 +143,27 @@ async def recover_partitions(
                                 extra={"partition": p, "checkpoint": start[p] - 1,
                                        "highwater": highwater})
                     stores[p].wipe()
-                    start[p], last[p], pending[p] = 0, -1, {}
+                    start[p], last[p], pending[p], pending_bytes[p] = 0, -1, {}, 0
                     saved[p] = newest[p] = -1
-                    consumer.seek(tp, 0)
+                    bulk.add(p)
+                    reader.seek(p, 0)
                     continue
-                position = await consumer.position(tp)
+                position = reader.position(p)
                 if on_progress is not None:
                     on_progress(p, max(0, highwater - position))
                 if position >= highwater:
                     done[p] = time.monotonic()
-                    consumer.pause(tp)
+                    reader.pause(p)
         results = []
         for p in sorted(stores):
-            saved[p] = _save_generation(pending[p], newest[p], saved[p])
-            if pending[p] or last[p] >= start[p]:
-                stores[p].write(pending[p], last[p])
+            if pending[p] or last[p] >= start[p] or newest[p] > saved[p]:
+                write(p)
+            if p in bulk:
+                stores[p].recount()
             results.append(RecoveryResult(p, start[p], last[p] + 1, records[p],
                                           done[p] - started, stale[p]))
     finally:
-        await consumer.stop()
+        await reader.stop()
     stale_by_partition = {r.partition: r.stale for r in results if r.stale}
     if stale_by_partition:
         log.warning("ignored changelog records written under an older group generation (a "

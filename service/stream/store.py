@@ -64,6 +64,11 @@ class PartitionStore(Protocol):
 
     def count(self) -> int: ...
 
+    def recount(self) -> None:
+        """Count the profiles again (after writes that passed an `existing` that was not
+        exact: recovery into an empty store skips a lookup per key)."""
+        ...
+
     def keys(self) -> Iterable[bytes]: ...
 
     def scan(self, prefix: bytes) -> Iterable[tuple[bytes, bytes]]:
@@ -100,6 +105,9 @@ class MemoryStore:
 
     def count(self) -> int:
         return sum(1 for key in self._data if is_profile_key(key))
+
+    def recount(self) -> None:
+        """Counted when asked: nothing to do."""
 
     def keys(self) -> Iterable[bytes]:
         return [key for key in self._data if is_profile_key(key)]
@@ -162,7 +170,7 @@ class RocksStore:
         db = self._db
         known = existing if existing is not None else db
         for key, value in items.items():
-            if not is_profile_key(key):
+            if key[:1] == b"\x00":  # (is_profile_key inlined: one call less per key)
                 if value is None:
                     batch.delete(key)
                 else:
@@ -170,8 +178,8 @@ class RocksStore:
                 continue
             existed = key in known
             if value is None:
+                batch.delete(key)  # (also when `existing` says absent: it may not be exact)
                 if existed:
-                    batch.delete(key)
                     self._count -= 1
             else:
                 batch.put(key, value)
@@ -187,6 +195,9 @@ class RocksStore:
 
     def count(self) -> int:
         return self._count
+
+    def recount(self) -> None:
+        self._count = self._count_keys()
 
     def keys(self) -> Iterable[bytes]:
         return [k for k in self._db.keys() if isinstance(k, bytes) and is_profile_key(k)]  # noqa: SIM118

@@ -167,6 +167,9 @@ class _KeysOnly:
     def count(self) -> int:
         return sum(1 for key in self.data if is_profile_key(key))
 
+    def recount(self) -> None:
+        """Counted when asked: nothing to do."""
+
     def keys(self) -> Iterable[bytes]:
         return [key for key in self.data if is_profile_key(key)]
 

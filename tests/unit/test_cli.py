@@ -176,3 +176,24 @@ def test_the_packaged_rulebook_is_the_default_example() -> None:
     packaged = ROOT / "service" / "rulebooks" / "default.yaml"
     assert packaged.read_bytes() == (ROOT / "examples/default/rulebook.yaml").read_bytes()
     assert Settings.model_fields["rules"].default == packaged
+
+
+def test_the_replay_program_ends_without_teardown_and_loses_no_output(tmp_path: Path) -> None:
+    """`python -m service replay` ends with `os._exit` once its outputs are closed (its
+    profiles are not freed one by one): the actions it writes to stdout, the audit file and
+    the summary on stderr are whole, byte for byte what `main()` in-process writes."""
+    args = ["replay", "--rules", str(EXAMPLE / "rulebook.yaml"), "--input",
+            str(EXAMPLE / "events.jsonl"), "--no-progress"]
+    done = subprocess.run([PYTHON, "-m", "service", *args, "--output", "-", "--audit",
+                           str(tmp_path / "audit-program.jsonl")], cwd=ROOT,
+                          capture_output=True, env={**{k: v for k, v in os.environ.items()
+                                                  if k != "PYTHONUNBUFFERED"},
+                                               "PYTHONPATH": str(ROOT)},
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert main([*args, "--output", str(tmp_path / "actions.jsonl"), "--audit",
+                 str(tmp_path / "audit.jsonl")]) == 0
+    assert done.stdout and done.stdout == (tmp_path / "actions.jsonl").read_bytes()
+    audit = (tmp_path / "audit.jsonl").read_bytes()
+    assert audit and (tmp_path / "audit-program.jsonl").read_bytes() == audit
+    assert done.stderr.decode().startswith("touchflow replay: ")

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 from textwrap import dedent
+from typing import Any
 
 import pytest
+import yaml
 
 from service.domain import RulebookError, load_rulebook, parse_rulebook
+from service.domain.yamlsrc import Locator, Problem, _read, read_yaml
+
+_ROOT = Path(__file__).resolve().parents[3]
 
 GOOD = dedent("""\
     version: "t-1"
@@ -125,3 +130,25 @@ def test_pattern_and_trait_shape_errors() -> None:
     assert "rules.yaml:7: patterns.p.when: a count pattern needs when" in joined
     assert "rules.yaml:8: patterns.q.when: not used by a sequence pattern" in joined
     assert "rules.yaml:10: traits.t.field: a sum trait needs the event field it reads" in joined
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(_ROOT)) for p in [
+    *_ROOT.glob("examples/*/*.yaml"), *_ROOT.glob("tests/data/*.yaml")]))
+def test_libyaml_and_the_python_parser_read_every_shipped_file_alike(path: str) -> None:
+    """Rulebooks and case files are read with libyaml's parser when PyYAML has it: every
+    shipped one gives the same values, the same line of every path and the same problems as
+    with the pure-Python parser."""
+    text = (_ROOT / path).read_text()
+    assert _same(_read(text, path, yaml.CSafeLoader), _read(text, path, yaml.SafeLoader))
+
+
+def _same(a: tuple[Any, Locator, list[Problem]], b: tuple[Any, Locator, list[Problem]]) -> bool:
+    return a[0] == b[0] and a[1].lines == b[1].lines and a[2] == b[2]
+
+
+def test_a_document_libyaml_refuses_is_reported_in_the_python_parser_s_words() -> None:
+    """Invalid YAML read through `read_yaml` gives the pure-Python parser's message, line and
+    all, whichever parser read it first."""
+    expected = _read("version: [\n", "rules.yaml", yaml.SafeLoader)[2]
+    assert read_yaml("version: [\n", "rules.yaml")[2] == expected
+    assert expected and "not valid YAML" in expected[0].message

@@ -7,11 +7,11 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from schemas.event import IDENTIFIER_FIELDS, Event, EventError, decode_event
+from schemas.event import IDENTIFIER_FIELDS, Event, EventError, decode_event, parse_event
 from schemas.models import TouchpointEvent
 
 GOOD: dict[str, Any] = {
@@ -171,6 +171,66 @@ def test_timestamp_parse_is_exact_in_every_accepted_form(
         assert (event.ts_ms, event.utc_offset_min) == expected, text
 
 
+def _answer(call: Any) -> tuple[Any, ...]:
+    """An accepted event's every field, or a rejection's reason and message."""
+    try:
+        event = call()
+    except EventError as error:
+        return ("rejected", error.reason, error.message)
+    return ("accepted", event._fields(), event.key(), type(event.properties),
+            type(event.context))
+
+
+_odd = st.one_of(st.none(), st.integers(-3, 10**12), st.booleans(),
+                 st.lists(st.integers(0, 9), max_size=2))
+_strings = st.one_of(st.sampled_from(["x", "", "a" * 201, "555 123 4567", "+4915123456789",
+                                      "2026-03-01 16:00", "s-006284-0001", "(415) 555-2671",
+                                      "1 299 999.00", "web", "2026-03-02T09:30:00Z",
+                                      "2026-03-02T09:30:00", "2199-03-02T09:30:00+01:00"]),
+                     st.text(max_size=12))
+_objects = st.dictionaries(
+    st.sampled_from(["customer_id", "anonymous_id", "loyalty_id", "email_sha256", "nickname",
+                     "page", "phone"]),
+    st.one_of(_strings, _odd), max_size=3)
+
+
+_ids_by_name = st.dictionaries(
+    st.sampled_from(["customer_id", "anonymous_id", "loyalty_id", "email_sha256",
+                     "phone_sha256", "nickname"]),
+    st.one_of(st.sampled_from(["c-42", "a" * 64, "a@b.co", "", "x" * 201]), _strings, _odd),
+    min_size=1, max_size=3)
+_payloads = st.dictionaries(st.sampled_from(["page", "phone", "n", "+1 (415) 555-2671"]),
+                            st.one_of(_strings, _odd, _objects), max_size=3)
+_FIELD_VALUES = {"identity": _ids_by_name, "properties": _payloads, "context": _payloads}
+
+
+@settings(max_examples=600, deadline=None)
+@given(changes=st.lists(st.sampled_from(
+    ["event_id", "occurred_at", "channel", "type", "identity", "properties", "context",
+     "schema_version", "extra"]).flatmap(lambda name: st.tuples(
+         st.just(name), st.one_of(_FIELD_VALUES.get(name, _strings), _odd, _strings,
+                                  _objects))), max_size=3),
+    drop=st.lists(st.sampled_from(["properties", "context", "identity", "type"]), max_size=2))
+@example(changes=[("properties", None)], drop=[])
+@example(changes=[("context", None)], drop=["properties"])
+@example(changes=[("identity", {"email_sha256": "c-42"})], drop=[])
+@example(changes=[("identity", {"anonymous_id": "a-1", "loyalty_id": "l-1"})], drop=[])
+@example(changes=[("identity", {"customer_id": "c-1", "anonymous_id": None})], drop=[])
+@example(changes=[("context", {"n": "call +1 (415) 555-2671"})], drop=[])
+@example(changes=[("channel", "fax"), ("occurred_at", "x")], drop=[])
+@example(changes=[("occurred_at", "2026-03-02T09:30:00"), ("identity", {})], drop=[])
+def test_the_common_case_path_answers_exactly_as_the_full_checks(
+        changes: list[tuple[str, Any]], drop: list[str]) -> None:
+    """`decode_event` answers a plain ASCII event through an inlined path of its own; for
+    any event, valid or not, that answer (every field, or the reason and the message) is
+    exactly `parse_event`'s with every check done in full (no fast path, the whole walk
+    for personal data)."""
+    data = {**GOOD, **dict(changes)}
+    for name in drop:
+        data.pop(name, None)
+    raw = orjson.dumps(data)
+    fast = _answer(lambda: decode_event(raw))
+    assert fast == _answer(lambda: parse_event(orjson.loads(raw)))
 _IDS = st.text(alphabet="abcdef0123456789-", min_size=1, max_size=12)
 _HASHES = st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)
 
