@@ -4,22 +4,12 @@ forwarding agent of crm.py in the same Faust app; settings from `TOUCHFLOW_*` as
 
 from __future__ import annotations
 
-import sys
-
 from examples.faust_embedding.crm import add_crm_forwarder
-from service.ops.logs import configure_logging
-from service.ops.settings import SettingsError, load_settings
-from service.stream.worker import StartupError, run_worker
+from service.stream.worker import run_embedded
 
 
 def main() -> int:
-    try:
-        settings = load_settings(runtime="faust")
-        configure_logging(settings.log_level, settings.log_format)
-        return run_worker(settings, customize=add_crm_forwarder)
-    except (SettingsError, StartupError) as error:
-        print(f"faust_embedding: {error}", file=sys.stderr)
-        return 2
+    return run_embedded("faust_embedding", runtime="faust", customize=add_crm_forwarder)
 
 
 if __name__ == "__main__":

@@ -5,22 +5,12 @@ worker`, the files in `<TOUCHFLOW_DATA_DIR>/outputs/`."""
 
 from __future__ import annotations
 
-import sys
-
 from examples.file_output.outputs import actions_to_files
-from service.ops.logs import configure_logging
-from service.ops.settings import SettingsError, load_settings
-from service.stream.worker import StartupError, run_worker
+from service.stream.worker import run_embedded
 
 
 def main() -> int:
-    try:
-        settings = load_settings()
-        configure_logging(settings.log_level, settings.log_format)
-        return run_worker(settings, sink_factory=actions_to_files)
-    except (SettingsError, StartupError) as error:
-        print(f"file_output: {error}", file=sys.stderr)
-        return 2
+    return run_embedded("file_output", sink_factory=actions_to_files)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from service.domain.profile import Profile, event_digest
 from service.domain.rules import Rulebook
 
 if TYPE_CHECKING:
+    from service.domain.patterns import Pattern
     from service.domain.step import Control
 
 __all__ = ["Effects", "Outcome", "decide"]
@@ -110,13 +111,7 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
     if profile.floor_ms >= horizon:  # at the floor's millisecond too (see profile.py)
         horizon = profile.floor_ms + 1
     if ts < horizon:  # too late to be sure it is new (or to count in its windows)
-        if etype == "consent_changed":  # last writer by event time: safe to apply late
-            profile.remember(digest, ts, rulebook.remember_events)
-            _consent(profile, event)
-            return Outcome(profile, _NONE, [], False)
-        if ts <= profile.floor_ms:  # may be a forgotten redelivery: "too late to be sure"
-            return Outcome(profile, _NONE, [], True)
-        return _late(profile, event, rulebook)
+        return _before_horizon(profile, event, rulebook, digest)
     prior = None
     crossings = rulebook.crossings
     if crossings:  # `crosses` conditions: their values before this event
@@ -136,13 +131,7 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
     if etype == "consent_changed":
         _consent(profile, event)
     elif etype == "action_response":
-        answered = _response(profile, event, rulebook)
-        if answered is not None:
-            audit.append(answered[2])
-            learning = rulebook.policy.learning
-            if learning is not None:
-                segment = learning.segment(Env(event, profile, context, _NO_FIRED))
-                responses = [(answered[0], segment, answered[1])]
+        responses = _note_response(profile, event, context, rulebook, audit)
     attribution = rulebook.attribution
     if attribution is not None and attribution.match.test(event):
         credited = attribute(profile, event, attribution, rulebook.version, rulebook.channels)
@@ -157,12 +146,7 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
     patterns = rulebook.patterns
     candidates = patterns.by_type.get(etype, patterns.any)
     if candidates:
-        floor = profile.newest_ms - rulebook.max_lateness
-        if profile.floor_ms > floor:
-            floor = profile.floor_ms
-        for pattern in candidates:  # (a loop: a set comprehension's frame costs more)
-            if pattern.update(profile, event, floor):
-                fired = {*fired, pattern.name}
+        fired = _fire_patterns(profile, event, candidates, rulebook.max_lateness)
 
     actions = rulebook.actions if fired else rulebook.unprompted
     catalog = actions.by_type.get(etype, actions.any)
@@ -178,6 +162,50 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
         return Outcome(profile, _NONE, audit, False, responses)
     sent, records = arbitrate(env, eligible, rulebook.policy, rulebook.version)
     return Outcome(profile, sent, audit + records if audit else records, False, responses)
+
+
+def _fire_patterns(profile: Profile, event: Event, candidates: tuple[Pattern, ...],
+                   max_lateness: int) -> frozenset[str] | set[str]:
+    """Advance the window patterns that look at this event's type (their windows forget what
+    is older than the lateness horizon); the names of those that fire on it."""
+    fired: frozenset[str] | set[str] = _NO_FIRED
+    floor = profile.newest_ms - max_lateness
+    if profile.floor_ms > floor:
+        floor = profile.floor_ms
+    for pattern in candidates:  # (a loop: a set comprehension's frame costs more)
+        if pattern.update(profile, event, floor):
+            fired = {*fired, pattern.name}
+    return fired
+
+
+def _before_horizon(profile: Profile, event: Event, rulebook: Rulebook, digest: bytes
+                    ) -> Outcome:
+    """An event older than the profile's horizon: a consent change still applies (last
+    writer by event time); one at or before the floor may be a forgotten redelivery (a
+    duplicate); any other is late."""
+    if event.type == "consent_changed":
+        profile.remember(digest, event.ts_ms, rulebook.remember_events)
+        _consent(profile, event)
+        return Outcome(profile, _NONE, [], False)
+    if event.ts_ms <= profile.floor_ms:  # may be a forgotten redelivery: "too late to be sure"
+        return Outcome(profile, _NONE, [], True)
+    return _late(profile, event, rulebook)
+
+
+def _note_response(profile: Profile, event: Event, context: Mapping[str, Any],
+                   rulebook: Rulebook, audit: list[dict[str, Any]]
+                   ) -> Sequence[tuple[str, str, str]]:
+    """Record a response to an earlier action (its audit record goes to `audit`); return it
+    as (action, segment, response) for learning, or nothing when learning is off."""
+    answered = _response(profile, event, rulebook)
+    if answered is None:
+        return _NONE
+    audit.append(answered[2])
+    learning = rulebook.policy.learning
+    if learning is None:
+        return _NONE
+    segment = learning.segment(Env(event, profile, context, _NO_FIRED))
+    return [(answered[0], segment, answered[1])]
 
 
 def _erase(profile: Profile | None, event: Event, rulebook: Rulebook) -> Outcome:

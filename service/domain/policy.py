@@ -238,18 +238,7 @@ def arbitrate(env: Env, eligible: list[Action], policy: Policy, version: str
     ts = event.ts_ms
     key = profile.key
     customer = profile.customer_id
-    ranks = {action.name: action.rank for action in eligible}
-    learned: dict[str, str] = {}
-    learning = policy.learning
-    if learning is not None:
-        segment = learning.segment(env)
-        for action in eligible:
-            value, why = propensity(env.context, action.name, segment, event.event_id,
-                                    learning.warm_up, learning.prior)
-            ranks[action.name] = action.rank * value
-            learned[action.name] = why
-    if len(eligible) > 1:
-        eligible = sorted(eligible, key=lambda a: (-ranks[a.name], a.name))
+    eligible, ranks, learned = _rank(env, eligible, policy)
     in_cap = 0
     if policy.cap_max is not None:
         within = policy.cap_within
@@ -296,20 +285,52 @@ def arbitrate(env: Env, eligible: list[Action], policy: Policy, version: str
                                         rank))
             if not_before is not None:
                 actions[-1]["not_before"] = not_before.at
-        record = audit_record(
-            digest32(key, name, event.event_id, version, "decision"), "action", customer,
-            event.event_id, version, event.occurred_at, outcome, reasons, action=name,
-            channel=action.channel, action_id=action_id, suppressed_by=suppressed_by,
-            score=rank)
-        record["legal_basis"] = action.basis
-        if action.purpose:
-            record["purpose"] = action.purpose
-        if arms:
-            record["experiment"] = arms
-        if skipped or not_before is not None:
-            record.update(channel_fields(skipped, not_before))
-        decisions.append(record)
+        decisions.append(_decision_record(env, name, action, action_id, version, outcome,
+                                          reasons, suppressed_by, rank, arms, skipped,
+                                          not_before))
     return actions, decisions
+
+
+def _rank(env: Env, eligible: list[Action], policy: Policy
+          ) -> tuple[list[Action], dict[str, float], dict[str, str]]:
+    """The eligible actions best first (rank, times the learned propensity when learning is
+    on; ties by name), their ranks, and each learned propensity's reason."""
+    ranks = {action.name: action.rank for action in eligible}
+    learned: dict[str, str] = {}
+    learning = policy.learning
+    if learning is not None:
+        segment = learning.segment(env)
+        for action in eligible:
+            value, why = propensity(env.context, action.name, segment, env.event.event_id,
+                                    learning.warm_up, learning.prior)
+            ranks[action.name] = action.rank * value
+            learned[action.name] = why
+    if len(eligible) > 1:
+        eligible = sorted(eligible, key=lambda a: (-ranks[a.name], a.name))
+    return eligible, ranks, learned
+
+
+def _decision_record(env: Env, name: str, action: Action, action_id: str, version: str,
+                     outcome: RecordOutcome, reasons: list[str], suppressed_by: str | None,
+                     rank: float, arms: dict[str, str], skipped: Sequence[Skip],
+                     not_before: Deferral | None
+                     ) -> dict[str, Any]:
+    """The audit record of candidate `name` (`action`: it on the channel chosen): sent,
+    suppressed or held out, and why."""
+    event = env.event
+    record = audit_record(
+        digest32(env.profile.key, name, event.event_id, version, "decision"), "action",
+        env.profile.customer_id, event.event_id, version, event.occurred_at, outcome, reasons,
+        action=name, channel=action.channel, action_id=action_id, suppressed_by=suppressed_by,
+        score=rank)
+    record["legal_basis"] = action.basis
+    if action.purpose:
+        record["purpose"] = action.purpose
+    if arms:
+        record["experiment"] = arms
+    if skipped or not_before is not None:
+        record.update(channel_fields(skipped, not_before))
+    return record
 
 
 # Spends capacity for an action on one channel (None: spent, or no limit covers it), else

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Generic, TypeVar
 
 from pydantic import ValidationError
@@ -36,7 +35,7 @@ from service.domain.policy import (
 )
 from service.domain.scoring import PointRule, Trait
 from service.domain.signals import Signal
-from service.domain.yamlsrc import Locator, Problem, read_yaml
+from service.domain.yamlsrc import Locator, Problem, Unreadable, read_source, read_yaml
 
 __all__ = ["Problem", "Rulebook", "RulebookError", "load_rulebook", "parse_rulebook"]
 
@@ -127,10 +126,9 @@ def load_rulebook(path: str | os.PathLike[str]) -> Rulebook:
     """Read and compile a rulebook file; raise `RulebookError` (also for an unreadable file)."""
     source = os.fspath(path)
     try:
-        text = Path(source).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise RulebookError([Problem(source, 0, "", f"cannot read the rulebook: {reason}")]
+        text = read_source(source)
+    except Unreadable as exc:
+        raise RulebookError([Problem(source, 0, "", f"cannot read the rulebook: {exc}")]
                             ) from None
     return parse_rulebook(text, source)
 

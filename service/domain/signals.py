@@ -40,20 +40,17 @@ def is_active(context: Mapping[str, Any], name: str, group: str, ts_ms: int) -> 
         and ts_ms < value["until_ms"]
 
 
+@dataclass(slots=True, eq=False)
 class Signal:
     """One compiled `signals` entry."""
 
-    __slots__ = ("at_least", "by", "description", "hold", "match", "name", "within")
-
-    def __init__(self, name: str, match: EventMatch, by: Getter, within: int,
-                 at_least: int, hold: int, description: str | None) -> None:
-        self.name = name
-        self.match = match
-        self.by = by
-        self.within = within
-        self.at_least = at_least
-        self.hold = hold
-        self.description = description
+    name: str
+    match: EventMatch
+    by: Getter
+    within: int
+    at_least: int
+    hold: int
+    description: str | None
 
     def group_of(self, event: Event) -> str | None:
         """The group this event counts in, or None when it does not match or has no group."""

@@ -8,11 +8,12 @@ PyYAML silently accepts, are reported here. `Locator` turns a path into the near
 
 from __future__ import annotations
 
+import pathlib
 from dataclasses import dataclass
 
 import yaml
 
-__all__ = ["Locator", "Problem", "read_yaml"]
+__all__ = ["Locator", "Problem", "Unreadable", "read_source", "read_yaml"]
 
 Path = tuple[str | int, ...]
 
@@ -59,6 +60,19 @@ def dotted(path: Path) -> str:
         else:
             out += f".{part}" if out else str(part)
     return out
+
+
+class Unreadable(Exception):
+    """A file that cannot be read as UTF-8 text; the message is the reason (the OS's words)."""
+
+
+def read_source(source: str) -> str:
+    """The UTF-8 text of the file `source`, or `Unreadable` saying why not."""
+    try:
+        return pathlib.Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise Unreadable(reason) from None
 
 
 def read_yaml(text: str, source: str) -> tuple[object, Locator, list[Problem]]:

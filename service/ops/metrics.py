@@ -39,6 +39,15 @@ class Metrics:
         # default registry's collectors, registered on ours too (they read the process).
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             r.register(collector)
+        self._declare_outcomes(r)
+        self._declare_batches(r)
+        self._declare_state(r)
+        self._declare_health(r)
+        self._declare_capacity(r)
+        self._declare_cache(r)
+
+    def _declare_outcomes(self, r: CollectorRegistry) -> None:
+        """What the events led to: outcomes, actions, suppressions, responses, signals."""
         self.events = Counter(
             "touchflow_events", "Events consumed, by channel, event type and outcome "
             "(processed, duplicate, late, ignored: dated before the customer's erasure, "
@@ -64,6 +73,9 @@ class Metrics:
         self.deadletters = Counter(
             "touchflow_deadletters", "Messages sent to the dead-letter topic, by reason.",
             ["reason"], registry=r)
+
+    def _declare_batches(self, r: CollectorRegistry) -> None:
+        """How fast and how much: action delay, batch sizes and durations, consumer lag."""
         self.event_to_action = Histogram(
             "touchflow_event_to_action_seconds", "Delay from the event (clock=event_time) or "
             "from its arrival on the broker (clock=ingest) to the action being sent.",
@@ -78,6 +90,9 @@ class Metrics:
             "touchflow_consumer_lag_messages", "Messages between the last committed offset "
             "and the fetch high watermark, per input partition (grows when commits fail).",
             ["topic", "partition"], registry=r)
+
+    def _declare_state(self, r: CollectorRegistry) -> None:
+        """What the worker holds: profiles, erasures, recovery progress, the rulebook."""
         self.profiles = Gauge(
             "touchflow_profiles", "Customer profiles held in the local store, per partition.",
             ["partition"], registry=r)
@@ -97,6 +112,10 @@ class Metrics:
             "changelog.", buckets=(0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300), registry=r)
         self.rulebook = Info(
             "touchflow_rulebook", "The rulebook the worker decides with.", registry=r)
+
+    def _declare_health(self, r: CollectorRegistry) -> None:
+        """Whether the worker is well: readiness, crashes, late inputs, failed reads and
+        commits; the labelled counters export zeros, so rate()/increase() work from start."""
         self.ready = Gauge(
             "touchflow_ready", "1 when partitions are assigned and their tables recovered.",
             registry=r)
@@ -134,6 +153,10 @@ class Metrics:
             registry=r)
         for reason in ("error", "fenced", "rebalance"):
             self.commit_failures.labels(reason)
+
+    def _declare_capacity(self, r: CollectorRegistry) -> None:
+        """Capacity limits across customers (service/domain/capacity.py), and the input
+        partitions assigned to this worker (its share of them)."""
         self.capacity_spent = Gauge(
             "touchflow_capacity_spent", "Actions sent under a capacity limit in its current "
             "period (the newest this partition saw), per constraint and partition; sum over "
@@ -159,6 +182,9 @@ class Metrics:
         self.partitions_assigned = Gauge(
             "touchflow_partitions_assigned", "Input partitions assigned to this worker.",
             registry=r)
+
+    def _declare_cache(self, r: CollectorRegistry) -> None:
+        """The decoded-profile cache: its size and its evictions."""
         self.cache_bytes = Gauge(
             "touchflow_profile_cache_bytes", "Estimated heap bytes of the decoded profiles "
             "this worker caches (bounded by TOUCHFLOW_PROFILE_CACHE_BYTES).", registry=r)

@@ -22,7 +22,7 @@ from service.domain.context_table import ContextTable
 from service.domain.decide import Outcome
 from service.domain.rules import Rulebook
 from service.replay.replayer import DEFAULT_PARTITIONS, Replayer
-from service.replay.runner import ReplayResult, RunStats, Tick, quiet_gc
+from service.replay.runner import ReplayResult, RunStats, Tick, counted, quiet_gc
 
 __all__ = ["ActionDiff", "Change", "Comparison", "compare_stream", "explain", "format_table"]
 
@@ -202,47 +202,62 @@ def compare_stream(
     gc_quiet = contextlib.ExitStack()
     collector = gc_quiet.enter_context(quiet_gc())
     try:
-        for event, _raw in events:
-            count += 1
-            if not count & 0x3FF:
-                collector.after_batch()
-                if tick is not None:
-                    tick(count)
+        for count, event in counted(events, collector, tick):
             out_a, err_a = _step(run_a, stats_a, a, event)
             out_b, err_b = _step(run_b, stats_b, b, event)
-            acts_a = {_key(x): x for x in out_a.actions} if out_a is not None else {}
-            acts_b = {_key(x): x for x in out_b.actions} if out_b is not None else {}
-            for key, action in acts_a.items():
-                comparison.row(key[2]).count_a += 1
-                other = acts_b.get(key)
-                if other is not None:
-                    fields = _differing(action, other)
-                    if fields:
-                        comparison.add(Change("changed", *key, event.occurred_at,
-                                              explain(action, None), explain(other, None),
-                                              fields, count))
-            for key in acts_b:
-                comparison.row(key[2]).count_b += 1
-            only_a = [k for k in acts_a if k not in acts_b]
-            only_b = [k for k in acts_b if k not in acts_a]
-            if not (only_a or only_b):
-                continue
-            records_a = {_key(r): r for r in out_a.decisions} if out_a is not None else {}
-            records_b = {_key(r): r for r in out_b.decisions} if out_b is not None else {}
-            for key in only_a:
-                side_b = explain(None, records_b.get(key), err_b)
-                _pend(comparison, pending, "lost", key, event, count,
-                      explain(acts_a[key], None), side_b)
-            for key in only_b:
-                side_a = explain(None, records_a.get(key), err_a)
-                _pend(comparison, pending, "gained", key, event, count,
-                      side_a, explain(acts_b[key], None))
+            _compare_event(comparison, pending, event, count, (out_a, err_a), (out_b, err_b))
     except KeyboardInterrupt:
         comparison.interrupted = a.interrupted = b.interrupted = True
     finally:
         gc_quiet.close()
         stats_a.events = stats_b.events = count
         comparison.seconds = a.seconds = b.seconds = time.perf_counter() - started
+    _settle(comparison, pending, changes_out)
+    return comparison
+
+
+_Side = tuple[Outcome | None, str | None]
+
+
+def _compare_event(comparison: Comparison, pending: dict[str, dict[MatchKey, Change]],
+                   event: Event, count: int, side_a: _Side, side_b: _Side) -> None:
+    """Match one event's actions under A and B: count them, record a `changed` pair now,
+    and hold each one-sided action (with the other side's reason) in `pending`."""
+    out_a, err_a = side_a
+    out_b, err_b = side_b
+    acts_a = {_key(x): x for x in out_a.actions} if out_a is not None else {}
+    acts_b = {_key(x): x for x in out_b.actions} if out_b is not None else {}
+    for key, action in acts_a.items():
+        comparison.row(key[2]).count_a += 1
+        other = acts_b.get(key)
+        if other is not None:
+            fields = _differing(action, other)
+            if fields:
+                comparison.add(Change("changed", *key, event.occurred_at,
+                                      explain(action, None), explain(other, None),
+                                      fields, count))
+    for key in acts_b:
+        comparison.row(key[2]).count_b += 1
+    only_a = [k for k in acts_a if k not in acts_b]
+    only_b = [k for k in acts_b if k not in acts_a]
+    if not (only_a or only_b):
+        return
+    records_a = {_key(r): r for r in out_a.decisions} if out_a is not None else {}
+    records_b = {_key(r): r for r in out_b.decisions} if out_b is not None else {}
+    for key in only_a:
+        why_b = explain(None, records_b.get(key), err_b)
+        _pend(comparison, pending, "lost", key, event, count,
+              explain(acts_a[key], None), why_b)
+    for key in only_b:
+        why_a = explain(None, records_a.get(key), err_a)
+        _pend(comparison, pending, "gained", key, event, count,
+              why_a, explain(acts_b[key], None))
+
+
+def _settle(comparison: Comparison, pending: dict[str, dict[MatchKey, Change]],
+            changes_out: IO[bytes] | None) -> None:
+    """At the end of the run: the one-sided actions still pending become changes, all
+    changes go in input order, and `changes_out` receives them as JSON lines."""
     for kind in ("lost", "gained"):
         for change in pending[kind].values():
             comparison.add(change)
@@ -250,7 +265,6 @@ def compare_stream(
     if changes_out is not None:
         for change in comparison.changes:
             changes_out.write(dumps_line(change.to_dict()))
-    return comparison
 
 
 def _pend(comparison: Comparison, pending: dict[str, dict[MatchKey, Change]], kind: str,

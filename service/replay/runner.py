@@ -31,6 +31,7 @@ __all__ = [
     "ReplayStep",
     "Replayer",
     "RunStats",
+    "counted",
     "quiet_gc",
     "replay_events",
     "replay_file",
@@ -166,6 +167,17 @@ def quiet_gc() -> Iterator[GcPolicy]:
         policy.close()
 
 
+def counted(events: Iterable[tuple[Event, bytes]], collector: GcPolicy, tick: Tick | None
+            ) -> Iterator[tuple[int, Event]]:
+    """Number `events` from 1; every 1024th lets the GC policy run and reports progress."""
+    for count, (event, _raw) in enumerate(events, 1):
+        if not count & 0x3FF:
+            collector.after_batch()
+            if tick is not None:
+                tick(count)
+        yield count, event
+
+
 def replay_events(
     events: Iterable[Event], rulebook: Rulebook, context: Context = None, *,
     partitions: int = DEFAULT_PARTITIONS,
@@ -263,12 +275,7 @@ def _run_once(events: Iterable[tuple[Event, bytes]], replayer: Replayer, result:
     collector = gc_quiet.enter_context(quiet_gc())
     started = time.perf_counter()  # after quiet_gc's one full collection
     try:
-        for event, _raw in events:
-            count += 1
-            if not count & 0x3FF:
-                collector.after_batch()
-                if tick is not None:
-                    tick(count)
+        for count, event in counted(events, collector, tick):  # noqa: B007 (read after it)
             try:
                 outcome = apply(event)
             except Exception as exc:

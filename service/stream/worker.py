@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from service.stream.app import Touchflow
     from service.stream.signal_aggregator import SignalAggregator
 
-__all__ = ["StartupError", "check_data_dir", "run_worker", "wait_for_broker"]
+__all__ = ["StartupError", "check_data_dir", "run_embedded", "run_worker", "wait_for_broker"]
 
 log = logging.getLogger(__name__)
 
@@ -289,3 +289,23 @@ def _run_faust(settings: Settings, rulebook: Rulebook, tasks: Sequence[Task],
             loop.run_until_complete(touchflow.processor.close())
             loop.run_until_complete(http.runner.cleanup())
     return code
+
+
+def run_embedded(program: str, *, runtime: str | None = None,
+                 customize: Callable[[Touchflow], None] | None = None,
+                 sink_factory: SinkFactory = kafka_sink) -> int:
+    """`main()` of a program that runs the worker with its own parts (examples/): settings
+    from `TOUCHFLOW_*` (`runtime` fixed when given), logging configured, then `run_worker`;
+    a bad setting or a failed start is one line `<program>: <why>` on stderr and exit 2."""
+    import sys
+
+    from service.ops.logs import configure_logging
+    from service.ops.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings() if runtime is None else load_settings(runtime=runtime)
+        configure_logging(settings.log_level, settings.log_format)
+        return run_worker(settings, customize=customize, sink_factory=sink_factory)
+    except (SettingsError, StartupError) as error:
+        print(f"{program}: {error}", file=sys.stderr)
+        return 2

@@ -34,7 +34,7 @@ from typing import Any
 from schemas.event import EventError, parse_event
 from service.domain.context_table import ContextTable
 from service.domain.rules import Rulebook, RulebookError, load_rulebook
-from service.domain.yamlsrc import Locator, read_yaml
+from service.domain.yamlsrc import Locator, Unreadable, read_source, read_yaml
 
 __all__ = ["CaseResult", "CasesError", "load_cases", "run_cases", "run_files"]
 
@@ -86,10 +86,9 @@ def load_cases(path: str | os.PathLike[str]) -> CasesFile:
     """Read a cases file and its rulebook; raise `CasesError` (or `RulebookError`)."""
     source = os.fspath(path)
     try:
-        text = Path(source).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise CasesError(f"{source}: cannot read the cases file: {reason}") from None
+        text = read_source(source)
+    except Unreadable as exc:
+        raise CasesError(f"{source}: cannot read the cases file: {exc}") from None
     data, locator, problems = read_yaml(text, source)
     if problems:
         raise CasesError(str(problems[0]))

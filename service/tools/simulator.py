@@ -159,50 +159,16 @@ async def simulate(
     once at the end). On cancellation the events already handed to the producer are flushed
     (bounded by a timeout), the producer is closed, and the cancellation propagates.
     """
-    from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaError
 
-    if clock not in ("wall", "generated"):
-        raise ValueError("clock must be 'wall' or 'generated'")
-    if rate < 0 or customers < 1 or (limit is not None and limit < 0):
-        raise ValueError("rate must be >= 0, customers >= 1 and limit >= 0")
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=5, acks=1, max_batch_size=65536,
-        request_timeout_ms=int(SEND_TIMEOUT_S * 1000), **dict(client_options or {}),
-    )
-    try:
-        await asyncio.wait_for(producer.start(), START_TIMEOUT_S)
-    except Exception as exc:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(producer.stop(), 5)
-        raise SimulatorError(
-            f"cannot connect to the Kafka broker at {bootstrap} ({type(exc).__name__}); "
-            "check TOUCHFLOW_BROKER and that the broker is running."
-        ) from None
+    _check_arguments(clock, rate, customers, limit)
+    producer = await _start_producer(bootstrap, client_options)
     acks = _Acks(on_sent)
-    bucket = _TokenBucket(rate)
     wall = _WallClock() if clock == "wall" else None
     origin = start or datetime.now(UTC).replace(microsecond=0)
-    sent = 0
-    loop = asyncio.get_running_loop()
     try:
         events = _endless(seed, customers, origin)
-        # One deadline, armed only while a send waits on the producer (never while pacing).
-        async with asyncio.timeout(None) as deadline:
-            for event in events:
-                if limit is not None and sent >= limit:
-                    break
-                await bucket.take()
-                if wall is not None:
-                    event["occurred_at"] = wall.stamp(event["occurred_at"])
-                    event["event_id"] += wall.run_tag
-                deadline.reschedule(loop.time() + SEND_TIMEOUT_S)
-                future = await producer.send(topic, dumps(event), key=customer_key(event))
-                deadline.reschedule(None)
-                future.add_done_callback(acks)
-                sent += 1
-                if sent % _ACK_CHECK_EVERY == 0 and acks.error is not None:
-                    raise SimulatorError(f"sending to {topic} failed: {acks.error}")
+        await _send_paced(producer, topic, events, limit, _TokenBucket(rate), wall, acks)
         await asyncio.wait_for(producer.flush(), FLUSH_TIMEOUT_S)
         if acks.error is not None:
             raise SimulatorError(f"sending to {topic} failed: {acks.error}")
@@ -220,6 +186,59 @@ async def simulate(
         if on_sent is not None:
             on_sent(acks.done)
     return acks.done
+
+
+def _check_arguments(clock: str, rate: float, customers: int, limit: int | None) -> None:
+    """Refuse an unknown clock or a negative rate or limit before anything connects."""
+    if clock not in ("wall", "generated"):
+        raise ValueError("clock must be 'wall' or 'generated'")
+    if rate < 0 or customers < 1 or (limit is not None and limit < 0):
+        raise ValueError("rate must be >= 0, customers >= 1 and limit >= 0")
+
+
+async def _start_producer(bootstrap: str, client_options: Mapping[str, Any] | None) -> Any:
+    """A started producer, or a SimulatorError saying the broker cannot be reached."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, acks=1, max_batch_size=65536,
+        request_timeout_ms=int(SEND_TIMEOUT_S * 1000), **dict(client_options or {}),
+    )
+    try:
+        await asyncio.wait_for(producer.start(), START_TIMEOUT_S)
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(producer.stop(), 5)
+        raise SimulatorError(
+            f"cannot connect to the Kafka broker at {bootstrap} ({type(exc).__name__}); "
+            "check TOUCHFLOW_BROKER and that the broker is running."
+        ) from None
+    return producer
+
+
+async def _send_paced(producer: Any, topic: str, events: Iterator[dict[str, Any]],
+                      limit: int | None, bucket: _TokenBucket, wall: _WallClock | None,
+                      acks: _Acks) -> None:
+    """Hand `events` to the producer at the bucket's pace until `limit`, restamped to the
+    wall clock when `wall` is set; stop at the first failed acknowledgement."""
+    sent = 0
+    loop = asyncio.get_running_loop()
+    # One deadline, armed only while a send waits on the producer (never while pacing).
+    async with asyncio.timeout(None) as deadline:
+        for event in events:
+            if limit is not None and sent >= limit:
+                break
+            await bucket.take()
+            if wall is not None:
+                event["occurred_at"] = wall.stamp(event["occurred_at"])
+                event["event_id"] += wall.run_tag
+            deadline.reschedule(loop.time() + SEND_TIMEOUT_S)
+            future = await producer.send(topic, dumps(event), key=customer_key(event))
+            deadline.reschedule(None)
+            future.add_done_callback(acks)
+            sent += 1
+            if sent % _ACK_CHECK_EVERY == 0 and acks.error is not None:
+                raise SimulatorError(f"sending to {topic} failed: {acks.error}")
 
 
 async def _ensure_topic(bootstrap: str, topic: str, partitions: int, replication: int,

@@ -12,7 +12,7 @@ from typing import Any
 
 from service.domain.rules import load_rulebook
 from service.ops.health import Readiness
-from service.ops.settings import load_settings
+from service.ops.settings import Settings, load_settings
 from service.stream.faust_runtime import FaustConsumer
 from service.stream.processor import Processor
 from service.stream.runtime import KafkaRuntime
@@ -86,6 +86,44 @@ def _records(topic: str, partition: int, offsets: range) -> list[Rec]:
     return [Rec(topic, partition, n, None, b"{}", 0, ()) for n in offsets]
 
 
+def _settings(tmp_path: Path) -> Settings:
+    """One partition, profiles in memory, a broker address nobody answers (the tests hand
+    the runtime their own clients)."""
+    return load_settings(rules=RULES, store="memory://", partitions=1,
+                         broker="kafka://127.0.0.1:1", topic_prefix="comp",
+                         data_dir=str(tmp_path))
+
+
+def _three_pings(topic: str) -> list[Rec]:
+    """Three pings of customer c1 at offsets 0 to 2 of partition 0, a minute apart."""
+    values = [log_line(f"e{i}", "c1", "ping", at=f"2026-03-02T09:{i:02d}:00Z") for i in range(3)]
+    return [Rec(topic, 0, n, b"customer_id:c1", value, 0, ()) for n, value in enumerate(values)]
+
+
+def _three_batches(tmp_path: Path, fail_at: int
+                   ) -> tuple[Settings, TopicNames, Broker, Processor, _Thread, _Faust]:
+    """A processor on one partition whose broker refuses shipment `fail_at`, and Faust's
+    consumer (partition 0 active) with three fetches of one ping each."""
+    settings = _settings(tmp_path)
+    topics = TopicNames.from_settings(settings)
+    sink = Broker(fail_at=fail_at)
+    processor = Processor(settings, topics, load_rulebook(RULES), sink, recover=no_recovery)
+    thread = _Thread([{TP(topics.events, 0): [record]} for record in _three_pings(topics.events)])
+    faust = _Faust(thread)
+    faust.active = {TP(topics.events, 0)}
+    return settings, topics, sink, processor, thread, faust
+
+
+def _use_clients(runtime: KafkaRuntime, consumer: FaustConsumer, processor: Processor) -> None:
+    """Make the runtime start with this consumer and processor instead of connecting."""
+
+    async def start_clients() -> None:
+        runtime._consumer = consumer
+        runtime.processor = processor
+
+    runtime._start_clients = start_clients  # type: ignore[method-assign]
+
+
 async def test_touchflow_records_come_capped_and_other_topics_go_to_faust() -> None:
     """One fetch with 5 + 3 records of Touchflow's topics and 2 of a user's topic: the first
     call hands over 4 (the cap) of Touchflow's, the second the other 4 without fetching
@@ -141,19 +179,8 @@ async def test_only_batches_whose_effects_are_durable_are_committed(tmp_path: Pa
     changelog were acknowledged, in order, and the refused batch is processed again (its
     actions sent once acknowledged) before its offset is committed; the last commit covers
     every event. Readiness says crashed while the batch fails and recovers once it succeeds."""
-    settings = load_settings(rules=RULES, store="memory://", partitions=1,
-                             broker="kafka://127.0.0.1:1", topic_prefix="comp",
-                             data_dir=str(tmp_path))
-    topics = TopicNames.from_settings(settings)
     # shipments: 1 batch 1's output, 2 batch 2's output, 3 batch 1's changelog (refused)
-    sink = Broker(fail_at=3)
-    processor = Processor(settings, topics, load_rulebook(RULES), sink, recover=no_recovery)
-    values = [log_line(f"e{i}", "c1", "ping", at=f"2026-03-02T09:{i:02d}:00Z") for i in range(3)]
-    fetches = [{TP(topics.events, 0): [Rec(topics.events, 0, n, b"customer_id:c1", value,
-                                           0, ())]} for n, value in enumerate(values)]
-    thread = _Thread(fetches)
-    faust = _Faust(thread)
-    faust.active = {TP(topics.events, 0)}
+    settings, topics, sink, processor, thread, faust = _three_batches(tmp_path, fail_at=3)
     readiness = Readiness()
     readiness.mark_started()
     readiness.mark_assigned({0})
@@ -166,18 +193,14 @@ async def test_only_batches_whose_effects_are_durable_are_committed(tmp_path: Pa
 
     readiness.mark_crashed = noted  # type: ignore[method-assign]
     runtime = KafkaRuntime(settings, topics, lambda _: processor, readiness=readiness)
-    consumer = FaustConsumer(faust, {topics.events}, runtime._stopping.is_set)
-
-    async def start_clients() -> None:
-        runtime._consumer = consumer
-        runtime.processor = processor
+    _use_clients(runtime, FaustConsumer(faust, {topics.events}, runtime._stopping.is_set),
+                 processor)
 
     async def stop_when_drained() -> None:
         while thread.fetches or runtime._inflight:
             await asyncio.sleep(0.01)
         runtime.stop()
 
-    runtime._start_clients = start_clients  # type: ignore[method-assign]
     stopper = asyncio.create_task(stop_when_drained())
     await asyncio.wait_for(runtime.run(), 30)
     await stopper
@@ -197,16 +220,11 @@ async def test_an_embedding_app_reads_the_profiles_this_worker_owns(tmp_path: Pa
     from service.stream.app import create_app
     from service.stream.sink import MemorySink
 
-    settings = load_settings(rules=RULES, store="memory://", partitions=1,
-                             broker="kafka://127.0.0.1:1", topic_prefix="comp",
-                             data_dir=str(tmp_path))
+    settings = _settings(tmp_path)
     touchflow = create_app(settings, recover=no_recovery)
     touchflow.processor.sink = MemorySink()
     await touchflow.processor.assign({0})
-    values = [log_line(f"e{i}", "c1", "ping", at=f"2026-03-02T09:{i:02d}:00Z") for i in range(3)]
-    await touchflow.processor.process([
-        Rec(touchflow.topics.events, 0, n, b"customer_id:c1", value, 0, ())
-        for n, value in enumerate(values)])
+    await touchflow.processor.process(_three_pings(touchflow.topics.events))
     profile = touchflow.profile("customer_id:c1")
     assert profile is not None and profile.cid == "c1" and profile.seen.size() == 3
     assert touchflow.profile("customer_id:nobody") is None
@@ -226,22 +244,12 @@ async def test_a_batch_interrupted_at_shutdown_is_not_committed(tmp_path: Path) 
     second batch was taken, and the broker refuses that batch's changelog: the drain at
     shutdown abandons it instead of retrying, and the last commit stops before it (the
     restart replays it), where `take_events` would have acknowledged it in its `finally`."""
-    settings = load_settings(rules=RULES, store="memory://", partitions=1,
-                             broker="kafka://127.0.0.1:1", topic_prefix="comp",
-                             data_dir=str(tmp_path))
-    topics = TopicNames.from_settings(settings)
     # shipments: 1 batch 1's output, 2 batch 2's output, 3 batch 1's changelog, then the
     # drain at shutdown: 4 batch 2's changelog (refused)
-    sink = Broker(fail_at=4)
-    processor = Processor(settings, topics, load_rulebook(RULES), sink, recover=no_recovery)
-    values = [log_line(f"e{i}", "c1", "ping", at=f"2026-03-02T09:{i:02d}:00Z") for i in range(3)]
-    thread = _Thread([{TP(topics.events, 0): [Rec(topics.events, 0, n, b"customer_id:c1",
-                                                  value, 0, ())]}
-                      for n, value in enumerate(values)])
-    faust = _Faust(thread)
-    faust.active = {TP(topics.events, 0)}
+    settings, topics, _sink, processor, thread, faust = _three_batches(tmp_path, fail_at=4)
     runtime = KafkaRuntime(settings, topics, lambda _: processor)
-    consumer = FaustConsumer(faust, {topics.events}, runtime._stopping.is_set)
+    _use_clients(runtime, FaustConsumer(faust, {topics.events}, runtime._stopping.is_set),
+                 processor)
     fetch = thread._fetch_records
 
     async def stop_after_the_second(*args: Any, **kwargs: Any) -> dict[Any, list[Any]]:
@@ -250,12 +258,7 @@ async def test_a_batch_interrupted_at_shutdown_is_not_committed(tmp_path: Path) 
             runtime.stop()
         return records
 
-    async def start_clients() -> None:
-        runtime._consumer = consumer
-        runtime.processor = processor
-
     thread._fetch_records = stop_after_the_second  # type: ignore[method-assign]
-    runtime._start_clients = start_clients  # type: ignore[method-assign]
     await asyncio.wait_for(runtime.run(), 30)
     committed = [c[(topics.events, 0)] for c in thread.commits]
     assert committed == [1], committed
@@ -270,9 +273,7 @@ def test_a_rebalance_is_not_a_lapsed_lease_but_a_silent_group_is(tmp_path: Path)
     from service.stream.faust_runtime import FaustRuntime
     from service.stream.fencing import GroupLease
 
-    settings = load_settings(rules=RULES, store="memory://", partitions=1,
-                             broker="kafka://127.0.0.1:1", topic_prefix="comp",
-                             data_dir=str(tmp_path))
+    settings = _settings(tmp_path)
     topics = TopicNames.from_settings(settings)
     thread = _Thread([])
     thread.assigned = {TP(topics.events, 0)}

@@ -252,3 +252,19 @@ async def report_scores(env: WorkerEnv, customers: list[str], tag: str,
             break
     return {a["customer_id"]: float(a["payload"]["pings"]) for a in actions
             if a["trigger_event_id"] in wanted}
+
+
+def ping_backlog(customers: list[str], pings: int) -> list[bytes]:
+    """`pings` pings per customer, one a second from 09:00 of 2026-03-02, round-robin over
+    the customers (each customer's backlog spread across the whole log)."""
+    return [log_line(f"{c}-p{n}", c, "ping", at=f"2026-03-02T09:{n // 60:02d}:{n % 60:02d}Z")
+            for n in range(pings) for c in customers]
+
+
+async def logged(env: WorkerEnv, process: subprocess.Popen[bytes], text: str,
+                 timeout: float = 30) -> None:
+    """Wait until the worker's log holds `text`."""
+    deadline = time.monotonic() + timeout
+    while text not in env.log_paths[process.pid].read_text():
+        assert time.monotonic() < deadline, f"no {text!r} in the log:\n{env.logs()[-3000:]}"
+        await asyncio.sleep(0.1)

@@ -19,13 +19,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from typing import Any
 
 import pytest
 
-from tests.events import log_line
 from tests.integration.conftest import (
     WorkerEnv,
+    logged,
+    ping_backlog,
     processed_at_least,
     produce,
     report_scores,
@@ -35,19 +35,6 @@ from tests.integration.conftest import (
 # (longer per-customer backlogs: test_takeover_backlog.py).
 CUSTOMERS = [f"s-{n:03d}" for n in range(400)]
 PINGS = 40
-
-
-def _pings() -> list[bytes]:
-    return [log_line(f"{c}-p{n}", c, "ping", at=f"2026-03-02T09:{n // 60:02d}:{n % 60:02d}Z")
-            for n in range(PINGS) for c in CUSTOMERS]
-
-
-async def _logged(env: WorkerEnv, process: Any, text: str, timeout: float = 30) -> None:
-    """Wait until the worker's log holds `text`."""
-    deadline = time.monotonic() + timeout
-    while text not in env.log_paths[process.pid].read_text():
-        assert time.monotonic() < deadline, f"no {text!r} in the log:\n{env.logs()[-3000:]}"
-        await asyncio.sleep(0.1)
 
 
 @pytest.mark.parametrize("runtime", ["kafka", "faust"])
@@ -60,8 +47,9 @@ async def test_a_worker_paused_past_its_session_timeout_rolls_nothing_back(
     lease watches the heartbeats of Faust's own consumer)."""
     bootstrap = worker_env.broker.bootstrap
     first = worker_env.start_worker("a", TOUCHFLOW_RUNTIME=runtime)
-    await _logged(worker_env, first, "worker started")  # its topics exist
-    await produce(bootstrap, worker_env.topic("events"), _pings())  # while A joins the group
+    await logged(worker_env, first, "worker started")  # its topics exist
+    backlog = ping_backlog(CUSTOMERS, PINGS)
+    await produce(bootstrap, worker_env.topic("events"), backlog)  # while A joins the group
     base = worker_env.wait_ready(first)
     await processed_at_least(base, at_least=len(CUSTOMERS) * 5)
     first.send_signal(signal.SIGSTOP)  # in the backlog: batches in flight

@@ -8,13 +8,12 @@ re-applied event evicted the next: 65 pings counted twice in a partition)."""
 
 from __future__ import annotations
 
-import asyncio
 import signal
-import time
 
-from tests.events import log_line
 from tests.integration.conftest import (
     WorkerEnv,
+    logged,
+    ping_backlog,
     processed_at_least,
     produce,
     report_scores,
@@ -24,22 +23,14 @@ CUSTOMERS = [f"s-{n:03d}" for n in range(16)]
 PINGS = 300
 
 
-def _pings() -> list[bytes]:
-    return [log_line(f"{c}-p{n}", c, "ping", at=f"2026-03-02T09:{n // 60:02d}:{n % 60:02d}Z")
-            for n in range(PINGS) for c in CUSTOMERS]
-
-
 async def test_a_takeover_in_a_long_backlog_counts_every_event_once(
         worker_env: WorkerEnv) -> None:
     """SIGKILL in the backlog, a second worker takes over: every customer's score is its
     pings plus the report, exactly."""
     bootstrap = worker_env.broker.bootstrap
     first = worker_env.start_worker("a")
-    deadline = time.monotonic() + 30
-    while "worker started" not in worker_env.log_paths[first.pid].read_text():
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.1)
-    await produce(bootstrap, worker_env.topic("events"), _pings())
+    await logged(worker_env, first, "worker started")
+    await produce(bootstrap, worker_env.topic("events"), ping_backlog(CUSTOMERS, PINGS))
     base = worker_env.wait_ready(first)
     await processed_at_least(base, at_least=1500)
     first.send_signal(signal.SIGKILL)
