@@ -22,11 +22,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from service.ops.settings import Settings
-from service.stream.changelog_reader import ChangelogReader
+from service.stream.changelog_reader import ChangelogReader, RawRecord
 from service.stream.fencing import GENERATION_KEY, generation_of
 from service.stream.store import PartitionStore
 
@@ -65,105 +65,132 @@ async def recover_partitions(
     """
     if not stores:
         return []
-    started = time.monotonic()
-    start = {p: store.checkpoint() + 1 for p, store in stores.items()}
-    # (each partition from the checkpoint's own record: its generation)
-    reader = ChangelogReader(settings.bootstrap_servers, changelog,
-                             {p: max(s - 1, 0) for p, s in start.items()},
-                             max_wait_ms=_FETCH_WAIT_MS,
-                             max_bytes=settings.recovery_fetch_max_bytes,
-                             max_partition_bytes=settings.recovery_partition_fetch_max_bytes,
-                             security=settings.kafka_security())
-    last = {p: s - 1 for p, s in start.items()}
-    records = dict.fromkeys(stores, 0)
-    # Each partition's records not yet written, the last value per key: written once they
-    # hold a share of `recovery_write_bytes` (a key written again within it, once).
-    pending: dict[int, dict[bytes, bytes | None]] = {p: {} for p in stores}
-    pending_bytes = dict.fromkeys(stores, 0)
-    window = max(1, settings.recovery_write_bytes // len(stores))
-    # An empty store takes the writes without a lookup per key (to keep its count), and is
-    # counted once at the end: a lookup per record was a third of the store's time.
-    bulk = {p for p, store in stores.items() if store.count() == 0}
-    saved = {p: _saved_generation(store) for p, store in stores.items()}
-    newest = dict(saved)  # per partition, the highest generation applied (-1: none)
-    stale = dict.fromkeys(stores, 0)
-    done: dict[int, float] = {}
-
-    def write(p: int) -> None:
-        saved[p] = _save_generation(pending[p], newest[p], saved[p])
-        stores[p].write(pending[p], last[p], _NOTHING if p in bulk else None)
-        pending[p], pending_bytes[p] = {}, 0
-
+    recovery = _Recovery(settings, changelog, stores)
     try:
-        await asyncio.wait_for(reader.start(), settings.broker_timeout_s)
+        await asyncio.wait_for(recovery.reader.start(), settings.broker_timeout_s)
         limit_s = timeout_s if timeout_s is not None else settings.recovery_timeout_s
-        deadline = started + limit_s
-        while len(done) < len(stores):
+        deadline = recovery.started + limit_s
+        while len(recovery.done) < len(stores):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"recovery of {changelog} took over {limit_s:.0f}s")
-            for p, messages in await reader.fetch():
-                values = pending[p]
-                first, highest, ignored = start[p], newest[p], 0
-                size, count, offset = 0, 0, last[p]
-                for message in messages:
-                    offset = message.offset
-                    headers = message.headers
-                    generation = generation_of(headers) if headers else None
-                    if offset < first:  # applied already: only its generation counts
-                        if generation is not None and generation > highest:
-                            highest = generation
-                        continue
-                    count += 1
-                    if generation is not None:
-                        if generation < highest:
-                            ignored += 1
-                            continue
-                        highest = generation
-                    key = message.key
-                    if key is not None:
-                        value = values[key] = message.value
-                        if value is not None:
-                            size += len(value)
-                if offset >= first:
-                    last[p] = offset
-                records[p] += count
-                newest[p], stale[p] = highest, stale[p] + ignored
-                pending_bytes[p] += size
-                if pending_bytes[p] >= window:
-                    write(p)
+            for p, messages in await recovery.reader.fetch():
+                recovery.apply(p, messages)
             for p in stores:
-                if p in done:
-                    continue
-                highwater = reader.highwater(p)
-                if highwater is None:
-                    continue
-                if start[p] > highwater:
-                    # The store is ahead of the log: the changelog was recreated. Start over.
-                    log.warning("local store is ahead of its changelog; rebuilding it",
-                                extra={"partition": p, "checkpoint": start[p] - 1,
-                                       "highwater": highwater})
-                    stores[p].wipe()
-                    start[p], last[p], pending[p], pending_bytes[p] = 0, -1, {}, 0
-                    saved[p] = newest[p] = -1
-                    bulk.add(p)
-                    reader.seek(p, 0)
-                    continue
-                position = reader.position(p)
-                if on_progress is not None:
-                    on_progress(p, max(0, highwater - position))
-                if position >= highwater:
-                    done[p] = time.monotonic()
-                    reader.pause(p)
-        results = []
-        for p in sorted(stores):
-            if pending[p] or last[p] >= start[p] or newest[p] > saved[p]:
-                write(p)
-            if p in bulk:
-                stores[p].recount()
-            results.append(RecoveryResult(p, start[p], last[p] + 1, records[p],
-                                          done[p] - started, stale[p]))
+                if p not in recovery.done:
+                    recovery.check_end(p, on_progress)
+        results = recovery.finish()
     finally:
-        await reader.stop()
+        await recovery.reader.stop()
+    _log_results(results, recovery.started)
+    return results
+
+
+class _Recovery:
+    """One recovery of the partitions assigned together: where each stands, and its steps."""
+
+    def __init__(self, settings: Settings, changelog: str,
+                 stores: Mapping[int, PartitionStore]) -> None:
+        self.started = time.monotonic()
+        self.stores = stores
+        self.start = {p: store.checkpoint() + 1 for p, store in stores.items()}
+        # (each partition from the checkpoint's own record: its generation)
+        self.reader = ChangelogReader(
+            settings.bootstrap_servers, changelog,
+            {p: max(s - 1, 0) for p, s in self.start.items()}, max_wait_ms=_FETCH_WAIT_MS,
+            max_bytes=settings.recovery_fetch_max_bytes,
+            max_partition_bytes=settings.recovery_partition_fetch_max_bytes,
+            security=settings.kafka_security())
+        self.last = {p: s - 1 for p, s in self.start.items()}
+        self.records = dict.fromkeys(stores, 0)
+        # Each partition's records not yet written, the last value per key: written once they
+        # hold a share of `recovery_write_bytes` (a key written again within it, once).
+        self.pending: dict[int, dict[bytes, bytes | None]] = {p: {} for p in stores}
+        self.pending_bytes = dict.fromkeys(stores, 0)
+        self.window = max(1, settings.recovery_write_bytes // len(stores))
+        # An empty store takes the writes without a lookup per key (to keep its count), and
+        # is counted once at the end: a lookup per record was a third of the store's time.
+        self.bulk = {p for p, store in stores.items() if store.count() == 0}
+        self.saved = {p: _saved_generation(store) for p, store in stores.items()}
+        self.newest = dict(self.saved)  # per partition, the highest generation applied
+        self.stale = dict.fromkeys(stores, 0)
+        self.done: dict[int, float] = {}
+
+    def apply(self, p: int, messages: Iterable[RawRecord]) -> None:
+        """Hold the last value per key of one fetched run of a partition's records, skipping
+        those before the checkpoint and those of a stale generation; write when enough."""
+        values = self.pending[p]
+        first, highest, ignored = self.start[p], self.newest[p], 0
+        size, count, offset = 0, 0, self.last[p]
+        for message in messages:
+            offset = message.offset
+            headers = message.headers
+            generation = generation_of(headers) if headers else None
+            if offset < first:  # applied already: only its generation counts
+                if generation is not None and generation > highest:
+                    highest = generation
+                continue
+            count += 1
+            if generation is not None:
+                if generation < highest:
+                    ignored += 1
+                    continue
+                highest = generation
+            key = message.key
+            if key is not None:
+                value = values[key] = message.value
+                if value is not None:
+                    size += len(value)
+        if offset >= first:
+            self.last[p] = offset
+        self.records[p] += count
+        self.newest[p], self.stale[p] = highest, self.stale[p] + ignored
+        self.pending_bytes[p] += size
+        if self.pending_bytes[p] >= self.window:
+            self.write(p)
+
+    def write(self, p: int) -> None:
+        """Write a partition's held values (and its generation, when it rose) to its store."""
+        self.saved[p] = _save_generation(self.pending[p], self.newest[p], self.saved[p])
+        self.stores[p].write(self.pending[p], self.last[p], _NOTHING if p in self.bulk else None)
+        self.pending[p], self.pending_bytes[p] = {}, 0
+
+    def check_end(self, p: int, on_progress: Callable[[int, int], None] | None) -> None:
+        """Report a partition's progress; mark it done at the high watermark, or start it
+        over when its store is ahead of the log (the changelog was recreated)."""
+        highwater = self.reader.highwater(p)
+        if highwater is None:
+            return
+        if self.start[p] > highwater:
+            log.warning("local store is ahead of its changelog; rebuilding it",
+                        extra={"partition": p, "checkpoint": self.start[p] - 1,
+                               "highwater": highwater})
+            self.stores[p].wipe()
+            self.start[p], self.last[p], self.pending[p], self.pending_bytes[p] = 0, -1, {}, 0
+            self.saved[p] = self.newest[p] = -1
+            self.bulk.add(p)
+            self.reader.seek(p, 0)
+            return
+        position = self.reader.position(p)
+        if on_progress is not None:
+            on_progress(p, max(0, highwater - position))
+        if position >= highwater:
+            self.done[p] = time.monotonic()
+            self.reader.pause(p)
+
+    def finish(self) -> list[RecoveryResult]:
+        """Write what is still held, count the bulk-loaded stores; one result per partition."""
+        results = []
+        for p in sorted(self.stores):
+            if self.pending[p] or self.last[p] >= self.start[p] or self.newest[p] > self.saved[p]:
+                self.write(p)
+            if p in self.bulk:
+                self.stores[p].recount()
+            results.append(RecoveryResult(p, self.start[p], self.last[p] + 1, self.records[p],
+                                          self.done[p] - self.started, self.stale[p]))
+        return results
+
+
+def _log_results(results: Sequence[RecoveryResult], started: float) -> None:
     stale_by_partition = {r.partition: r.stale for r in results if r.stale}
     if stale_by_partition:
         log.warning("ignored changelog records written under an older group generation (a "
@@ -176,7 +203,6 @@ async def recover_partitions(
                "records": sum(r.records for r in results),
                "seconds": round(time.monotonic() - started, 3)},
     )
-    return results
 
 
 def _saved_generation(store: PartitionStore) -> int:
