@@ -28,6 +28,7 @@ _REF_CONDITION = {"$ref": "#/$defs/Condition"}
 _NAMES = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"},
                                                    "minItems": 1}]}
 _COMPARABLE = ("eq", "ne", "gt", "gte", "lt", "lte")
+_ORDERED = ("gt", "gte", "lt", "lte")
 
 
 def _ops(with_paths: bool) -> dict[str, Any]:
@@ -41,6 +42,10 @@ def _ops(with_paths: bool) -> dict[str, Any]:
             out[name] = {"type": "array", **text}
         elif name == "exists":
             out[name] = {"type": "boolean", "description": "the field is set (true) or not"}
+        elif name in _ORDERED:  # a number, or with paths another field
+            number = {"type": "number"}
+            out[name] = {"anyOf": [number, path_operand], **text} if with_paths \
+                else {**number, **text}
         elif with_paths and name in _COMPARABLE:
             out[name] = {"anyOf": [{"not": {"type": "object"}}, path_operand], **text}
         else:
@@ -52,7 +57,7 @@ def _subject(subject: Subject) -> dict[str, Any]:
     """A subject's mapping: its own value, its operators and its other keys (subjects.py)."""
     properties: dict[str, Any] = {subject.name: dict(subject.arg)}
     if subject.ops:
-        properties.update(_ops(with_paths=True))
+        properties.update(_ops(with_paths=subject.paths))
     properties.update({key: dict(schema) for key, schema in subject.keys.items()})
     return {"type": "object", "properties": properties, "required": [subject.name],
             "additionalProperties": False, "description": subject.doc}

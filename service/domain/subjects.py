@@ -44,6 +44,7 @@ class Subject:
     arg: JsonSchema  # the schema of the subject's own value
     example: str  # a condition in YAML flow style, for the docs table
     ops: bool = False  # takes the operators
+    paths: bool = False  # an operator's operand may be another field, `{path: P}`
     keys: Mapping[str, JsonSchema] = field(default_factory=dict)  # its other keys
 
 
@@ -334,9 +335,10 @@ SUBJECTS: dict[str, Subject] = {s.name: s for s in (
             "{event: {type: flight_delayed, properties: {delay_minutes: {gte: 60}}}}"),
     Subject("score", "a score's value, decayed to the customer's newest event, passes the "
             "operators", _score, _NAME, "{score: lead_score, gte: 25}", ops=True,
-            keys=_CROSSES),
+            paths=True, keys=_CROSSES),
     Subject("trait", "a trait's value passes the operators (no operator: it is truthy)",
-            _trait, _NAME, "{trait: interest_category, eq: phones}", ops=True, keys=_CROSSES),
+            _trait, _NAME, "{trait: interest_category, eq: phones}", ops=True, paths=True,
+            keys=_CROSSES),
     Subject("segment", "the named condition of `segments` holds", _segment, _NAME,
             "{segment: heavy_web_user}"),
     Subject("pattern", "the pattern fired on this event", _pattern, _NAME,
@@ -344,7 +346,7 @@ SUBJECTS: dict[str, Subject] = {s.name: s for s in (
     Subject("value", "any path's value passes the operators (event.*, trait.*, score.*, "
             "segment.*, local.*, profile.customer_id, profile.key, item)", _value, _NAME,
             "{value: event.properties.price, lt: {path: trait.max_price}}", ops=True,
-            keys=_CROSSES),
+            paths=True, keys=_CROSSES),
     Subject("context", "the reference data under a key template passes the operators",
             _context, _NAME, "{context: \"stock:{item}\", gt: 0, for_any: trait.cart_skus, "
             "missing: false}", ops=True, keys={

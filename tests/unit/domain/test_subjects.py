@@ -173,3 +173,36 @@ def test_all_holds_only_when_every_part_does(rulebook_from: Callable[[str], Rule
                 consent: exempt
                 when: [{all: []}]
             """))
+
+
+@pytest.mark.parametrize(("condition", "valid"), [
+    ("{context: 'stock:{item}', gt: 0}", True),
+    ("{context: 'stock:{item}', gt: {path: event.properties.cap}}", False),
+    ("{context: 'stock:{item}', gt: lots}", False),
+    ("{value: event.properties.price, lt: {path: event.properties.cap}}", True),
+    ("{score: lead_score, gte: {path: event.properties.floor}}", True),
+    ("{score: lead_score, gte: high}", False),
+    ("{event: {type: page_viewed, properties: {n: {gte: {path: trait.x}}}}}", False),
+])
+def test_the_schema_and_the_compiler_agree_on_operands(condition: str, valid: bool) -> None:
+    """An operand the compiler refuses the rulebook schema refuses too, and the other way
+    round: ordered comparisons take a number, or `{path: P}` only where the subject compares
+    two fields (score, trait, value)."""
+    import jsonschema
+
+    schema = rulebook_schema()
+    validator = jsonschema.Draft202012Validator({"$defs": schema["$defs"],
+                                                 "$ref": "#/$defs/Condition"})
+    text = dedent(f"""\
+        version: "ops"
+        scores:
+          lead_score: {{points: [{{name: visit, when: {{type: page_viewed}}, add: 1}}]}}
+        actions:
+          a: {{channel: web, consent: exempt, when: [{condition}]}}
+        """)
+    try:
+        parse_rulebook(text, "ops.yaml")
+        compiled = True
+    except Exception:
+        compiled = False
+    assert (validator.is_valid(yaml.safe_load(condition)), compiled) == (valid, valid)
