@@ -50,7 +50,7 @@ from service.domain.fields import digest32, format_ms
 from service.domain.learning import propensity
 from service.domain.profile import Profile
 
-__all__ = ["Action", "Experiment", "Policy", "arbitrate", "choose_channel", "digest32",
+__all__ = ["CatalogAction", "Experiment", "Policy", "arbitrate", "choose_channel", "digest32",
            "format_ms", "on_channel"]
 
 _RECENT_KEEP = 64
@@ -87,7 +87,7 @@ class Experiment:
         return self.arms[-1][0]
 
 
-class Action:
+class CatalogAction:
     """A compiled catalog entry."""
 
     __slots__ = (
@@ -138,7 +138,7 @@ class Action:
         # them it cannot be eligible, and decide() need not evaluate it
         self.needs_fired = needs_fired
         # a channel preference list: this action once per channel, in order (channels.py)
-        self.variants: tuple[Action, ...] = ()
+        self.variants: tuple[CatalogAction, ...] = ()
         self.capacity: tuple[Constraint, ...] = ()  # limits across customers covering it
 
 
@@ -191,7 +191,7 @@ def _span(millis: int) -> str:
     return " ".join(parts[:2]) or "0s"
 
 
-def _check(action: Action, env: Env, policy: Policy, taken: dict[str, str], sent_now: int,
+def _check(action: CatalogAction, env: Env, policy: Policy, taken: dict[str, str], sent_now: int,
            in_cap: int) -> tuple[str, str] | None:
     profile = env.profile
     ts = env.event.ts_ms
@@ -230,7 +230,7 @@ def _check(action: Action, env: Env, policy: Policy, taken: dict[str, str], sent
     return None
 
 
-def arbitrate(env: Env, eligible: list[Action], policy: Policy, version: str
+def arbitrate(env: Env, eligible: list[CatalogAction], policy: Policy, version: str
               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Rank `eligible`, apply the contact policy, book sends in the profile; wire dicts out."""
     event = env.event
@@ -291,8 +291,8 @@ def arbitrate(env: Env, eligible: list[Action], policy: Policy, version: str
     return actions, decisions
 
 
-def _rank(env: Env, eligible: list[Action], policy: Policy
-          ) -> tuple[list[Action], dict[str, float], dict[str, str]]:
+def _rank(env: Env, eligible: list[CatalogAction], policy: Policy
+          ) -> tuple[list[CatalogAction], dict[str, float], dict[str, str]]:
     """The eligible actions best first (rank, times the learned propensity when learning is
     on; ties by name), their ranks, and each learned propensity's reason."""
     ranks = {action.name: action.rank for action in eligible}
@@ -310,7 +310,7 @@ def _rank(env: Env, eligible: list[Action], policy: Policy
     return eligible, ranks, learned
 
 
-def _decision_record(env: Env, name: str, action: Action, action_id: str, version: str,
+def _decision_record(env: Env, name: str, action: CatalogAction, action_id: str, version: str,
                      outcome: RecordOutcome, reasons: list[str], suppressed_by: str | None,
                      rank: float, arms: dict[str, str], skipped: Sequence[Skip],
                      not_before: Deferral | None
@@ -335,14 +335,14 @@ def _decision_record(env: Env, name: str, action: Action, action_id: str, versio
 
 # Spends capacity for an action on one channel (None: spent, or no limit covers it), else
 # what stopped it and whether that stops the action (True) or only that channel (False).
-Afford = Callable[[Action], tuple[tuple[str, str], bool] | None]
+Afford = Callable[[CatalogAction], tuple[tuple[str, str], bool] | None]
 
 
 def _affordable(env: Env, arms: dict[str, str], capped: list[str]) -> Afford:
     """The capacity check of one candidate, for `choose_channel`: a `when_reached: fallback`
     limit reached on one channel of a preference list lets the next channel be tried."""
 
-    def afford(option: Action) -> tuple[tuple[str, str], bool] | None:
+    def afford(option: CatalogAction) -> tuple[tuple[str, str], bool] | None:
         if not option.capacity and not capped:
             return None
         had = len(capped)
@@ -352,7 +352,7 @@ def _affordable(env: Env, arms: dict[str, str], capped: list[str]) -> Afford:
     return afford
 
 
-def _capacity(env: Env, action: Action, arms: dict[str, str], capped: list[str]
+def _capacity(env: Env, action: CatalogAction, arms: dict[str, str], capped: list[str]
               ) -> tuple[str, str] | None:
     """Capacity across customers (service/domain/capacity.py), for an action that passed
     every other check: spend a unit of each limit covering it, or stop it when one is
@@ -389,7 +389,7 @@ def _book(profile: Profile, name: str, action_id: str, ts: int, policy: Policy,
         del recent[0]
 
 
-def _action_dict(action: Action, env: Env, action_id: str, customer: str, reasons: list[str],
+def _action_dict(action: CatalogAction, env: Env, action_id: str, customer: str, reasons: list[str],
                  arms: dict[str, str], version: str, rank: float) -> dict[str, Any]:
     payload = action.payload(env)
     for exp in action.experiments:
@@ -427,9 +427,10 @@ _CHANNEL_STOPS = CHANNEL_SKIP_REASONS
 _NO_SKIPS: tuple[Skip, ...] = ()
 
 
-def choose_channel(action: Action, env: Env, policy: Policy, taken: dict[str, str],
+def choose_channel(action: CatalogAction, env: Env, policy: Policy, taken: dict[str, str],
                    sent_now: int, in_cap: int, afford: Afford | None = None
-                   ) -> tuple[Action, tuple[str, str] | None, Deferral | None, Sequence[Skip]]:
+                   ) -> tuple[CatalogAction, tuple[str, str] | None, Deferral | None,
+                              Sequence[Skip]]:
     """The channel `action` goes out on: (the action on that channel, what stopped it or None,
     its deferral or None, the channels skipped before it).
 
@@ -449,7 +450,7 @@ def choose_channel(action: Action, env: Env, policy: Policy, taken: dict[str, st
     options = action.variants or (action,)
     single = len(options) == 1
     skipped: list[Skip] = []
-    reserve: tuple[Action, Deferral, int] | None = None
+    reserve: tuple[CatalogAction, Deferral, int] | None = None
     for option in options:
         stopped = _check(option, env, policy, taken, sent_now, in_cap)
         if stopped is None:
@@ -491,14 +492,15 @@ def choose_channel(action: Action, env: Env, policy: Policy, taken: dict[str, st
     return options[0], (skipped[0].reason, f"no channel could be used ({tried})"), None, skipped
 
 
-def _deferred(action: Action, env: Env, policy: Policy) -> tuple[Deferral | None, str | None]:
+def _deferred(action: CatalogAction, env: Env, policy: Policy
+              ) -> tuple[Deferral | None, str | None]:
     window = policy.quiet.get(action.channel)
     if window is None or action.channel not in policy.defer:
         return None, None
     return deferral(action.channel, window, env, action.expires)
 
 
-def on_channel(action: Action, channel: str) -> Action:
+def on_channel(action: CatalogAction, channel: str) -> CatalogAction:
     """A copy of `action` sent on `channel` (its channel consent and objection keys swapped)."""
     other = copy.copy(action)
     other.channel = channel

@@ -26,7 +26,7 @@ from service.domain.fields import EventMatch, SpecError, compile_event_getter, c
 from service.domain.model import ActionSpec, RulebookModel
 from service.domain.patterns import Pattern
 from service.domain.policy import (
-    Action,
+    CatalogAction,
     Experiment,
     LearningPolicy,
     Policy,
@@ -83,7 +83,7 @@ class Rulebook:
 
     def __init__(self, model: RulebookModel, text: str, source: str, points: TypeIndex[PointRule],
                  traits: TypeIndex[Trait], patterns: TypeIndex[Pattern],
-                 actions: TypeIndex[Action], policy: Policy, scores: dict[str, ScoreInfo],
+                 actions: TypeIndex[CatalogAction], policy: Policy, scores: dict[str, ScoreInfo],
                  extra_types: set[str], attribution: AttributionPolicy | None = None,
                  signals: dict[str, Signal] | None = None) -> None:
         self.model = model
@@ -99,7 +99,7 @@ class Rulebook:
         self.actions = actions
         # the catalog for an event on which no pattern fired (most events): without the
         # actions that need one
-        self.unprompted: TypeIndex[Action] = actions.subset(lambda a: not a.needs_fired)
+        self.unprompted: TypeIndex[CatalogAction] = actions.subset(lambda a: not a.needs_fired)
         self.policy = policy
         self.scores = scores
         self.remember_events = model.idempotence.remember_events
@@ -232,7 +232,7 @@ class _Compiler:
             for variant in (action.variants or (action,)) if variant.capacity)
         return rulebook
 
-    def _capacity(self, actions: list[Action]) -> dict[str, Constraint]:
+    def _capacity(self, actions: list[CatalogAction]) -> dict[str, Constraint]:
         """The `capacity` entries, compiled; each action learns the constraints covering it."""
         out: dict[str, Constraint] = {}
         for name, spec in self.model.capacity.items():
@@ -387,8 +387,8 @@ class _Compiler:
 
     def _actions(self, conditions: ConditionCompiler, experiments: list[Experiment],
                  pattern_types: dict[str, frozenset[str] | None]
-                 ) -> list[tuple[Action, frozenset[str] | None]]:
-        out: list[tuple[Action, frozenset[str] | None]] = []
+                 ) -> list[tuple[CatalogAction, frozenset[str] | None]]:
+        out: list[tuple[CatalogAction, frozenset[str] | None]] = []
         for name, spec in self.model.actions.items():
             path: _Path = ("actions", name)
             when = self.attempt((*path, "when"), conditions.condition, spec.when)
@@ -409,7 +409,7 @@ class _Compiler:
                     consent += (f"purpose:{spec.purpose}",)
             mine = tuple(e for e in experiments if e.actions is None or name in e.actions)
             types = _trigger_types(spec.when, pattern_types)
-            action = Action(name, channels[0], when, unless, payload, spec.value,
+            action = CatalogAction(name, channels[0], when, unless, payload, spec.value,
                             spec.priority, spec.expires, spec.cooldown, spec.once,
                             spec.group, consent, mine, types, _required_patterns(spec.when))
             action.basis, action.purpose = basis, spec.purpose
