@@ -390,15 +390,22 @@ class KafkaRuntime:
         if self.metrics is None or now - self._lag_at < 1.0:
             return
         self._lag_at = now
+        from aiokafka.errors import IllegalStateError
+
         consumer = self.consumer
         committed = self._commits.committed
         for tp in consumer.assignment():
-            high = consumer.highwater(tp)
-            if high is None:
+            try:
+                high = consumer.highwater(tp)
+                if high is None:
+                    continue
+                base = committed.get(tp)
+                if base is None:  # nothing taken since the assignment: still at the committed
+                    base = await consumer.position(tp)
+            except (AssertionError, IllegalStateError):
+                # revoked meanwhile (a rebalance, or the Faust consumer's thread stopping):
+                # aiokafka asserts the partition is assigned; a gauge must not stop the loop
                 continue
-            base = committed.get(tp)
-            if base is None:  # nothing taken since the assignment: still at the committed
-                base = await consumer.position(tp)
             self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
                 max(0, high - base))
 

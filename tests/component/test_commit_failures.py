@@ -10,6 +10,9 @@ import asyncio
 from collections import namedtuple
 from typing import Any
 
+import pytest
+from aiokafka.errors import IllegalStateError
+
 from service.ops.health import Readiness
 from service.ops.metrics import Metrics
 from service.ops.settings import load_settings
@@ -172,3 +175,45 @@ async def test_lag_counts_from_the_committed_offset() -> None:
     runtime._commits.forget({consumer.tp})
     consumer.position_ = 210
     assert await lag() == 10
+
+
+class _Revoking(_Lagging):
+    """A consumer whose second partition is revoked between `assignment()` and the reads of
+    it, as aiokafka reports that: an assertion (highwater) or IllegalStateError (position)."""
+
+    def __init__(self, high: int, position: int, error: Exception) -> None:
+        super().__init__(high, position)
+        self.gone = TP("cf.events", 1)
+        self.error = error
+
+    def assignment(self) -> set[Any]:
+        return {self.tp, self.gone}
+
+    def highwater(self, tp: Any) -> int:
+        if tp == self.gone and isinstance(self.error, AssertionError):
+            raise self.error
+        return self.high
+
+    async def position(self, tp: Any) -> int:
+        if tp == self.gone:
+            raise self.error
+        return self.position_
+
+
+@pytest.mark.parametrize("error", [AssertionError("Partition is not assigned"),
+                                   IllegalStateError("Partition is not assigned")])
+async def test_a_partition_revoked_while_lag_is_read_is_skipped(error: Exception) -> None:
+    """A partition revoked between the assignment and the reads of its lag (a rebalance, or
+    the Faust consumer's thread stopping) is skipped: the gauge of the others is still set
+    and the processing loop does not stop (it once ended the Faust worker on shutdown)."""
+    settings = load_settings(store="memory://", broker="kafka://127.0.0.1:1", topic_prefix="cf")
+    metrics = Metrics()
+    runtime = KafkaRuntime(settings, TopicNames.from_settings(settings),
+                           lambda sink: None,  # type: ignore[arg-type,return-value]
+                           metrics=metrics)
+    runtime._consumer = _Revoking(high=120, position=100, error=error)
+    await runtime._observe_lag()
+    assert metrics.registry.get_sample_value(
+        "touchflow_consumer_lag_messages", {"topic": "cf.events", "partition": "0"}) == 20
+    assert metrics.registry.get_sample_value(
+        "touchflow_consumer_lag_messages", {"topic": "cf.events", "partition": "1"}) is None
