@@ -131,11 +131,74 @@ _MINUTES: dict[str, dict[str, tuple[int, int]]] = {}
 _MINUTES_PER_OFFSET = 8192
 
 
-def _parse_time(value: object) -> tuple[int, int]:
+#: offset text ("Z", "+09:00") -> local hour ("2026-03-01T16") -> (UTC epoch ms of that hour,
+#: offset minutes), for hours whose text is what `isoformat` writes and offsets "Z" or a sign
+#: and HH:MM: `_parse_time` reads the rest of such a timestamp from its text.
+_HOURS: dict[str, dict[str, tuple[int, int]]] = {}
+_HOURS_PER_OFFSET = 4096
+#: ":MM:SS" -> its milliseconds, ".fff" -> milliseconds, "ddd": the text these forms may hold
+#: (minute and second 00..59; a "60", a non-ASCII digit or another separator is not here).
+_SIXTY = [f"{number:02d}" for number in range(60)]
+_THOUSAND = [f"{number:03d}" for number in range(1_000)]
+_MINUTE_SECOND_MS = dict(zip([f":{minute}:{second}" for minute in _SIXTY for second in _SIXTY],
+                             range(0, 3_600_000, 1_000), strict=True))
+_FRACTION_MS = dict(zip(["." + digits for digits in _THOUSAND], range(1_000), strict=True))
+_DIGITS3 = frozenset(_THOUSAND)
+
+
+def _parse_time(value: Any) -> tuple[int, int]:
     """(UTC epoch ms, offset minutes) of an ISO-8601 timestamp with an offset, in exact integer
     arithmetic (floored to the millisecond; float `timestamp()` could land a millisecond
-    low). The date arithmetic and range checks of a minute are done once: the events of a
-    stream share minutes (docs/decisions.md, "The event decoder")."""
+    low), exactly as `_parse_time_full` (`fromisoformat`) answers.
+
+    A timestamp of a local hour and offset seen before, written `:MM:SS`, `:MM:SS.fff` or
+    `:MM:SS.ffffff` after the hour (what producers write), is read from its text with a few
+    lookups, each of which also checks its part (anything else raises KeyError, and takes
+    the full parse, which gives the same answer or the same rejection); a property test holds
+    the two together (docs/decisions.md, "Timestamps read from their text")."""
+    try:  # (subscripts, not dict.get: a method call costs more than the lookup)
+        if value[-1] == "Z":
+            hour = _HOURS["Z"][value[:13]]
+            end = len(value) - 1
+        else:
+            hour = _HOURS[value[-6:]][value[:13]]
+            end = len(value) - 6
+        if end == 23:
+            return (hour[0] + _MINUTE_SECOND_MS[value[13:19]]
+                    + _FRACTION_MS[value[19:23]], hour[1])
+        if end == 19:
+            return hour[0] + _MINUTE_SECOND_MS[value[13:19]], hour[1]
+        if end == 26 and value[23:26] in _DIGITS3:
+            return (hour[0] + _MINUTE_SECOND_MS[value[13:19]]
+                    + _FRACTION_MS[value[19:23]], hour[1])
+    except (KeyError, TypeError, IndexError):  # another form, an hour not seen, not a string
+        pass
+    ts_ms, offset_min = _parse_time_full(value)
+    _note_hour(value, ts_ms, offset_min)
+    return ts_ms, offset_min
+
+
+def _note_hour(value: str, ts_ms: int, offset_min: int) -> None:
+    """Remember the hour of an accepted timestamp for `_parse_time`'s lookups, when its first
+    13 characters are the canonical `YYYY-MM-DDTHH` of what it means and it ends in "Z" or in
+    a sign and HH:MM (then that is its whole offset, a whole number of minutes)."""
+    tail = "Z" if value[-1] == "Z" else value[-6:]
+    if value[10:11] != "T" or not (tail == "Z" or (tail[0] in "+-" and tail[3] == ":")) \
+            or _fromisoformat(value).isoformat()[:13] != value[:13]:
+        return
+    hours = _HOURS.get(tail)
+    if hours is None:
+        hours = _HOURS[tail] = {}
+    elif len(hours) >= _HOURS_PER_OFFSET:
+        hours.clear()
+    # the hour's start: the local time floored to the hour, back in UTC
+    hours[value[:13]] = (ts_ms - (ts_ms + offset_min * 60_000) % 3_600_000, offset_min)
+
+
+def _parse_time_full(value: object) -> tuple[int, int]:
+    """`_parse_time` by `fromisoformat`: any form it accepts, every rejection; the date
+    arithmetic and range checks of a minute are done once (the events of a stream share
+    minutes)."""
     if not isinstance(value, str):
         raise EventError("bad_timestamp", "occurred_at must be an ISO-8601 string")
     try:

@@ -252,3 +252,52 @@ def test_an_event_built_without_the_decoder_keys_as_the_decoder_does(
         assert (error.reason, lazy.value.reason) == ("missing_identity", "missing_identity")
         return
     assert built.key() == decoded.key()
+
+
+def _time_answer(parse: Any, text: str) -> tuple[Any, ...]:
+    """A timestamp parser's answer: its value, or the rejection's reason and message."""
+    try:
+        return ("accepted", parse(text))
+    except EventError as error:
+        return ("rejected", error.reason, error.message)
+
+
+_TAILS = ["Z", "+09:00", "-08:00", "+05:30", "-00:00", "+00:00", "+23:59", "-23:59",
+          "+24:00", "+09:60", "+0900", "z", "+09:00:30", "-05:30", ""]
+_TWO = st.one_of(st.integers(0, 99).map("{:02d}".format),
+                 st.sampled_from(["6", "٠٠", "0٣", "1 ", "+1", "-1", "5", "0x"]))
+_FRACTIONS = st.one_of(
+    st.just(""), st.text("0123456789", max_size=8).map(lambda digits: "." + digits),
+    st.sampled_from([",427", ".4٢7", ".42a", ". 42", "427", ".-42", ".427000"]))
+
+
+@settings(max_examples=800, deadline=None)
+@given(hour=st.datetimes(min_value=datetime(1999, 12, 31), max_value=datetime(2101, 1, 1)),
+       tail=st.sampled_from(_TAILS), minute=_TWO, second=_TWO, fraction=_FRACTIONS,
+       separators=st.sampled_from(["::", "::", "::", ":-", ".:", ": ", "::"]))
+@example(hour=datetime(2026, 3, 1, 16), tail="Z", minute="59", second="60", fraction="",
+         separators="::")
+@example(hour=datetime(2026, 3, 1, 16), tail="-08:00", minute="60", second="00",
+         fraction=".427", separators="::")
+@example(hour=datetime(2026, 3, 1, 16), tail="+05:30", minute="07", second="09",
+         fraction=".123456", separators="::")
+@example(hour=datetime(2100, 12, 31, 23), tail="-23:59", minute="59", second="59",
+         fraction=".999", separators="::")
+def test_timestamps_read_from_their_text_answer_as_fromisoformat(
+        hour: datetime, tail: str, minute: str, second: str, fraction: str,
+        separators: str) -> None:
+    """A timestamp of an hour already seen is read from its text (`_parse_time`'s lookups),
+    with no `fromisoformat`: its answer, value or rejection with its message, is exactly the
+    full parse's (`_parse_time_full`) and the reference arithmetic's, on valid timestamps
+    and near-valid ones (second or minute 60, non-ASCII digits, other separators, fractions
+    of any length, offsets that are refused or written otherwise, years out of range)."""
+    from schemas.event import _HOURS, _parse_time, _parse_time_full
+
+    head = hour.strftime("%Y-%m-%dT%H")
+    _time_answer(_parse_time, f"{head}:00:00{tail}")  # the hour seen before (if valid)
+    text = f"{head}{separators[0]}{minute}{separators[1]}{second}{fraction}{tail}"
+    fast = _time_answer(_parse_time, text)
+    assert fast == _time_answer(_parse_time_full, text), text
+    assert fast[1] == _reference_time(text), text
+    if tail in ("Z", "+09:00", "-08:00") and 2000 <= hour.year <= 2100:
+        assert head in _HOURS[tail]  # (the lookups were tried, not only the full parse)
