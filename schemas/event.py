@@ -36,7 +36,6 @@ _TOP_FIELDS = frozenset(
      "schema_version"}
 )
 _MIN_YEAR = 2000
-_ABSENT: Any = object()  # a field not in the event (a JSON null is None)
 _MAX_YEAR = 2100
 
 
@@ -365,38 +364,41 @@ def decode_event(raw: bytes | bytearray | memoryview | str | None) -> Event:
     plain = type(raw) is bytes and looks_plain(raw)
     if not plain or type(data) is not dict or not _TOP_FIELDS.issuperset(data):
         return parse_event(data, plain=plain)
-    # The common case: `parse_event`'s checks, in its order, on exact types (orjson makes no
-    # subclasses) and without its calls. Anything else, or any doubt, goes to `parse_event`,
-    # which checks again from the start and words the error: the one source of the rules.
-    event_id = data.get("event_id")
-    channel = data.get("channel")
-    etype = data.get("type")
-    if (type(event_id) is not str or not event_id or len(event_id) > MAX_ID_LEN
-            or type(channel) is not str or channel not in CHANNELS
-            or type(etype) is not str or not etype or len(etype) > MAX_ID_LEN):
-        return parse_event(data, plain=True)
-    occurred_at = data.get("occurred_at")
-    ts_ms, offset = _parse_time(occurred_at)  # raises what parse_event would raise here
-    identity = data.get("identity")
-    if type(identity) is not dict or not identity or not _ID_NAMES.issuperset(identity):
-        return parse_event(data, plain=True)
-    for name, value in identity.items():
-        if type(value) is not str or not value or len(value) > MAX_ID_LEN \
-                or name in _HASHED_IDS:
+    # The common case: `parse_event`'s checks on exact types (orjson makes no subclasses),
+    # without its calls, fields read by subscript (cheaper than `dict.get`; a missing one
+    # raises KeyError, an unhashable channel TypeError). Anything else, or any doubt, goes to
+    # `parse_event`, which checks again from the start and words the error: the one source
+    # of the rules. `_parse_time` raises here only what `parse_event` would raise first.
+    try:
+        properties = data["properties"]
+    except KeyError:
+        properties = {}
+    try:
+        context = data["context"]
+    except KeyError:
+        context = {}
+    try:
+        event_id = data["event_id"]
+        channel = data["channel"]
+        etype = data["type"]
+        identity = data["identity"]
+        occurred_at = data["occurred_at"]
+        if (type(event_id) is not str or not event_id or len(event_id) > MAX_ID_LEN
+                or channel not in CHANNELS
+                or type(etype) is not str or not etype or len(etype) > MAX_ID_LEN
+                or type(identity) is not dict or not identity
+                or not _ID_NAMES.issuperset(identity) or not _HASHED_IDS.isdisjoint(identity)
+                or type(properties) is not dict or type(context) is not dict):
             return parse_event(data, plain=True)
+    except (KeyError, TypeError):
+        return parse_event(data, plain=True)
+    for value in identity.values():
+        if type(value) is not str or not value or len(value) > MAX_ID_LEN:
+            return parse_event(data, plain=True)
+    ts_ms, offset = _parse_time(occurred_at)
     value = identity.get(_FIRST_ID)
     key = _FIRST_ID_PREFIX + value if value else _profile_key(identity)
-    properties = data.get("properties", _ABSENT)
-    context = data.get("context", _ABSENT)
-    if properties is _ABSENT:
-        properties = {}
-    elif type(properties) is not dict:
-        return parse_event(data, plain=True)
-    if context is _ABSENT:
-        context = {}
-    elif type(context) is not dict:
-        return parse_event(data, plain=True)
     if (properties or context) and may_hold_phone(properties, context):
         return parse_event(data, plain=True)
-    return Event(event_id, data["occurred_at"], ts_ms, offset, channel, etype, identity,
-                 properties, context, key)
+    return Event(event_id, occurred_at, ts_ms, offset, channel, etype, identity, properties,
+                 context, key)
