@@ -118,6 +118,7 @@ def _profile_key(identity: Mapping[str, str]) -> str:
     raise EventError("missing_identity", "identity carries no identifier")
 
 
+_new_event = object.__new__  # (decode_event builds an Event without a call to __init__)
 _EPOCH_ORDINAL = 719_163  # date(1970, 1, 1).toordinal()
 _fromisoformat = datetime.fromisoformat
 #: offset text ("Z", "+09:00") -> first 16 characters ("2026-03-01T16:00") -> (UTC epoch
@@ -400,5 +401,15 @@ def decode_event(raw: bytes | bytearray | memoryview | str | None) -> Event:
     key = _FIRST_ID_PREFIX + value if value else _profile_key(identity)
     if (properties or context) and may_hold_phone(properties, context):
         return parse_event(data, plain=True)
-    return Event(event_id, occurred_at, ts_ms, offset, channel, etype, identity, properties,
-                 context, key)
+    event = _new_event(Event)  # `Event.__init__`'s stores, inline: a class call costs a frame
+    event.event_id = event_id
+    event.occurred_at = occurred_at
+    event.ts_ms = ts_ms
+    event.utc_offset_min = offset
+    event.channel = channel
+    event.type = etype
+    event.identity = identity
+    event.properties = properties
+    event.context = context
+    event._key = key
+    return event
