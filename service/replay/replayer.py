@@ -92,7 +92,7 @@ class Replayer:
         exceptions propagate (the caller counts them, as the worker dead-letters them)."""
         text = event.key()
         outcome = self.apply_at(text.encode(), event, text)
-        if not self.deliver:
+        if outcome.effects is None or not self.deliver:  # (most events: nothing to deliver)
             return outcome
         for _ in range(8):  # a merged alias: the profile it was merged into decides
             effects = outcome.effects
