@@ -27,7 +27,7 @@ from schemas.vocabulary import RESPONSES, Response
 from service.domain.attribution import attribute, find_booked, response_record
 from service.domain.audit import audit_record
 from service.domain.conditions import Env
-from service.domain.idring import ENTRY_BYTES
+from service.domain.idring import ENTRY_BYTES, time_bytes
 from service.domain.localtime import ZONE_PROPERTY, note_zone
 from service.domain.policy import arbitrate, digest32, format_ms
 from service.domain.profile import Profile, event_digest
@@ -118,7 +118,7 @@ def decide(profile: Profile | None, event: Event, context: Mapping[str, Any],
         before = Env(event, profile, context, _NO_FIRED)
         prior = tuple(get(before) for get in crossings)
     # profile.remember(), inlined: this is every event's path
-    seen += digest + ts.to_bytes(8, "little", signed=True)
+    seen += digest + time_bytes(ts)
     if len(seen) > ENTRY_BYTES * rulebook.remember_events:
         profile.forget(rulebook.remember_events)
     if ts >= newest:

@@ -12,12 +12,16 @@ The stored form is the buffer itself.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 
-__all__ = ["DIGEST_BYTES", "ENTRY_BYTES", "IdRing"]
+__all__ = ["DIGEST_BYTES", "ENTRY_BYTES", "IdRing", "time_bytes"]
 
 DIGEST_BYTES = 8
 ENTRY_BYTES = 16
+#: an entry's event time: ms as a little-endian int64 (a C call with no keywords, half
+#: the cost of `int.to_bytes(8, "little", signed=True)`, the same bytes)
+time_bytes = struct.Struct("<q").pack
 
 
 class IdRing(bytearray):
@@ -46,7 +50,7 @@ class IdRing(bytearray):
 
     def add(self, digest: bytes, ts_ms: int) -> None:
         """Remember one more id (the caller checked it is not remembered yet)."""
-        self += digest + ts_ms.to_bytes(8, "little", signed=True)
+        self += digest + time_bytes(ts_ms)
 
     def forget(self, limit: int) -> int:
         """Drop the oldest arrivals beyond `limit` ids; the newest time dropped, or -1."""

@@ -92,15 +92,17 @@ class Replayer:
         exceptions propagate (the caller counts them, as the worker dead-letters them)."""
         text = event.key()
         outcome = self.apply_at(text.encode(), event, text)
-        if outcome.effects is None or not self.deliver:  # (most events: nothing to deliver)
+        effects = outcome.effects
+        if effects is None or not self.deliver:  # (most events: nothing to deliver)
             return outcome
         for _ in range(8):  # a merged alias: the profile it was merged into decides
-            effects = outcome.effects
-            if effects is None or effects.forward is None:
+            if effects.forward is None:
                 break
             outcome = self.apply_at(effects.forward.encode(), event)
-        effects = outcome.effects
-        if effects is not None and effects.controls:
+            effects = outcome.effects
+            if effects is None:
+                return outcome
+        if effects.controls:
             self._deliver(effects.controls, outcome)
         return outcome
 
