@@ -89,7 +89,6 @@ def build_parser() -> argparse.ArgumentParser:
         prog="touchflow", description="Streaming next-best-action engine for touchpoints."
     )
     from service import __version__
-    from service.ops.settings import settings_help
 
     parser.add_argument("--version", action="version", version=f"touchflow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -103,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a worker (settings from TOUCHFLOW_* variables)",
                             description="Run one worker until SIGTERM/SIGINT; settings come "
                             "from the environment (unknown TOUCHFLOW_* names are warned about).",
-                            epilog=settings_help(),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    _epilog_when_shown(worker)
     worker.set_defaults(handler=_cmd_worker)
     rules = sub.add_parser("rules", help="rulebook tools")
     rules_sub = rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND")
@@ -134,26 +133,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _epilog_when_shown(parser: argparse.ArgumentParser) -> None:
+    """`touchflow worker --help`'s table of settings, made when the help is shown: the
+    settings module (pydantic-settings) is not imported by commands that do not read it."""
+    shown = parser.format_help
+
+    def format_help() -> str:
+        if parser.epilog is None:
+            from service.ops.settings import settings_help
+
+            parser.epilog = settings_help()
+        return shown()
+
+    parser.format_help = format_help  # type: ignore[method-assign]
+
+
+# Errors that stop a command with their one sentence (exit 2), by the module defining them:
+# an error can only have been raised if its module was imported, so none is imported here.
+_STOPPING = (("service.ops.settings", "SettingsError"), ("service.stream.worker", "StartupError"),
+             ("service.stream.store", "StoreError"),
+             ("service.tools.embedded.broker", "BrokerError"))
+
+
+def _is_one_of(error: BaseException, names: tuple[tuple[str, str], ...]) -> bool:
+    return any(module is not None and isinstance(error, getattr(module, name))
+               for module, name in ((sys.modules.get(where), name) for where, name in names))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `touchflow`; returns the exit code."""
-    from service.domain.rules import RulebookError
-    from service.ops.settings import SettingsError
-    from service.stream.store import StoreError
-    from service.stream.worker import StartupError
-    from service.tools.embedded.broker import BrokerError
-
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
     try:
         return handler(args)
-    except (SettingsError, StartupError, StoreError, BrokerError) as error:
-        print(f"touchflow: {error}", file=sys.stderr)
-        return 2
-    except RulebookError as error:
-        print(f"touchflow: the rulebook is invalid:\n{error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as error:
+        if _is_one_of(error, _STOPPING):
+            print(f"touchflow: {error}", file=sys.stderr)
+            return 2
+        if _is_one_of(error, (("service.domain.rules", "RulebookError"),)):
+            print(f"touchflow: the rulebook is invalid:\n{error}", file=sys.stderr)
+            return 2
+        raise
 
 
 def run() -> None:

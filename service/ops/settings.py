@@ -17,9 +17,10 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.ops.defaults import ENV_PREFIX, PARTITIONS, TOMBSTONE_MARGIN_S
+
 __all__ = ["DEFAULT_RULES", "Settings", "SettingsError", "load_settings"]
 
-ENV_PREFIX = "TOUCHFLOW_"
 # The rulebook shipped inside the package (a copy of examples/default/rulebook.yaml), so an
 # installed wheel starts without a checkout.
 DEFAULT_RULES = Path(__file__).resolve().parents[1] / "rulebooks" / "default.yaml"
@@ -50,7 +51,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("var/touchflow"), description="Local state directory")
     metrics_host: str = Field("0.0.0.0", description="Address of the metrics/health server")
     metrics_port: int = Field(9108, ge=0, le=65535, description="Port of metrics/health")
-    partitions: int = Field(8, ge=1, le=10_000, description="Partitions of topics we create")
+    partitions: int = Field(PARTITIONS, ge=1, le=10_000,
+                            description="Partitions of topics we create")
     replication_factor: int = Field(1, ge=1, le=10, description="Replication of created topics")
     # (x4 while the worker catches up: service/stream/runtime.py, `_CATCH_UP_LAG`)
     batch_max_events: int = Field(1000, ge=1, le=100_000, description="Max events per batch")
@@ -78,7 +80,7 @@ class Settings(BaseSettings):
     sasl_password: SecretStr | None = Field(None, description="SASL password (never logged)")
     ssl_cafile: Path | None = Field(None, description="CA bundle for SSL (default: the system's)")
     tombstone_margin_s: int = Field(
-        7 * 86_400, ge=0, le=10 * 365 * 86_400,
+        TOMBSTONE_MARGIN_S, ge=0, le=10 * 365 * 86_400,
         description="Erasure tombstones are kept until the partition's event time passes the "
         "erasure by the rulebook's max lateness plus this margin (seconds)",
     )

@@ -17,12 +17,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from service.ops.defaults import ENV_PREFIX, PARTITIONS
 from service.replay.reader import BadRecord, ReplayInputError
 
 if TYPE_CHECKING:
@@ -241,8 +243,15 @@ def _partitions(args: argparse.Namespace) -> int:
         if args.partitions < 1:
             raise ReplayInputError("--partitions must be at least 1")
         return int(args.partitions)
+    if not args.broker and not _touchflow_variables():
+        return PARTITIONS  # what the settings would say, without importing them
     partitions: int = _settings(args).partitions
     return partitions
+
+
+def _touchflow_variables() -> bool:
+    """Whether any TOUCHFLOW_* variable is set (the settings read names in any case)."""
+    return any(name.upper().startswith(ENV_PREFIX) for name in os.environ)
 
 
 def _settings(args: argparse.Namespace) -> Settings:

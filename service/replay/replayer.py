@@ -40,12 +40,12 @@ from service.domain.step import (
     step_control,
     step_event,
 )
-from service.ops.settings import Settings
+from service.ops.defaults import PARTITIONS, TOMBSTONE_MARGIN_S
 
 __all__ = ["DEFAULT_PARTITIONS", "Replayer"]
 
-DEFAULT_PARTITIONS: int = Settings.model_fields["partitions"].default
-DEFAULT_TOMBSTONE_MARGIN_S: int = Settings.model_fields["tombstone_margin_s"].default
+DEFAULT_PARTITIONS: int = PARTITIONS  # (the settings' defaults, without importing them)
+DEFAULT_TOMBSTONE_MARGIN_S: int = TOMBSTONE_MARGIN_S
 
 
 class Replayer:

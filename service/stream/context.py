@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING
 
 from schemas.codec import JSONDecodeError, loads
 from service.domain.context_table import BEGINNING, ContextTable
-from service.ops.settings import Settings
 from service.stream.background import Background
 
 if TYPE_CHECKING:
     from service.ops.health import Readiness
     from service.ops.metrics import Metrics
+    from service.ops.settings import Settings
 
 __all__ = ["Apply", "ContextReader", "apply_context_record", "parse_valid_from",
            "record_time"]

@@ -27,10 +27,11 @@ from schemas.vocabulary import IDENTIFIER_FIELDS
 from service.domain.erasure import key_digest
 from service.domain.partitioning import partition_for_key
 from service.domain.profile import Profile, ProfileFormatError
-from service.ops.settings import Settings
 from service.stream.store import TOMBSTONE_PREFIX, is_profile_key, tombstone_key
 
 if TYPE_CHECKING:
+    from service.ops.settings import Settings
+
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 __all__ = ["AccessError", "Holding", "describe", "export", "read_holdings", "register", "render"]

@@ -197,3 +197,39 @@ def test_the_replay_program_ends_without_teardown_and_loses_no_output(tmp_path: 
     audit = (tmp_path / "audit.jsonl").read_bytes()
     assert audit and (tmp_path / "audit-program.jsonl").read_bytes() == audit
     assert done.stderr.decode().startswith("touchflow replay: ")
+
+
+def test_replay_without_touchflow_variables_takes_the_settings_defaults_unimported(
+        tmp_path: Path) -> None:
+    """With no TOUCHFLOW_* variable set, `touchflow replay` uses the settings' default
+    partition count without importing the settings module (pydantic-settings, a sixth of its
+    start-up): the run leaves neither in `sys.modules`, and the default is the one
+    `load_settings()` gives."""
+    script = (
+        "import sys\n"
+        "from service.cli import main\n"
+        f"code = main(['replay', '--rules', {str(EXAMPLE / 'rulebook.yaml')!r}, '--input', "
+        f"{str(EXAMPLE / 'events.jsonl')!r}, '--output', {str(tmp_path / 'a.jsonl')!r}, "
+        "'--no-progress'])\n"
+        "print(code, 'pydantic_settings' in sys.modules, 'service.ops.settings' in sys.modules)\n"
+        "from service.ops.settings import load_settings\n"
+        "from service.replay.replayer import DEFAULT_PARTITIONS\n"
+        "print(load_settings().partitions == DEFAULT_PARTITIONS)\n")
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("TOUCHFLOW_")}
+    done = subprocess.run([PYTHON, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                          env={**env, "PYTHONPATH": str(ROOT)}, check=False)
+    assert done.stdout.split() == ["0", "False", "False", "True"], done.stderr
+
+
+@pytest.mark.parametrize("name", ["TOUCHFLOW_PARTITIONS", "touchflow_partitions"])
+def test_replay_reads_the_settings_when_a_touchflow_variable_is_set(
+        name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A TOUCHFLOW_* variable (in any case, as the settings read them) makes replay read the
+    settings as before: a bad value stops it with the settings' one sentence, exit 2."""
+    monkeypatch.setenv(name, "0")
+    code = main(["replay", "--rules", str(EXAMPLE / "rulebook.yaml"), "--input",
+                 str(EXAMPLE / "events.jsonl"), "--output", str(tmp_path / "a.jsonl"),
+                 "--no-progress"])
+    assert code == 2
+    assert "TOUCHFLOW_PARTITIONS='0' is not valid" in _one_sentence(capsys.readouterr().err)
