@@ -80,5 +80,4 @@ class PendingBatch:
     encoded: dict[int, dict[bytes, bytes | None]] = field(default_factory=dict)
     last_sent: dict[int, Awaitable[int]] = field(default_factory=dict)
     acks: asyncio.Future[None] | None = None  # what must be acknowledged before the next step
-    shipped: list[asyncio.Future[None]] = field(default_factory=list)  # output shipped mid-batch
     acked_at: float | None = None  # when the output was (the event-to-action clock)

@@ -49,7 +49,7 @@ from service.stream.fencing import GENERATION_HEADER, stamp
 from service.stream.identity_control import CONTROL_HEADER, control_kind
 from service.stream.profile_cache import ENTRY_OVERHEAD, HEAP_PER_STORED_BYTE, ProfileCache
 from service.stream.recovery import RecoveryResult, recover_partitions
-from service.stream.sink import Shipment, Sink, all_of
+from service.stream.sink import Shipment, Sink
 from service.stream.store import (
     CAPACITY_KEY,
     LEARNING_KEY,
@@ -69,11 +69,6 @@ __all__ = ["BatchStats", "Message", "PendingBatch", "Processor", "Record"]
 
 log = logging.getLogger(__name__)
 _PARTITION_MEMO_LIMIT = 200_000  # key -> partition answers kept; a miss costs one murmur2
-#: Within a batch, the output of every this many inputs is shipped as soon as it is decided,
-#: so an event's action does not wait for the rest of a large batch (a catching-up worker's
-#: are up to 4,000 events, ~100 ms of decisions); the batch's changelog still waits for all
-#: of its output (docs/decisions.md, "Output shipped mid-batch").
-SHIP_EVERY = 256
 
 
 async def _acknowledged(acks: Shipment, timeout_s: float) -> None:
@@ -483,8 +478,6 @@ class Processor:
         used: list[Mapping[str, Any] | None] = []  # the context each event was decided with
         failed: set[int] = set()  # positions in `ordered` whose step raised
         for index, (partition, message, maybe_event, key) in enumerate(ordered):
-            if index and not index % SHIP_EVERY:  # the output so far leaves now (see there)
-                batch.shipped.append(await sink.ship())
             cache = caches[partition]
             touched = changed[partition]
             last_of[partition] = message
@@ -683,8 +676,6 @@ class Processor:
         the profile cache back under its bytes (the records are on their way)."""
         cache_of = self._cache
         batch.acks = await self.sink.ship()
-        if batch.shipped:
-            batch.acks = all_of([*batch.shipped, batch.acks])
         if resent:
             self._track_deferred(batch.acks, resent)
         clock = self._clock

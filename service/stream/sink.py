@@ -37,7 +37,7 @@ from service.domain.partitioning import partition_for_key
 from service.ops.settings import Settings
 
 __all__ = ["BatchingKafkaSink", "MemorySink", "RoutedSink", "Sent", "SentOffset", "Shipment",
-           "Sink", "SinkFactory", "all_of", "kafka_sink"]
+           "Sink", "SinkFactory", "kafka_sink"]
 
 Headers = Sequence[tuple[str, bytes]]
 # Resolves once every record of a shipment is durable; fails if one was lost.
@@ -81,7 +81,7 @@ def _settled() -> Shipment:
     return future
 
 
-def all_of(futures: Sequence[asyncio.Future[Any]]) -> Shipment:
+def _all_of(futures: Sequence[asyncio.Future[Any]]) -> Shipment:
     """One future for many (of any result); its failure is marked retrieved when nobody
     awaits it (a batch abandoned after an earlier failure), so asyncio does not log it a
     second time."""
@@ -254,7 +254,7 @@ class BatchingKafkaSink:
             self.discard()
             raise
         shipped, self._shipped = self._shipped, []
-        return all_of(shipped)
+        return _all_of(shipped)
 
     async def flush(self) -> None:
         await asyncio.wait_for(await self.ship(), self._flush_timeout_s)
@@ -311,7 +311,7 @@ class RoutedSink:
         except BaseException:  # no later shipment inherits this one's records
             self.discard()
             raise
-        return all_of(shipments)
+        return _all_of(shipments)
 
     async def flush(self) -> None:
         await (await self.ship())

@@ -4,31 +4,20 @@ dead letters, changelog, learned propensities and store."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import service.domain.step as step_module
-import service.stream.processor as processor_module
-from service.domain.rules import load_rulebook
-from service.stream.processor import Processor
-from service.stream.sink import MemorySink
-from service.stream.topics import TopicNames
 from tests.component.pipeline_harness import (
     LEARNING,
-    RULES,
     Broker,
     ends,
-    fetches_of,
-    flat,
     journey_lines,
     learning_lines,
-    no_recovery,
     pipelined,
     sequential,
-    settings_for,
 )
 
 
@@ -88,54 +77,3 @@ async def test_a_decide_failure_restores_the_profile_the_pipeline_last_encoded(
     run = await pipelined(tmp_path, "memory://", Broker(), journey_lines)
     assert sum(b'"decision_error"' in v for _, v, _, _ in expected["deadletter"]) > 10
     assert run.result == expected
-
-
-async def test_output_shipped_mid_batch_changes_nothing_sent_or_stored(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With the output shipped every 16 inputs of a 120-input batch (SHIP_EVERY, normally
-    256), the runtime's pipeline sends the same records to every topic, in the same order,
-    and leaves the same stores as one batch at a time shipping once per batch; each batch
-    was shipped in parts (more shipments than two per batch)."""
-    expected = await sequential(tmp_path, "rocksdb://", journey_lines)
-    monkeypatch.setattr(processor_module, "SHIP_EVERY", 16)
-    sink = Broker()
-    run = await pipelined(tmp_path, "rocksdb://", sink, journey_lines)
-    assert run.result == expected
-    assert sink.shipments > 2 * len(run.consumer.fetches) + len(run.consumer.fetches)
-
-
-async def test_a_batch_is_acknowledged_only_once_every_part_of_its_output_is(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Output of the first inputs leaves in parts before the batch is decided to its end;
-    the batch's acknowledgement (what its changelog waits for) stays
-    pending while that early part is unacknowledged, though every later part is."""
-    monkeypatch.setattr(processor_module, "SHIP_EVERY", 16)
-    settings = settings_for(tmp_path, "memory://")
-    topics = TopicNames.from_settings(settings)
-    parts: list[asyncio.Future[None]] = []
-    handed: list[int] = []
-
-    class Held(MemorySink):
-        """Acknowledges each shipment only when the test says so."""
-
-        async def ship(self) -> asyncio.Future[None]:
-            handed.append(len(self.records))
-            parts.append(asyncio.get_running_loop().create_future())
-            return parts[-1]
-
-    sink = Held()
-    processor = Processor(settings, topics, load_rulebook(RULES), sink, recover=no_recovery)
-    fetched = fetches_of(journey_lines(tmp_path), processor, topics)
-    messages = [message for batch in fetched for message in flat(batch)][:100]
-    batch = await processor.begin(messages)
-    assert len(parts) == 7  # after inputs 16, 32, ..., 96, then the rest
-    assert max(handed[:-1]) > 0  # records were handed over before the batch's end
-    assert batch.acks is not None
-    for part in parts[1:]:
-        part.set_result(None)
-    await asyncio.sleep(0)
-    assert not batch.acks.done()
-    parts[0].set_result(None)
-    await asyncio.wait_for(asyncio.shield(batch.acks), 1)
