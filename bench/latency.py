@@ -38,7 +38,8 @@ from typing import Any
 
 import orjson
 
-__all__ = ["FRACTIONS", "measure_hop", "measure_latency", "percentile", "slices", "summary"]
+__all__ = ["FRACTIONS", "acting_ids", "measure_hop", "measure_latency", "measure_relay",
+           "percentile", "slices", "summary"]
 
 FRACTIONS = (0.25, 0.50, 0.75)  # of the worker's measured maximum
 _WARM_UP_MS = 3000
@@ -247,6 +248,79 @@ async def measure_hop(bootstrap: str, topic: str, log: Sequence[bytes],
         await asyncio.wait_for(reader, 120)
     finally:
         await _stop_clients(producer, consumer)
+    if not latencies:
+        return {"ok": False, "note": "no records came back"}
+    return summary(latencies, rate, achieved, count, lag, stamps)
+
+
+def acting_ids(log: Sequence[bytes], rules: Path, partitions: int) -> list[str]:
+    """The ids of the events among `log` that the worker answers with an action (replay of
+    the same rulebook, in process: deterministic), for the relay to forward."""
+    from schemas.event import EventError, decode_event
+    from service.domain.rules import load_rulebook
+    from service.replay.runner import replay_events
+
+    events = []
+    for raw in log:
+        try:
+            events.append(decode_event(raw))
+        except EventError:
+            continue
+    rulebook = load_rulebook(rules)
+    ids: list[str] = []
+    for step in replay_events(events, rulebook, partitions=partitions):
+        if step.outcome is not None:
+            ids.extend(str(action.get("trigger_event_id")) for action in step.outcome.actions)
+    return ids
+
+
+async def measure_relay(bootstrap: str, env: Mapping[str, str], topics: tuple[str, str],
+                        log: Sequence[bytes], keys: Sequence[bytes | None], rate: float,
+                        acting: Sequence[str], ids_path: Path,
+                        seconds: float = 20.0) -> dict[str, Any]:
+    """The transport floor of the worker's path (bench/relay.py: the events consumed and the
+    acting events' ids produced again, no work between), fed and timed as the worker is:
+    due time to a consumer of the relay's output holding the record. `topics`: (events,
+    output), both created; `acting`: the ids the worker acts on (`acting_ids`)."""
+    import subprocess
+    import sys
+
+    from aiokafka import AIOKafkaProducer
+
+    count = min(len(log), max(1, int(rate * seconds)))
+    ids = [orjson.loads(raw)["event_id"] for raw in log[:count]]
+    ids_path.write_text("".join(f"{event_id}\n" for event_id in acting), encoding="utf-8")
+    child_env = dict(env) | {"BENCH_BROKER": bootstrap, "BENCH_TOPIC": topics[0],
+                             "BENCH_OUT_TOPIC": topics[1], "BENCH_IDS": str(ids_path)}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.relay", env=child_env, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    due: dict[str, float] = {}
+    latencies: list[tuple[float, float]] = []
+    stamps: list[float] = []
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
+    consumer = _consumer(bootstrap, topics[1])
+
+    def match(value: bytes) -> float | None:
+        return due.get(orjson.loads(value).get("trigger_event_id"))
+
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 60)
+        if line.strip() != b"ready":
+            return {"ok": False, "note": "the relay did not start"}
+        await asyncio.wait_for(producer.start(), 20)
+        await asyncio.wait_for(consumer.start(), 20)
+        done = asyncio.Event()
+        reader = asyncio.create_task(_receive(consumer, done, match, latencies, 3.0, stamps))
+        achieved, lag = await _paced(producer, topics[0], log, keys, count, rate, ids, due)
+        done.set()
+        await asyncio.wait_for(reader, 120)
+    finally:
+        await _stop_clients(producer, consumer)
+        if process.returncode is None:
+            process.terminate()
+            await process.wait()
     if not latencies:
         return {"ok": False, "note": "no records came back"}
     return summary(latencies, rate, achieved, count, lag, stamps)

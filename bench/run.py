@@ -128,12 +128,15 @@ async def _touchflow_faust(bootstrap: str, log: list[bytes], keys: list[bytes | 
 async def _latency(tmp: Path, broker: Callable[[], Any], log: list[bytes],
                    keys: list[bytes | None], partitions: int, maximum: float,
                    fractions: Sequence[float], seconds: float) -> dict[str, Any]:
-    """Event-to-receipt latency of the worker at each fraction of `maximum` events/s, and
-    a bare hop through the broker at the same rate (bench/latency.py), each measurement on
-    its own fresh broker."""
-    from bench.latency import measure_hop, measure_latency
+    """Event-to-receipt latency of the worker at each fraction of `maximum` events/s, of a
+    relay forwarding the same acting events with no work (the worker's two broker hops) and
+    of a bare hop through the broker, at the same rate (bench/latency.py), each measurement
+    on its own fresh broker."""
+    from bench.latency import acting_ids, measure_hop, measure_latency, measure_relay
 
     runs: list[dict[str, Any]] = []
+    most = min(len(log), max(1, int(maximum * max(fractions) * seconds)))
+    acting = acting_ids(log[:most], RULES, partitions)  # (a prefix of the log: the same ids)
     for fraction in fractions:
         rate = maximum * fraction
         row: dict[str, Any] = {"fraction": fraction, "rate": round(rate)}
@@ -156,18 +159,31 @@ async def _latency(tmp: Path, broker: Callable[[], Any], log: list[bytes],
                 row["bare_hop"] = await measure_hop(bootstrap, topic, log, keys, rate, seconds)
             except Exception as exc:
                 row["bare_hop"] = {"ok": False, "note": f"failed: {type(exc).__name__}: {exc}"}
+        async with broker() as bootstrap:
+            tag = uuid.uuid4().hex[:8]
+            topics = (f"bench-relay-{tag}.events", f"bench-relay-{tag}.out")
+            for topic in topics:
+                await create_topic(bootstrap, topic, partitions)
+            print(f"  latency: a relay (two hops, no work) at {rate:,.0f} events/s...",
+                  file=sys.stderr, flush=True)
+            try:
+                row["relay"] = await measure_relay(bootstrap, _base_env(), topics, log, keys,
+                                                   rate, acting, tmp / "relay-ids.txt", seconds)
+            except Exception as exc:
+                row["relay"] = {"ok": False, "note": f"failed: {type(exc).__name__}: {exc}"}
         runs.append(row)
     return {"ok": True, "maximum": round(maximum), "seconds": seconds, "runs": runs}
 
 
 def latency_table(latency: Mapping[str, Any]) -> str:
-    """The latency rows: per load, the worker's and the bare hop's receipt percentiles."""
+    """The latency rows: per load, the receipt percentiles of the worker, of a relay (the
+    worker's two broker hops with no work between: bench/relay.py) and of a bare hop."""
     lines = [f"latency, event due -> a consumer holds the action (bench/latency.py), loads as a "
              f"share of {latency['maximum']:,} events/s, {latency['seconds']:g} s each:",
              f"  {'load':>4}  {'events/s':>8}  {'path':<9} {'p50':>7} {'p95':>7} {'p99':>7} "
              f"{'max':>7}  (ms)  generator lag   due->stamped p50/p99, stamped->held p50/p99"]
     for row in latency["runs"]:
-        for name, key in (("worker", "worker"), ("bare hop", "bare_hop")):
+        for name, key in (("worker", "worker"), ("relay", "relay"), ("bare hop", "bare_hop")):
             got = row.get(key, {})
             if not got.get("ok"):
                 lines.append(f"  {row['fraction']:>4.0%}  {row['rate']:>8,}  {name:<9} "

@@ -9,10 +9,25 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-__all__ = ["BatchStats", "Message", "PendingBatch", "Record"]
+__all__ = ["BatchStats", "Message", "PendingBatch", "RawRecord", "Record"]
 
 
-class Record(Protocol):
+class RawRecord(Protocol):
+    """What recovery reads of a changelog record (aiokafka's C `DefaultRecord` and
+    `LegacyRecord`, read without a `ConsumerRecord`: service/stream/changelog_reader.py); a
+    header's value may be null there."""
+
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes | None]]: ...
+
+
+class Record(RawRecord, Protocol):
     """What the processor reads of a consumed Kafka record. aiokafka's `ConsumerRecord` fits
     as it is (the lean runtime hands its records over without a copy; docs/decisions.md,
     "Batches to the producer"), and so does `Message`."""
@@ -21,12 +36,6 @@ class Record(Protocol):
     def topic(self) -> str: ...
     @property
     def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
     @property
     def timestamp(self) -> int | None:
         """Milliseconds since the epoch (the record's Kafka timestamp)."""

@@ -19,26 +19,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
-__all__ = ["ChangelogReader", "RawRecord"]
+from service.stream.batch import RawRecord
+
+__all__ = ["ChangelogReader"]
 
 log = logging.getLogger(__name__)
 _RETRY_S = 0.2  # after a retriable error (leader moving, connection lost)
 _EARLIEST = -2  # ListOffsets' timestamp for a partition's first offset
-
-
-class RawRecord(Protocol):
-    """What recovery reads of a record (aiokafka's C `DefaultRecord` and `LegacyRecord`)."""
-
-    @property
-    def offset(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
-    @property
-    def headers(self) -> Sequence[tuple[str, bytes | None]]: ...
 
 
 class ChangelogReader:

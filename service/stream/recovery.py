@@ -26,7 +26,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from service.ops.settings import Settings
-from service.stream.changelog_reader import ChangelogReader, RawRecord
+from service.stream.batch import RawRecord
+from service.stream.changelog_reader import ChangelogReader
 from service.stream.fencing import GENERATION_KEY, generation_of
 from service.stream.store import PartitionStore
 
