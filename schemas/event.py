@@ -173,18 +173,19 @@ def _parse_time(value: Any) -> tuple[int, int]:
                     + _FRACTION_MS[value[19:23]], hour[1])
     except (KeyError, TypeError, IndexError):  # another form, an hour not seen, not a string
         pass
-    ts_ms, offset_min = _parse_time_full(value)
-    _note_hour(value, ts_ms, offset_min)
+    ts_ms, offset_min, moment = _parsed(value)
+    _note_hour(value, moment, ts_ms, offset_min)
     return ts_ms, offset_min
 
 
-def _note_hour(value: str, ts_ms: int, offset_min: int) -> None:
-    """Remember the hour of an accepted timestamp for `_parse_time`'s lookups, when its first
-    13 characters are the canonical `YYYY-MM-DDTHH` of what it means and it ends in "Z" or in
-    a sign and HH:MM (then that is its whole offset, a whole number of minutes)."""
+def _note_hour(value: str, moment: datetime, ts_ms: int, offset_min: int) -> None:
+    """Remember the hour of an accepted timestamp (`moment`, parsed from `value`) for
+    `_parse_time`'s lookups, when its first 13 characters are the canonical `YYYY-MM-DDTHH`
+    of what it means and it ends in "Z" or in a sign and HH:MM (then that is its whole
+    offset, a whole number of minutes)."""
     tail = "Z" if value[-1] == "Z" else value[-6:]
     if value[10:11] != "T" or not (tail == "Z" or (tail[0] in "+-" and tail[3] == ":")) \
-            or _fromisoformat(value).isoformat()[:13] != value[:13]:
+            or moment.isoformat()[:13] != value[:13]:
         return
     hours = _HOURS.get(tail)
     if hours is None:
@@ -196,9 +197,14 @@ def _note_hour(value: str, ts_ms: int, offset_min: int) -> None:
 
 
 def _parse_time_full(value: object) -> tuple[int, int]:
-    """`_parse_time` by `fromisoformat`: any form it accepts, every rejection; the date
-    arithmetic and range checks of a minute are done once (the events of a stream share
-    minutes)."""
+    """`_parse_time` by `fromisoformat`: any form it accepts, every rejection."""
+    ts_ms, offset_min, _ = _parsed(value)
+    return ts_ms, offset_min
+
+
+def _parsed(value: object) -> tuple[int, int, datetime]:
+    """`_parse_time_full`'s answer and the parsed value; the date arithmetic and range checks
+    of a minute are done once (the events of a stream share minutes)."""
     if not isinstance(value, str):
         raise EventError("bad_timestamp", "occurred_at must be an ISO-8601 string")
     try:
@@ -211,7 +217,8 @@ def _parse_time_full(value: object) -> tuple[int, int]:
         tail = value[-6:]
     else:
         base_us, offset_min = _minute(moment)
-        return (base_us + moment.second * 1_000_000 + moment.microsecond) // 1_000, offset_min
+        return ((base_us + moment.second * 1_000_000 + moment.microsecond) // 1_000, offset_min,
+                moment)
     minutes = _MINUTES.get(tail)
     if minutes is None:
         minutes = _MINUTES[tail] = {}
@@ -222,7 +229,8 @@ def _parse_time_full(value: object) -> tuple[int, int]:
         if len(minutes) >= _MINUTES_PER_OFFSET:
             minutes.clear()
         minutes[head] = minute
-    return (minute[0] + moment.second * 1_000_000 + moment.microsecond) // 1_000, minute[1]
+    return ((minute[0] + moment.second * 1_000_000 + moment.microsecond) // 1_000, minute[1],
+            moment)
 
 
 def _minute(moment: datetime) -> tuple[int, int]:
