@@ -148,38 +148,56 @@ async def measure_latency(bootstrap: str, env: Mapping[str, str], prefix: str, c
                           log: Sequence[bytes], keys: Sequence[bytes | None], rate: float,
                           log_path: Path, seconds: float = 20.0) -> dict[str, Any]:
     """Run the worker, feed it `rate` events/s for `seconds`, return receipt-latency figures."""
-    from aiokafka import AIOKafkaProducer
-
     from bench.harness import start_worker, stop_process, wait_ready
 
     count = min(len(log), max(1, int(rate * seconds)))
     ids = [orjson.loads(raw)["event_id"] for raw in log[:count]]
-    process = start_worker(env, cwd, log_path)
     due: dict[str, float] = {}
-    latencies: list[tuple[float, float]] = []
-    stamps: list[float] = []
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
-    consumer = _consumer(bootstrap, f"{prefix}.actions")
+    process = start_worker(env, cwd, log_path)
+    try:
+        await wait_ready(process, log_path, 120)
+        return await _fed_and_timed(bootstrap, f"{prefix}.events", f"{prefix}.actions", log,
+                                    keys, rate, ids, due, _by_trigger(due), 3.0,
+                                    "no actions came back")
+    finally:
+        stop_process(process, 20)
+
+
+def _by_trigger(due: Mapping[str, float]) -> Callable[[bytes], float | None]:
+    """The due time of the event an action record (or the relay's) answers."""
 
     def match(value: bytes) -> float | None:
         return due.get(orjson.loads(value).get("trigger_event_id"))
 
+    return match
+
+
+async def _fed_and_timed(bootstrap: str, topic: str, reader_topic: str, log: Sequence[bytes],
+                         keys: Sequence[bytes | None], rate: float, ids: Sequence[str],
+                         due: dict[str, float], match: Callable[[bytes], float | None],
+                         idle_s: float, nothing: str) -> dict[str, Any]:
+    """Feed `log[:len(ids)]` to `topic` at `rate` (`_paced`, filling `due`) while a reader of
+    `reader_topic` times each record `match` recognises; the summary, or `nothing` as the
+    note when no record came back."""
+    from aiokafka import AIOKafkaProducer
+
+    latencies: list[tuple[float, float]] = []
+    stamps: list[float] = []
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
+    consumer = _consumer(bootstrap, reader_topic)
     try:
-        await wait_ready(process, log_path, 120)
         await asyncio.wait_for(producer.start(), 20)
         await asyncio.wait_for(consumer.start(), 20)
         done = asyncio.Event()
-        reader = asyncio.create_task(_receive(consumer, done, match, latencies, 3.0, stamps))
-        achieved, lag = await _paced(producer, f"{prefix}.events", log, keys, count, rate, ids,
-                                     due)
+        reader = asyncio.create_task(_receive(consumer, done, match, latencies, idle_s, stamps))
+        achieved, lag = await _paced(producer, topic, log, keys, len(ids), rate, ids, due)
         done.set()
         await asyncio.wait_for(reader, 120)
     finally:
         await _stop_clients(producer, consumer)
-        stop_process(process, 20)
     if not latencies:
-        return {"ok": False, "note": "no actions came back"}
-    return summary(latencies, rate, achieved, count, lag, stamps)
+        return {"ok": False, "note": nothing}
+    return summary(latencies, rate, achieved, len(ids), lag, stamps)
 
 
 async def _stop_clients(*clients: Any) -> None:
@@ -232,36 +250,19 @@ async def measure_hop(bootstrap: str, topic: str, log: Sequence[bytes],
     """The host's floor: the same paced events through one bare hop (producer -> broker ->
     a consumer with the same settings as the actions reader), no worker; the clock as for
     the worker (due time to the consumer holding the record)."""
-    from aiokafka import AIOKafkaProducer
-
     count = min(len(log), max(1, int(rate * seconds)))
     ids = [str(n) for n in range(count)]
     by_value: dict[bytes, deque[str]] = {}  # a value sent twice comes back in order (one key)
     for n, value in enumerate(log[:count]):
         by_value.setdefault(value, deque()).append(ids[n])
     due: dict[str, float] = {}
-    latencies: list[tuple[float, float]] = []
-    stamps: list[float] = []
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
-    consumer = _consumer(bootstrap, topic)
 
     def match(value: bytes) -> float | None:
         queue = by_value.get(value)
         return due.get(queue.popleft()) if queue else None
 
-    try:
-        await asyncio.wait_for(producer.start(), 20)
-        await asyncio.wait_for(consumer.start(), 20)
-        done = asyncio.Event()
-        reader = asyncio.create_task(_receive(consumer, done, match, latencies, 2.0, stamps))
-        achieved, lag = await _paced(producer, topic, log, keys, count, rate, ids, due)
-        done.set()
-        await asyncio.wait_for(reader, 120)
-    finally:
-        await _stop_clients(producer, consumer)
-    if not latencies:
-        return {"ok": False, "note": "no records came back"}
-    return summary(latencies, rate, achieved, count, lag, stamps)
+    return await _fed_and_timed(bootstrap, topic, topic, log, keys, rate, ids, due, match, 2.0,
+                                "no records came back")
 
 
 def acting_ids(log: Sequence[bytes], rules: Path, partitions: int) -> list[str]:
@@ -296,8 +297,6 @@ async def measure_relay(bootstrap: str, env: Mapping[str, str], topics: tuple[st
     import subprocess
     import sys
 
-    from aiokafka import AIOKafkaProducer
-
     count = min(len(log), max(1, int(rate * seconds)))
     ids = [orjson.loads(raw)["event_id"] for raw in log[:count]]
     ids_path.write_text("".join(f"{event_id}\n" for event_id in acting), encoding="utf-8")
@@ -307,31 +306,14 @@ async def measure_relay(bootstrap: str, env: Mapping[str, str], topics: tuple[st
         sys.executable, "-m", "bench.relay", env=child_env, stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     due: dict[str, float] = {}
-    latencies: list[tuple[float, float]] = []
-    stamps: list[float] = []
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
-    consumer = _consumer(bootstrap, topics[1])
-
-    def match(value: bytes) -> float | None:
-        return due.get(orjson.loads(value).get("trigger_event_id"))
-
     try:
         assert process.stdout is not None
         line = await asyncio.wait_for(process.stdout.readline(), 60)
         if line.strip() != b"ready":
             return {"ok": False, "note": "the relay did not start"}
-        await asyncio.wait_for(producer.start(), 20)
-        await asyncio.wait_for(consumer.start(), 20)
-        done = asyncio.Event()
-        reader = asyncio.create_task(_receive(consumer, done, match, latencies, 3.0, stamps))
-        achieved, lag = await _paced(producer, topics[0], log, keys, count, rate, ids, due)
-        done.set()
-        await asyncio.wait_for(reader, 120)
+        return await _fed_and_timed(bootstrap, topics[0], topics[1], log, keys, rate, ids, due,
+                                    _by_trigger(due), 3.0, "no records came back")
     finally:
-        await _stop_clients(producer, consumer)
         if process.returncode is None:
             process.terminate()
             await process.wait()
-    if not latencies:
-        return {"ok": False, "note": "no records came back"}
-    return summary(latencies, rate, achieved, count, lag, stamps)
