@@ -22,23 +22,25 @@ import orjson
 
 __all__ = ["relay"]
 
-_FETCH_WAIT_MS = 10  # the worker's (TOUCHFLOW_BATCH_MAX_WAIT_MS)
-_BATCH = 1000  # the worker's TOUCHFLOW_BATCH_MAX_EVENTS
-
 
 async def relay(bootstrap: str, topic: str, out_topic: str, wanted: frozenset[str]) -> None:
     """Forward the wanted events' ids until cancelled (SIGTERM ends the process)."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+    from service.ops.settings import Settings
+
+    # the worker's defaults: its batch wait (also its fetch wait) and its batch cap
+    wait_ms: int = Settings.model_fields["batch_max_wait_ms"].default
+    most: int = Settings.model_fields["batch_max_events"].default
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                fetch_max_wait_ms=_FETCH_WAIT_MS, auto_offset_reset="earliest")
+                                fetch_max_wait_ms=wait_ms, auto_offset_reset="earliest")
     await producer.start()
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(topic)
         while not partitions:
-            await consumer._client.force_metadata_update()
+            await consumer.topics()  # (fetches the cluster's metadata)
             partitions = consumer.partitions_for_topic(topic)
         assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(assigned)
@@ -48,7 +50,7 @@ async def relay(bootstrap: str, topic: str, out_topic: str, wanted: frozenset[st
         print("ready", flush=True)
         loads, dumps, send = orjson.loads, orjson.dumps, producer.send
         while True:
-            batch = await consumer.getmany(timeout_ms=_FETCH_WAIT_MS, max_records=_BATCH)
+            batch = await consumer.getmany(timeout_ms=wait_ms, max_records=most)
             for records in batch.values():
                 for record in records:
                     event_id = loads(record.value).get("event_id")
