@@ -13,10 +13,14 @@ event time on, not from the wall-clock time it was published at (the record's ti
 
 State is in memory and rebuilt on every assignment: the aggregator seeks its partitions to
 the beginning and re-reads them silently up to the committed offset (nothing is published
-twice for records already committed), then goes on live. A record redelivered after a crash
-carries the same event id and is counted once; a message published just before a crash and
-published again has the same `signal_id`. Keep the feed topic's retention a little above the
-longest `within` + `hold` in production; the re-read is then bounded.
+twice for records already committed), then goes on live. The rebuild runs in the reading loop,
+not in the rebalance callback: aiokafka hands out records fetched from the committed offset as
+soon as the partitions are assigned, and counted before the older ones they would be skipped
+as duplicates on the re-read (a burst straddling a restart then never fired). A record
+redelivered after a crash carries the same event id and is counted once; a message published
+just before a crash and published again has the same `signal_id`. Keep the feed topic's
+retention a little above the longest `within` + `hold` in production; the re-read is then
+bounded.
 """
 
 from __future__ import annotations
@@ -61,19 +65,35 @@ class SignalAggregator(Background):
         self.state = SignalState(rulebook.signals, rulebook.version)
         self._silent_until: dict[TopicPartition, int] = {}
         self._consumer: Any = None  # aiokafka's (no type stubs)
+        self._assigned: set[TopicPartition] | None = None  # an assignment not yet rebuilt
 
-    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
-        """Rebuild: start over from the beginning, silently up to the committed offsets."""
+    def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """A new assignment (the rebalance callback): the reading loop rebuilds from it before
+        it counts another record."""
+        self._assigned = assigned
+
+    async def _rebuild(self) -> None:
+        """Start over from the beginning of the assigned partitions, silently up to their
+        committed offsets; again while a newer assignment came during the rebuild."""
+        from aiokafka.errors import IllegalStateError
+
         consumer = self._consumer
-        self.state = SignalState(self.rulebook.signals, self.rulebook.version)
-        self._silent_until = {}
-        for tp in assigned:
-            committed = await consumer.committed(tp)
-            self._silent_until[tp] = committed or 0
-        if assigned:
-            await consumer.seek_to_beginning(*assigned)
-        log.info("signal partitions assigned",
-                 extra={"partitions": sorted(tp.partition for tp in assigned)})
+        while self._assigned is not None:
+            assigned, self._assigned = self._assigned, None
+            self.state = SignalState(self.rulebook.signals, self.rulebook.version)
+            self._silent_until = {}
+            try:
+                for tp in assigned:
+                    committed = await consumer.committed(tp)
+                    self._silent_until[tp] = committed or 0
+                if assigned:
+                    await consumer.seek_to_beginning(*assigned)
+            except IllegalStateError:
+                if self._assigned is None:
+                    raise
+                continue  # revoked meanwhile: rebuild from the newer assignment
+            log.info("signal partitions assigned",
+                     extra={"partitions": sorted(tp.partition for tp in assigned)})
 
     async def _attempt(self) -> None:
         """Connect and follow the feed until an error (retried by `Background`: a new
@@ -89,13 +109,16 @@ class SignalAggregator(Background):
             **(settings.group_member() | {"group_id": f"{settings.app_id}-signals"}),
         )
         self._consumer = consumer
+        self._assigned = None
         try:
             await asyncio.wait_for(producer.start(), settings.broker_timeout_s)
             await asyncio.wait_for(consumer.start(), settings.broker_timeout_s)
             consumer.subscribe([self.topics.signal_feed], listener=_listener(self))
             while True:
                 batch = await consumer.getmany(timeout_ms=500, max_records=5000)
-                if batch:
+                if self._assigned is not None:
+                    await self._rebuild()  # (`batch` is read again after the rebuild's seek)
+                elif batch:
                     await self._handle(batch, producer)
                 self._working()
         finally:
@@ -148,6 +171,6 @@ def _listener(aggregator: SignalAggregator) -> object:
             return None
 
         async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-            await aggregator._on_assigned(set(assigned))
+            aggregator._on_assigned(set(assigned))
 
     return Listener()

@@ -6,13 +6,22 @@ context, and a restarted worker rebuilds its counts without publishing the messa
 from __future__ import annotations
 
 import asyncio
+import uuid
+from typing import Any
 
+import orjson
 import pytest
 
+from service.domain.rules import load_rulebook
+from service.ops.settings import load_settings
+from service.stream.signal_aggregator import SignalAggregator
+from service.stream.topics import TopicNames, ensure_topics
+from service.tools.embedded import EmbeddedBroker
 from tests.events import log_line
 from tests.integration.conftest import ROOT, WorkerEnv, consume, produce, wait_for_records
 
 EXAMPLE = ROOT / "examples" / "product_issue"
+T0 = 1_777_900_000_000  # 2026-05-04 (event time of the example's complaints)
 
 
 @pytest.mark.parametrize("runtime", ["kafka", "faust"])
@@ -69,3 +78,59 @@ async def test_complaint_surge_pauses_the_promotion_across_workers(
     assert sorted((m["signal"], m["key"]) for m in operations) == [
         ("product_issue", "phone-x"), ("product_issue", "phone-y"),
         ("product_issue", "phone-z")]
+
+
+async def test_a_burst_straddling_the_aggregators_restart_fires(
+        broker: EmbeddedBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restarted signal aggregator counts the feed records before its group's committed
+    offset (re-read silently) together with the ones after it: two complaints committed before
+    the restart and two after it fire `product_issue` once. The committed-offset look-ups are
+    slowed down, so the records after the committed offset are fetched while the rebuild is
+    still under way (counted then, they were skipped as duplicates by the re-read and the
+    signal never fired: the flaky restart case of the test above)."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    original = AIOKafkaConsumer.committed
+
+    async def slow_committed(self: Any, tp: Any) -> Any:
+        await asyncio.sleep(0.3)
+        return await original(self, tp)
+
+    monkeypatch.setattr(AIOKafkaConsumer, "committed", slow_committed)
+    settings = load_settings(broker=broker.url, topic_prefix=f"t{uuid.uuid4().hex[:10]}",
+                             app_id=f"app{uuid.uuid4().hex[:8]}", partitions=4,
+                             session_timeout_ms=6000)
+    topics = TopicNames.from_settings(settings)
+    await ensure_topics(settings, topics)
+    key = b"product_issue\x1fphone-z"
+
+    def feed(minute: int) -> bytes:
+        return orjson.dumps({"signal": "product_issue", "group": "phone-z",
+                             "event_id": f"z-{minute}", "ts_ms": T0 + minute * 60_000})
+
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+    await producer.start()
+    try:
+        sent = [await producer.send_and_wait(topics.signal_feed, feed(m), key=key)
+                for m in (0, 1, 5, 6)]
+    finally:
+        await producer.stop()
+    tp = TopicPartition(topics.signal_feed, sent[0].partition)
+    assert [m.offset for m in sent] == [0, 1, 2, 3]
+    group = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False,
+                             group_id=f"{settings.app_id}-signals")
+    await group.start()
+    try:  # the aggregator before the restart had counted and committed the first two
+        group.assign([tp])
+        await group.commit({tp: 2})
+    finally:
+        await group.stop()
+    aggregator = SignalAggregator(settings, topics, load_rulebook(EXAMPLE / "rulebook.yaml"))
+    await aggregator.start()
+    try:
+        operations = await consume(broker.bootstrap, topics.operations, count=1, timeout=30,
+                                   settle=2)
+    finally:
+        await aggregator.stop()
+    assert [(m["signal"], m["key"], m["count"], m["trigger_event_id"]) for m in operations] \
+        == [("product_issue", "phone-z", 4, "z-6")]
