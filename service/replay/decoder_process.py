@@ -18,6 +18,7 @@ pipe ends the child.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gc
 import marshal
 import os
@@ -36,6 +37,7 @@ __all__ = ["DecoderProcess", "decoder_process_available"]
 
 _CHUNK = 512  # events per frame: a marshal call and a pipe write amortised over many
 _AHEAD = 64  # frames the child may hold decoded before the reader takes them (~7 MB)
+_PIPE_BYTES = 1024 * 1024  # the pipe's capacity asked for (Linux's default limit)
 _HEADER = struct.Struct("<I")
 _NOT_CARRIED = b""  # the raw line stays in the child (replay and compare never read it)
 
@@ -59,6 +61,9 @@ class DecoderProcess:
         self._prefix = where_prefix(label)
         self._label = log.label
         read_end, write_end = os.pipe()
+        with contextlib.suppress(OSError, AttributeError):  # whole frames in the pipe: the
+            # reader takes them without waiting for the child's writer thread to get the GIL
+            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
         pid = os.fork()
         if pid == 0:  # the child
             os.close(read_end)
