@@ -459,6 +459,10 @@ async def _main(args: argparse.Namespace) -> int:
               f"({fl['events_per_cpu_s']:,} per CPU second); replay/floor "
               f"{replay_process['replay_vs_floor']:.2f} by wall clock, "
               f"{replay_process['replay_vs_floor_cpu']:.2f} by CPU")
+        one = replay_process["replay one process"]
+        print(f"  with --one-process (decoding in the replaying process too): "
+              f"{one['events_per_s']:,} events/s ({one['events_per_cpu_s']:,} per CPU second); "
+              f"two processes / one {replay_process['replay_vs_one_process']:.2f} by wall clock")
         if "replay baseline" in replay_process:
             before = replay_process["replay baseline"]
             print(f"  the baseline tree's replay ({replay_process['baseline']}), in turn with "
