@@ -2,13 +2,16 @@
 
 The workload is written to a JSONL file first (not timed). Then, `runs` times each,
 alternating: `python -m service replay --input FILE --rules RULES --output actions.jsonl
---audit audit.jsonl --no-progress`, and the floor, a Python process that reads the same file
-line by line, `orjson.loads` each line and writes one small JSON line per event. The clock
-starts just before the process is spawned and stops when it has exited (interpreter start,
-imports, rulebook load, reading and decoding the file, deciding, writing the actions and the
-audit records, closing the files: all in). CPU = the child's user + system seconds
-(`os.wait4`), the figure the host's other tenants disturb least. Reported: the median run of
-each, events/s by wall clock and per CPU second, and replay's share of the floor's rate.
+--audit audit.jsonl --no-progress` (where two CPUs are available a second process decodes the
+log: service/replay/decoder_process.py), the same with `--one-process` (decoding in the
+replaying process), and the floor, a Python process that reads the same file line by line,
+`orjson.loads` each line and writes one small JSON line per event. The clock starts just
+before the process is spawned and stops when it has exited (interpreter start, imports,
+rulebook load, reading and decoding the file, deciding, writing the actions and the audit
+records, closing the files: all in). CPU = the child's user + system seconds (`os.wait4`,
+which includes the decoding process it waited for), the figure the host's other tenants
+disturb least. Reported: the median run of each, events/s by wall clock and per CPU second,
+replay's share of the floor's rate, and two processes against one.
 
 Bytecode is written and one untimed replay of the first 100 events runs first, as for an
 installed package (compiled on install), not the sources compiled again at every start
@@ -67,19 +70,21 @@ def measure_replay_process(log: Sequence[bytes], rules: Path, root: Path, tmp: P
     env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("PYTHONDONTWRITEBYTECODE", None)
 
-    def replay_of(source: Path) -> list[str]:
+    def replay_of(source: Path, *extra: str) -> list[str]:
         return [sys.executable, "-m", "service", "replay", "--input", str(source), "--rules",
                 str(rules), "--output", str(tmp / "replay-actions.jsonl"), "--audit",
-                str(tmp / "replay-audit.jsonl"), "--no-progress"]
+                str(tmp / "replay-audit.jsonl"), "--no-progress", *extra]
 
     warm = tmp / "replay-warm-up.jsonl"
     warm.write_bytes(b"".join(raw.rstrip(b"\n") + b"\n" for raw in log[:100]))
     run_process(replay_of(warm), root, env)  # compiles and caches the bytecode; not timed
     replay = replay_of(path)
     floor = [sys.executable, "-c", FLOOR, str(path), str(tmp / "floor-out.jsonl")]
-    got: dict[str, list[tuple[float, float]]] = {"replay": [], "floor": []}
-    trees = {"replay": root, "floor": root}
-    commands = [("replay", replay), ("floor", floor)]
+    got: dict[str, list[tuple[float, float]]] = {"replay": [], "replay one process": [],
+                                                 "floor": []}
+    trees = {"replay": root, "replay one process": root, "floor": root}
+    commands = [("replay", replay), ("replay one process", replay_of(path, "--one-process")),
+                ("floor", floor)]
     if baseline is not None:
         trees["replay baseline"] = baseline
         got["replay baseline"] = []
@@ -106,6 +111,8 @@ def measure_replay_process(log: Sequence[bytes], rules: Path, root: Path, tmp: P
                                    3)
     out["replay_vs_floor_cpu"] = round(out["replay"]["events_per_cpu_s"]
                                        / out["floor"]["events_per_cpu_s"], 3)
+    out["replay_vs_one_process"] = round(out["replay"]["events_per_s"]
+                                         / out["replay one process"]["events_per_s"], 3)
     if baseline is not None:
         before = out["replay baseline"]
         out["baseline"] = str(baseline)

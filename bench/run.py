@@ -127,15 +127,22 @@ async def _touchflow_faust(bootstrap: str, log: list[bytes], keys: list[bytes | 
 
 async def _latency(tmp: Path, broker: Callable[[], Any], log: list[bytes],
                    keys: list[bytes | None], partitions: int, maximum: float,
-                   fractions: Sequence[float], seconds: float) -> dict[str, Any]:
+                   fractions: Sequence[float], seconds: float,
+                   longer: Callable[[int], tuple[list[bytes], list[bytes | None]]] | None = None,
+                   ) -> dict[str, Any]:
     """Event-to-receipt latency of the worker at each fraction of `maximum` events/s, of a
     relay forwarding the same acting events with no work (the worker's two broker hops) and
     of a bare hop through the broker, at the same rate (bench/latency.py), each measurement
-    on its own fresh broker."""
+    on its own fresh broker. Every load runs `seconds`: `longer(n)` gives a log of `n`
+    events when the highest load needs more than `log` holds (Tansu's tail fetch slows with
+    the batches in a partition, so a shorter run measures a younger, faster broker)."""
     from bench.latency import acting_ids, measure_hop, measure_latency, measure_relay
 
     runs: list[dict[str, Any]] = []
-    most = min(len(log), max(1, int(maximum * max(fractions) * seconds)))
+    needed = max(1, int(maximum * max(fractions) * seconds))
+    if len(log) < needed and longer is not None:
+        log, keys = longer(needed)
+    most = min(len(log), needed)
     acting = acting_ids(log[:most], RULES, partitions)  # (a prefix of the log: the same ids)
     for fraction in fractions:
         rate = maximum * fraction
@@ -384,8 +391,9 @@ async def _main(args: argparse.Namespace) -> int:
                 rows.append(("touchflow worker", measured))
                 maximum = measured.rate or 4000.0
             fractions = [float(f) for f in args.latency_loads.split(",") if f.strip()]
-            latency = await _latency(tmp, broker, log, keys, args.partitions, maximum,
-                                     fractions, args.latency_seconds)
+            latency = await _latency(
+                tmp, broker, log, keys, args.partitions, maximum, fractions,
+                args.latency_seconds, lambda n: _workload(n, args.customers, args.seed))
         if "scaling" in wanted or (not args.only and len(counts) > 1):
             from bench.scaling import measure_scaling
 
@@ -459,6 +467,10 @@ async def _main(args: argparse.Namespace) -> int:
               f"({fl['events_per_cpu_s']:,} per CPU second); replay/floor "
               f"{replay_process['replay_vs_floor']:.2f} by wall clock, "
               f"{replay_process['replay_vs_floor_cpu']:.2f} by CPU")
+        one = replay_process["replay one process"]
+        print(f"  with --one-process (decoding in the replaying process too): "
+              f"{one['events_per_s']:,} events/s ({one['events_per_cpu_s']:,} per CPU second); "
+              f"two processes / one {replay_process['replay_vs_one_process']:.2f} by wall clock")
         if "replay baseline" in replay_process:
             before = replay_process["replay baseline"]
             print(f"  the baseline tree's replay ({replay_process['baseline']}), in turn with "

@@ -25,6 +25,8 @@ __all__ = [
     "Event",
     "EventError",
     "decode_event",
+    "event_fields",
+    "event_from_fields",
     "parse_event",
 ]
 
@@ -110,6 +112,30 @@ class Event:
                 f"channel={self.channel!r}, type={self.type!r})")
 
 
+_new_event = object.__new__  # (an Event built without a call to __init__: a frame less)
+#: An `Event` as a tuple of plain values (what `marshal` carries between processes), in
+#: this order: event_id, occurred_at, ts_ms, utc_offset_min, channel, type, identity,
+#: properties, context, and the profile key.
+EventFields = tuple[str, str, int, int, str, str, Mapping[str, str], Mapping[str, Any],
+                    Mapping[str, Any], str]
+
+
+def event_fields(event: Event) -> EventFields:
+    """`event`'s values as a tuple, for `event_from_fields` on the other side of a pipe."""
+    return (event.event_id, event.occurred_at, event.ts_ms, event.utc_offset_min,
+            event.channel, event.type, event.identity, event.properties, event.context,
+            event.key())
+
+
+def event_from_fields(fields: EventFields) -> Event:
+    """The `Event` whose `event_fields` are `fields` (already validated: nothing is checked
+    again, which is the point of decoding elsewhere)."""
+    event = _new_event(Event)
+    (event.event_id, event.occurred_at, event.ts_ms, event.utc_offset_min, event.channel,
+     event.type, event.identity, event.properties, event.context, event._key) = fields
+    return event
+
+
 def _profile_key(identity: Mapping[str, str]) -> str:
     for name in IDENTIFIER_FIELDS:
         value = identity.get(name)
@@ -118,7 +144,6 @@ def _profile_key(identity: Mapping[str, str]) -> str:
     raise EventError("missing_identity", "identity carries no identifier")
 
 
-_new_event = object.__new__  # (decode_event builds an Event without a call to __init__)
 _EPOCH_ORDINAL = 719_163  # date(1970, 1, 1).toordinal()
 _fromisoformat = datetime.fromisoformat
 #: offset text ("Z", "+09:00") -> first 16 characters ("2026-03-01T16:00") -> (UTC epoch

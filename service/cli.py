@@ -19,6 +19,10 @@ Handler = Callable[[argparse.Namespace], int]
 # Subcommands contributed by their own modules: each has register(subparsers).
 _PLUGINS = ("service.tools.simulator", "service.replay.command", "service.tools.uplift",
             "service.tools.access")
+#: The command each plugin module adds: a command line naming one imports only that module
+#: (the simulator alone imports asyncio, tens of milliseconds of every replay's start-up).
+_PLUGIN_OF = {"simulate": "service.tools.simulator", "replay": "service.replay.command",
+              "report": "service.tools.uplift", "profile": "service.tools.access"}
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -83,8 +87,9 @@ def _cmd_schemas_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser, with every available subcommand."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full argument parser, with every available subcommand (`command`: a plugin's
+    command, when only that plugin is needed)."""
     parser = argparse.ArgumentParser(
         prog="touchflow", description="Streaming next-best-action engine for touchpoints."
     )
@@ -122,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         "export", help="write the JSON Schema files and the AsyncAPI document (asyncapi.yaml)")
     export.add_argument("--out", default="schemas/jsonschema")
     export.set_defaults(handler=_cmd_schemas_export)
-    for name in _PLUGINS:
+    plugin = _PLUGIN_OF.get(command) if command is not None else None
+    for name in (plugin,) if plugin is not None else _PLUGINS:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -162,7 +168,8 @@ def _is_one_of(error: BaseException, names: tuple[tuple[str, str], ...]) -> bool
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `touchflow`; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(words[0] if words else None).parse_args(words)
     handler: Handler = args.handler
     try:
         return handler(args)

@@ -65,7 +65,9 @@ def test_replay_process_runs_a_baseline_tree_in_turn_from_its_own_sources(
     result = measure_replay_process(log, rules, ROOT, work, runs=1, baseline=ROOT)
     assert result["ok"], result
     assert len(result["replay baseline"]["wall_s"]) == 1
-    assert set(result) >= {"replay_vs_baseline", "baseline_vs_floor", "replay_vs_floor"}
+    assert set(result) >= {"replay_vs_baseline", "baseline_vs_floor", "replay_vs_floor",
+                           "replay_vs_one_process"}
+    assert len(result["replay one process"]["wall_s"]) == 1
     broken = tmp_path / "broken" / "service"
     broken.mkdir(parents=True)
     (broken / "__init__.py").write_text("")

@@ -17,11 +17,13 @@ hold no identifier; whoever knows the key can find its tombstone (that is what i
 from __future__ import annotations
 
 from hashlib import blake2b
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.domain.audit import audit_record
-from service.domain.policy import digest32
-from service.domain.rules import Rulebook
+from service.domain.fields import digest32
+
+if TYPE_CHECKING:
+    from service.domain.rules import Rulebook
 
 __all__ = ["IGNORED_REASON", "Tombstones", "erasure_notice", "ignored_record", "key_digest"]
 

@@ -15,10 +15,8 @@ rulebook, 130 interrupted (what was written so far is complete lines, and a summ
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
-import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -61,6 +59,10 @@ def register(subparsers: SubParsers) -> None:
                         "(default: the end of the topic when the replay starts)")
     source.add_argument("--broker", metavar="URL",
                         help="kafka://host:port (default: TOUCHFLOW_BROKER)")
+    source.add_argument("--one-process", action="store_true",
+                        help="decode the log in this process too (by default a second "
+                        "process decodes it when two or more CPUs are available; the output "
+                        "is the same)")
     source.add_argument("--context", metavar="FILE",
                         help='reference data, JSONL lines {"key": ..., "value": ..., '
                         '"valid_from": ...} (no valid_from: from the beginning of time)')
@@ -190,12 +192,24 @@ def run_replay(args: argparse.Namespace) -> int:
         return 0
 
 
-def _source(args: argparse.Namespace, reporter: _Reporter) -> tuple[Events, Position, str]:
-    """(iterable of (event, raw), position callable, label) for the chosen input."""
+def _source(args: argparse.Namespace, reporter: _Reporter, stack: contextlib.ExitStack
+            ) -> tuple[Events, Position, str]:
+    """(iterable of (event, raw), position callable, label) for the chosen input; a log to
+    decide on is decoded by a second process where one can run beside this one
+    (service/replay/decoder_process.py)."""
     from service.replay.reader import LogFile, decode_lines
 
     if args.input:
         log = LogFile(args.input)
+        if not (args.publish or args.one_process):
+            from service.replay.decoder_process import (
+                DecoderProcess,
+                decoder_process_available,
+            )
+
+            if decoder_process_available():
+                decoder = stack.enter_context(DecoderProcess(log, reporter, log.label))
+                return decoder, decoder.position, log.label
         return (decode_lines(log, reporter, log.label),
                 lambda: (log.bytes_read, log.total_bytes), log.label)
     from service.replay.topic import TopicSource, parse_time
@@ -221,10 +235,10 @@ def _progress(args: argparse.Namespace, position: Position) -> Progress | None:
 def _run(args: argparse.Namespace) -> int:
     from service.replay.progress import format_duration
 
-    with _open_out(args.errors) as errors:
+    with _open_out(args.errors) as errors, contextlib.ExitStack() as stack:
         reporter = _Reporter(errors)
+        events, position, label = _source(args, reporter, stack)  # (a decoder starts now)
         context = _load_context(args, reporter)
-        events, position, label = _source(args, reporter)
         progress = _progress(args, position)
         try:
             if args.publish:
@@ -370,6 +384,9 @@ def _compare(args: argparse.Namespace, events: Events, context: ContextTable,
 
 
 def _publish(args: argparse.Namespace, events: Events, progress: Progress | None) -> int:
+    import asyncio
+    import signal
+
     from service.replay.publish import publish_events
 
     settings = _settings(args)

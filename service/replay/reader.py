@@ -18,11 +18,12 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from schemas.event import Event, EventError, decode_event
-from service.domain.context_table import ContextTable
-from service.stream.context import apply_context_record
+
+if TYPE_CHECKING:
+    from service.domain.context_table import ContextTable
 
 __all__ = [
     "CONTEXT_SHAPE",
@@ -32,6 +33,7 @@ __all__ = [
     "ReplayInputError",
     "decode_lines",
     "load_context",
+    "where_prefix",
 ]
 
 CONTEXT_SHAPE = ('context records must be objects {"key": "...", "value": ...} with an '
@@ -100,7 +102,12 @@ class LogFile:
             if head == _GZIP_MAGIC:
                 return io.BufferedReader(gzip.GzipFile(fileobj=stream, mode="rb"), _READ_BUFFER)
             return stream
-        raw = open(self.path, "rb", buffering=_READ_BUFFER)  # noqa: SIM115
+        try:
+            raw = open(self.path, "rb", buffering=_READ_BUFFER)  # noqa: SIM115
+        except OSError as exc:
+            raise ReplayInputError(
+                f"cannot read the log {self.path}: {exc.strerror or exc}"
+            ) from None
         self._raw = raw
         if raw.read(2) == _GZIP_MAGIC:
             raw.seek(0)
@@ -133,7 +140,7 @@ def decode_lines(
     lines: Iterator[tuple[int, bytes]] | LogFile, on_bad: OnBad, label: str = ""
 ) -> Iterator[tuple[Event, bytes]]:
     """Decode each line into an `Event`; report the bad ones to `on_bad` and go on."""
-    prefix = f"{label}:" if label else "line "
+    prefix = where_prefix(label)
     for number, raw in lines:
         try:
             event = decode_event(raw)
@@ -141,6 +148,11 @@ def decode_lines(
             on_bad(BadRecord(f"{prefix}{number}", error.reason, error.message))
             continue
         yield event, raw
+
+
+def where_prefix(label: str) -> str:
+    """What precedes a line number in a `BadRecord.where` of the log `label`."""
+    return f"{label}:" if label else "line "
 
 
 def load_context(path: str | Path, on_bad: OnBad | None = None) -> ContextTable:
@@ -151,6 +163,9 @@ def load_context(path: str | Path, on_bad: OnBad | None = None) -> ContextTable:
     later wins. A file has no record timestamp, so a line without `valid_from` holds from the
     beginning of time. Malformed lines go to `on_bad`.
     """
+    from service.domain.context_table import ContextTable
+    from service.stream.context import apply_context_record
+
     table = ContextTable()
     log = LogFile(path)
     for number, raw in log:
