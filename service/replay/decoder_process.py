@@ -9,7 +9,8 @@ the summary are those of `decode_lines` in one process, byte for byte (tests hol
 together). Used where `os.fork` exists and two or more CPUs are available.
 
 Frames are a 4-byte little-endian length and a `marshal`led tuple: ("events", bytes read,
-[event fields or (line, reason, message), ...]), ("error", kind, sentence) or ("end",). The
+[event fields or (line, reason, message), ...], whether a bad line is among them), ("error",
+kind, sentence) or ("end",). The
 child decodes up to `_AHEAD` chunks ahead of the reader (while the reader loads its rulebook,
 then whenever it is faster) and ignores Ctrl-C: the parent decides when to stop, and a closed
 pipe ends the child.
@@ -28,6 +29,7 @@ import struct
 import sys
 import threading
 from collections.abc import Iterator
+from itertools import repeat
 from typing import Any, NoReturn
 
 from schemas.event import Event, EventError, decode_event, event_fields, event_from_fields
@@ -96,6 +98,9 @@ class DecoderProcess:
                         raise ReplayInputError(frame[2])
                     raise RuntimeError(f"decoding {self._label} failed: {frame[2]}")
                 self.bytes_read = frame[1]
+                if not frame[3]:  # no bad line: the loop runs in C (map and zip)
+                    yield from zip(map(build, frame[2]), repeat(_NOT_CARRIED))
+                    continue
                 for fields in frame[2]:
                     if len(fields) == 3:  # a bad line: (number, reason, message)
                         on_bad(BadRecord(f"{prefix}{fields[0]}", fields[1], fields[2]))
@@ -148,19 +153,21 @@ def _child(log: LogFile, fd: int) -> NoReturn:
     writer.start()
     code = 0
     batch: list[Any] = []
+    bad = False  # a bad line in `batch`
     try:
         for number, raw in log:
             try:
                 batch.append(event_fields(decode_event(raw)))
             except EventError as error:
                 batch.append((number, error.reason, error.message))
+                bad = True
             if len(batch) >= _CHUNK:
-                frames.put(marshal.dumps(("events", log.bytes_read, batch)))
-                batch = []
-        frames.put(marshal.dumps(("events", log.bytes_read, batch)))
+                frames.put(marshal.dumps(("events", log.bytes_read, batch, bad)))
+                batch, bad = [], False
+        frames.put(marshal.dumps(("events", log.bytes_read, batch, bad)))
         frames.put(marshal.dumps(("end",)))
     except ReplayInputError as error:  # what was decoded before it is delivered first
-        frames.put(marshal.dumps(("events", log.bytes_read, batch)))
+        frames.put(marshal.dumps(("events", log.bytes_read, batch, bad)))
         frames.put(marshal.dumps(("error", "input", str(error))))
     except BaseException as error:  # (reported to the parent, which raises)
         frames.put(marshal.dumps(("error", "crash", f"{type(error).__name__}: {error}")))
