@@ -208,8 +208,12 @@ def _source(args: argparse.Namespace, reporter: _Reporter, stack: contextlib.Exi
             )
 
             if decoder_process_available():
-                decoder = stack.enter_context(DecoderProcess(log, reporter, log.label))
-                return decoder, decoder.position, log.label
+                try:
+                    decoder = stack.enter_context(DecoderProcess(log, reporter, log.label))
+                except OSError:  # no process to spare (fork refused): decode here
+                    pass
+                else:
+                    return decoder, decoder.position, log.label
         return (decode_lines(log, reporter, log.label),
                 lambda: (log.bytes_read, log.total_bytes), log.label)
     from service.replay.topic import TopicSource, parse_time

@@ -66,7 +66,12 @@ class DecoderProcess:
         with contextlib.suppress(OSError, AttributeError):  # whole frames in the pipe: the
             # reader takes them without waiting for the child's writer thread to get the GIL
             fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # (the caller decodes in its own process instead)
+            os.close(read_end)
+            os.close(write_end)
+            raise
         if pid == 0:  # the child
             os.close(read_end)
             _child(log, write_end)

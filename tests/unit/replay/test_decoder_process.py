@@ -201,3 +201,26 @@ def _has_mark(pid: str, mark: str) -> bool:
         return f"REPLAY_TEST_MARK={mark}".encode() in Path(f"/proc/{pid}/environ").read_bytes()
     except OSError:
         return False
+
+
+def test_a_refused_fork_falls_back_to_one_process(
+        write_rulebook: Callable[..., Any], write_log: Callable[..., Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the system refuses a new process (`os.fork` raises), `touchflow replay` decodes
+    in its own process and writes what it writes otherwise, leaking no pipe."""
+    log = write_log()
+    expected = tmp_path / "expected.jsonl"
+    assert _replay(["--rules", str(write_rulebook()), "--input", str(log), "--output",
+                    str(expected), "--one-process"], capsys)[0] == 0
+
+    def refuse() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", refuse)
+    before = len(os.listdir("/proc/self/fd"))
+    got = tmp_path / "got.jsonl"
+    code, err = _replay(["--rules", str(write_rulebook()), "--input", str(log), "--output",
+                         str(got)], capsys)
+    assert code == 0 and "Traceback" not in err
+    assert got.read_bytes() == expected.read_bytes() and expected.read_bytes()
+    assert len(os.listdir("/proc/self/fd")) == before
