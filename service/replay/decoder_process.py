@@ -10,16 +10,15 @@ together). Used where `os.fork` exists and two or more CPUs are available.
 
 Frames are a 4-byte little-endian length and a `marshal`led tuple: ("events", bytes read,
 [event fields or (line, reason, message), ...], whether a bad line is among them), ("error",
-kind, sentence) or ("end",). The
-child decodes up to `_AHEAD` chunks ahead of the reader (while the reader loads its rulebook,
-then whenever it is faster) and ignores Ctrl-C: the parent decides when to stop, and a closed
-pipe ends the child.
+kind, sentence) or ("end",). The child decodes up to `_AHEAD` frames ahead of the reader
+(while the reader loads its rulebook, then whenever it is faster) and ignores Ctrl-C: the
+parent decides when to stop, and a closed pipe ends the child. The command forks before it
+starts any thread (a forked child gets only the forking thread, and locks held by others).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gc
 import marshal
 import os
@@ -63,8 +62,11 @@ class DecoderProcess:
         self._prefix = where_prefix(label)
         self._label = log.label
         read_end, write_end = os.pipe()
-        with contextlib.suppress(OSError, AttributeError):  # whole frames in the pipe: the
-            # reader takes them without waiting for the child's writer thread to get the GIL
+        with contextlib.suppress(OSError, AttributeError, ImportError):  # whole frames in
+            # the pipe: the reader takes them without waiting for the child's writer thread
+            # to get the GIL (Linux only)
+            import fcntl
+
             fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
         try:
             pid = os.fork()
@@ -95,7 +97,11 @@ class DecoderProcess:
                 head = read(4)
                 if len(head) < 4:
                     self._died()
-                frame = loads(read(unpack(head)[0]))
+                size = unpack(head)[0]
+                data = read(size)
+                if len(data) < size:  # the child died half-way through a frame
+                    self._died()
+                frame = loads(data)
                 if frame[0] != "events":
                     if frame[0] == "end":
                         return
