@@ -202,18 +202,12 @@ def _source(args: argparse.Namespace, reporter: _Reporter, stack: contextlib.Exi
     if args.input:
         log = LogFile(args.input)
         if not (args.publish or args.one_process):
-            from service.replay.decoder_process import (
-                DecoderProcess,
-                decoder_process_available,
-            )
+            from service.replay.decoder_process import start_decoder
 
-            if decoder_process_available():
-                try:
-                    decoder = stack.enter_context(DecoderProcess(log, reporter, log.label))
-                except OSError:  # no process to spare (fork refused): decode here
-                    pass
-                else:
-                    return decoder, decoder.position, log.label
+            decoder = start_decoder(log, reporter, log.label)
+            if decoder is not None:
+                stack.enter_context(decoder)
+                return decoder, decoder.position, log.label
         return (decode_lines(log, reporter, log.label),
                 lambda: (log.bytes_read, log.total_bytes), log.label)
     from service.replay.topic import TopicSource, parse_time

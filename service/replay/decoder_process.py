@@ -34,7 +34,7 @@ from typing import Any, NoReturn
 from schemas.event import Event, EventError, decode_event, event_fields, event_from_fields
 from service.replay.reader import BadRecord, LogFile, OnBad, ReplayInputError, where_prefix
 
-__all__ = ["DecoderProcess", "decoder_process_available"]
+__all__ = ["DecoderProcess", "decoder_process_available", "start_decoder"]
 
 _CHUNK = 512  # events per frame: a marshal call and a pipe write amortised over many
 _AHEAD = 64  # frames the child may hold decoded before the reader takes them (~7 MB)
@@ -48,6 +48,17 @@ def decoder_process_available() -> bool:
     if not hasattr(os, "fork") or sys.platform != "linux":
         return False
     return len(os.sched_getaffinity(0)) >= 2
+
+
+def start_decoder(log: LogFile, on_bad: OnBad, label: str) -> DecoderProcess | None:
+    """A `DecoderProcess` for `log`, or None where no second process can run beside this
+    one or the system refuses one (then the caller decodes in its own process)."""
+    if not decoder_process_available():
+        return None
+    try:
+        return DecoderProcess(log, on_bad, label)
+    except OSError:  # (fork refused: no process to spare)
+        return None
 
 
 class DecoderProcess:
@@ -70,7 +81,7 @@ class DecoderProcess:
             fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
         try:
             pid = os.fork()
-        except OSError:  # (the caller decodes in its own process instead)
+        except OSError:
             os.close(read_end)
             os.close(write_end)
             raise
@@ -165,6 +176,10 @@ def _child(log: LogFile, fd: int) -> NoReturn:
     code = 0
     batch: list[Any] = []
     bad = False  # a bad line in `batch`
+
+    def ship() -> None:
+        frames.put(marshal.dumps(("events", log.bytes_read, batch, bad)))
+
     try:
         for number, raw in log:
             try:
@@ -173,12 +188,12 @@ def _child(log: LogFile, fd: int) -> NoReturn:
                 batch.append((number, error.reason, error.message))
                 bad = True
             if len(batch) >= _CHUNK:
-                frames.put(marshal.dumps(("events", log.bytes_read, batch, bad)))
+                ship()
                 batch, bad = [], False
-        frames.put(marshal.dumps(("events", log.bytes_read, batch, bad)))
+        ship()
         frames.put(marshal.dumps(("end",)))
     except ReplayInputError as error:  # what was decoded before it is delivered first
-        frames.put(marshal.dumps(("events", log.bytes_read, batch, bad)))
+        ship()
         frames.put(marshal.dumps(("error", "input", str(error))))
     except BaseException as error:  # (reported to the parent, which raises)
         frames.put(marshal.dumps(("error", "crash", f"{type(error).__name__}: {error}")))
