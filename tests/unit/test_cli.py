@@ -4,6 +4,7 @@ misspelled TOUCHFLOW_* variables, and a wheel whose `touchflow worker` finds its
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -233,3 +234,24 @@ def test_replay_reads_the_settings_when_a_touchflow_variable_is_set(
                  "--no-progress"])
     assert code == 2
     assert "TOUCHFLOW_PARTITIONS='0' is not valid" in _one_sentence(capsys.readouterr().err)
+
+
+def _commands(parser: argparse.ArgumentParser) -> set[str]:
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return set(actions[0].choices)
+
+
+def test_each_plugin_command_loads_the_module_that_adds_it() -> None:
+    """`touchflow CMD` imports only CMD's plugin (service/cli.py `_PLUGIN_OF`): the table
+    names every command a plugin adds, each with the module that adds it, so a command line
+    naming one gets the same subcommand as the full parser."""
+    from service.cli import _PLUGIN_OF, build_parser
+
+    full = _commands(build_parser())
+    bases = []
+    for command in _PLUGIN_OF:
+        only = _commands(build_parser(command))
+        assert command in only
+        bases.append(only - {command})
+    assert all(base == bases[0] for base in bases)
+    assert bases[0] | set(_PLUGIN_OF) == full
