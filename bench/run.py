@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -151,21 +151,16 @@ async def _latency(tmp: Path, broker: Callable[[], Any], log: list[bytes],
             env, prefix = _touchflow_env(bootstrap, partitions, tmp)
             print(f"  latency: worker at {rate:,.0f} events/s ({fraction:.0%} of "
                   f"{maximum:,.0f}) for {seconds:g} s...", file=sys.stderr, flush=True)
-            try:
-                row["worker"] = await measure_latency(bootstrap, env, prefix, ROOT, log, keys,
-                                                      rate, tmp / f"latency-{fraction}.log",
-                                                      seconds)
-            except Exception as exc:
-                row["worker"] = {"ok": False, "note": f"failed: {type(exc).__name__}: {exc}"}
+            row["worker"] = await _or_failure(measure_latency(
+                bootstrap, env, prefix, ROOT, log, keys, rate, tmp / f"latency-{fraction}.log",
+                seconds))
         async with broker() as bootstrap:
             topic = f"bench-hop-{uuid.uuid4().hex[:8]}"
             await create_topic(bootstrap, topic, partitions)
             print(f"  latency: a bare hop through the broker at {rate:,.0f} events/s...",
                   file=sys.stderr, flush=True)
-            try:
-                row["bare_hop"] = await measure_hop(bootstrap, topic, log, keys, rate, seconds)
-            except Exception as exc:
-                row["bare_hop"] = {"ok": False, "note": f"failed: {type(exc).__name__}: {exc}"}
+            row["bare_hop"] = await _or_failure(measure_hop(bootstrap, topic, log, keys, rate,
+                                                            seconds))
         async with broker() as bootstrap:
             tag = uuid.uuid4().hex[:8]
             topics = (f"bench-relay-{tag}.events", f"bench-relay-{tag}.out")
@@ -173,13 +168,19 @@ async def _latency(tmp: Path, broker: Callable[[], Any], log: list[bytes],
                 await create_topic(bootstrap, topic, partitions)
             print(f"  latency: a relay (two hops, no work) at {rate:,.0f} events/s...",
                   file=sys.stderr, flush=True)
-            try:
-                row["relay"] = await measure_relay(bootstrap, _base_env(), topics, log, keys,
-                                                   rate, acting, tmp / "relay-ids.txt", seconds)
-            except Exception as exc:
-                row["relay"] = {"ok": False, "note": f"failed: {type(exc).__name__}: {exc}"}
+            row["relay"] = await _or_failure(measure_relay(
+                bootstrap, _base_env(), topics, log, keys, rate, acting, tmp / "relay-ids.txt",
+                seconds))
         runs.append(row)
     return {"ok": True, "maximum": round(maximum), "seconds": seconds, "runs": runs}
+
+
+async def _or_failure(measurement: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """A latency measurement's figures, or a row that says how it failed."""
+    try:
+        return await measurement
+    except Exception as exc:
+        return {"ok": False, "note": f"failed: {type(exc).__name__}: {exc}"}
 
 
 def latency_table(latency: Mapping[str, Any]) -> str:
